@@ -1,0 +1,74 @@
+/*
+ * addr.h - validation and normalisation of wire strings before they are used
+ *
+ * Everything that comes from a policy request and becomes part of a Redis key
+ * or member passes through here first. Functions are pure (no allocation,
+ * no I/O) and write NUL-terminated results into caller buffers.
+ *
+ * Normal forms:
+ *   domain  ASCII letters, digits, '-', '_' and '.', lowercased; no empty
+ *           label, no leading/trailing dot (one trailing dot is dropped),
+ *           labels <= 63, total <= BS_DOMAIN_MAX. Anything else (including
+ *           address literals "[192.0.2.1]" and non-ASCII) is rejected.
+ *   local   1..BS_LOCAL_MAX bytes, ASCII lowercased, no control characters
+ *           (< 0x20, 0x7f); spaces, quotes and UTF-8 bytes are kept as is.
+ *   client  an IPv4 address in dotted quad, or an IPv6 address reduced to
+ *           its network of ipv6_prefix bits in RFC 5952 text plus "/prefix"
+ *           (e.g. "2001:db8:1:2::/64"); IPv4-mapped IPv6 becomes IPv4.
+ */
+#ifndef BACKSTOP_ADDR_H
+#define BACKSTOP_ADDR_H
+
+#include <stddef.h>
+
+#define BS_DOMAIN_MAX 253
+#define BS_LOCAL_MAX 128
+#define BS_ADDR_MAX (BS_LOCAL_MAX + 1 + BS_DOMAIN_MAX)
+#define BS_CLIENT_KEY_MAX 64 /* "ffff:...:ffff/128" fits */
+
+typedef struct bs_addr {
+    char local[BS_LOCAL_MAX + 1];
+    size_t local_len;
+    char domain[BS_DOMAIN_MAX + 1];
+    size_t domain_len;
+} bs_addr;
+
+/*
+ * bs_addr_parse - split "local@domain" at the LAST '@' and normalise both
+ * parts. Returns 0, or -1 when the string has no '@', an empty or invalid
+ * part, or a part too long; *out is then unspecified.
+ */
+int bs_addr_parse(const char *s, size_t len, bs_addr *out);
+
+/*
+ * bs_domain_norm - normalise a domain name into out (BS_DOMAIN_MAX + 1
+ * bytes). Returns the length, or -1 when invalid.
+ */
+int bs_domain_norm(const char *s, size_t len, char *out);
+
+/*
+ * bs_local_base_len - Postfix recipient_delimiter semantics: the length of
+ * the local part before the first byte that is one of the delimiter
+ * characters in delims. Returns local_len when there is no delimiter, or
+ * when delims is empty, or when the delimiter is the first byte (Postfix
+ * does not strip an extension that would leave an empty local part).
+ */
+size_t bs_local_base_len(const char *local, size_t local_len, const char *delims);
+
+/*
+ * bs_client_key - normalise a client_address attribute into out
+ * (BS_CLIENT_KEY_MAX + 1 bytes): see "client" above. ipv6_prefix is 1..128.
+ * Returns the length, or -1 when the string is not an IP address.
+ */
+int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out);
+
+/*
+ * bs_escape - copy at most len bytes of s into out (outsz bytes, NUL
+ * terminated) with every byte outside 0x21..0x7e, and '\\', written as
+ * "\xHH". Stops early (cleanly, never mid-escape) when out is full.
+ * Returns the length written. Used for everything from the wire that
+ * reaches a log line or a reply.
+ */
+size_t bs_escape(const char *s, size_t len, char *out, size_t outsz);
+
+#endif

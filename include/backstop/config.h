@@ -1,0 +1,128 @@
+/*
+ * config.h - backstop.ini: the one configuration file of backstopd and
+ * backstopctl
+ *
+ * Parsed with inih. Every key is described once, in a table in config.c
+ * (name, type, default, bounds, destination). Unknown sections or keys, bad
+ * values, out-of-range numbers and over-long lines are errors naming
+ * "FILE:LINE: [section] key: problem". Lists are written as repeated keys.
+ * Durations take a unit: ms, s, m, h, d (a bare number means seconds).
+ *
+ * Ownership: a bs_config is a plain value with fixed-size fields (no heap),
+ * so it can be copied, compared, and swapped on SIGHUP.
+ */
+#ifndef BACKSTOP_CONFIG_H
+#define BACKSTOP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "backstop/cidr.h"
+
+#define BS_CFG_MAX_LISTEN 8
+#define BS_CFG_MAX_EXEMPT 64
+#define BS_CFG_MAX_ALLOW 64
+#define BS_CFG_MAX_SENTINELS 8
+#define BS_CFG_PATH_MAX 256
+#define BS_CFG_STR_MAX 128
+#define BS_CFG_PREFIX_MAX 64
+#define BS_CFG_DELIM_MAX 8
+
+enum bs_endpoint_type { BS_EP_INET = 1, BS_EP_UNIX = 2 };
+
+/* "inet:HOST:PORT" ("inet:[::1]:10040" for IPv6) or "unix:/path" */
+typedef struct bs_endpoint {
+    int type;                      /* enum bs_endpoint_type */
+    char host[BS_CFG_STR_MAX];     /* inet: literal address or host name */
+    unsigned port;                 /* inet: 1..65535 */
+    char path[BS_CFG_PATH_MAX];    /* unix: socket path (< 108 bytes) */
+} bs_endpoint;
+
+enum bs_mode { BS_MODE_ENFORCE = 0, BS_MODE_REPORT = 1 };
+enum bs_on_error { BS_ON_ERROR_DEFER = 0, BS_ON_ERROR_DUNNO = 1 };
+enum bs_ndr_action { BS_NDR_ALLOW = 0, BS_NDR_DENY = 1, BS_NDR_LIMIT = 2 };
+
+/* An NDR policy value: "allow", "deny" or "limit N/PERIOD". */
+typedef struct bs_ndr_rule {
+    int action;         /* enum bs_ndr_action */
+    uint32_t limit;     /* BS_NDR_LIMIT: N >= 1 */
+    uint64_t period_ms; /* BS_NDR_LIMIT: PERIOD >= 1s */
+} bs_ndr_rule;
+
+typedef struct bs_config {
+    char file[BS_CFG_PATH_MAX]; /* path it was read from */
+
+    /* [server] */
+    bs_endpoint listen[BS_CFG_MAX_LISTEN];
+    size_t nlisten;
+    unsigned socket_mode;               /* unix listeners, default 0660 */
+    char socket_group[BS_CFG_STR_MAX];  /* unix listeners, "" = unchanged */
+    bs_cidr allow[BS_CFG_MAX_ALLOW];    /* inet peers allowed; default loopback */
+    size_t nallow;
+    unsigned max_connections;           /* default 1000 */
+    uint64_t idle_timeout_ms;           /* default 330s (> Postfix max_idle) */
+    char user[BS_CFG_STR_MAX];          /* drop privileges after bind; "" = stay */
+    char group[BS_CFG_STR_MAX];
+
+    /* [redis] */
+    bs_endpoint redis;                  /* "tcp:HOST:PORT" or "unix:/path" (type inet = tcp) */
+    char username[BS_CFG_STR_MAX];      /* Redis 6 ACL user, "" = none */
+    char password[BS_CFG_STR_MAX];      /* "" = no AUTH */
+    unsigned db;                        /* 0..15 by default range 0..1000 */
+    char prefix[BS_CFG_PREFIX_MAX];     /* default "backstop:" */
+    uint64_t timeout_ms;                /* answer deadline per request, default 300ms */
+    uint64_t connect_timeout_ms;        /* default 1s */
+    unsigned max_pending;               /* in-flight Redis requests, default 4096 */
+    bs_endpoint sentinels[BS_CFG_MAX_SENTINELS]; /* tcp:HOST:PORT */
+    size_t nsentinels;
+    char master_name[BS_CFG_STR_MAX];
+    char sentinel_password[BS_CFG_STR_MAX];
+
+    /* [policy] */
+    int mode;                           /* enum bs_mode, default enforce */
+    int on_redis_error;                 /* enum bs_on_error, default defer */
+    char recipient_delimiter[BS_CFG_DELIM_MAX]; /* default "+", "" = none */
+    bs_ndr_rule ndr_default;            /* default deny */
+
+    /* [ratelimit] */
+    uint32_t invalid_limit;             /* "20/10m": 20; 0 disables */
+    uint64_t invalid_window_ms;         /* "20/10m": 10 minutes */
+    uint64_t block_time_ms;             /* default 1h */
+    unsigned ipv6_prefix;               /* default 64, 1..128 */
+    bs_cidr exempt[BS_CFG_MAX_EXEMPT];  /* default 127.0.0.0/8 and ::1/128 */
+    size_t nexempt;
+
+    /* [log] */
+    int log_level;                      /* enum bs_log_level (log.h), default info */
+    char syslog_facility[16];           /* default "mail" */
+} bs_config;
+
+/* bs_config_defaults - fill cfg with every default (no listener yet). */
+void bs_config_defaults(bs_config *cfg);
+
+/*
+ * bs_config_load - defaults, then the file. Returns 0, or -1 with a
+ * "FILE:LINE: problem" message (NUL-terminated, truncated to errsz) in err.
+ * On error *cfg is unspecified: load into a scratch value and copy on success.
+ * A file without any listen line gets the default inet:127.0.0.1:10040.
+ */
+int bs_config_load(const char *path, bs_config *cfg, char *err, size_t errsz);
+
+/* bs_parse_duration - "300ms", "5s", "10m", "1h", "2d" or "30". 0 / -1. */
+int bs_parse_duration(const char *s, uint64_t *ms);
+
+/* bs_parse_rate - "N/DURATION" (e.g. "20/10m"), or "0" = disabled. 0 / -1. */
+int bs_parse_rate(const char *s, uint32_t *n, uint64_t *period_ms);
+
+/* bs_parse_ndr_rule - "allow", "deny" or "limit N/PERIOD" (case-insensitive,
+ * surrounding blanks ignored). Used for both the config and Redis values. */
+int bs_parse_ndr_rule(const char *s, size_t len, bs_ndr_rule *out);
+
+/* bs_parse_endpoint - "inet:H:P", "tcp:H:P", "[v6]" hosts, or "unix:/p". */
+int bs_parse_endpoint(const char *s, bs_endpoint *out);
+
+/* bs_config_dump - write every effective setting, ini syntax, to fp. */
+void bs_config_dump(const bs_config *cfg, FILE *fp);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * decide.h - the policy rules: what backstopd answers to one policy request
+ *
+ * A pure, synchronous state machine. It never touches sockets, libuv or
+ * hiredis; the caller (conn.c, or a test with a fake store) runs the store
+ * queries it asks for and feeds the answers back:
+ *
+ *   bs_decide_begin(d, cfg, req, &q)   -> BS_DECIDE_DONE | BS_DECIDE_LOOKUP
+ *   LOOKUP: run q against the store, then
+ *   bs_decide_facts(d, cfg, &facts)    -> BS_DECIDE_DONE | BS_DECIDE_NDR_TAKE
+ *   NDR_TAKE: take one from the NDR budget d->ndr_count_domain, then
+ *   bs_decide_taken(d, cfg, result)    -> BS_DECIDE_DONE
+ *   Any step may instead end with bs_decide_fallback(d, cfg, why) when the
+ *   store cannot answer in time.
+ *
+ * On DONE, d->action/d->why hold the verdict, d->note_invalid says whether
+ * the caller must count an invalid recipient for d->client_key (a
+ * fire-and-forget store write: the answer does not wait for it), and
+ * bs_decide_reply()/bs_decide_log_line() format the answer and log line.
+ *
+ * Rules (protocol_state=RCPT only; anything else is DUNNO):
+ *  1. client blocked (and not exempt)              -> 450 4.7.1
+ *  2. null sender, recipient domain not protected -> NDR policy, longest
+ *     suffix match: domain, each ".parent", "*", then ndr_default
+ *  3. recipient domain protected: local part, or local part without its
+ *     extension, or "*" must be a member of rcpt:<domain>, else 550 5.1.1
+ *     (and the client's invalid-recipient count goes up unless exempt)
+ *  4. anything else                                -> DUNNO
+ * mode = report turns a refusal into "WARN would ..." (counted and logged).
+ */
+#ifndef BACKSTOP_DECIDE_H
+#define BACKSTOP_DECIDE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backstop/addr.h"
+#include "backstop/config.h"
+#include "backstop/proto.h"
+
+#define BS_NDR_MAX_FIELDS 16 /* domain, up to 14 parents, "*" */
+#define BS_REPLY_MAX 600     /* "action=" + text (<= 512) + "\n\n" */
+#define BS_LOG_FIELD_MAX 256 /* escaped wire strings kept for the log line */
+
+enum bs_decide_step {
+    BS_DECIDE_DONE = 0,
+    BS_DECIDE_LOOKUP = 1,
+    BS_DECIDE_NDR_TAKE = 2,
+};
+
+/* What the answer is. The order is the stats/log table order in decide.c. */
+enum bs_action {
+    BS_ACT_DUNNO = 0,
+    BS_ACT_REJECT_USER,  /* 550 5.1.1 */
+    BS_ACT_REJECT_NDR,   /* 550 5.7.1 */
+    BS_ACT_DEFER_CLIENT, /* 450 4.7.1 */
+    BS_ACT_FALLBACK,     /* on_redis_error: DEFER_IF_PERMIT or DUNNO */
+    BS_ACT_COUNT
+};
+
+/* Why. Each reason belongs to one action (table in decide.c). */
+enum bs_why {
+    BS_WHY_NOT_RCPT = 0,  /* protocol_state other than RCPT */
+    BS_WHY_BAD_RCPT,      /* recipient not a usable address */
+    BS_WHY_UNPROTECTED,   /* recipient domain not ours, not a bounce */
+    BS_WHY_VALID,         /* known recipient (or catch-all) */
+    BS_WHY_NDR_ALLOW,     /* bounce allowed by NDR policy */
+    BS_WHY_NDR_UNDER,     /* bounce within its limit */
+    BS_WHY_UNKNOWN_USER,  /* 550 5.1.1 */
+    BS_WHY_NDR_DENY,      /* 550 5.7.1 */
+    BS_WHY_NDR_LIMIT,     /* 550 5.7.1, over limit */
+    BS_WHY_BLOCKED,       /* 450 4.7.1 */
+    BS_WHY_REDIS_DOWN,    /* no usable Redis connection */
+    BS_WHY_REDIS_TIMEOUT, /* no answer within [redis] timeout */
+    BS_WHY_REDIS_ERROR,   /* Redis answered with an error */
+    BS_WHY_REDIS_BUSY,    /* too many Redis requests in flight */
+    BS_WHY_COUNT
+};
+
+/* The store queries of one request, all sent in one pipeline. Strings point
+ * into the bs_decision; a NULL/0 entry means "not needed". */
+typedef struct bs_lookup {
+    const char *client_key;  /* GET block:<client_key> */
+    const char *exempt[2];   /* SMISMEMBER exempt <addr> [<client_key>] */
+    unsigned nexempt;
+    const char *domain;      /* SISMEMBER domains <domain> */
+    const char *locals[3];   /* SMISMEMBER rcpt:<domain> local [base] "*" */
+    size_t local_lens[3];
+    unsigned nlocals;
+    const char *ndr_fields[BS_NDR_MAX_FIELDS]; /* HMGET ndr f1 f2 ... */
+    unsigned nndr;
+} bs_lookup;
+
+/* What the store found; filled by the store for one bs_lookup. */
+typedef struct bs_facts {
+    int blocked;           /* block:<client> exists */
+    char block_reason[64]; /* its value, truncated, escaped by the store */
+    int exempt;            /* any exempt member present */
+    int protected_domain;  /* domain in domains */
+    int rcpt_known;        /* any of the locals present */
+    int ndr_index;         /* first ndr field present, -1 none */
+    char ndr_value[64];    /* its value (raw, NUL-terminated, truncated) */
+    size_t ndr_value_len;
+} bs_facts;
+
+/* One request's decision. Embedded in its connection; no heap. */
+typedef struct bs_decision {
+    /* from the request (escaped, truncated copies for reply and log) */
+    char queue_id[32];
+    char client_name[128];
+    char client_addr[64];
+    char helo[128];
+    char proto[16];
+    char from[BS_LOG_FIELD_MAX];
+    char to[BS_LOG_FIELD_MAX];
+    int null_sender;
+    int cidr_exempt;
+
+    /* normalised */
+    bs_addr rcpt;
+    size_t base_len; /* rcpt.local without extension */
+    char base[BS_LOCAL_MAX + 1];
+    char client_key[BS_CLIENT_KEY_MAX + 1];
+    char client_ip[BS_CLIENT_KEY_MAX + 1];
+    char ndr_fields[BS_NDR_MAX_FIELDS][BS_DOMAIN_MAX + 2];
+    unsigned nndr;
+
+    /* outcome */
+    int action;        /* enum bs_action */
+    int why;           /* enum bs_why */
+    int note_invalid;  /* caller counts an invalid recipient for client_key */
+    const char *ndr_match; /* the NDR entry that decided ("*", "default") */
+    bs_ndr_rule ndr_rule;
+} bs_decision;
+
+int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req,
+                    bs_lookup *q);
+int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f);
+/* result: 1 within the budget, 0 over it, -1 store error */
+int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result);
+void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why);
+
+/* bs_decide_reply - "action=...\n\n" into out (BS_REPLY_MAX); returns length.
+ * The text is printable ASCII and at most 512 bytes. */
+size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out);
+
+/* bs_decide_log_line - the Postfix-shaped log line (no trailing newline), or
+ * length 0 when the verdict is a plain DUNNO that is not logged at info. */
+size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz);
+
+/* Names for stats and logs: "unknown_user", "reject", ... */
+const char *bs_why_name(int why);
+const char *bs_action_name(int action);
+int bs_why_action(int why);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * log.h - logging: syslog (facility from the config, ident "backstopd") and,
+ * with -f, stderr too
+ *
+ * Levels follow Postfix msg(3): warn = a peer or Redis misbehaved and we
+ * recover; fatal = broken config/environment at start-up only (exits 1);
+ * panic = our own bug (aborts). The macros test the level before any
+ * formatting, so a disabled debug line costs one comparison.
+ * Callers escape wire data (bs_escape) before it reaches a format string's
+ * arguments.
+ */
+#ifndef BACKSTOP_LOG_H
+#define BACKSTOP_LOG_H
+
+enum bs_log_level { BS_LOG_ERROR = 0, BS_LOG_WARN = 1, BS_LOG_INFO = 2, BS_LOG_DEBUG = 3 };
+
+extern int bs_log_level;
+
+/* bs_log_open - ident, syslog facility name ("mail", "local0", ...; NULL =
+ * mail), whether to copy lines to stderr. May be called again (reload). */
+void bs_log_open(const char *ident, const char *facility, int to_stderr);
+/* bs_log_facility_valid - 1 if name is a syslog facility we know */
+int bs_log_facility_valid(const char *name);
+/* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */
+int bs_log_level_parse(const char *name);
+
+void bs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bs_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void bs_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#define bs_debug(...)                                                                              \
+    do {                                                                                           \
+        if (bs_log_level >= BS_LOG_DEBUG)                                                          \
+            bs_log(BS_LOG_DEBUG, __VA_ARGS__);                                                     \
+    } while (0)
+#define bs_info(...)                                                                               \
+    do {                                                                                           \
+        if (bs_log_level >= BS_LOG_INFO)                                                           \
+            bs_log(BS_LOG_INFO, __VA_ARGS__);                                                      \
+    } while (0)
+#define bs_warn(...) bs_log(BS_LOG_WARN, __VA_ARGS__)
+#define bs_error(...) bs_log(BS_LOG_ERROR, __VA_ARGS__)
+
+#endif

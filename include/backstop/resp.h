@@ -1,0 +1,36 @@
+/*
+ * resp.h - build Redis commands in RESP wire form without printf
+ *
+ * hiredis spends ~10k instructions formatting one command with its printf
+ * style API; these helpers append "*N\r\n$len\r\narg\r\n..." to a
+ * caller-owned fixed buffer, to be handed to redisAsyncFormattedCommand().
+ * No allocation. Every argument is length-counted, so any byte is safe
+ * (binary-safe, nothing is interpreted). Overflow is sticky: once an append
+ * does not fit, b->overflow is set, later appends do nothing, and the caller
+ * must not send the buffer.
+ */
+#ifndef BACKSTOP_RESP_H
+#define BACKSTOP_RESP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bs_resp {
+    char *buf;
+    size_t len;
+    size_t cap;
+    int overflow;
+} bs_resp;
+
+void bs_resp_init(bs_resp *b, char *buf, size_t cap);
+/* start a command of argc arguments (the caller then appends exactly argc) */
+void bs_resp_cmd(bs_resp *b, unsigned argc);
+void bs_resp_arg(bs_resp *b, const char *s, size_t len);
+/* one argument made of two parts, e.g. key prefix + key name */
+void bs_resp_arg2(bs_resp *b, const char *a, size_t alen, const char *s, size_t len);
+/* a C string argument */
+void bs_resp_str(bs_resp *b, const char *s);
+/* an unsigned decimal argument */
+void bs_resp_u64(bs_resp *b, uint64_t v);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * server.h - the listeners and the connection table of backstopd
+ *
+ * A bs_server owns its listeners (inet and unix), every client connection
+ * (conn.c) and the shared read buffer and parser. It borrows the config
+ * (which may change in place on reload) and the store.
+ */
+#ifndef BACKSTOP_SERVER_H
+#define BACKSTOP_SERVER_H
+
+#include <uv.h>
+
+#include "backstop/config.h"
+#include "backstop/store.h"
+
+typedef struct bs_server bs_server;
+
+/* bs_server_new - NULL on out of memory. Nothing is opened yet. */
+bs_server *bs_server_new(uv_loop_t *loop, const bs_config *cfg, bs_store *store);
+
+/* bs_server_listen - open every [server] listen endpoint. Returns 0, or -1
+ * with a message in err (a start-up failure: the caller exits). */
+int bs_server_listen(bs_server *s, char *err, size_t errsz);
+
+/* bs_server_reconfigure - after *cfg changed in place (old = previous):
+ * opens new listeners, closes removed ones, resizes the connection table.
+ * Existing connections stay. Failures are warnings. */
+void bs_server_reconfigure(bs_server *s, const bs_config *old);
+
+/* bs_server_shutdown - stop accepting, close idle connections, answer the
+ * requests in flight, then call done(arg) once every connection and
+ * listener has closed (at most [redis] timeout + 2 s later). The server is
+ * freed before done is called. */
+void bs_server_shutdown(bs_server *s, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * stats.h - this process's counters (one global, single-threaded)
+ *
+ * Every limit, drop and fallback has a counter here. They are logged at
+ * shutdown and on SIGUSR1 (bs_stats_log). Cluster-wide decision counters
+ * are separate: the store flushes them to the Redis "stats" hash.
+ */
+#ifndef BACKSTOP_STATS_H
+#define BACKSTOP_STATS_H
+
+#include <stdint.h>
+
+#include "backstop/decide.h"
+
+#define BS_PROTO_NERR 6 /* -BS_PROTO_E_* indexes 1..5 */
+
+typedef struct bs_stats {
+    uint64_t requests;
+    uint64_t by_why[BS_WHY_COUNT];
+    uint64_t conn_accepted;
+    uint64_t conn_closed;
+    uint64_t conn_active;
+    uint64_t conn_limit_waits;  /* accepts delayed at max_connections */
+    uint64_t conn_denied;       /* inet peer not in [server] allow */
+    uint64_t proto_errors[BS_PROTO_NERR];
+    uint64_t bad_request_type;  /* request= other than smtpd_access_policy */
+    uint64_t idle_timeouts;
+    uint64_t partial_timeouts;  /* request not complete within its deadline */
+    uint64_t pipelined_closed;  /* bytes beyond one request while deciding */
+    uint64_t write_errors;
+    uint64_t late_replies;      /* store answers for requests already answered */
+    uint64_t redis_connects;
+    uint64_t redis_disconnects;
+    uint64_t redis_stalls;      /* connection dropped: no reply in time */
+    uint64_t redis_errors;      /* error replies */
+    uint64_t redis_busy;        /* max_pending reached */
+    uint64_t redis_noscript;    /* EVALSHA retried as EVAL */
+    uint64_t clients_blocked;   /* blocks set by our rate tracking */
+    uint64_t reloads;
+    uint64_t reload_errors;
+} bs_stats;
+
+extern bs_stats bs_stat;
+
+/* bs_stats_log - one info line with every non-zero counter */
+void bs_stats_log(const char *when);
+
+#endif

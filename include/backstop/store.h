@@ -1,0 +1,49 @@
+/*
+ * store.h - the interface between the policy driver (conn.c) and the shared
+ * state (Redis in production, a fake in tests)
+ *
+ * Calls never block. A call that returns 0 has queued the work and will call
+ * its callback exactly once, later, from the event loop (never from inside
+ * the call), even when the store goes away (status BS_WHY_REDIS_DOWN). A call
+ * that returns non-zero (a BS_WHY_REDIS_* reason) queued nothing and will
+ * never call back: the caller answers with the fallback at once.
+ *
+ * Results are routed by (arg, id): arg is a long-lived owner (the server's
+ * connection table), id names one request of one connection with a
+ * generation, so a late answer for a connection that was closed or already
+ * answered is recognised and dropped by its owner. The store never holds a
+ * pointer to a connection.
+ */
+#ifndef BACKSTOP_STORE_H
+#define BACKSTOP_STORE_H
+
+#include <stdint.h>
+
+#include "backstop/decide.h"
+
+/* status: 0 = facts valid, else a BS_WHY_REDIS_* reason (facts unusable) */
+typedef void bs_store_facts_cb(void *arg, uint64_t id, int status, const bs_facts *facts);
+/* result: 1 = within the budget, 0 = over it, -1 = error (status says why) */
+typedef void bs_store_take_cb(void *arg, uint64_t id, int status, int result);
+
+typedef struct bs_store bs_store;
+
+typedef struct bs_store_ops {
+    int (*lookup)(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id);
+    /* take one from the NDR budget of recipient domain `domain` */
+    int (*ndr_take)(bs_store *s, const char *domain, const bs_ndr_rule *rule, bs_store_take_cb *cb,
+                    void *arg, uint64_t id);
+    /* count one invalid recipient for client_key; blocks it past the limit.
+     * Fire and forget: the outcome is logged and counted by the store. */
+    void (*note_invalid)(bs_store *s, const char *client_key);
+    /* count one decision (cluster-wide stats, flushed in batches) */
+    void (*count)(bs_store *s, int why);
+    /* 1 when the store can take queries now */
+    int (*ready)(const bs_store *s);
+} bs_store_ops;
+
+struct bs_store {
+    const bs_store_ops *ops;
+};
+
+#endif

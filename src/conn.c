@@ -1,0 +1,501 @@
+/*
+ * conn.c - one policy client connection (an smtpd process, usually)
+ *
+ * Provides bs__conn_accept/_close/_shutdown for server.c.
+ *
+ * Each connection moves through enter_state(): READING -> DECIDING ->
+ * (WRITING ->) READING ... -> CLOSING. One request is decided at a time:
+ * reading stops while a request is being decided or its reply written
+ * (Postfix never pipelines; extra bytes wait in the partial buffer).
+ *
+ * One timer per connection carries the deadline of its state:
+ *   READING, nothing buffered  [server] idle_timeout       -> close
+ *   READING, partial request   BS_PARTIAL_TIMEOUT_MS from its first byte
+ *   DECIDING                   [redis] timeout -> the on_redis_error answer
+ *   WRITING                    BS_WRITE_TIMEOUT_MS         -> close
+ *
+ * Store answers are routed by (server, id): id = slot << 32 | generation;
+ * an answer whose connection is gone, or has moved on, is dropped and
+ * counted (late_replies). One close path: bs__conn_close(); the memory is
+ * freed in the last uv_close callback, never in a callback of its own.
+ *
+ * A malformed or oversized request, or request= other than
+ * smtpd_access_policy, is logged as a warning and the connection closed
+ * without a reply (SMTPD_POLICY_README); it never gets a made-up action.
+ *
+ * Steady state allocates nothing: a request that arrives in one read is
+ * parsed in the server's shared buffer; only an incomplete one takes a
+ * partial buffer (recycled through the server's free list).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backstop/cidr.h"
+#include "backstop/log.h"
+#include "backstop/stats.h"
+#include "server_int.h"
+
+static void process(bs_conn *c);
+static void respond(bs_conn *c);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static uint64_t conn_id(const bs_conn *c)
+{
+    return ((uint64_t)c->slot << 32) | c->gen;
+}
+
+/* find - the connection an id names, if it still waits for that answer */
+static bs_conn *find(bs_server *s, uint64_t id)
+{
+    uint32_t slot = (uint32_t)(id >> 32);
+    bs_conn *c;
+
+    if (slot >= s->nslots || !(c = s->slots[slot]) || c->gen != (uint32_t)id ||
+        c->state != BS_CONN_DECIDING) {
+        bs_stat.late_replies++;
+        return NULL;
+    }
+    return c;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* enter_state - every state change passes here, with its deadline */
+static void enter_state(bs_conn *c, int state)
+{
+    const bs_config *cfg = c->srv->cfg;
+    uint64_t ms = 0;
+
+    c->state = state;
+    switch (state) {
+    case BS_CONN_READING:
+        if (c->part) {
+            uint64_t now = uv_now(c->srv->loop);
+            uint64_t end = c->part->deadline_set + BS_PARTIAL_TIMEOUT_MS;
+            ms = end > now ? end - now : 1;
+        } else {
+            ms = cfg->idle_timeout_ms;
+        }
+        uv_read_start(&c->h.stream, on_alloc, on_read); /* no-op when reading */
+        break;
+    case BS_CONN_DECIDING:
+        ms = cfg->timeout_ms;
+        uv_read_stop(&c->h.stream);
+        break;
+    case BS_CONN_WRITING:
+        ms = BS_WRITE_TIMEOUT_MS;
+        uv_read_stop(&c->h.stream);
+        break;
+    case BS_CONN_CLOSING:
+        uv_read_stop(&c->h.stream);
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    bs_conn *c = h->data;
+
+    if (c->part) {
+        buf->base = c->part->buf + c->part->len;
+        buf->len = sizeof(c->part->buf) - c->part->len;
+    } else {
+        buf->base = c->srv->rbuf;
+        buf->len = sizeof(c->srv->rbuf);
+    }
+}
+
+/* protocol_error - log, count, close: never answer a broken request */
+static void protocol_error(bs_conn *c, int err)
+{
+    if (-err > 0 && -err < BS_PROTO_NERR)
+        bs_stat.proto_errors[-err]++;
+    bs_warn("conn=%llu client=%s: malformed policy request (%s): closing connection",
+            (unsigned long long)c->cid, c->peer, bs_proto_strerror(err));
+    bs__conn_close(c, NULL);
+}
+
+static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f);
+static void on_taken(void *arg, uint64_t id, int status, int result);
+
+/* decide - a complete request: start its decision (parser holds it) */
+static void decide(bs_conn *c, const bs_proto_parser *p)
+{
+    bs_server *s = c->srv;
+    const bs_proto_attr *req = bs_proto_get(p, "request");
+    bs_lookup q;
+    int rc;
+
+    if (!req || req->value_len != 19 || memcmp(req->value, "smtpd_access_policy", 19) != 0) {
+        char esc[64] = "(none)";
+        if (req)
+            bs_escape(req->value, req->value_len, esc, sizeof(esc));
+        bs_stat.bad_request_type++;
+        bs_warn("conn=%llu client=%s: unsupported request type \"%s\": closing connection",
+                (unsigned long long)c->cid, c->peer, esc);
+        bs__conn_close(c, NULL);
+        return;
+    }
+    bs_stat.requests++;
+    c->gen++;
+    c->started = uv_now(s->loop);
+    enter_state(c, BS_CONN_DECIDING);
+    if (bs_decide_begin(&c->d, s->cfg, p, &q) == BS_DECIDE_DONE) {
+        respond(c);
+        return;
+    }
+    rc = s->store->ops->lookup(s->store, &q, on_facts, s, conn_id(c));
+    if (rc) {
+        bs_decide_fallback(&c->d, s->cfg, rc);
+        respond(c);
+    }
+}
+
+static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
+{
+    bs_server *s = arg;
+    bs_conn *c = find(s, id);
+    int rc;
+
+    if (!c)
+        return;
+    if (status) {
+        bs_decide_fallback(&c->d, s->cfg, status);
+        respond(c);
+        return;
+    }
+    if (bs_decide_facts(&c->d, s->cfg, f) == BS_DECIDE_NDR_TAKE) {
+        rc = s->store->ops->ndr_take(s->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, s,
+                                     conn_id(c));
+        if (rc == 0)
+            return;
+        bs_decide_fallback(&c->d, s->cfg, rc);
+    }
+    respond(c);
+}
+
+static void on_taken(void *arg, uint64_t id, int status, int result)
+{
+    bs_server *s = arg;
+    bs_conn *c = find(s, id);
+
+    if (!c)
+        return;
+    if (status)
+        bs_decide_fallback(&c->d, s->cfg, status);
+    else
+        bs_decide_taken(&c->d, s->cfg, result);
+    respond(c);
+}
+
+/* after_reply - the reply is out: next request, or close when draining */
+static void after_reply(bs_conn *c)
+{
+    if (c->srv->shutting_down) {
+        bs__conn_close(c, NULL);
+        return;
+    }
+    enter_state(c, BS_CONN_READING);
+    if (!c->in_decide && c->part)
+        process(c);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    bs_conn *c = w->data;
+
+    if (c->state != BS_CONN_WRITING)
+        return; /* cancelled by close */
+    if (status < 0) {
+        bs_stat.write_errors++;
+        bs__conn_close(c, uv_strerror(status));
+        return;
+    }
+    after_reply(c);
+}
+
+/* respond - count, log, and write the decided answer */
+static void respond(bs_conn *c)
+{
+    bs_server *s = c->srv;
+    const bs_config *cfg = s->cfg;
+    bs_decision *d = &c->d;
+    char line[1536];
+    size_t n;
+    int w;
+
+    uv_timer_stop(&c->timer);
+    bs_stat.by_why[d->why]++;
+    s->store->ops->count(s->store, d->why);
+    if (d->note_invalid)
+        s->store->ops->note_invalid(s->store, d->client_key);
+    n = bs_decide_log_line(d, cfg, line, sizeof(line));
+    if (n)
+        bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);
+    else
+        bs_debug("conn=%llu %s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s",
+                 (unsigned long long)c->cid, d->queue_id[0] ? d->queue_id : "NOQUEUE",
+                 d->client_name, d->client_addr, d->from, d->to, bs_why_name(d->why));
+
+    c->wbuf.base = c->reply;
+    c->wbuf.len = bs_decide_reply(d, cfg, c->reply);
+    w = uv_try_write(&c->h.stream, &c->wbuf, 1);
+    if (w == (int)c->wbuf.len) {
+        after_reply(c);
+        return;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+        bs_stat.write_errors++;
+        bs__conn_close(c, uv_strerror(w));
+        return;
+    }
+    if (w > 0) {
+        c->wbuf.base += w;
+        c->wbuf.len -= (size_t)w;
+    }
+    enter_state(c, BS_CONN_WRITING);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, &c->h.stream, &c->wbuf, 1, on_write) < 0) {
+        bs_stat.write_errors++;
+        bs__conn_close(c, "write failed");
+    }
+}
+
+/* keep_partial - copy len bytes into the connection's partial buffer (a
+ * fresh parse starts on it); 0, or -1 when no buffer can be had */
+static int keep_partial(bs_conn *c, const char *data, size_t len)
+{
+    if (!c->part) {
+        if (!(c->part = bs__server_part_get(c->srv)))
+            return -1;
+    }
+    memcpy(c->part->buf, data, len);
+    c->part->len = len;
+    c->part->deadline_set = uv_now(c->srv->loop);
+    bs_proto_reset(&c->part->parser);
+    return 0;
+}
+
+/* drop_partial - return the partial buffer */
+static void drop_partial(bs_conn *c)
+{
+    if (c->part) {
+        bs__server_part_put(c->srv, c->part);
+        c->part = NULL;
+    }
+}
+
+/* process - parse and decide what c->part holds (after a read into it, or
+ * bytes left over after a reply), one request at a time */
+static void process(bs_conn *c)
+{
+    while (c->state == BS_CONN_READING && c->part) {
+        bs_partial *p = c->part;
+        size_t used = 0;
+        int rc = bs_proto_feed(&p->parser, p->buf, p->len, &used);
+
+        if (rc < 0) {
+            protocol_error(c, rc);
+            return;
+        }
+        if (rc == BS_PROTO_NEED_MORE) {
+            enter_state(c, BS_CONN_READING); /* the partial deadline */
+            return;
+        }
+        c->in_decide = 1;
+        decide(c, &p->parser); /* copies what it needs out of p->buf */
+        c->in_decide = 0;
+        if (c->state == BS_CONN_CLOSING)
+            return;
+        if (used < p->len) {
+            memmove(p->buf, p->buf + used, p->len - used);
+            p->len -= used;
+            p->deadline_set = uv_now(c->srv->loop);
+            bs_proto_reset(&p->parser);
+        } else {
+            drop_partial(c);
+        }
+        if (c->state == BS_CONN_READING)
+            enter_state(c, BS_CONN_READING); /* deadline for what is left */
+    }
+}
+
+/* on_read - bytes arrived in the shared buffer or in the partial buffer */
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    bs_conn *c = st->data;
+    bs_server *s = c->srv;
+    size_t used = 0;
+    int rc;
+
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (c->part && c->part->len && nread == UV_EOF)
+            bs_warn("conn=%llu client=%s: connection closed inside a request",
+                    (unsigned long long)c->cid, c->peer);
+        bs__conn_close(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        return;
+    }
+    if (c->part) {
+        c->part->len += (size_t)nread;
+        process(c);
+        return;
+    }
+    /* the common case: parse in place in the shared buffer */
+    bs_proto_reset(&s->parser);
+    rc = bs_proto_feed(&s->parser, buf->base, (size_t)nread, &used);
+    if (rc < 0) {
+        protocol_error(c, rc);
+        return;
+    }
+    if (rc == BS_PROTO_DONE && used == (size_t)nread) {
+        decide(c, &s->parser);
+        return;
+    }
+    /* incomplete, or more than one request: keep the bytes that are not
+     * decided now; the next read, or the end of this request, parses them */
+    if (keep_partial(c, buf->base + (rc == BS_PROTO_DONE ? used : 0),
+                     (size_t)nread - (rc == BS_PROTO_DONE ? used : 0)) < 0) {
+        bs__conn_close(c, "out of memory");
+        return;
+    }
+    if (rc == BS_PROTO_DONE)
+        decide(c, &s->parser); /* s->parser points into rbuf, still intact */
+    else
+        process(c); /* rescans the copy once; sets the partial deadline */
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    bs_conn *c = t->data;
+
+    switch (c->state) {
+    case BS_CONN_DECIDING:
+        bs_decide_fallback(&c->d, c->srv->cfg, BS_WHY_REDIS_TIMEOUT);
+        c->gen++; /* the store's answer, when it comes, is late */
+        respond(c);
+        break;
+    case BS_CONN_READING:
+        if (c->part && c->part->len) {
+            bs_stat.partial_timeouts++;
+            bs_warn("conn=%llu client=%s: request not complete within %ds: closing connection",
+                    (unsigned long long)c->cid, c->peer, BS_PARTIAL_TIMEOUT_MS / 1000);
+        } else {
+            bs_stat.idle_timeouts++;
+        }
+        bs__conn_close(c, NULL);
+        break;
+    case BS_CONN_WRITING:
+        bs_stat.write_errors++;
+        bs__conn_close(c, "reply not taken in time");
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    bs_conn *c = h->data;
+
+    if (--c->open_handles == 0) {
+        bs_server *s = c->srv;
+        free(c);
+        bs__server_conn_gone(s);
+    }
+}
+
+/* bs__conn_close - the one close path; why = NULL for an ordinary close */
+void bs__conn_close(bs_conn *c, const char *why)
+{
+    if (c->state == BS_CONN_CLOSING)
+        return;
+    if (why)
+        bs_debug("conn=%llu client=%s: closing: %s", (unsigned long long)c->cid, c->peer, why);
+    enter_state(c, BS_CONN_CLOSING);
+    drop_partial(c);
+    bs__server_slot_put(c->srv, c); /* late store answers now find nothing */
+    bs_stat.conn_closed++;
+    bs_stat.conn_active--;
+    uv_close(&c->h.handle, on_closed);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+}
+
+/* bs__conn_shutdown - at server shutdown: close now unless a request is
+ * being answered (after_reply closes those) */
+void bs__conn_shutdown(bs_conn *c)
+{
+    if (c->state == BS_CONN_READING)
+        bs__conn_close(c, NULL);
+}
+
+/* peer_allowed - inet peers must be inside [server] allow */
+static int peer_allowed(bs_conn *c, const bs_listener *l)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uint8_t ip[16];
+
+    if (l->ep.type != BS_EP_INET) {
+        snprintf(c->peer, sizeof(c->peer), "unix:%.50s", l->ep.path);
+        return 1;
+    }
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        uv_ip4_name(in, c->peer, sizeof(c->peer));
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(in6, c->peer, sizeof(c->peer));
+    }
+    if (bs_ip_parse(c->peer, strlen(c->peer), ip) < 0)
+        return 0;
+    return bs_cidr_list_match(c->srv->cfg->allow, c->srv->cfg->nallow, ip);
+}
+
+/* bs__conn_accept - accept one pending connection of l (the caller checked
+ * the connection limit) */
+void bs__conn_accept(bs_listener *l)
+{
+    bs_server *s = l->srv;
+    bs_conn *c = calloc(1, sizeof(*c));
+
+    l->waiting = 0;
+    if (!c || bs__server_slot_get(s, c) < 0) {
+        free(c);
+        bs_warn("cannot accept a connection: out of memory");
+        return;
+    }
+    c->srv = s;
+    c->cid = ++s->next_cid;
+    if (l->ep.type == BS_EP_INET)
+        uv_tcp_init(s->loop, &c->h.tcp);
+    else
+        uv_pipe_init(s->loop, &c->h.pipe, 0);
+    uv_timer_init(s->loop, &c->timer);
+    c->h.handle.data = c->timer.data = c;
+    c->open_handles = 2;
+    c->state = BS_CONN_READING;
+    bs_stat.conn_accepted++;
+    bs_stat.conn_active++;
+    if (uv_accept(&l->h.stream, &c->h.stream) != 0) {
+        bs__conn_close(c, "accept failed");
+        return;
+    }
+    if (!peer_allowed(c, l)) {
+        bs_stat.conn_denied++;
+        bs_warn("conn=%llu: connection from %s refused: not in [server] allow",
+                (unsigned long long)c->cid, c->peer[0] ? c->peer : "unknown address");
+        bs__conn_close(c, NULL);
+        return;
+    }
+    if (l->ep.type == BS_EP_INET)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    bs_debug("conn=%llu: connect from %s", (unsigned long long)c->cid, c->peer);
+    enter_state(c, BS_CONN_READING);
+}

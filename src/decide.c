@@ -1,0 +1,330 @@
+/*
+ * decide.c - the policy rules (see decide.h for the state machine)
+ *
+ * Provides bs_decide_*(): turn one parsed policy request plus the facts a
+ * store found into a verdict, its reply line and its log line.
+ *
+ * Never does: I/O, allocation, libuv or hiredis calls. Every string from the
+ * wire is either validated/normalised (addr.c) before it can become part of
+ * a store query, or escaped (bs_escape) before it reaches a reply or a log
+ * line. The only side effect is a warning log for an unusable NDR value
+ * found in the store (an admin typo), which then falls back to ndr_default.
+ *
+ * Limits: NDR lookups consider the recipient domain, at most
+ * BS_NDR_MAX_FIELDS - 2 parent suffixes (the shortest ones), and "*".
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "backstop/cidr.h"
+#include "backstop/decide.h"
+#include "backstop/log.h"
+
+/* One row per reason: its name (stats field, log "reason=") and action. */
+static const struct {
+    const char *name;
+    int action;
+} why_table[BS_WHY_COUNT] = {
+    [BS_WHY_NOT_RCPT] = {"not_rcpt", BS_ACT_DUNNO},
+    [BS_WHY_BAD_RCPT] = {"bad_recipient", BS_ACT_DUNNO},
+    [BS_WHY_UNPROTECTED] = {"unprotected", BS_ACT_DUNNO},
+    [BS_WHY_VALID] = {"valid", BS_ACT_DUNNO},
+    [BS_WHY_NDR_ALLOW] = {"ndr_allow", BS_ACT_DUNNO},
+    [BS_WHY_NDR_UNDER] = {"ndr_under_limit", BS_ACT_DUNNO},
+    [BS_WHY_UNKNOWN_USER] = {"unknown_user", BS_ACT_REJECT_USER},
+    [BS_WHY_NDR_DENY] = {"ndr_deny", BS_ACT_REJECT_NDR},
+    [BS_WHY_NDR_LIMIT] = {"ndr_limit", BS_ACT_REJECT_NDR},
+    [BS_WHY_BLOCKED] = {"blocked", BS_ACT_DEFER_CLIENT},
+    [BS_WHY_REDIS_DOWN] = {"redis_down", BS_ACT_FALLBACK},
+    [BS_WHY_REDIS_TIMEOUT] = {"redis_timeout", BS_ACT_FALLBACK},
+    [BS_WHY_REDIS_ERROR] = {"redis_error", BS_ACT_FALLBACK},
+    [BS_WHY_REDIS_BUSY] = {"redis_busy", BS_ACT_FALLBACK},
+};
+
+static const char *const action_names[BS_ACT_COUNT] = {
+    [BS_ACT_DUNNO] = "dunno",
+    [BS_ACT_REJECT_USER] = "reject",
+    [BS_ACT_REJECT_NDR] = "reject",
+    [BS_ACT_DEFER_CLIENT] = "defer",
+    [BS_ACT_FALLBACK] = "fallback",
+};
+
+const char *bs_why_name(int why)
+{
+    return (why >= 0 && why < BS_WHY_COUNT) ? why_table[why].name : "?";
+}
+
+const char *bs_action_name(int action)
+{
+    return (action >= 0 && action < BS_ACT_COUNT) ? action_names[action] : "?";
+}
+
+int bs_why_action(int why)
+{
+    return (why >= 0 && why < BS_WHY_COUNT) ? why_table[why].action : BS_ACT_DUNNO;
+}
+
+/* finish - record the verdict; always returns BS_DECIDE_DONE */
+static int finish(bs_decision *d, int why)
+{
+    d->why = why;
+    d->action = why_table[why].action;
+    return BS_DECIDE_DONE;
+}
+
+/* copy_escaped - escaped copy of attribute name (or "" when absent) */
+static void copy_escaped(const bs_proto_parser *req, const char *name, char *out, size_t outsz)
+{
+    const bs_proto_attr *a = bs_proto_get(req, name);
+
+    if (a)
+        bs_escape(a->value, a->value_len, out, outsz);
+    else
+        out[0] = 0;
+}
+
+/* attr_is - attribute present with exactly this value */
+static int attr_is(const bs_proto_parser *req, const char *name, const char *value)
+{
+    const bs_proto_attr *a = bs_proto_get(req, name);
+    size_t n = strlen(value);
+
+    return a && a->value_len == n && memcmp(a->value, value, n) == 0;
+}
+
+/* set_client - normalise client_address into the block key and the exempt
+ * member; decide config exemption. Leaves both empty for "unknown". */
+static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req)
+{
+    const bs_proto_attr *a = bs_proto_get(req, "client_address");
+    uint8_t ip[16];
+    int n;
+
+    d->client_key[0] = d->client_ip[0] = 0;
+    d->cidr_exempt = 0;
+    if (!a || bs_client_key(a->value, a->value_len, cfg->ipv6_prefix, d->client_key) < 0)
+        return;
+    n = bs_client_key(a->value, a->value_len, 128, d->client_ip);
+    if (n > 4 && strcmp(d->client_ip + n - 4, "/128") == 0)
+        d->client_ip[n - 4] = 0;
+    if (bs_ip_parse(a->value, a->value_len, ip) > 0)
+        d->cidr_exempt = bs_cidr_list_match(cfg->exempt, cfg->nexempt, ip);
+}
+
+/* set_ndr_fields - domain, its parent suffixes (".b.c", ".c"), then "*" */
+static void set_ndr_fields(bs_decision *d)
+{
+    const char *dom = d->rcpt.domain;
+    size_t dots[BS_DOMAIN_MAX], ndots = 0, skip, i;
+    const size_t max_parents = BS_NDR_MAX_FIELDS - 2;
+
+    d->nndr = 0;
+    memcpy(d->ndr_fields[d->nndr++], dom, d->rcpt.domain_len + 1);
+    for (i = 0; i < d->rcpt.domain_len; i++)
+        if (dom[i] == '.')
+            dots[ndots++] = i;
+    skip = ndots > max_parents ? ndots - max_parents : 0;
+    for (i = skip; i < ndots; i++)
+        memcpy(d->ndr_fields[d->nndr++], dom + dots[i], d->rcpt.domain_len - dots[i] + 1);
+    memcpy(d->ndr_fields[d->nndr++], "*", 2);
+}
+
+/* bs_decide_begin - extract and normalise the request; say what to look up */
+int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req,
+                    bs_lookup *q)
+{
+    const bs_proto_attr *sender, *rcpt;
+    unsigned i;
+
+    memset(q, 0, sizeof(*q));
+    d->note_invalid = 0;
+    d->ndr_match = NULL;
+    d->nndr = 0;
+    copy_escaped(req, "queue_id", d->queue_id, sizeof(d->queue_id));
+    copy_escaped(req, "client_name", d->client_name, sizeof(d->client_name));
+    copy_escaped(req, "client_address", d->client_addr, sizeof(d->client_addr));
+    copy_escaped(req, "helo_name", d->helo, sizeof(d->helo));
+    copy_escaped(req, "protocol_name", d->proto, sizeof(d->proto));
+    copy_escaped(req, "sender", d->from, sizeof(d->from));
+    copy_escaped(req, "recipient", d->to, sizeof(d->to));
+    sender = bs_proto_get(req, "sender");
+    d->null_sender = sender && sender->value_len == 0;
+
+    if (!attr_is(req, "protocol_state", "RCPT"))
+        return finish(d, BS_WHY_NOT_RCPT);
+    rcpt = bs_proto_get(req, "recipient");
+    if (!rcpt || bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0)
+        return finish(d, BS_WHY_BAD_RCPT);
+    d->base_len = bs_local_base_len(d->rcpt.local, d->rcpt.local_len, cfg->recipient_delimiter);
+    memcpy(d->base, d->rcpt.local, d->base_len);
+    d->base[d->base_len] = 0;
+    set_client(d, cfg, req);
+
+    if (d->client_key[0] && !d->cidr_exempt) {
+        q->client_key = d->client_key;
+        q->exempt[q->nexempt++] = d->client_ip;
+        if (strcmp(d->client_ip, d->client_key) != 0)
+            q->exempt[q->nexempt++] = d->client_key;
+    }
+    q->domain = d->rcpt.domain;
+    q->locals[q->nlocals] = d->rcpt.local;
+    q->local_lens[q->nlocals++] = d->rcpt.local_len;
+    if (d->base_len < d->rcpt.local_len) {
+        q->locals[q->nlocals] = d->base;
+        q->local_lens[q->nlocals++] = d->base_len;
+    }
+    q->locals[q->nlocals] = "*";
+    q->local_lens[q->nlocals++] = 1;
+    if (d->null_sender) {
+        set_ndr_fields(d);
+        for (i = 0; i < d->nndr; i++)
+            q->ndr_fields[i] = d->ndr_fields[i];
+        q->nndr = d->nndr;
+    }
+    return BS_DECIDE_LOOKUP;
+}
+
+/* ndr_rule_for - the rule from the first matching entry, else ndr_default */
+static void ndr_rule_for(bs_decision *d, const bs_config *cfg, const bs_facts *f)
+{
+    if (f->ndr_index >= 0 && (unsigned)f->ndr_index < d->nndr) {
+        d->ndr_match = d->ndr_fields[f->ndr_index];
+        if (bs_parse_ndr_rule(f->ndr_value, f->ndr_value_len, &d->ndr_rule) == 0)
+            return;
+        char esc[128];
+        bs_escape(f->ndr_value, f->ndr_value_len, esc, sizeof(esc));
+        bs_warn("ndr entry \"%s\" has an unusable value \"%s\" (want allow, deny or limit "
+                "N/PERIOD); using ndr_default",
+                d->ndr_match, esc);
+    }
+    d->ndr_match = "ndr_default";
+    d->ndr_rule = cfg->ndr_default;
+}
+
+/* bs_decide_facts - apply the rules to what the store found */
+int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f)
+{
+    int exempt = d->cidr_exempt || f->exempt || !d->client_key[0];
+
+    if (f->blocked && !exempt)
+        return finish(d, BS_WHY_BLOCKED);
+    if (f->protected_domain) {
+        if (f->rcpt_known)
+            return finish(d, BS_WHY_VALID);
+        d->note_invalid = !exempt && cfg->invalid_limit > 0;
+        return finish(d, BS_WHY_UNKNOWN_USER);
+    }
+    if (!d->null_sender)
+        return finish(d, BS_WHY_UNPROTECTED);
+    ndr_rule_for(d, cfg, f);
+    switch (d->ndr_rule.action) {
+    case BS_NDR_ALLOW:
+        return finish(d, BS_WHY_NDR_ALLOW);
+    case BS_NDR_LIMIT:
+        return BS_DECIDE_NDR_TAKE;
+    default:
+        return finish(d, BS_WHY_NDR_DENY);
+    }
+}
+
+/* bs_decide_taken - the answer to an NDR budget take */
+int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result)
+{
+    if (result < 0)
+        return finish(d, BS_WHY_REDIS_ERROR);
+    return finish(d, result > 0 ? BS_WHY_NDR_UNDER : BS_WHY_NDR_LIMIT);
+}
+
+void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why)
+{
+    d->note_invalid = 0;
+    finish(d, why);
+}
+
+/* refusal_text - the SMTP reply of a refusal, or NULL for DUNNO/fallback */
+static size_t refusal_text(const bs_decision *d, char *out, size_t outsz)
+{
+    switch (d->why) {
+    case BS_WHY_UNKNOWN_USER:
+        return (size_t)snprintf(out, outsz,
+                                "550 5.1.1 <%s>: Recipient address rejected: User unknown", d->to);
+    case BS_WHY_NDR_DENY:
+        return (size_t)snprintf(out, outsz,
+                                "550 5.7.1 <%s>: Recipient address rejected: Delivery status "
+                                "notifications to this domain are not accepted",
+                                d->to);
+    case BS_WHY_NDR_LIMIT:
+        return (size_t)snprintf(out, outsz,
+                                "550 5.7.1 <%s>: Recipient address rejected: Too many delivery "
+                                "status notifications to this domain",
+                                d->to);
+    case BS_WHY_BLOCKED:
+        return (size_t)snprintf(out, outsz,
+                                "450 4.7.1 Client host rejected: too many invalid recipients, "
+                                "try again later");
+    default:
+        out[0] = 0;
+        return 0;
+    }
+}
+
+/* answer_text - the action line's text, without "action=" */
+static void answer_text(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz)
+{
+    char text[BS_REPLY_MAX];
+
+    if (d->action == BS_ACT_FALLBACK) {
+        snprintf(out, outsz, "%s",
+                 cfg->on_redis_error == BS_ON_ERROR_DUNNO
+                     ? "DUNNO"
+                     : "DEFER_IF_PERMIT Recipient verification temporarily unavailable");
+        return;
+    }
+    if (refusal_text(d, text, sizeof(text)) == 0) {
+        snprintf(out, outsz, "DUNNO");
+        return;
+    }
+    if (cfg->mode == BS_MODE_REPORT)
+        snprintf(out, outsz, "WARN would %s: %s",
+                 d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject", text);
+    else
+        snprintf(out, outsz, "%s", text);
+}
+
+size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out)
+{
+    char text[513];
+    int n;
+
+    answer_text(d, cfg, text, sizeof(text));
+    n = snprintf(out, BS_REPLY_MAX, "action=%s\n\n", text);
+    return n < 0 ? 0 : (size_t)n < BS_REPLY_MAX ? (size_t)n : BS_REPLY_MAX - 1;
+}
+
+size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz)
+{
+    char text[513];
+    const char *verb;
+    int n;
+
+    if (d->action == BS_ACT_DUNNO && d->why != BS_WHY_NDR_ALLOW && d->why != BS_WHY_NDR_UNDER)
+        return 0;
+    answer_text(d, cfg, text, sizeof(text));
+    if (d->action == BS_ACT_DUNNO)
+        verb = "permit";
+    else if (d->action == BS_ACT_FALLBACK)
+        verb = "fallback";
+    else if (cfg->mode == BS_MODE_REPORT)
+        verb = "reject_warning";
+    else
+        verb = d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject";
+    n = snprintf(out, outsz,
+                 "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s",
+                 d->queue_id[0] ? d->queue_id : "NOQUEUE", verb,
+                 d->client_name[0] ? d->client_name : "unknown", d->client_addr, text, d->from,
+                 d->to, d->proto[0] ? d->proto : "SMTP", d->helo, bs_why_name(d->why),
+                 d->ndr_match ? " ndr_entry=" : "", d->ndr_match ? d->ndr_match : "");
+    if (n < 0)
+        return 0;
+    return (size_t)n < outsz ? (size_t)n : outsz - 1;
+}

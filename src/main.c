@@ -1,0 +1,194 @@
+/*
+ * main.c - backstopd: command line, signals, start-up and shutdown
+ *
+ *   backstopd [-f] [-c FILE]     run in the foreground (as systemd expects)
+ *   backstopd -t [-v] [-c FILE]  check the config, exit 0/1 (-v: print it)
+ *   backstopd -V | -h
+ *
+ * Signals: SIGHUP reloads the config (a bad one is logged, the old kept);
+ * SIGTERM/SIGINT stop accepting, answer what is in flight, exit 0; SIGUSR1
+ * logs the counters. Fatal errors happen only here, at start-up.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "backstop/config.h"
+#include "backstop/log.h"
+#include "backstop/server.h"
+#include "backstop/stats.h"
+#include "backstop/store_redis.h"
+
+#define DEFAULT_CONFIG "/etc/backstop/backstop.ini"
+
+static bs_config cfg;          /* the live config; changed in place on reload */
+static bs_config scratch, old; /* reload workspace */
+static bs_server *server;
+static bs_store *store;
+static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+static int stopping;
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: backstopd [-f] [-c FILE]      run (in the foreground)\n"
+                "       backstopd -t [-v] [-c FILE]   check the configuration and exit\n"
+                "       backstopd -V                  print the version\n"
+                "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+                "  -f       log to stderr as well as syslog\n"
+                "  -t       test the configuration: exit 0 if it is valid, else 1\n"
+                "  -v       with -t, print the effective configuration\n");
+}
+
+static void on_reload(uv_signal_t *h, int signum)
+{
+    char err[512];
+
+    if (bs_config_load(cfg.file, &scratch, err, sizeof(err)) < 0) {
+        bs_stat.reload_errors++;
+        bs_warn("reload: %s: keeping the running configuration", err);
+        return;
+    }
+    old = cfg;
+    cfg = scratch;
+    bs_log_level = cfg.log_level;
+    if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0)
+        bs_log_open("backstopd", cfg.syslog_facility, -1);
+    if (cfg.max_pending != old.max_pending)
+        bs_warn("reload: [redis] max_pending takes effect at restart");
+    bs_store_redis_reconfigure(store, &old);
+    bs_server_reconfigure(server, &old);
+    bs_stat.reloads++;
+    bs_info("configuration reloaded from %s", cfg.file);
+}
+
+static void on_server_done(void *arg)
+{
+    server = NULL;
+    bs_store_redis_close(store);
+    store = NULL;
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_usr1, NULL);
+}
+
+static void on_stop(uv_signal_t *h, int signum)
+{
+    if (stopping++)
+        return;
+    bs_info("%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    bs_server_shutdown(server, on_server_done, NULL);
+}
+
+static void on_usr1(uv_signal_t *h, int signum)
+{
+    bs_stats_log("SIGUSR1");
+}
+
+/* drop_privileges - become [server] user/group after binding */
+static void drop_privileges(void)
+{
+    struct passwd *pw = NULL;
+    struct group *gr = NULL;
+
+    if (!cfg.user[0] && !cfg.group[0])
+        return;
+    if (cfg.user[0] && !(pw = getpwnam(cfg.user)))
+        bs_fatal("[server] user %s: no such user", cfg.user);
+    if (cfg.group[0] && !(gr = getgrnam(cfg.group)))
+        bs_fatal("[server] group %s: no such group", cfg.group);
+    if (gr || pw) {
+        gid_t gid = gr ? gr->gr_gid : pw->pw_gid;
+        if (setgroups(1, &gid) != 0 || setgid(gid) != 0)
+            bs_fatal("cannot change group to %u: %s", (unsigned)gid, strerror(errno));
+    }
+    if (pw && setuid(pw->pw_uid) != 0)
+        bs_fatal("cannot change user to %s: %s", cfg.user, strerror(errno));
+    if (pw && setuid(0) == 0)
+        bs_fatal("privileges could not be dropped for good");
+    bs_info("running as %s%s%s", pw ? cfg.user : "", gr ? ":" : "", gr ? cfg.group : "");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    int opt, test = 0, verbose = 0, to_stderr = 0;
+    char err[512];
+    uv_loop_t *loop = uv_default_loop();
+
+    while ((opt = getopt(argc, argv, "c:ftvVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'f':
+            to_stderr = 1;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 'V':
+            printf("backstopd %s\n", BACKSTOP_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (bs_config_load(path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (test) {
+        if (verbose)
+            bs_config_dump(&cfg, stdout);
+        return 0;
+    }
+    bs_log_level = cfg.log_level;
+    bs_log_open("backstopd", cfg.syslog_facility, to_stderr);
+    signal(SIGPIPE, SIG_IGN);
+
+    store = bs_store_redis_new(loop, &cfg);
+    server = store ? bs_server_new(loop, &cfg, store) : NULL;
+    if (!server)
+        bs_fatal("out of memory");
+    if (bs_server_listen(server, err, sizeof(err)) < 0)
+        bs_fatal("%s", err);
+    drop_privileges();
+
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_usr1);
+    uv_signal_start(&sig_hup, on_reload, SIGHUP);
+    uv_signal_start(&sig_term, on_stop, SIGTERM);
+    uv_signal_start(&sig_int, on_stop, SIGINT);
+    uv_signal_start(&sig_usr1, on_usr1, SIGUSR1);
+    bs_info("backstopd %s started (mode=%s, on_redis_error=%s)", BACKSTOP_VERSION,
+            cfg.mode == BS_MODE_REPORT ? "report" : "enforce",
+            cfg.on_redis_error == BS_ON_ERROR_DUNNO ? "dunno" : "defer");
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    bs_stats_log("exit");
+    if (uv_loop_close(loop) != 0)
+        bs_warn("event loop closed with handles still open");
+    bs_info("stopped");
+    return 0;
+}

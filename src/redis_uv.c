@@ -1,0 +1,112 @@
+/*
+ * redis_uv.c - libuv event hooks for a hiredis async context (see redis_uv.h)
+ *
+ * Provides bs_redis_uv_attach(). Never blocks; never frees the context (only
+ * hiredis does). After any handler call the context may be gone (hiredis
+ * then called cleanup, which cleared p->ac), so p->ac is re-checked before
+ * each call.
+ */
+#include <stdlib.h>
+
+#include "backstop/redis_uv.h"
+
+typedef struct bs_redis_uv {
+    uv_poll_t poll;
+    redisAsyncContext *ac; /* NULL once hiredis called cleanup */
+    int events;            /* UV_READABLE | UV_WRITABLE wanted */
+    int started;
+} bs_redis_uv;
+
+/* on_poll - dispatch readiness, and errors, to hiredis */
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    bs_redis_uv *p = h->data;
+
+    if (status < 0) {
+        /* Let hiredis meet the error itself: a pending connect is checked
+         * with SO_ERROR by the write handler, an established socket fails
+         * its read. Either path ends in the connect/disconnect callback. */
+        events = p->events ? p->events : UV_READABLE;
+    }
+    if (p->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+    if (p->ac && (events & (UV_READABLE | UV_DISCONNECT)))
+        redisAsyncHandleRead(p->ac);
+}
+
+/* update - (re)start or stop the poll for the wanted events */
+static void update(bs_redis_uv *p)
+{
+    if (p->events) {
+        uv_poll_start(&p->poll, p->events, on_poll);
+        p->started = 1;
+    } else if (p->started) {
+        uv_poll_stop(&p->poll);
+        p->started = 0;
+    }
+}
+
+static void add_read(void *d)
+{
+    bs_redis_uv *p = d;
+    p->events |= UV_READABLE;
+    update(p);
+}
+
+static void del_read(void *d)
+{
+    bs_redis_uv *p = d;
+    p->events &= ~UV_READABLE;
+    update(p);
+}
+
+static void add_write(void *d)
+{
+    bs_redis_uv *p = d;
+    p->events |= UV_WRITABLE;
+    update(p);
+}
+
+static void del_write(void *d)
+{
+    bs_redis_uv *p = d;
+    p->events &= ~UV_WRITABLE;
+    update(p);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void cleanup(void *d)
+{
+    bs_redis_uv *p = d;
+
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, on_close);
+}
+
+int bs_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    bs_redis_uv *p;
+
+    if (ac->ev.data != NULL)
+        return -1;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return -1;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->poll.data = p;
+    p->ac = ac;
+    ac->ev.data = p;
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
+    ac->ev.cleanup = cleanup;
+    return 0;
+}

@@ -1,0 +1,372 @@
+/*
+ * server.c - listeners, the connection table, and shutdown (see server.h)
+ *
+ * Provides bs_server_* and the bs__server_* helpers for conn.c.
+ *
+ * The connection limit sheds load at accept: at [server] max_connections a
+ * listener's pending connection is left unaccepted (libuv then stops
+ * polling that listener) and counted; it is accepted when a connection
+ * closes, so new smtpd processes wait instead of being refused.
+ *
+ * Unix listeners: a stale socket file is removed before bind; the socket
+ * gets [server] socket_mode and socket_group; it is removed at shutdown.
+ * Listen hosts must be IP literals (no DNS on the loop, none at start).
+ */
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backstop/log.h"
+#include "backstop/stats.h"
+#include "server_int.h"
+
+#define BS_LISTEN_BACKLOG 256
+
+bs_server *bs_server_new(uv_loop_t *loop, const bs_config *cfg, bs_store *store)
+{
+    bs_server *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->cfg = cfg;
+    s->store = store;
+    uv_timer_init(loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    s->open_handles = 1;
+    return s;
+}
+
+/* grow_table - make room for n connections (never shrinks) */
+static int grow_table(bs_server *s, uint32_t n)
+{
+    bs_conn **slots;
+    uint32_t *gens, *free_slots, i;
+
+    if (n <= s->nslots)
+        return 0;
+    slots = realloc(s->slots, n * sizeof(*slots));
+    if (slots)
+        s->slots = slots;
+    gens = realloc(s->gens, n * sizeof(*gens));
+    if (gens)
+        s->gens = gens;
+    free_slots = realloc(s->free_slots, n * sizeof(*free_slots));
+    if (free_slots)
+        s->free_slots = free_slots;
+    if (!slots || !gens || !free_slots)
+        return -1;
+    for (i = n; i-- > s->nslots;) {
+        s->slots[i] = NULL;
+        s->gens[i] = 0;
+        s->free_slots[s->nfree++] = i;
+    }
+    s->nslots = n;
+    return 0;
+}
+
+int bs__server_slot_get(bs_server *s, bs_conn *c)
+{
+    uint32_t slot;
+
+    if (s->nfree == 0 && grow_table(s, s->nslots ? s->nslots * 2 : 64) < 0)
+        return -1;
+    slot = s->free_slots[--s->nfree];
+    s->slots[slot] = c;
+    c->slot = slot;
+    c->gen = s->gens[slot];
+    s->nconns++;
+    return 0;
+}
+
+void bs__server_slot_put(bs_server *s, bs_conn *c)
+{
+    s->gens[c->slot] = c->gen + 1; /* the slot's next owner starts fresh */
+    s->slots[c->slot] = NULL;
+    s->free_slots[s->nfree++] = c->slot;
+}
+
+static void maybe_done(bs_server *s);
+
+/* bs__server_conn_gone - a connection's memory is freed: accept a waiting
+ * connection, or finish the shutdown */
+void bs__server_conn_gone(bs_server *s)
+{
+    bs_listener *l;
+
+    s->nconns--;
+    if (s->shutting_down) {
+        maybe_done(s);
+        return;
+    }
+    for (l = s->listeners; l; l = l->next) {
+        if (l->waiting && !l->closing && s->nconns < s->cfg->max_connections) {
+            bs__conn_accept(l);
+            break;
+        }
+    }
+}
+
+bs_partial *bs__server_part_get(bs_server *s)
+{
+    bs_partial *p = s->free_parts;
+
+    if (p) {
+        s->free_parts = p->next_free;
+        return p;
+    }
+    return malloc(sizeof(*p));
+}
+
+void bs__server_part_put(bs_server *s, bs_partial *p)
+{
+    p->next_free = s->free_parts;
+    s->free_parts = p;
+}
+
+static void on_connection(uv_stream_t *st, int status)
+{
+    bs_listener *l = st->data;
+    bs_server *s = l->srv;
+
+    if (status < 0) {
+        bs_warn("accept on listener: %s", uv_strerror(status));
+        return;
+    }
+    if (s->shutting_down)
+        return;
+    if (s->nconns >= s->cfg->max_connections) {
+        if (!l->waiting)
+            bs_stat.conn_limit_waits++;
+        l->waiting = 1; /* libuv stops polling it until we accept */
+        return;
+    }
+    bs__conn_accept(l);
+}
+
+/* endpoint_text - "inet:H:P" or "unix:/p" for messages */
+static void endpoint_text(const bs_endpoint *ep, char *out, size_t outsz)
+{
+    if (ep->type == BS_EP_UNIX)
+        snprintf(out, outsz, "unix:%s", ep->path);
+    else
+        snprintf(out, outsz, "inet:%s%s%s:%u", strchr(ep->host, ':') ? "[" : "", ep->host,
+                 strchr(ep->host, ':') ? "]" : "", ep->port);
+}
+
+/* open_unix - bind a unix listener with its mode and group */
+static int open_unix(bs_server *s, bs_listener *l, char *err, size_t errsz)
+{
+    const bs_config *cfg = s->cfg;
+    struct stat st;
+    int rc;
+
+    if (lstat(l->ep.path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(l->ep.path);
+    uv_pipe_init(s->loop, &l->h.pipe, 0);
+    if ((rc = uv_pipe_bind(&l->h.pipe, l->ep.path)) != 0) {
+        snprintf(err, errsz, "cannot bind unix:%s: %s", l->ep.path, uv_strerror(rc));
+        return -1;
+    }
+    if (chmod(l->ep.path, cfg->socket_mode) != 0) {
+        snprintf(err, errsz, "chmod %s: %s", l->ep.path, strerror(errno));
+        return -1;
+    }
+    if (cfg->socket_group[0]) {
+        struct group *gr = getgrnam(cfg->socket_group);
+        if (!gr || chown(l->ep.path, (uid_t)-1, gr->gr_gid) != 0) {
+            snprintf(err, errsz, "socket_group %s for %s: %s", cfg->socket_group, l->ep.path,
+                     gr ? strerror(errno) : "no such group");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* open_inet - bind an inet listener on an IP literal */
+static int open_inet(bs_server *s, bs_listener *l, char *err, size_t errsz)
+{
+    struct sockaddr_storage ss;
+    int rc;
+
+    if (uv_ip4_addr(l->ep.host, (int)l->ep.port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(l->ep.host, (int)l->ep.port, (struct sockaddr_in6 *)&ss) != 0) {
+        snprintf(err, errsz, "listen host \"%s\" is not an IP address", l->ep.host);
+        return -1;
+    }
+    uv_tcp_init(s->loop, &l->h.tcp);
+    if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) != 0) {
+        snprintf(err, errsz, "cannot bind inet:%s:%u: %s", l->ep.host, l->ep.port,
+                 uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    bs_listener *l = h->data;
+    bs_server *s = l->srv;
+
+    free(l);
+    s->open_handles--;
+    maybe_done(s);
+}
+
+/* close_listener - unlink it from the list and close it */
+static void close_listener(bs_server *s, bs_listener *l)
+{
+    bs_listener **pp;
+
+    for (pp = &s->listeners; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    l->closing = 1;
+    if (l->ep.type == BS_EP_UNIX)
+        unlink(l->ep.path);
+    uv_close(&l->h.handle, on_listener_closed);
+}
+
+/* open_listener - one endpoint; 0, or -1 with err */
+static int open_listener(bs_server *s, const bs_endpoint *ep, char *err, size_t errsz)
+{
+    bs_listener *l = calloc(1, sizeof(*l));
+    char name[300];
+    int rc;
+
+    if (!l) {
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    l->srv = s;
+    l->ep = *ep;
+    l->h.handle.data = l;
+    rc = ep->type == BS_EP_UNIX ? open_unix(s, l, err, errsz) : open_inet(s, l, err, errsz);
+    if (rc == 0 && (rc = uv_listen(&l->h.stream, BS_LISTEN_BACKLOG, on_connection)) != 0)
+        snprintf(err, errsz, "cannot listen: %s", uv_strerror(rc));
+    s->open_handles++;
+    l->next = s->listeners;
+    s->listeners = l;
+    if (rc != 0) {
+        close_listener(s, l);
+        return -1;
+    }
+    endpoint_text(ep, name, sizeof(name));
+    bs_info("listening on %s", name);
+    return 0;
+}
+
+int bs_server_listen(bs_server *s, char *err, size_t errsz)
+{
+    size_t i;
+
+    if (grow_table(s, s->cfg->max_connections < 64 ? s->cfg->max_connections : 64) < 0) {
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < s->cfg->nlisten; i++)
+        if (open_listener(s, &s->cfg->listen[i], err, errsz) < 0)
+            return -1;
+    return 0;
+}
+
+static int same_endpoint(const bs_endpoint *a, const bs_endpoint *b)
+{
+    return a->type == b->type && a->port == b->port && strcmp(a->host, b->host) == 0 &&
+           strcmp(a->path, b->path) == 0;
+}
+
+void bs_server_reconfigure(bs_server *s, const bs_config *old)
+{
+    const bs_config *cfg = s->cfg;
+    bs_listener *l, *next;
+    char err[512];
+    size_t i;
+    int found;
+
+    for (l = s->listeners; l; l = next) {
+        next = l->next;
+        for (found = 0, i = 0; i < cfg->nlisten && !found; i++)
+            found = same_endpoint(&l->ep, &cfg->listen[i]);
+        if (!found) {
+            endpoint_text(&l->ep, err, sizeof(err));
+            bs_info("no longer listening on %s", err);
+            close_listener(s, l);
+        }
+    }
+    for (i = 0; i < cfg->nlisten; i++) {
+        for (found = 0, l = s->listeners; l && !found; l = l->next)
+            found = same_endpoint(&l->ep, &cfg->listen[i]);
+        if (!found && open_listener(s, &cfg->listen[i], err, sizeof(err)) < 0)
+            bs_warn("reload: %s", err);
+    }
+    /* a raised limit lets waiting connections in */
+    for (l = s->listeners; l; l = l->next)
+        if (l->waiting && s->nconns < cfg->max_connections)
+            bs__conn_accept(l);
+    (void)old;
+}
+
+/* on_server_closed - the last handle is closed: free and report */
+static void on_server_closed(uv_handle_t *h)
+{
+    bs_server *s = h->data;
+    void (*done)(void *) = s->done;
+    void *arg = s->done_arg;
+    bs_partial *p;
+
+    while ((p = s->free_parts)) {
+        s->free_parts = p->next_free;
+        free(p);
+    }
+    free(s->slots);
+    free(s->gens);
+    free(s->free_slots);
+    free(s);
+    done(arg);
+}
+
+/* maybe_done - shutdown ends when every connection and listener is gone */
+static void maybe_done(bs_server *s)
+{
+    if (s->shutting_down != 1 || s->nconns || s->open_handles > 1)
+        return;
+    s->shutting_down = 2;
+    uv_close((uv_handle_t *)&s->shutdown_timer, on_server_closed);
+}
+
+/* on_shutdown_deadline - requests in flight took too long: close them */
+static void on_shutdown_deadline(uv_timer_t *t)
+{
+    bs_server *s = t->data;
+    uint32_t i;
+
+    bs_warn("shutdown: closing %u connection(s) still busy", s->nconns);
+    for (i = 0; i < s->nslots; i++)
+        if (s->slots[i])
+            bs__conn_close(s->slots[i], "shutdown deadline");
+}
+
+void bs_server_shutdown(bs_server *s, void (*done)(void *), void *arg)
+{
+    uint32_t i;
+
+    s->shutting_down = 1;
+    s->done = done;
+    s->done_arg = arg;
+    while (s->listeners)
+        close_listener(s, s->listeners);
+    for (i = 0; i < s->nslots; i++)
+        if (s->slots[i])
+            bs__conn_shutdown(s->slots[i]);
+    uv_timer_start(&s->shutdown_timer, on_shutdown_deadline,
+                   s->cfg->timeout_ms + BS_SHUTDOWN_GRACE_MS, 0);
+    maybe_done(s);
+}

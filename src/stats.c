@@ -1,0 +1,65 @@
+/*
+ * stats.c - the process counters (see stats.h)
+ *
+ * Provides the global bs_stat and bs_stats_log(). Never allocates; the log
+ * line is built in a fixed buffer and truncated if ever too long.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backstop/log.h"
+#include "backstop/proto.h"
+#include "backstop/stats.h"
+
+bs_stats bs_stat;
+
+/* A table of the scalar counters, for logging. */
+#define S(f) {#f, offsetof(bs_stats, f)}
+static const struct {
+    const char *name;
+    size_t off;
+} scalars[] = {
+    S(requests),         S(conn_accepted),    S(conn_closed),       S(conn_active),
+    S(conn_limit_waits), S(conn_denied),      S(bad_request_type),  S(idle_timeouts),
+    S(partial_timeouts), S(pipelined_closed), S(write_errors),      S(late_replies),
+    S(redis_connects),   S(redis_disconnects), S(redis_stalls),     S(redis_errors),
+    S(redis_busy),       S(redis_noscript),   S(clients_blocked),   S(reloads),
+    S(reload_errors),
+};
+#undef S
+
+/* append - add " name=value" to the line if it fits */
+static size_t append(char *buf, size_t len, size_t cap, const char *name, uint64_t v)
+{
+    int n;
+
+    if (v == 0 || len >= cap)
+        return len;
+    n = snprintf(buf + len, cap - len, " %s=%llu", name, (unsigned long long)v);
+    if (n < 0 || (size_t)n >= cap - len)
+        return len;
+    return len + (size_t)n;
+}
+
+void bs_stats_log(const char *when)
+{
+    char buf[2048], name[64];
+    size_t len = 0, i;
+
+    buf[0] = 0;
+    for (i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&bs_stat + scalars[i].off, sizeof(v));
+        len = append(buf, len, sizeof(buf), scalars[i].name, v);
+    }
+    for (i = 0; i < BS_WHY_COUNT; i++) {
+        snprintf(name, sizeof(name), "why_%s", bs_why_name((int)i));
+        len = append(buf, len, sizeof(buf), name, bs_stat.by_why[i]);
+    }
+    for (i = 1; i < BS_PROTO_NERR; i++) {
+        snprintf(name, sizeof(name), "proto_error_%zu", i);
+        len = append(buf, len, sizeof(buf), name, bs_stat.proto_errors[i]);
+    }
+    bs_log(BS_LOG_INFO, "statistics (%s):%s", when, len ? buf : " none");
+}

@@ -1,0 +1,843 @@
+/*
+ * store_redis.c - the Redis store (see store.h and store_redis.h)
+ *
+ * Provides bs_store_redis_new/_reconfigure/_close and the bs_store ops.
+ *
+ * One hiredis async connection carries every query of the process. The
+ * queries of one request are pipelined (sent together, one round trip) and
+ * hiredis batches the requests of all clients that arrive in the same loop
+ * iteration into one write. Commands are built in RESP form by resp.c (no
+ * printf formatting) and handed over with redisAsyncFormattedCommand.
+ *
+ * Deadlines are ours (hiredis 0.14 has none): a connect+handshake deadline
+ * ([redis] connect_timeout); a stall detector that drops the connection when
+ * commands are outstanding and Redis has sent nothing for
+ * max(1s, 3 x [redis] timeout), so a frozen Redis (SIGSTOP) cannot hold the
+ * pool forever; reconnection with exponential backoff (100 ms .. 2 s). The
+ * per-request answer deadline is the caller's (conn.c).
+ *
+ * Each query owns an op from a pool of [redis] max_pending ops, allocated
+ * once; when the pool is empty a query is refused at once (BS_WHY_REDIS_BUSY)
+ * and counted. hiredis callbacks carry a pointer to the op, which belongs to
+ * this store and outlives its commands; callers are reached only through
+ * their (arg, id) pair. On disconnect hiredis calls every pending callback
+ * with reply == NULL: the op then completes with BS_WHY_REDIS_DOWN.
+ *
+ * Rate tracking and NDR budgets are Lua scripts (atomic, clock from Redis
+ * TIME), loaded at connect, run with EVALSHA and re-sent with EVAL on
+ * NOSCRIPT. They run only on the invalid-recipient and NDR-limit paths; the
+ * common path is GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2).
+ *
+ * Never: blocks (host names in [redis] server are resolved by hiredis with
+ * getaddrinfo; use an IP address or a unix socket), formats commands with
+ * printf, or exits because of Redis.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "backstop/log.h"
+#include "backstop/redis_uv.h"
+#include "backstop/resp.h"
+#include "backstop/stats.h"
+#include "backstop/store_redis.h"
+
+#define BS_REDIS_BACKOFF_MIN_MS 100
+#define BS_REDIS_BACKOFF_MAX_MS 2000
+#define BS_REDIS_TICK_MS 100
+#define BS_REDIS_STATS_FLUSH_MS 1000
+#define BS_REDIS_CMD_MAX 8192 /* one pipelined command, built on the stack */
+#define BS_REDIS_MAX_CMDS 6   /* commands in one op */
+
+/*
+ * Sliding-window invalid-recipient counter. KEYS: rate, block, stats.
+ * ARGV: limit, window ms, block ms, reason. Returns the count that tripped
+ * the block, or 0. The zset holds at most limit+1 members and expires.
+ */
+static const char script_rate[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local window = tonumber(ARGV[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)\n"
+    "local n = redis.call('ZCARD', KEYS[1]) + 1\n"
+    "redis.call('ZADD', KEYS[1], now, t[1] .. '.' .. t[2] .. '.' .. n)\n"
+    "redis.call('PEXPIRE', KEYS[1], window)\n"
+    "if n > tonumber(ARGV[1]) then\n"
+    "  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('HINCRBY', KEYS[3], 'clients_blocked', 1)\n"
+    "  return n\n"
+    "end\n"
+    "return 0\n";
+
+/* Fixed-window NDR budget. KEYS: counter. ARGV: limit, period ms.
+ * Returns 1 within the budget, 0 over it. */
+static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                 "if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then\n"
+                                 "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                 "end\n"
+                                 "if n > tonumber(ARGV[1]) then return 0 end\n"
+                                 "return 1\n";
+
+enum conn_state { ST_DOWN = 0, ST_CONNECTING, ST_READY, ST_CLOSED };
+
+/* What each pipelined reply means. */
+enum reply_kind { K_BLOCK = 1, K_EXEMPT, K_DOMAIN, K_RCPT, K_NDR, K_TAKE, K_NOTE };
+
+enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE };
+
+typedef struct bs_redis bs_redis;
+
+/* One query in flight. Owned by the pool; on the free list when idle. */
+typedef struct bs_redis_op {
+    bs_redis *r;
+    struct bs_redis_op *next_free;
+    int kind;          /* enum op_kind */
+    int status;        /* 0 or BS_WHY_REDIS_* */
+    unsigned pending;  /* replies still expected */
+    unsigned nreplied; /* replies seen, indexes kinds[] */
+    uint8_t kinds[BS_REDIS_MAX_CMDS];
+    void *arg;
+    uint64_t id;
+    union {
+        bs_store_facts_cb *facts;
+        bs_store_take_cb *take;
+    } cb;
+    int result;         /* OP_TAKE */
+    bs_facts facts;     /* OP_LOOKUP */
+    char key[BS_DOMAIN_MAX + 1]; /* OP_TAKE: domain; OP_NOTE: client key */
+    bs_ndr_rule rule;   /* OP_TAKE */
+} bs_redis_op;
+
+struct bs_redis {
+    bs_store base;
+    uv_loop_t *loop;
+    const bs_config *cfg;
+    redisAsyncContext *ac;
+    int state; /* enum conn_state */
+    unsigned handshake_pending;
+    uv_timer_t retry_timer; /* reconnect backoff, and connect deadline */
+    uv_timer_t tick_timer;  /* stall detector and stats flush */
+    int open_handles;
+    uint64_t backoff_ms;
+    unsigned failures;      /* connection attempts failed since last ready */
+    uint64_t busy_since;    /* last progress while commands are outstanding */
+    unsigned outstanding;   /* commands sent, not yet replied */
+    uint64_t last_flush;
+    uint64_t last_err_log;
+    unsigned suppressed_errs;
+    char sha_rate[41];
+    char sha_ndr[41];
+    uint64_t pending_stats[BS_WHY_COUNT];
+    bs_redis_op *ops;
+    bs_redis_op *free_ops;
+};
+
+static void connect_now(bs_redis *r);
+static void retry_cb(uv_timer_t *t);
+static void finish_close(bs_redis *r);
+
+/* key_part - prefix + name, as one argument */
+static void arg_key(bs_resp *b, const bs_redis *r, const char *name, const char *sub)
+{
+    char tmp[BS_CFG_PREFIX_MAX + 16 + BS_DOMAIN_MAX + 1];
+    size_t pl = strlen(r->cfg->prefix), nl = strlen(name), sl = sub ? strlen(sub) : 0;
+
+    if (pl + nl + sl > sizeof(tmp)) {
+        b->overflow = 1;
+        return;
+    }
+    memcpy(tmp, r->cfg->prefix, pl);
+    memcpy(tmp + pl, name, nl);
+    if (sl)
+        memcpy(tmp + pl + nl, sub, sl);
+    bs_resp_arg(b, tmp, pl + nl + sl);
+}
+
+/* warn_rate_limited - at most one Redis error line a second; the rest are
+ * counted and their number said in the next line */
+static void warn_rate_limited(bs_redis *r, const char *what, const char *text)
+{
+    uint64_t now = uv_now(r->loop);
+    char esc[256];
+
+    if (now - r->last_err_log < 1000 && r->last_err_log) {
+        r->suppressed_errs++;
+        return;
+    }
+    bs_escape(text, strlen(text), esc, sizeof(esc));
+    bs_warn("redis: %s: %s%s", what, esc, r->suppressed_errs ? " (and earlier errors)" : "");
+    r->last_err_log = now;
+    r->suppressed_errs = 0;
+}
+
+/* op_get - a free op, or NULL when max_pending are in flight */
+static bs_redis_op *op_get(bs_redis *r, int kind)
+{
+    bs_redis_op *op = r->free_ops;
+
+    if (!op)
+        return NULL;
+    r->free_ops = op->next_free;
+    memset(op, 0, sizeof(*op));
+    op->r = r;
+    op->kind = kind;
+    op->facts.ndr_index = -1;
+    return op;
+}
+
+static void op_put(bs_redis *r, bs_redis_op *op)
+{
+    op->next_free = r->free_ops;
+    r->free_ops = op;
+}
+
+/* op_done - deliver the result to the caller and recycle the op */
+static void op_done(bs_redis_op *op)
+{
+    bs_redis *r = op->r;
+
+    switch (op->kind) {
+    case OP_LOOKUP:
+        op->cb.facts(op->arg, op->id, op->status, &op->facts);
+        break;
+    case OP_TAKE:
+        op->cb.take(op->arg, op->id, op->status, op->status ? -1 : op->result);
+        break;
+    default:
+        break;
+    }
+    op_put(r, op);
+}
+
+/* bs__redis_apply_reply - interpret one reply of a query into facts/result.
+ * Pure: returns 0, or -1 when the reply has a type the command cannot give
+ * (a key of the wrong type answers with an error, which is -1 too). */
+int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *result)
+{
+    size_t i;
+
+    if (rep->type == REDIS_REPLY_ERROR)
+        return -1;
+    switch (kind) {
+    case K_BLOCK:
+        if (rep->type == REDIS_REPLY_NIL)
+            return 0;
+        if (rep->type != REDIS_REPLY_STRING)
+            return -1;
+        f->blocked = 1;
+        bs_escape(rep->str, rep->len, f->block_reason, sizeof(f->block_reason));
+        return 0;
+    case K_DOMAIN:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            return -1;
+        f->protected_domain = rep->integer == 1;
+        return 0;
+    case K_EXEMPT:
+    case K_RCPT:
+        if (rep->type != REDIS_REPLY_ARRAY)
+            return -1;
+        for (i = 0; i < rep->elements; i++) {
+            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+                return -1;
+            if (rep->element[i]->integer == 1)
+                *(kind == K_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
+        }
+        return 0;
+    case K_NDR:
+        if (rep->type != REDIS_REPLY_ARRAY)
+            return -1;
+        for (i = 0; i < rep->elements; i++) {
+            const redisReply *e = rep->element[i];
+            if (e->type == REDIS_REPLY_NIL)
+                continue;
+            if (e->type != REDIS_REPLY_STRING)
+                return -1;
+            if (f->ndr_index < 0) {
+                size_t n = e->len < sizeof(f->ndr_value) - 1 ? e->len : sizeof(f->ndr_value) - 1;
+                memcpy(f->ndr_value, e->str, n);
+                f->ndr_value[n] = 0;
+                f->ndr_value_len = n;
+                f->ndr_index = (int)i;
+            }
+        }
+        return 0;
+    case K_TAKE:
+    case K_NOTE:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            return -1;
+        *result = (int)(rep->integer > 0x7fffffff ? 0x7fffffff : rep->integer);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int send_script(bs_redis_op *op, int eval);
+
+/* on_op_reply - hiredis callback for every command of every op */
+static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis_op *op = privdata;
+    bs_redis *r = op->r;
+    redisReply *rep = reply;
+    int kind = op->kinds[op->nreplied++];
+
+    r->outstanding--;
+    op->pending--;
+    if (rep == NULL) {
+        if (!op->status)
+            op->status = BS_WHY_REDIS_DOWN;
+    } else {
+        r->busy_since = uv_now(r->loop);
+        if (rep->type == REDIS_REPLY_ERROR && (kind == K_TAKE || kind == K_NOTE) &&
+            strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->ac == ac) {
+            bs_stat.redis_noscript++;
+            op->nreplied--;
+            if (send_script(op, 1) == 0)
+                return;
+            op->nreplied++;
+        }
+        if (bs__redis_apply_reply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
+            op->status = BS_WHY_REDIS_ERROR;
+            bs_stat.redis_errors++;
+            warn_rate_limited(r, "unexpected reply",
+                              rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
+        }
+    }
+    if (op->pending)
+        return;
+    if (op->kind == OP_NOTE && !op->status && op->result > 0) {
+        bs_stat.clients_blocked++;
+        bs_info("client %s blocked for %llus: %d invalid recipients within %llus", op->key,
+                (unsigned long long)(r->cfg->block_time_ms / 1000), op->result - 1,
+                (unsigned long long)(r->cfg->invalid_window_ms / 1000));
+    }
+    op_done(op);
+}
+
+/* queue - hand one built command to hiredis under op; 0 or -1 */
+static int queue(bs_redis_op *op, int kind, const bs_resp *b)
+{
+    bs_redis *r = op->r;
+
+    if (b->overflow || op->pending + op->nreplied >= BS_REDIS_MAX_CMDS)
+        return -1;
+    if (redisAsyncFormattedCommand(r->ac, on_op_reply, op, b->buf, b->len) != REDIS_OK)
+        return -1;
+    op->kinds[op->nreplied + op->pending] = (uint8_t)kind;
+    op->pending++;
+    if (r->outstanding++ == 0)
+        r->busy_since = uv_now(r->loop);
+    return 0;
+}
+
+/* check_ready - BS_WHY_REDIS_DOWN unless the connection can take queries */
+static int check_ready(const bs_redis *r)
+{
+    return (r->state == ST_READY && r->ac) ? 0 : BS_WHY_REDIS_DOWN;
+}
+
+/* finish_queueing - after queueing an op's commands: 0 when at least one
+ * went (the op completes later), else recycle it and report why */
+static int finish_queueing(bs_redis *r, bs_redis_op *op, int failed)
+{
+    if (failed && !op->status)
+        op->status = BS_WHY_REDIS_ERROR;
+    if (op->pending)
+        return 0;
+    op_put(r, op);
+    return BS_WHY_REDIS_ERROR;
+}
+
+/* r_lookup - the pipelined read queries of one RCPT request */
+static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
+{
+    bs_redis *r = (bs_redis *)s;
+    char buf[BS_REDIS_CMD_MAX];
+    bs_redis_op *op;
+    bs_resp b;
+    unsigned i;
+    int failed = 0;
+
+    if (check_ready(r))
+        return BS_WHY_REDIS_DOWN;
+    if (!(op = op_get(r, OP_LOOKUP))) {
+        bs_stat.redis_busy++;
+        return BS_WHY_REDIS_BUSY;
+    }
+    op->cb.facts = cb;
+    op->arg = arg;
+    op->id = id;
+    if (q->client_key) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2);
+        bs_resp_str(&b, "GET");
+        arg_key(&b, r, "block:", q->client_key);
+        failed |= queue(op, K_BLOCK, &b);
+    }
+    if (q->nexempt) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2 + q->nexempt);
+        bs_resp_str(&b, "SMISMEMBER");
+        arg_key(&b, r, "exempt", NULL);
+        for (i = 0; i < q->nexempt; i++)
+            bs_resp_str(&b, q->exempt[i]);
+        failed |= queue(op, K_EXEMPT, &b);
+    }
+    if (q->domain) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 3);
+        bs_resp_str(&b, "SISMEMBER");
+        arg_key(&b, r, "domains", NULL);
+        bs_resp_str(&b, q->domain);
+        failed |= queue(op, K_DOMAIN, &b);
+
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2 + q->nlocals);
+        bs_resp_str(&b, "SMISMEMBER");
+        arg_key(&b, r, "rcpt:", q->domain);
+        for (i = 0; i < q->nlocals; i++)
+            bs_resp_arg(&b, q->locals[i], q->local_lens[i]);
+        failed |= queue(op, K_RCPT, &b);
+    }
+    if (q->nndr) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2 + q->nndr);
+        bs_resp_str(&b, "HMGET");
+        arg_key(&b, r, "ndr", NULL);
+        for (i = 0; i < q->nndr; i++)
+            bs_resp_str(&b, q->ndr_fields[i]);
+        failed |= queue(op, K_NDR, &b);
+    }
+    return finish_queueing(r, op, failed);
+}
+
+/* send_script - the op's script by EVALSHA, or by EVAL (after NOSCRIPT) */
+static int send_script(bs_redis_op *op, int eval)
+{
+    bs_redis *r = op->r;
+    const bs_config *cfg = r->cfg;
+    char buf[BS_REDIS_CMD_MAX];
+    bs_resp b;
+    const char *sha = op->kind == OP_TAKE ? r->sha_ndr : r->sha_rate;
+    const char *body = op->kind == OP_TAKE ? script_ndr : script_rate;
+
+    if (!r->ac)
+        return -1;
+    bs_resp_init(&b, buf, sizeof(buf));
+    if (op->kind == OP_TAKE) {
+        bs_resp_cmd(&b, 6);
+        bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
+        bs_resp_str(&b, eval ? body : sha);
+        bs_resp_str(&b, "1");
+        arg_key(&b, r, "ndrcount:", op->key);
+        bs_resp_u64(&b, op->rule.limit);
+        bs_resp_u64(&b, op->rule.period_ms);
+    } else {
+        bs_resp_cmd(&b, 10);
+        bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
+        bs_resp_str(&b, eval ? body : sha);
+        bs_resp_str(&b, "3");
+        arg_key(&b, r, "rate:", op->key);
+        arg_key(&b, r, "block:", op->key);
+        arg_key(&b, r, "stats", NULL);
+        bs_resp_u64(&b, cfg->invalid_limit);
+        bs_resp_u64(&b, cfg->invalid_window_ms);
+        bs_resp_u64(&b, cfg->block_time_ms);
+        bs_resp_str(&b, "too many invalid recipients");
+    }
+    return queue(op, op->kind == OP_TAKE ? K_TAKE : K_NOTE, &b);
+}
+
+static int r_ndr_take(bs_store *s, const char *domain, const bs_ndr_rule *rule,
+                      bs_store_take_cb *cb, void *arg, uint64_t id)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op;
+
+    if (check_ready(r))
+        return BS_WHY_REDIS_DOWN;
+    if (!(op = op_get(r, OP_TAKE))) {
+        bs_stat.redis_busy++;
+        return BS_WHY_REDIS_BUSY;
+    }
+    op->cb.take = cb;
+    op->arg = arg;
+    op->id = id;
+    op->rule = *rule;
+    snprintf(op->key, sizeof(op->key), "%s", domain);
+    return finish_queueing(r, op, send_script(op, !r->sha_ndr[0]));
+}
+
+static void r_note_invalid(bs_store *s, const char *client_key)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op;
+
+    if (check_ready(r))
+        return;
+    if (!(op = op_get(r, OP_NOTE))) {
+        bs_stat.redis_busy++;
+        return;
+    }
+    snprintf(op->key, sizeof(op->key), "%s", client_key);
+    finish_queueing(r, op, send_script(op, !r->sha_rate[0]));
+}
+
+static void r_count(bs_store *s, int why)
+{
+    bs_redis *r = (bs_redis *)s;
+
+    if (why >= 0 && why < BS_WHY_COUNT)
+        r->pending_stats[why]++;
+}
+
+static int r_ready(const bs_store *s)
+{
+    return check_ready((const bs_redis *)s) == 0;
+}
+
+static const bs_store_ops redis_ops = {
+    .lookup = r_lookup,
+    .ndr_take = r_ndr_take,
+    .note_invalid = r_note_invalid,
+    .count = r_count,
+    .ready = r_ready,
+};
+
+/* schedule_retry - reconnect after the current backoff, then double it */
+static void schedule_retry(bs_redis *r)
+{
+    uint64_t delay = r->backoff_ms;
+
+    if (r->state == ST_CLOSED)
+        return;
+    r->state = ST_DOWN;
+    r->backoff_ms = r->backoff_ms * 2 > BS_REDIS_BACKOFF_MAX_MS ? BS_REDIS_BACKOFF_MAX_MS
+                                                                : r->backoff_ms * 2;
+    uv_timer_start(&r->retry_timer, retry_cb, delay, 0);
+}
+
+/* drop - abandon the connection now: pending commands call back with NULL
+ * (their ops complete with BS_WHY_REDIS_DOWN); then reconnect later. */
+static void drop(bs_redis *r, const char *why)
+{
+    redisAsyncContext *ac = r->ac;
+
+    if (!ac)
+        return;
+    if (r->failures++ == 0)
+        bs_warn("redis: connection to %s dropped: %s", r->cfg->redis.type == BS_EP_UNIX
+                                                           ? r->cfg->redis.path
+                                                           : r->cfg->redis.host,
+                why);
+    else
+        bs_debug("redis: attempt %u failed: %s", r->failures, why);
+    r->ac = NULL;
+    r->state = ST_DOWN;
+    bs_stat.redis_disconnects++;
+    uv_timer_stop(&r->retry_timer);
+    redisAsyncFree(ac); /* deferred by hiredis if we are inside its callback */
+    schedule_retry(r);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    bs_redis *r = ac->data;
+
+    if (ac != r->ac || status == REDIS_OK)
+        return;
+    /* hiredis frees the context after this callback */
+    r->ac = NULL;
+    if (r->failures++ == 0)
+        bs_warn("redis: cannot connect: %s", ac->errstr);
+    else
+        bs_debug("redis: attempt %u: cannot connect: %s", r->failures, ac->errstr);
+    uv_timer_stop(&r->retry_timer);
+    schedule_retry(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    bs_redis *r = ac->data;
+
+    if (ac != r->ac)
+        return;
+    r->ac = NULL;
+    if (r->state == ST_CLOSED) {
+        finish_close(r);
+        return;
+    }
+    bs_stat.redis_disconnects++;
+    if (r->failures++ == 0)
+        bs_warn("redis: connection lost: %s", ac->err ? ac->errstr : "closed by server");
+    uv_timer_stop(&r->retry_timer);
+    schedule_retry(r);
+}
+
+/* on_handshake - AUTH, SELECT and SCRIPT LOAD replies */
+static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = ac->data;
+    redisReply *rep = reply;
+    char *sha = privdata;
+
+    if (!rep || ac != r->ac)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        char what[320];
+        snprintf(what, sizeof(what), "handshake failed: %.200s", rep->str);
+        drop(r, what);
+        return;
+    }
+    if (sha && rep->type == REDIS_REPLY_STRING && rep->len == 40) {
+        memcpy(sha, rep->str, 40);
+        sha[40] = 0;
+    }
+    if (--r->handshake_pending == 0) {
+        uv_timer_stop(&r->retry_timer);
+        r->state = ST_READY;
+        r->backoff_ms = BS_REDIS_BACKOFF_MIN_MS;
+        bs_stat.redis_connects++;
+        if (r->failures)
+            bs_info("redis: connected again after %u failed attempt(s)", r->failures);
+        else
+            bs_info("redis: connected");
+        r->failures = 0;
+    }
+}
+
+/* on_connect_deadline - connect + handshake took longer than connect_timeout */
+static void on_connect_deadline(uv_timer_t *t)
+{
+    drop(t->data, "connect/handshake timed out");
+}
+
+/* handshake - queue AUTH/SELECT/SCRIPT LOAD; hiredis sends them on connect */
+static int handshake(bs_redis *r)
+{
+    const bs_config *cfg = r->cfg;
+    char buf[BS_REDIS_CMD_MAX];
+    bs_resp b;
+    int rc = 0;
+
+    r->handshake_pending = 0;
+    r->sha_rate[0] = r->sha_ndr[0] = 0;
+    if (cfg->password[0]) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, cfg->username[0] ? 3 : 2);
+        bs_resp_str(&b, "AUTH");
+        if (cfg->username[0])
+            bs_resp_str(&b, cfg->username);
+        bs_resp_str(&b, cfg->password);
+        rc |= redisAsyncFormattedCommand(r->ac, on_handshake, NULL, b.buf, b.len);
+        r->handshake_pending++;
+    }
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_str(&b, "SELECT");
+    bs_resp_u64(&b, cfg->db);
+    rc |= redisAsyncFormattedCommand(r->ac, on_handshake, NULL, b.buf, b.len);
+    r->handshake_pending++;
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 3);
+    bs_resp_str(&b, "SCRIPT");
+    bs_resp_str(&b, "LOAD");
+    bs_resp_str(&b, script_rate);
+    rc |= redisAsyncFormattedCommand(r->ac, on_handshake, r->sha_rate, b.buf, b.len);
+    r->handshake_pending++;
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 3);
+    bs_resp_str(&b, "SCRIPT");
+    bs_resp_str(&b, "LOAD");
+    bs_resp_str(&b, script_ndr);
+    rc |= redisAsyncFormattedCommand(r->ac, on_handshake, r->sha_ndr, b.buf, b.len);
+    r->handshake_pending++;
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+/* connect_now - start one connection attempt (from the retry timer) */
+static void connect_now(bs_redis *r)
+{
+    const bs_endpoint *ep = &r->cfg->redis;
+    redisAsyncContext *ac;
+
+    if (r->state == ST_CLOSED || r->ac)
+        return;
+    if (ep->type == BS_EP_UNIX)
+        ac = redisAsyncConnectUnix(ep->path);
+    else
+        ac = redisAsyncConnect(ep->host, (int)ep->port);
+    if (!ac || ac->err) {
+        if (r->failures++ == 0)
+            bs_warn("redis: cannot connect: %s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    if (bs_redis_uv_attach(ac, r->loop) < 0) {
+        redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    r->state = ST_CONNECTING;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->retry_timer.data = r;
+    uv_timer_start(&r->retry_timer, on_connect_deadline, r->cfg->connect_timeout_ms, 0);
+    if (handshake(r) < 0)
+        drop(r, "cannot queue handshake");
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+    connect_now(t->data);
+}
+
+/* flush_stats - add the decision counts to the cluster-wide stats hash */
+static void flush_stats(bs_redis *r)
+{
+    char buf[512];
+    bs_resp b;
+    int i;
+
+    for (i = 0; i < BS_WHY_COUNT; i++) {
+        if (!r->pending_stats[i])
+            continue;
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 4);
+        bs_resp_str(&b, "HINCRBY");
+        arg_key(&b, r, "stats", NULL);
+        bs_resp_str(&b, bs_why_name(i));
+        bs_resp_u64(&b, r->pending_stats[i]);
+        if (!b.overflow &&
+            redisAsyncFormattedCommand(r->ac, NULL, NULL, b.buf, b.len) == REDIS_OK)
+            r->pending_stats[i] = 0;
+    }
+}
+
+/* on_tick - stall detection; periodic stats flush */
+static void on_tick(uv_timer_t *t)
+{
+    bs_redis *r = t->data;
+    uint64_t now = uv_now(r->loop);
+    uint64_t stall = r->cfg->timeout_ms * 3 > 1000 ? r->cfg->timeout_ms * 3 : 1000;
+
+    if (r->state == ST_READY && r->ac && r->outstanding && now - r->busy_since > stall) {
+        bs_stat.redis_stalls++;
+        drop(r, "no reply in time (Redis stalled?)");
+        return;
+    }
+    if (r->state == ST_READY && r->ac && now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
+        r->last_flush = now;
+        flush_stats(r);
+    }
+}
+
+bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
+{
+    bs_redis *r = calloc(1, sizeof(*r));
+    unsigned i;
+
+    if (!r)
+        return NULL;
+    r->ops = calloc(cfg->max_pending, sizeof(*r->ops));
+    if (!r->ops) {
+        free(r);
+        return NULL;
+    }
+    for (i = cfg->max_pending; i-- > 0;)
+        op_put(r, &r->ops[i]);
+    r->base.ops = &redis_ops;
+    r->loop = loop;
+    r->cfg = cfg;
+    r->backoff_ms = BS_REDIS_BACKOFF_MIN_MS;
+    uv_timer_init(loop, &r->retry_timer);
+    uv_timer_init(loop, &r->tick_timer);
+    r->retry_timer.data = r->tick_timer.data = r;
+    r->open_handles = 2;
+    uv_timer_start(&r->tick_timer, on_tick, BS_REDIS_TICK_MS, BS_REDIS_TICK_MS);
+    connect_now(r);
+    return &r->base;
+}
+
+/* same_endpoint_and_auth - nothing that needs a new connection changed */
+static int same_connection(const bs_config *a, const bs_config *b)
+{
+    return memcmp(&a->redis, &b->redis, sizeof(a->redis)) == 0 &&
+           strcmp(a->username, b->username) == 0 && strcmp(a->password, b->password) == 0 &&
+           a->db == b->db;
+}
+
+void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
+{
+    bs_redis *r = (bs_redis *)s;
+
+    if (same_connection(old, r->cfg))
+        return;
+    bs_info("redis: settings changed, reconnecting");
+    r->failures = 0;
+    r->backoff_ms = BS_REDIS_BACKOFF_MIN_MS;
+    if (r->ac) {
+        drop(r, "reconfigured");
+    } else {
+        uv_timer_stop(&r->retry_timer);
+        schedule_retry(r);
+    }
+    r->failures = 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    bs_redis *r = h->data;
+
+    if (--r->open_handles == 0) {
+        free(r->ops);
+        free(r);
+    }
+}
+
+/* finish_close - free the connection now, close our handles (the store is
+ * freed when both have closed) */
+static void finish_close(bs_redis *r)
+{
+    redisAsyncContext *ac = r->ac;
+
+    r->ac = NULL;
+    if (ac)
+        redisAsyncFree(ac);
+    if (r->open_handles == 2 && !uv_is_closing((uv_handle_t *)&r->tick_timer)) {
+        uv_close((uv_handle_t *)&r->retry_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&r->tick_timer, on_handle_closed);
+    }
+}
+
+static void on_close_deadline(uv_timer_t *t)
+{
+    finish_close(t->data);
+}
+
+void bs_store_redis_close(bs_store *s)
+{
+    bs_redis *r = (bs_redis *)s;
+
+    if (r->state == ST_READY && r->ac) {
+        /* send the last counters, then let hiredis close gracefully, but
+         * never wait for a stalled Redis longer than the deadline */
+        r->state = ST_CLOSED;
+        flush_stats(r);
+        redisAsyncDisconnect(r->ac);
+        uv_timer_stop(&r->retry_timer);
+        uv_timer_start(&r->retry_timer, on_close_deadline, 500, 0);
+        return;
+    }
+    r->state = ST_CLOSED;
+    finish_close(r);
+}

@@ -1,0 +1,64 @@
+/* test_resp.c - RESP builder: exact wire bytes, binary safety, overflow */
+#include <string.h>
+
+#include "backstop/resp.h"
+#include "check.h"
+
+static void test_basic(void)
+{
+    char buf[128];
+    bs_resp b;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 3);
+    bs_resp_str(&b, "SISMEMBER");
+    bs_resp_arg2(&b, "bs:", 3, "domains", 7);
+    bs_resp_u64(&b, 0);
+    CHECK(!b.overflow);
+    CHECK_EQ_INT(b.len, strlen("*3\r\n$9\r\nSISMEMBER\r\n$10\r\nbs:domains\r\n$1\r\n0\r\n"));
+    CHECK(memcmp(buf, "*3\r\n$9\r\nSISMEMBER\r\n$10\r\nbs:domains\r\n$1\r\n0\r\n", b.len) == 0);
+}
+
+static void test_binary_and_numbers(void)
+{
+    char buf[128];
+    bs_resp b;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_arg(&b, "a\r\n\0b", 5);
+    bs_resp_u64(&b, 18446744073709551615ULL);
+    CHECK(!b.overflow);
+    CHECK(memcmp(buf, "*2\r\n$5\r\na\r\n\0b\r\n$20\r\n18446744073709551615\r\n", b.len) == 0);
+}
+
+static void test_overflow(void)
+{
+    char buf[16];
+    bs_resp b;
+    size_t before;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 1);
+    before = b.len;
+    bs_resp_str(&b, "a-very-long-argument");
+    CHECK(b.overflow);
+    CHECK(b.len <= sizeof(buf));
+    CHECK(b.len >= before);
+    bs_resp_str(&b, "x");
+    CHECK(b.overflow);
+    /* exact fit is not an overflow */
+    bs_resp_init(&b, buf, 11);
+    bs_resp_cmd(&b, 1); /* 4 bytes */
+    bs_resp_str(&b, "x"); /* "$1\r\nx\r\n" = 7 bytes */
+    CHECK(!b.overflow);
+    CHECK_EQ_INT(b.len, 11);
+}
+
+int main(void)
+{
+    test_basic();
+    test_binary_and_numbers();
+    test_overflow();
+    return check_summary();
+}
