@@ -312,9 +312,9 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     if (op->kind == OP_NOTE && !op->status && op->result > 0) {
         bs_stat.clients_blocked++;
-        bs_info("client %s blocked for %llus: %d invalid recipients within %llus", op->key,
-                (unsigned long long)(r->cfg->block_time_ms / 1000), op->result - 1,
-                (unsigned long long)(r->cfg->invalid_window_ms / 1000));
+        bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)",
+                op->key, (unsigned long long)(r->cfg->block_time_ms / 1000), op->result,
+                (unsigned long long)(r->cfg->invalid_window_ms / 1000), r->cfg->invalid_limit);
     }
     op_done(op);
 }

@@ -1,0 +1,366 @@
+/*
+ * test_decide.c - the policy rules against a deterministic fake store
+ *
+ * The fake store answers a bs_lookup from small in-memory tables exactly as
+ * the Redis store reads its keys (block, exempt, domains, rcpt:<domain>,
+ * ndr), and keeps NDR budgets per recipient domain. Each case runs one
+ * request through bs_decide_begin/_facts/_taken and checks the verdict, the
+ * reply line and the log line.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "backstop/decide.h"
+#include "check.h"
+
+/* ---- the fake store ---- */
+static const char *f_blocked[8];
+static const char *f_exempt[8];
+static const char *f_domains[8];
+static const char *f_rcpt[16][2]; /* domain, local */
+static const char *f_ndr[8][2];   /* field, value */
+static int f_budget_used[8];
+static char f_budget_domain[8][BS_DOMAIN_MAX + 1];
+static int f_fail;           /* lookup answers with an error */
+static int f_lookups, f_takes;
+
+static void fake_reset(void)
+{
+    memset(f_blocked, 0, sizeof(f_blocked));
+    memset(f_exempt, 0, sizeof(f_exempt));
+    memset(f_domains, 0, sizeof(f_domains));
+    memset(f_rcpt, 0, sizeof(f_rcpt));
+    memset(f_ndr, 0, sizeof(f_ndr));
+    memset(f_budget_used, 0, sizeof(f_budget_used));
+    memset(f_budget_domain, 0, sizeof(f_budget_domain));
+    f_fail = f_lookups = f_takes = 0;
+}
+
+static int in_list(const char *const *list, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n && list[i]; i++)
+        if (strcmp(list[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+static void fake_lookup(const bs_lookup *q, bs_facts *f)
+{
+    unsigned i, j;
+
+    f_lookups++;
+    memset(f, 0, sizeof(*f));
+    f->ndr_index = -1;
+    if (q->client_key && in_list(f_blocked, 8, q->client_key)) {
+        f->blocked = 1;
+        strcpy(f->block_reason, "test");
+    }
+    for (i = 0; i < q->nexempt; i++)
+        f->exempt |= in_list(f_exempt, 8, q->exempt[i]);
+    if (q->domain) {
+        f->protected_domain = in_list(f_domains, 8, q->domain);
+        for (i = 0; i < q->nlocals; i++)
+            for (j = 0; j < 16 && f_rcpt[j][0]; j++)
+                if (strcmp(f_rcpt[j][0], q->domain) == 0 &&
+                    strlen(f_rcpt[j][1]) == q->local_lens[i] &&
+                    memcmp(f_rcpt[j][1], q->locals[i], q->local_lens[i]) == 0)
+                    f->rcpt_known = 1;
+    }
+    for (i = 0; i < q->nndr && f->ndr_index < 0; i++)
+        for (j = 0; j < 8 && f_ndr[j][0]; j++)
+            if (strcmp(f_ndr[j][0], q->ndr_fields[i]) == 0) {
+                f->ndr_index = (int)i;
+                f->ndr_value_len = strlen(f_ndr[j][1]);
+                memcpy(f->ndr_value, f_ndr[j][1], f->ndr_value_len + 1);
+                break;
+            }
+}
+
+static int fake_take(const char *domain, const bs_ndr_rule *rule)
+{
+    int i;
+
+    f_takes++;
+    for (i = 0; i < 8; i++) {
+        if (!f_budget_domain[i][0])
+            snprintf(f_budget_domain[i], sizeof(f_budget_domain[i]), "%s", domain);
+        if (strcmp(f_budget_domain[i], domain) == 0)
+            return ++f_budget_used[i] <= (int)rule->limit;
+    }
+    return -1;
+}
+
+/* ---- request building ---- */
+static char reqbuf[8192];
+static bs_proto_parser parser;
+
+static void build(const char *state, const char *sender, const char *rcpt, const char *client)
+{
+    size_t used;
+    int n = snprintf(reqbuf, sizeof(reqbuf),
+                     "request=smtpd_access_policy\nprotocol_state=%s\nprotocol_name=ESMTP\n"
+                     "helo_name=helo.example\nqueue_id=\nsender=%s\nrecipient=%s\n"
+                     "client_address=%s\nclient_name=mx.example\ninstance=1.2.3\n\n",
+                     state, sender, rcpt, client);
+    bs_proto_reset(&parser);
+    if (bs_proto_feed(&parser, reqbuf, (size_t)n, &used) != BS_PROTO_DONE)
+        fprintf(stderr, "test request did not parse\n");
+}
+
+/* run - one request through the rules with the fake store */
+static bs_decision d;
+static int run(const bs_config *cfg, const char *state, const char *sender, const char *rcpt,
+               const char *client)
+{
+    bs_lookup q;
+    bs_facts f;
+    int step;
+
+    build(state, sender, rcpt, client);
+    memset(&d, 0, sizeof(d));
+    step = bs_decide_begin(&d, cfg, &parser, &q);
+    if (step == BS_DECIDE_LOOKUP) {
+        if (f_fail) {
+            bs_decide_fallback(&d, cfg, BS_WHY_REDIS_ERROR);
+            return d.why;
+        }
+        fake_lookup(&q, &f);
+        step = bs_decide_facts(&d, cfg, &f);
+        if (step == BS_DECIDE_NDR_TAKE)
+            step = bs_decide_taken(&d, cfg, fake_take(d.rcpt.domain, &d.ndr_rule));
+    }
+    CHECK_EQ_INT(step, BS_DECIDE_DONE);
+    return d.why;
+}
+
+static const char *reply(const bs_config *cfg)
+{
+    static char out[BS_REPLY_MAX];
+    bs_decide_reply(&d, cfg, out);
+    return out;
+}
+
+static void seed(void)
+{
+    fake_reset();
+    f_domains[0] = "example.com";
+    f_domains[1] = "catchall.example";
+    f_rcpt[0][0] = "example.com";
+    f_rcpt[0][1] = "alice";
+    f_rcpt[1][0] = "example.com";
+    f_rcpt[1][1] = "bob-x";
+    f_rcpt[2][0] = "catchall.example";
+    f_rcpt[2][1] = "*";
+}
+
+static void test_recipients(bs_config *cfg)
+{
+    seed();
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "alice@example.com", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "Alice@EXAMPLE.com.", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "alice+tag@example.com", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK(!d.note_invalid);
+    /* the full local part is tried first: "bob-x" is a user, "-" no delimiter */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "bob-x@example.com", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 <nobody@example.com>: Recipient address "
+                             "rejected: User unknown\n\n");
+    CHECK(d.note_invalid);
+    CHECK_EQ_STR(d.client_key, "192.0.2.1");
+    /* extension of an unknown user does not help */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "nobody+alice@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "anyone@catchall.example", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "x@other.example", "192.0.2.1"),
+                 BS_WHY_UNPROTECTED);
+    CHECK_EQ_INT(run(cfg, "MAIL", "s@remote.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_NOT_RCPT);
+    CHECK_EQ_INT(f_lookups, 8);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "postmaster", "192.0.2.1"),
+                 BS_WHY_BAD_RCPT);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "x@[192.0.2.9]", "192.0.2.1"),
+                 BS_WHY_BAD_RCPT);
+    /* a null sender to a protected domain is recipient-validated, not NDR */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "alice@example.com", "192.0.2.1"), BS_WHY_VALID);
+}
+
+static void test_ndr(bs_config *cfg)
+{
+    seed();
+    f_ndr[0][0] = "a.b.example.org";
+    f_ndr[0][1] = "allow";
+    f_ndr[1][0] = ".b.example.org";
+    f_ndr[1][1] = "deny";
+    f_ndr[2][0] = ".example.org";
+    f_ndr[2][1] = "limit 2/1h";
+    f_ndr[3][0] = "*";
+    f_ndr[3][1] = "ALLOW";
+
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@a.b.example.org", "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    CHECK_EQ_STR(d.ndr_match, "a.b.example.org");
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@c.b.example.org", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(d.ndr_match, ".b.example.org");
+    CHECK_EQ_STR(reply(cfg), "action=550 5.7.1 <v@c.b.example.org>: Recipient address rejected: "
+                             "Delivery status notifications to this domain are not accepted\n\n");
+    /* ".b.example.org" does not match "b.example.org" itself */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@b.example.org", "192.0.2.1"), BS_WHY_NDR_UNDER);
+    CHECK_EQ_STR(d.ndr_match, ".example.org");
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "w@b.example.org", "192.0.2.1"), BS_WHY_NDR_UNDER);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@b.example.org", "192.0.2.1"), BS_WHY_NDR_LIMIT);
+    CHECK(strstr(reply(cfg), "Too many delivery status notifications") != NULL);
+    /* the budget is per recipient domain */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@z.example.org", "192.0.2.1"), BS_WHY_NDR_UNDER);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    CHECK_EQ_STR(d.ndr_match, "*");
+    /* a normal sender is not subject to NDR policy */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "v@c.b.example.org", "192.0.2.1"),
+                 BS_WHY_UNPROTECTED);
+    /* no entry: ndr_default (deny by default) */
+    f_ndr[3][0] = NULL;
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(d.ndr_match, "ndr_default");
+    cfg->ndr_default.action = BS_NDR_ALLOW;
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    /* an unusable value falls back to ndr_default */
+    f_ndr[3][0] = "*";
+    f_ndr[3][1] = "denny";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    CHECK_EQ_STR(d.ndr_match, "ndr_default");
+    cfg->ndr_default.action = BS_NDR_DENY;
+}
+
+static void test_clients(bs_config *cfg)
+{
+    seed();
+    f_blocked[0] = "192.0.2.66";
+    f_blocked[1] = "2001:db8:1:2::/64";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.66"),
+                 BS_WHY_BLOCKED);
+    CHECK_EQ_STR(reply(cfg), "action=450 4.7.1 Client host rejected: too many invalid "
+                             "recipients, try again later\n\n");
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "x@unprotected.example", "2001:db8:1:2::99"),
+                 BS_WHY_BLOCKED);
+    CHECK_EQ_STR(d.client_key, "2001:db8:1:2::/64");
+    CHECK_EQ_STR(d.client_ip, "2001:db8:1:2::99");
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "2001:db8:1:3::99"),
+                 BS_WHY_VALID);
+    /* exempt by the SET (address or network) */
+    f_exempt[0] = "192.0.2.66";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.66"),
+                 BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.66"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(!d.note_invalid);
+    f_exempt[1] = "2001:db8:1:2::/64";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "2001:db8:1:2::5"),
+                 BS_WHY_VALID);
+    /* exempt by config CIDR (127.0.0.0/8 by default): never counted, and the
+     * store is not even asked about the client */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "127.0.0.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(!d.note_invalid);
+    CHECK(d.cidr_exempt);
+    /* NDR policy still applies to exempt clients */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "127.0.0.1"), BS_WHY_NDR_DENY);
+    /* unknown client address: no key, not counted */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "unknown"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(!d.note_invalid);
+    /* rate tracking disabled */
+    cfg->invalid_limit = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.9"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(!d.note_invalid);
+    cfg->invalid_limit = 20;
+}
+
+static void test_report_and_fallback(bs_config *cfg)
+{
+    char line[1024];
+
+    seed();
+    cfg->mode = BS_MODE_REPORT;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_STR(reply(cfg), "action=WARN would reject: 550 5.1.1 <nobody@example.com>: "
+                             "Recipient address rejected: User unknown\n\n");
+    CHECK(d.note_invalid); /* still counted in report mode */
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: reject_warning: RCPT from mx.example[192.0.2.1]: ") == line);
+    f_blocked[0] = "192.0.2.1";
+    run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1");
+    CHECK(strncmp(reply(cfg), "action=WARN would defer: 450 4.7.1 ", 35) == 0);
+    cfg->mode = BS_MODE_ENFORCE;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2");
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK_EQ_STR(line, "NOQUEUE: reject: RCPT from mx.example[192.0.2.2]: 550 5.1.1 "
+                       "<nobody@example.com>: Recipient address rejected: User unknown; "
+                       "from=<s@x.example> to=<nobody@example.com> proto=ESMTP "
+                       "helo=<helo.example> reason=unknown_user");
+    run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.2");
+    CHECK_EQ_INT(bs_decide_log_line(&d, cfg, line, sizeof(line)), 0);
+
+    f_fail = 1;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2"),
+                 BS_WHY_REDIS_ERROR);
+    CHECK_EQ_STR(reply(cfg),
+                 "action=DEFER_IF_PERMIT Recipient verification temporarily unavailable\n\n");
+    CHECK(!d.note_invalid);
+    cfg->on_redis_error = BS_ON_ERROR_DUNNO;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2");
+    CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
+    cfg->on_redis_error = BS_ON_ERROR_DEFER;
+    f_fail = 0;
+}
+
+static void test_hostile(bs_config *cfg)
+{
+    static char big[1900];
+    char rcpt[2000];
+    const char *r;
+    size_t i;
+
+    seed();
+    /* control characters and bytes from the wire never reach a reply raw */
+    run(cfg, "RCPT", "s@x.example", "no\x01" "body\x7f@example.com", "192.0.2.1");
+    CHECK_EQ_INT(d.why, BS_WHY_BAD_RCPT);
+    run(cfg, "RCPT", "s@x.example", "\xc3\xa9t\xc3\xa9@example.com", "192.0.2.1");
+    r = reply(cfg);
+    CHECK_EQ_INT(d.why, BS_WHY_UNKNOWN_USER);
+    for (i = 0; r[i]; i++)
+        CHECK(r[i] == '\n' || (r[i] >= 0x20 && r[i] < 0x7f));
+    memset(big, 'a', sizeof(big) - 1);
+    snprintf(rcpt, sizeof(rcpt), "%s@example.com", big);
+    run(cfg, "RCPT", "s@x.example", rcpt, "192.0.2.1");
+    CHECK_EQ_INT(d.why, BS_WHY_BAD_RCPT);
+    CHECK(strlen(reply(cfg)) <= 7 + 512 + 2);
+    /* a long domain with many labels still gets "*" and the shortest parents */
+    run(cfg, "RCPT", "", "v@a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.example.org", "192.0.2.1");
+    CHECK(d.nndr == BS_NDR_MAX_FIELDS);
+    CHECK_EQ_STR(d.ndr_fields[d.nndr - 1], "*");
+    CHECK_EQ_STR(d.ndr_fields[d.nndr - 2], ".org");
+    CHECK_EQ_STR(d.ndr_fields[0], "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.example.org");
+}
+
+int main(void)
+{
+    static bs_config cfg;
+
+    bs_config_defaults(&cfg);
+    CHECK_EQ_INT(cfg.ndr_default.action, BS_NDR_DENY);
+    CHECK_EQ_INT(cfg.invalid_limit, 20);
+    test_recipients(&cfg);
+    test_ndr(&cfg);
+    test_clients(&cfg);
+    test_report_and_fallback(&cfg);
+    test_hostile(&cfg);
+    return check_summary();
+}
