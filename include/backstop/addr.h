@@ -51,7 +51,9 @@ int bs_domain_norm(const char *s, size_t len, char *out);
  * the local part before the first byte that is one of the delimiter
  * characters in delims. Returns local_len when there is no delimiter, or
  * when delims is empty, or when the delimiter is the first byte (Postfix
- * does not strip an extension that would leave an empty local part).
+ * does not strip an extension that would leave an empty local part), and
+ * never for postmaster, mailer-daemon, double-bounce, nor for owner-foo and
+ * foo-request when '-' is a delimiter (Postfix split_addr()).
  */
 size_t bs_local_base_len(const char *local, size_t local_len, const char *delims);
 

@@ -1,0 +1,291 @@
+/*
+ * addr.c - validation and normalisation of wire strings (addr.h)
+ *
+ * PROVIDES
+ *   bs_addr_parse      "local@domain" -> normalised local part and domain.
+ *                      0, or -1 (out is cleared: both parts "" with length 0).
+ *   bs_domain_norm     domain -> lowercase normal form. Length, or -1
+ *                      (out is then "").
+ *   bs_local_base_len  length of a local part without its recipient_delimiter
+ *                      extension; never fails.
+ *   bs_client_key      client_address -> "a.b.c.d" or "v6net/prefix". Length,
+ *                      or -1 (out is then "").
+ *   bs_escape          any bytes -> printable ASCII for logs and replies.
+ *                      Length written; out is always NUL-terminated when
+ *                      outsz > 0.
+ *
+ * INPUT
+ *   Every (s, len) pair is read for exactly len bytes: s need not be NUL
+ *   terminated, and a NUL inside it is just another (invalid) byte, so
+ *   "a@b\0c" can not pass for "a@b". s may be NULL when len is 0.
+ *
+ * NEVER
+ *   Allocates, does I/O, logs, or depends on the locale (case folding is
+ *   ASCII A-Z only, no tolower()). Writes beyond the documented output
+ *   size. Scans over-long input: an address longer than BS_ADDR_MAX + 1, a
+ *   domain longer than BS_DOMAIN_MAX + 1 or a client address longer than
+ *   any IP address is rejected on its length alone, and bs_escape stops
+ *   reading when out is full.
+ *
+ * LIMITS AND BUGS
+ *   Domains are ASCII only: an SMTPUTF8 U-label domain is rejected; the
+ *   caller sees -1, the same as for garbage. Local parts are ASCII-folded
+ *   only: "JÖRG" becomes "jÖrg". An unqualified recipient ("postmaster")
+ *   has no '@' and is rejected; so is the null sender "".
+ *   bs_local_base_len follows Postfix's split_addr(): postmaster,
+ *   mailer-daemon and double-bounce are never split, nor owner-foo /
+ *   foo-request when '-' is a delimiter (the local part is lowercase here).
+ *   IPv6 text comes from inet_ntop(): RFC 5952 lower case, except that glibc
+ *   prints the deprecated IPv4-compatible range ::/96 in dotted form
+ *   ("::192.0.2.1/128"); another libc may print "::c000:201/128".
+ */
+#include "backstop/addr.h"
+#include "backstop/cidr.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define BS_LABEL_MAX 63 /* RFC 1035 2.3.4 */
+
+/* ascii_lower - fold A-Z only; every other byte (UTF-8 too) is kept. */
+static unsigned char ascii_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+static int domain_byte_ok(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+/* domain_scan - the body of bs_domain_norm; out may be left partly written. */
+static int domain_scan(const char *s, size_t len, char *out)
+{
+    size_t i, label = 0;
+
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > BS_DOMAIN_MAX)
+        return -1;
+    for (i = 0; i < len; i++) {
+        unsigned char c = ascii_lower((unsigned char)s[i]);
+
+        if (c == '.') {
+            if (label == 0)
+                return -1; /* leading dot or ".." */
+            label = 0;
+        } else if (domain_byte_ok(c)) {
+            if (++label > BS_LABEL_MAX)
+                return -1;
+        } else {
+            return -1;
+        }
+        out[i] = (char)c;
+    }
+    if (label == 0)
+        return -1; /* "a.." lost one dot above, the other is an empty label */
+    out[len] = '\0';
+    return (int)len;
+}
+
+/* bs_domain_norm - lowercase, drop one trailing dot, reject anything odd */
+int bs_domain_norm(const char *s, size_t len, char *out)
+{
+    int n = domain_scan(s, len, out);
+
+    if (n < 0)
+        out[0] = '\0';
+    return n;
+}
+
+/* local_norm - 1..BS_LOCAL_MAX bytes, no controls, A-Z folded. */
+static int local_norm(const char *s, size_t len, char *out)
+{
+    size_t i;
+
+    if (len == 0 || len > BS_LOCAL_MAX)
+        return -1;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == 0x7f)
+            return -1;
+        out[i] = (char)ascii_lower(c);
+    }
+    out[len] = '\0';
+    return (int)len;
+}
+
+/*
+ * bs_addr_parse - split at the last '@': Postfix hands us the address
+ * unquoted, so "\"a@b\"@c" arrives as "a@b@c" and only the last '@' is
+ * known to separate the domain.
+ */
+int bs_addr_parse(const char *s, size_t len, bs_addr *out)
+{
+    size_t at;
+    int n;
+
+    out->local[0] = out->domain[0] = '\0';
+    out->local_len = out->domain_len = 0;
+
+    /* +1: the domain may still carry the trailing dot we drop. */
+    if (len == 0 || len > BS_ADDR_MAX + 1)
+        return -1;
+    for (at = len; at > 0 && s[at - 1] != '@'; at--)
+        ;
+    if (at == 0)
+        return -1; /* no '@' */
+    at--;          /* index of the last '@' */
+
+    if ((n = local_norm(s, at, out->local)) < 0)
+        goto fail;
+    out->local_len = (size_t)n;
+    if ((n = domain_scan(s + at + 1, len - at - 1, out->domain)) < 0)
+        goto fail;
+    out->domain_len = (size_t)n;
+    return 0;
+
+fail:
+    out->local[0] = out->domain[0] = '\0';
+    out->local_len = out->domain_len = 0;
+    return -1;
+}
+
+/* bs_local_base_len - where Postfix would cut "user+ext" (see addr.h) */
+/* is_local - local part (already lowercase) equals word */
+static int is_local(const char *local, size_t len, const char *word)
+{
+    return len == strlen(word) && memcmp(local, word, len) == 0;
+}
+
+size_t bs_local_base_len(const char *local, size_t local_len, const char *delims)
+{
+    size_t i;
+
+    if (delims == NULL || delims[0] == '\0')
+        return local_len;
+    /* Postfix split_addr(): these are never split ... */
+    if (is_local(local, local_len, "postmaster") || is_local(local, local_len, "mailer-daemon") ||
+        is_local(local, local_len, "double-bounce"))
+        return local_len;
+    /* ... nor owner-foo / foo-request when '-' is a delimiter */
+    if (strchr(delims, '-') &&
+        ((local_len > 6 && memcmp(local, "owner-", 6) == 0) ||
+         (local_len > 8 && memcmp(local + local_len - 8, "-request", 8) == 0)))
+        return local_len;
+    for (i = 0; i < local_len; i++) {
+        /* A NUL byte would find strchr()'s terminator: never a delimiter. */
+        if (local[i] != '\0' && strchr(delims, local[i]) != NULL)
+            return i == 0 ? local_len : i;
+    }
+    return local_len;
+}
+
+static int is_v4mapped(const uint8_t ip[16])
+{
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+    return memcmp(ip, prefix, sizeof(prefix)) == 0;
+}
+
+/* mask_host_bits - zero every bit after the first bits (0..128). */
+static void mask_host_bits(uint8_t a[16], unsigned bits)
+{
+    unsigned i;
+
+    for (i = 0; i < 16; i++) {
+        if (bits >= 8) {
+            bits -= 8;
+        } else {
+            a[i] &= (uint8_t)(0xff00u >> bits);
+            bits = 0;
+        }
+    }
+}
+
+/* append_uint - decimal digits of v at out; returns the count. */
+static size_t append_uint(char *out, unsigned v)
+{
+    char tmp[12];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/*
+ * bs_client_key - one key per IPv4 host, one per IPv6 network: a client
+ * owns a whole /64 (or so), and keying on single IPv6 addresses would let
+ * it walk past every limit.
+ */
+int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out)
+{
+    uint8_t ip[16];
+    char text[INET6_ADDRSTRLEN];
+    size_t n;
+
+    out[0] = '\0';
+    if (ipv6_prefix < 1 || ipv6_prefix > 128)
+        return -1;
+    if (bs_ip_parse(s, len, ip) < 0)
+        return -1;
+
+    if (is_v4mapped(ip)) {
+        if (inet_ntop(AF_INET, ip + 12, text, sizeof(text)) == NULL)
+            return -1;
+        n = strlen(text);
+        if (n > BS_CLIENT_KEY_MAX)
+            return -1;
+        memcpy(out, text, n + 1);
+        return (int)n;
+    }
+
+    mask_host_bits(ip, ipv6_prefix);
+    if (inet_ntop(AF_INET6, ip, text, sizeof(text)) == NULL)
+        return -1;
+    n = strlen(text);
+    if (n + 4 > BS_CLIENT_KEY_MAX) /* "/128" */
+        return -1;
+    memcpy(out, text, n);
+    out[n++] = '/';
+    n += append_uint(out + n, ipv6_prefix);
+    out[n] = '\0';
+    return (int)n;
+}
+
+/* bs_escape - "\xHH" for every byte outside 0x21..0x7e, and for '\\' */
+size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, n = 0;
+
+    if (outsz == 0)
+        return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= 0x21 && c <= 0x7e && c != '\\') {
+            if (outsz - n < 2)
+                break;
+            out[n++] = (char)c;
+        } else {
+            if (outsz - n < 5)
+                break;
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 0x0f];
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
