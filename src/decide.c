@@ -42,10 +42,8 @@ static const struct {
 };
 
 static const char *const action_names[BS_ACT_COUNT] = {
-    [BS_ACT_DUNNO] = "dunno",
-    [BS_ACT_REJECT_USER] = "reject",
-    [BS_ACT_REJECT_NDR] = "reject",
-    [BS_ACT_DEFER_CLIENT] = "defer",
+    [BS_ACT_DUNNO] = "dunno",       [BS_ACT_REJECT_USER] = "reject",
+    [BS_ACT_REJECT_NDR] = "reject", [BS_ACT_DEFER_CLIENT] = "defer",
     [BS_ACT_FALLBACK] = "fallback",
 };
 
@@ -130,8 +128,7 @@ static void set_ndr_fields(bs_decision *d)
 }
 
 /* bs_decide_begin - extract and normalise the request; say what to look up */
-int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req,
-                    bs_lookup *q)
+int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req, bs_lookup *q)
 {
     const bs_proto_attr *sender, *rcpt;
     unsigned i;

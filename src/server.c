@@ -200,8 +200,7 @@ static int open_inet(bs_server *s, bs_listener *l, char *err, size_t errsz)
     }
     uv_tcp_init(s->loop, &l->h.tcp);
     if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) != 0) {
-        snprintf(err, errsz, "cannot bind inet:%s:%u: %s", l->ep.host, l->ep.port,
-                 uv_strerror(rc));
+        snprintf(err, errsz, "cannot bind inet:%s:%u: %s", l->ep.host, l->ep.port, uv_strerror(rc));
         return -1;
     }
     return 0;

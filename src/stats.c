@@ -15,16 +15,19 @@
 bs_stats bs_stat;
 
 /* A table of the scalar counters, for logging. */
-#define S(f) {#f, offsetof(bs_stats, f)}
+#define S(f)                                                                                       \
+    {                                                                                              \
+#f, offsetof(bs_stats, f)                                                                  \
+    }
 static const struct {
     const char *name;
     size_t off;
 } scalars[] = {
-    S(requests),         S(conn_accepted),    S(conn_closed),       S(conn_active),
-    S(conn_limit_waits), S(conn_denied),      S(bad_request_type),  S(idle_timeouts),
-    S(partial_timeouts), S(pipelined_closed), S(write_errors),      S(late_replies),
+    S(requests),         S(conn_accepted),     S(conn_closed),      S(conn_active),
+    S(conn_limit_waits), S(conn_denied),       S(bad_request_type), S(idle_timeouts),
+    S(partial_timeouts), S(pipelined_closed),  S(write_errors),     S(late_replies),
     S(redis_connects),   S(redis_disconnects), S(redis_stalls),     S(redis_errors),
-    S(redis_busy),       S(redis_noscript),   S(clients_blocked),   S(reloads),
+    S(redis_busy),       S(redis_noscript),    S(clients_blocked),  S(reloads),
     S(reload_errors),
 };
 #undef S

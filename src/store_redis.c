@@ -28,6 +28,10 @@
  * NOSCRIPT. They run only on the invalid-recipient and NDR-limit paths; the
  * common path is GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2).
  *
+ * With [redis] sentinel entries the master is found through Redis Sentinel
+ * before every (re)connect and verified with ROLE; a -READONLY reply (a
+ * failover demoted our server) drops the connection, which rediscovers.
+ *
  * Never: blocks (host names in [redis] server are resolved by hiredis with
  * getaddrinfo; use an IP address or a unix socket), formats commands with
  * printf, or exits because of Redis.
@@ -106,10 +110,10 @@ typedef struct bs_redis_op {
         bs_store_facts_cb *facts;
         bs_store_take_cb *take;
     } cb;
-    int result;         /* OP_TAKE */
-    bs_facts facts;     /* OP_LOOKUP */
+    int result;                  /* OP_TAKE */
+    bs_facts facts;              /* OP_LOOKUP */
     char key[BS_DOMAIN_MAX + 1]; /* OP_TAKE: domain; OP_NOTE: client key */
-    bs_ndr_rule rule;   /* OP_TAKE */
+    bs_ndr_rule rule;            /* OP_TAKE */
 } bs_redis_op;
 
 struct bs_redis {
@@ -123,20 +127,28 @@ struct bs_redis {
     uv_timer_t tick_timer;  /* stall detector and stats flush */
     int open_handles;
     uint64_t backoff_ms;
-    unsigned failures;      /* connection attempts failed since last ready */
-    uint64_t busy_since;    /* last progress while commands are outstanding */
-    unsigned outstanding;   /* commands sent, not yet replied */
+    unsigned failures;    /* connection attempts failed since last ready */
+    uint64_t busy_since;  /* last progress while commands are outstanding */
+    unsigned outstanding; /* commands sent, not yet replied */
     uint64_t last_flush;
     uint64_t last_err_log;
     unsigned suppressed_errs;
     char sha_rate[41];
     char sha_ndr[41];
+    /* Sentinel discovery ([redis] sentinel): the sentinel being asked, the
+     * order to ask them in (the last one that answered first), the result */
+    redisAsyncContext *sac;
+    unsigned sentinel_order[BS_CFG_MAX_SENTINELS];
+    unsigned sentinel_next;
+    int discovered;
+    bs_endpoint master;
     uint64_t pending_stats[BS_WHY_COUNT];
     bs_redis_op *ops;
     bs_redis_op *free_ops;
 };
 
 static void connect_now(bs_redis *r);
+static void sentinel_ask(bs_redis *r);
 static void retry_cb(uv_timer_t *t);
 static void finish_close(bs_redis *r);
 
@@ -277,6 +289,7 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
 }
 
 static int send_script(bs_redis_op *op, int eval);
+static void drop(bs_redis *r, const char *why);
 
 /* on_op_reply - hiredis callback for every command of every op */
 static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -300,6 +313,13 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
             if (send_script(op, 1) == 0)
                 return;
             op->nreplied++;
+        }
+        if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
+            r->ac == ac) {
+            /* a failover made our master a replica: find the new one */
+            if (!op->status)
+                op->status = BS_WHY_REDIS_ERROR;
+            drop(r, "server is a replica now (READONLY)");
         }
         if (bs__redis_apply_reply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
             op->status = BS_WHY_REDIS_ERROR;
@@ -517,8 +537,8 @@ static void schedule_retry(bs_redis *r)
     if (r->state == ST_CLOSED)
         return;
     r->state = ST_DOWN;
-    r->backoff_ms = r->backoff_ms * 2 > BS_REDIS_BACKOFF_MAX_MS ? BS_REDIS_BACKOFF_MAX_MS
-                                                                : r->backoff_ms * 2;
+    r->backoff_ms =
+        r->backoff_ms * 2 > BS_REDIS_BACKOFF_MAX_MS ? BS_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
     uv_timer_start(&r->retry_timer, retry_cb, delay, 0);
 }
 
@@ -531,10 +551,8 @@ static void drop(bs_redis *r, const char *why)
     if (!ac)
         return;
     if (r->failures++ == 0)
-        bs_warn("redis: connection to %s dropped: %s", r->cfg->redis.type == BS_EP_UNIX
-                                                           ? r->cfg->redis.path
-                                                           : r->cfg->redis.host,
-                why);
+        bs_warn("redis: connection to %s dropped: %s",
+                r->cfg->redis.type == BS_EP_UNIX ? r->cfg->redis.path : r->cfg->redis.host, why);
     else
         bs_debug("redis: attempt %u failed: %s", r->failures, why);
     r->ac = NULL;
@@ -611,6 +629,28 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* on_role - the server we reached must be a master: writes go there */
+static void on_role(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    if (!rep || ac != r->ac)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(rep->element[0]->str, "master") == 0) {
+        on_handshake(ac, reply, NULL);
+        return;
+    }
+    if (r->cfg->nsentinels) {
+        drop(r, "the server Sentinel named is not a master (yet)");
+        return;
+    }
+    bs_warn("redis: server is not a master: writes (rate tracking, NDR limits) will fail");
+    on_handshake(ac, reply, NULL);
+}
+
 /* on_connect_deadline - connect + handshake took longer than connect_timeout */
 static void on_connect_deadline(uv_timer_t *t)
 {
@@ -644,6 +684,11 @@ static int handshake(bs_redis *r)
     rc |= redisAsyncFormattedCommand(r->ac, on_handshake, NULL, b.buf, b.len);
     r->handshake_pending++;
     bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 1);
+    bs_resp_str(&b, "ROLE");
+    rc |= redisAsyncFormattedCommand(r->ac, on_role, NULL, b.buf, b.len);
+    r->handshake_pending++;
+    bs_resp_init(&b, buf, sizeof(buf));
     bs_resp_cmd(&b, 3);
     bs_resp_str(&b, "SCRIPT");
     bs_resp_str(&b, "LOAD");
@@ -660,14 +705,177 @@ static int handshake(bs_redis *r)
     return rc == REDIS_OK ? 0 : -1;
 }
 
+/*
+ * Sentinel discovery (the Redis Sentinel client spec): ask each sentinel in
+ * turn, with a short deadline, "SENTINEL get-master-addr-by-name"; move the
+ * first one that answers to the front of the list; connect to the address
+ * it gave and verify it with ROLE (on_role). Any failure moves on to the
+ * next sentinel; when none answers, retry after the backoff.
+ */
+#define BS_SENTINEL_TIMEOUT_MS 500
+
+static void sentinel_close(bs_redis *r)
+{
+    redisAsyncContext *sac = r->sac;
+
+    r->sac = NULL;
+    if (sac)
+        redisAsyncFree(sac); /* deferred by hiredis inside its callback */
+}
+
+/* sentinel_skip - this sentinel failed: ask the next one */
+static void sentinel_skip(bs_redis *r, const char *why)
+{
+    const bs_endpoint *ep;
+
+    if (r->sentinel_next < r->cfg->nsentinels) {
+        ep = &r->cfg->sentinels[r->sentinel_order[r->sentinel_next]];
+        bs_debug("redis: sentinel %s:%u: %s", ep->host, ep->port, why);
+    }
+    sentinel_close(r);
+    uv_timer_stop(&r->retry_timer);
+    r->sentinel_next++;
+    sentinel_ask(r);
+}
+
+static void on_sentinel_deadline(uv_timer_t *t)
+{
+    sentinel_skip(t->data, "no answer in time");
+}
+
+static void on_sentinel_connect(const redisAsyncContext *ac, int status)
+{
+    bs_redis *r = ac->data;
+
+    if (ac != r->sac || status == REDIS_OK)
+        return;
+    r->sac = NULL; /* hiredis frees it after this callback */
+    sentinel_skip(r, ac->errstr);
+}
+
+static void on_sentinel_disconnect(const redisAsyncContext *ac, int status)
+{
+    bs_redis *r = ac->data;
+
+    if (ac != r->sac)
+        return;
+    r->sac = NULL;
+    sentinel_skip(r, "connection lost");
+}
+
+static void on_sentinel_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    if (rep && ac == r->sac && rep->type == REDIS_REPLY_ERROR)
+        sentinel_skip(r, rep->str);
+}
+
+static void on_sentinel_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = ac->data;
+    redisReply *rep = reply;
+    unsigned first, i;
+    long port;
+
+    if (!rep || ac != r->sac)
+        return;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING ||
+        rep->element[0]->len >= sizeof(r->master.host) ||
+        (port = strtol(rep->element[1]->str, NULL, 10)) < 1 || port > 65535) {
+        sentinel_skip(r, rep->type == REDIS_REPLY_ERROR ? rep->str : "does not know the master");
+        return;
+    }
+    memset(&r->master, 0, sizeof(r->master));
+    r->master.type = BS_EP_INET;
+    memcpy(r->master.host, rep->element[0]->str, rep->element[0]->len);
+    r->master.port = (unsigned)port;
+    /* the sentinel that answered is asked first next time */
+    first = r->sentinel_order[r->sentinel_next];
+    for (i = r->sentinel_next; i > 0; i--)
+        r->sentinel_order[i] = r->sentinel_order[i - 1];
+    r->sentinel_order[0] = first;
+    bs_debug("redis: sentinel says master %s is %s:%u", r->cfg->master_name, r->master.host,
+             r->master.port);
+    sentinel_close(r);
+    uv_timer_stop(&r->retry_timer);
+    r->discovered = 1;
+    r->state = ST_DOWN;
+    connect_now(r);
+}
+
+/* sentinel_ask - ask sentinel number sentinel_next (in sentinel_order) */
+static void sentinel_ask(bs_redis *r)
+{
+    const bs_config *cfg = r->cfg;
+    const bs_endpoint *ep;
+    redisAsyncContext *sac;
+    char buf[1024];
+    bs_resp b;
+
+    if (r->state == ST_CLOSED)
+        return;
+    if (r->sentinel_next >= cfg->nsentinels) {
+        if (r->failures++ == 0)
+            bs_warn("redis: no sentinel answered for master \"%s\"", cfg->master_name);
+        schedule_retry(r);
+        return;
+    }
+    ep = &cfg->sentinels[r->sentinel_order[r->sentinel_next]];
+    sac = redisAsyncConnect(ep->host, (int)ep->port);
+    if (!sac || sac->err || bs_redis_uv_attach(sac, r->loop) < 0) {
+        if (sac)
+            redisAsyncFree(sac);
+        r->sentinel_next++;
+        sentinel_ask(r);
+        return;
+    }
+    sac->data = r;
+    r->sac = sac;
+    redisAsyncSetConnectCallback(sac, on_sentinel_connect);
+    redisAsyncSetDisconnectCallback(sac, on_sentinel_disconnect);
+    if (cfg->sentinel_password[0]) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2);
+        bs_resp_str(&b, "AUTH");
+        bs_resp_str(&b, cfg->sentinel_password);
+        redisAsyncFormattedCommand(sac, on_sentinel_auth, NULL, b.buf, b.len);
+    }
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 3);
+    bs_resp_str(&b, "SENTINEL");
+    bs_resp_str(&b, "get-master-addr-by-name");
+    bs_resp_str(&b, cfg->master_name);
+    redisAsyncFormattedCommand(sac, on_sentinel_reply, NULL, b.buf, b.len);
+    r->retry_timer.data = r;
+    uv_timer_start(&r->retry_timer, on_sentinel_deadline,
+                   cfg->connect_timeout_ms < BS_SENTINEL_TIMEOUT_MS ? cfg->connect_timeout_ms
+                                                                    : BS_SENTINEL_TIMEOUT_MS,
+                   0);
+}
+
 /* connect_now - start one connection attempt (from the retry timer) */
 static void connect_now(bs_redis *r)
 {
     const bs_endpoint *ep = &r->cfg->redis;
     redisAsyncContext *ac;
 
-    if (r->state == ST_CLOSED || r->ac)
+    if (r->state == ST_CLOSED || r->ac || r->sac)
         return;
+    if (r->cfg->nsentinels) {
+        if (!r->discovered) {
+            /* every (re)connect asks the sentinels afresh */
+            r->sentinel_next = 0;
+            r->state = ST_CONNECTING;
+            sentinel_ask(r);
+            return;
+        }
+        r->discovered = 0;
+        ep = &r->master;
+    }
     if (ep->type == BS_EP_UNIX)
         ac = redisAsyncConnectUnix(ep->path);
     else
@@ -717,8 +925,7 @@ static void flush_stats(bs_redis *r)
         arg_key(&b, r, "stats", NULL);
         bs_resp_str(&b, bs_why_name(i));
         bs_resp_u64(&b, r->pending_stats[i]);
-        if (!b.overflow &&
-            redisAsyncFormattedCommand(r->ac, NULL, NULL, b.buf, b.len) == REDIS_OK)
+        if (!b.overflow && redisAsyncFormattedCommand(r->ac, NULL, NULL, b.buf, b.len) == REDIS_OK)
             r->pending_stats[i] = 0;
     }
 }
@@ -755,6 +962,8 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
     }
     for (i = cfg->max_pending; i-- > 0;)
         op_put(r, &r->ops[i]);
+    for (i = 0; i < BS_CFG_MAX_SENTINELS; i++)
+        r->sentinel_order[i] = i;
     r->base.ops = &redis_ops;
     r->loop = loop;
     r->cfg = cfg;
@@ -771,7 +980,10 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
 /* same_endpoint_and_auth - nothing that needs a new connection changed */
 static int same_connection(const bs_config *a, const bs_config *b)
 {
-    return memcmp(&a->redis, &b->redis, sizeof(a->redis)) == 0 &&
+    return memcmp(&a->redis, &b->redis, sizeof(a->redis)) == 0 && a->nsentinels == b->nsentinels &&
+           memcmp(a->sentinels, b->sentinels, a->nsentinels * sizeof(a->sentinels[0])) == 0 &&
+           strcmp(a->master_name, b->master_name) == 0 &&
+           strcmp(a->sentinel_password, b->sentinel_password) == 0 &&
            strcmp(a->username, b->username) == 0 && strcmp(a->password, b->password) == 0 &&
            a->db == b->db;
 }
@@ -785,9 +997,11 @@ void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
     bs_info("redis: settings changed, reconnecting");
     r->failures = 0;
     r->backoff_ms = BS_REDIS_BACKOFF_MIN_MS;
+    r->discovered = 0;
     if (r->ac) {
         drop(r, "reconfigured");
     } else {
+        sentinel_close(r);
         uv_timer_stop(&r->retry_timer);
         schedule_retry(r);
     }
@@ -810,6 +1024,7 @@ static void finish_close(bs_redis *r)
 {
     redisAsyncContext *ac = r->ac;
 
+    sentinel_close(r);
     r->ac = NULL;
     if (ac)
         redisAsyncFree(ac);
