@@ -212,6 +212,11 @@ static void op_done(bs_redis_op *op)
 {
     bs_redis *r = op->r;
 
+    if (r->state == ST_CLOSED) {
+        /* after bs_store_redis_close() the callers are gone: no callbacks */
+        op_put(r, op);
+        return;
+    }
     switch (op->kind) {
     case OP_LOOKUP:
         op->cb.facts(op->arg, op->id, op->status, &op->facts);

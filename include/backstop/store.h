@@ -4,7 +4,8 @@
  *
  * Calls never block. A call that returns 0 has queued the work and will call
  * its callback exactly once, later, from the event loop (never from inside
- * the call), even when the store goes away (status BS_WHY_REDIS_DOWN). A call
+ * the call), also when the connection is lost (status BS_WHY_REDIS_DOWN) —
+ * except after the store itself is closed, which ends all callbacks. A call
  * that returns non-zero (a BS_WHY_REDIS_* reason) queued nothing and will
  * never call back: the caller answers with the fallback at once.
  *

@@ -30,9 +30,9 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg);
  * changed (queries in flight then end with BS_WHY_REDIS_DOWN). */
 void bs_store_redis_reconfigure(bs_store *s, const bs_config *old);
 
-/* bs_store_redis_close - drop the connection (pending queries get their
- * callbacks with BS_WHY_REDIS_DOWN), close the timers, free s once libuv
- * has released its handles. */
+/* bs_store_redis_close - send the last stats, drop the connection (pending
+ * queries are abandoned: their callbacks are not called), close the timers,
+ * free s once libuv has released its handles. */
 void bs_store_redis_close(bs_store *s);
 
 #endif
