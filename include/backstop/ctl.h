@@ -1,0 +1,242 @@
+/*
+ * ctl.h - backstopctl, the admin command line: what its files share
+ *
+ * backstopctl is a short-lived, synchronous program: one command, one
+ * hiredis connection (sync API, with a deadline on connect and on every
+ * reply), output on stdout, diagnostics on stderr, an exit status. It is
+ * not part of the daemon and never runs on its event loop, so blocking
+ * calls (hiredis sync, res_nquery, poll) are fine here.
+ *
+ *   ctl_main.c     command and option tables, help, dispatch
+ *   ctl_redis.c    connection (AUTH, SELECT), commands, pipelines, keys
+ *   ctl_util.c     output helpers: durations, escaping, sorting, columns
+ *   ctl_domain.c   domain add|del|list, user add|del|list
+ *   ctl_import.c   import DOMAIN FILE (validate all, then one atomic write)
+ *   ctl_ndr.c      ndr set|del|list|explain
+ *   ctl_explain.c  re-derives a verdict from Redis with the daemon's own
+ *                  rules (decide.c), for ndr explain, client, check and
+ *                  purge-queue
+ *   ctl_client.c   block list|add|del, client, stats
+ *   ctl_check.c    check: one real policy request to a running backstopd
+ *   ctl_queue.c    purge-queue: queued bounces to NDR-denied domains
+ *   ctl_json.c     the minimal JSON scanner for "postqueue -j" lines
+ *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
+ *
+ * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
+ * check that failed: documented per command), BS_CTL_USAGE (bad command
+ * line, including an argument value that does not parse; nothing was done).
+ *
+ * Ownership: one bs_ctl per process, owned by main(). Replies returned by
+ * bs_ctl_cmd*() and bs_ctl_read() belong to the caller (freeReplyObject).
+ */
+#ifndef BACKSTOP_CTL_H
+#define BACKSTOP_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backstop/addr.h"
+#include "backstop/config.h"
+#include "backstop/decide.h"
+#include "backstop/proto.h"
+
+#define BS_CTL_DEFAULT_CONFIG "/etc/backstop/backstop.ini"
+#define BS_CTL_DEFAULT_TIMEOUT_MS 5000
+#define BS_CTL_KEY_MAX (BS_CFG_PREFIX_MAX + 16 + BS_DOMAIN_MAX + 64)
+#define BS_CTL_MAX_ZONES 32
+
+enum bs_ctl_exit { BS_CTL_OK = 0, BS_CTL_FAIL = 1, BS_CTL_USAGE = 2 };
+
+/* Every option of every command; the command table says which it takes. */
+enum bs_ctl_opt {
+    BS_OPT_CONFIG = 0,
+    BS_OPT_TIMEOUT,
+    BS_OPT_HELP,
+    BS_OPT_PURGE,
+    BS_OPT_REPLACE,
+    BS_OPT_SKIP_BAD,
+    BS_OPT_FOR,
+    BS_OPT_REASON,
+    BS_OPT_SENDER,
+    BS_OPT_RECIPIENT,
+    BS_OPT_CLIENT,
+    BS_OPT_HELO,
+    BS_OPT_SERVER,
+    BS_OPT_YES,
+    BS_OPT_QUEUE,
+    BS_OPT_CONFIG_DIR,
+    BS_OPT_FROM_JSON,
+    BS_OPT_POSTQUEUE,
+    BS_OPT_POSTSUPER,
+    BS_OPT_ZONE,
+    BS_OPT_NAMESERVER,
+    BS_OPT_STRICT,
+    BS_OPT_COUNT
+};
+
+/* The process state. Owned by main(); redis is opened by bs_ctl_connect()
+ * and closed by main() at exit. */
+typedef struct bs_ctl {
+    const char *config_path;
+    bs_config cfg;                       /* loaded before commands that need it */
+    uint64_t timeout_ms;                 /* each connect, reply, DNS query */
+    const char *opt[BS_OPT_COUNT];       /* last value given; "" for a flag; NULL: absent */
+    const char *zones[BS_CTL_MAX_ZONES]; /* --zone, repeatable */
+    size_t nzones;
+    redisContext *redis;
+    int tty; /* stderr is a terminal: progress bars */
+} bs_ctl;
+
+/* ------------------------------------------------------------ commands */
+/* Each returns an enum bs_ctl_exit. argv holds the operands only. */
+int bs_ctl_domain_add(bs_ctl *c, int argc, char **argv);
+int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv);
+int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_user_add(bs_ctl *c, int argc, char **argv);
+int bs_ctl_user_del(bs_ctl *c, int argc, char **argv);
+int bs_ctl_user_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_import(bs_ctl *c, int argc, char **argv);
+int bs_ctl_ndr_set(bs_ctl *c, int argc, char **argv);
+int bs_ctl_ndr_del(bs_ctl *c, int argc, char **argv);
+int bs_ctl_ndr_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_ndr_explain(bs_ctl *c, int argc, char **argv);
+int bs_ctl_block_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_block_add(bs_ctl *c, int argc, char **argv);
+int bs_ctl_block_del(bs_ctl *c, int argc, char **argv);
+int bs_ctl_client(bs_ctl *c, int argc, char **argv);
+int bs_ctl_stats(bs_ctl *c, int argc, char **argv);
+int bs_ctl_check(bs_ctl *c, int argc, char **argv);
+int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
+int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
+
+/* ------------------------------------------------------------ ctl_redis.c */
+/* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */
+int bs_ctl_connect(bs_ctl *c);
+/* bs_ctl_key - prefix + kind + name (name may be NULL) into out. */
+void bs_ctl_key(const bs_ctl *c, char *out, size_t outsz, const char *kind, const char *name);
+/* bs_ctl_cmdargv / bs_ctl_cmd - one command, one reply. An error reply or
+ * an I/O error is printed and gives NULL. bs_ctl_cmd's list ends with NULL;
+ * its arguments are NUL-terminated strings. */
+redisReply *bs_ctl_cmdargv(bs_ctl *c, int argc, const char **argv, const size_t *lens);
+redisReply *bs_ctl_cmd(bs_ctl *c, const char *arg0, ...) __attribute__((sentinel));
+/* bs_ctl_append / bs_ctl_read - pipelining: queue commands, then read their
+ * replies in order. bs_ctl_read returns error replies too (the caller looks
+ * at them); NULL only on an I/O error (printed). append: 0 / -1. */
+int bs_ctl_append(bs_ctl *c, int argc, const char **argv, const size_t *lens);
+redisReply *bs_ctl_read(bs_ctl *c);
+/* bs_ctl_reply_ok - 1 when rep has the wanted type, else print what was
+ * found instead (what: the command, for the message) and return 0. */
+int bs_ctl_reply_ok(const redisReply *rep, int type, const char *what);
+/* bs_ctl_redis_ms - Redis's clock (TIME) in ms; 0 / -1. */
+int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
+
+/* ------------------------------------------------------------ ctl_util.c */
+void bs_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void bs_ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* bs_ctl_safe - copy for display: control bytes, DEL and '\\' become
+ * "\xHH", anything else (UTF-8 too) is kept. Always NUL-terminated. */
+const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz);
+/* bs_ctl_duration - ms as the shortest exact config form: "1h", "90s",
+ * "1500ms". bs_ctl_remaining - ms as "2d3h", "59m12s", "800ms". */
+const char *bs_ctl_duration(uint64_t ms, char *out, size_t outsz);
+const char *bs_ctl_remaining(uint64_t ms, char *out, size_t outsz);
+/* bs_ctl_rule_text - "allow", "deny", "limit 10/1h" */
+const char *bs_ctl_rule_text(const bs_ndr_rule *r, char *out, size_t outsz);
+/* bs_ctl_cidr_text - "127.0.0.0/8", "::1/128" */
+const char *bs_ctl_cidr_text(const bs_cidr *n, char *out, size_t outsz);
+/* bs_ctl_sort_strings - sort (strcmp order) in place */
+void bs_ctl_sort_strings(char **v, size_t n);
+/* bs_ctl_norm_domain - a DOMAIN operand: normalise or say why not.
+ * 0, or BS_CTL_USAGE with the message printed. */
+int bs_ctl_norm_domain(const char *arg, char *out);
+/* bs_ctl_norm_client - a CLIENT operand ("192.0.2.1", "2001:db8::1", or a
+ * key as "block list" prints it, "2001:db8::/64" with the configured
+ * prefix) -> the daemon's key. 0, or BS_CTL_USAGE with the message printed. */
+int bs_ctl_norm_client(const bs_ctl *c, const char *arg, char *key);
+
+/* ------------------------------------------------------------ ctl_import.c */
+enum bs_ctl_line { BS_LINE_SKIP = 0, BS_LINE_USER, BS_LINE_BAD };
+
+/* Import line classifier state: Postfix map files continue a logical line
+ * on the next line when it starts with a blank. Zero it before line 1. */
+typedef struct bs_ctl_lines {
+    int in_map_entry; /* the last logical line had a value column */
+} bs_ctl_lines;
+
+/*
+ * bs_ctl_import_line - one line of an import file (no line end) for domain
+ * (normalised). BS_LINE_USER with the normalised local part ("*" for a
+ * "@domain" catch-all) in local; BS_LINE_SKIP for blank lines, comments,
+ * continuation lines and a "DOMAIN value" line; BS_LINE_BAD with *why.
+ */
+int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const char *domain,
+                       char local[BS_LOCAL_MAX + 1], const char **why);
+
+/* ------------------------------------------------------------ ctl_explain.c */
+/* One request re-derived with decide.c against the Redis data. */
+typedef struct bs_ctl_explain {
+    char text[2048]; /* the request, as sent to backstopd */
+    size_t len;
+    bs_proto_parser req; /* attributes point into text */
+    bs_lookup q;
+    bs_facts f;
+    bs_decision d;
+    int step;          /* last bs_decide_* step */
+    int redis_failed;  /* a reply had an error or the wrong type */
+    int exempt_hit[2]; /* per q.exempt[] */
+    int rcpt_hit[3];   /* per q.locals[] */
+    int ndr_present[BS_NDR_MAX_FIELDS];
+    char ndr_raw[BS_NDR_MAX_FIELDS][80]; /* displayable values */
+    /* The NDR verdict for the recipient domain as if it were not protected
+     * and the client not blocked (decide.c run on a copy), so ndr explain
+     * can show it whatever else decided: */
+    int ndr_known;                      /* the ndr fields were looked up */
+    char ndr_winner[BS_DOMAIN_MAX + 2]; /* field, or "ndr_default" */
+    int ndr_unusable;                   /* first field set had a bad value */
+    bs_ndr_rule ndr_rule;
+    long long ndr_used;   /* limit: ndrcount before this request, 0 = none */
+    long long ndr_pttl;   /* its time left in ms, < 0 none */
+    long long block_pttl; /* ms; -1 no expiry */
+} bs_ctl_explain;
+
+/* bs_ctl_request_text - a realistic RCPT-state request with these values
+ * (sender "" is the null sender; client/helo may be NULL). Returns the
+ * length, or -1 when a value holds a control character or is too long. */
+int bs_ctl_request_text(char *out, size_t outsz, const char *sender, const char *recipient,
+                        const char *client, const char *helo);
+/* bs_ctl_explain_run - parse e->text, run decide.c's steps with facts read
+ * from Redis (a limit rule is predicted from ndrcount: nothing is taken).
+ * 0, or -1 on an I/O error (printed). A Redis error reply is not -1: the
+ * verdict is then the daemon's fallback and e->redis_failed is set. */
+int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e);
+/* bs_ctl_explain_ndr - print the NDR candidates and the winner */
+void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, const char *indent);
+/* bs_ctl_explain_print - every fact and the rule that decided */
+void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
+
+/* ------------------------------------------------------------ ctl_json.c */
+/* One "postqueue -j" line. Strings are decoded (UTF-8). */
+typedef struct bs_ctl_qmsg {
+    char queue_name[32];
+    char queue_id[64];
+    char sender[BS_ADDR_MAX + 64];
+    int has_sender;
+    char **rcpt; /* owned: bs_ctl_qmsg_free */
+    size_t nrcpt;
+} bs_ctl_qmsg;
+
+/* bs_ctl_qjson_parse - parse one line into m (zeroed first). 0, or -1 with
+ * *why; m must be freed with bs_ctl_qmsg_free either way. */
+int bs_ctl_qjson_parse(const char *line, size_t len, bs_ctl_qmsg *m, const char **why);
+void bs_ctl_qmsg_free(bs_ctl_qmsg *m);
+
+/* ------------------------------------------------------------ ctl_rbl.c */
+/* bs_ctl_rbl_name - "<reversed ip>.<zone>" (IPv4 per octet, IPv6 per
+ * nibble). Returns the length, or -1 when ip is not an address or out is
+ * too small. */
+int bs_ctl_rbl_name(const char *ip, const char *zone, char *out, size_t outsz);
+
+#endif

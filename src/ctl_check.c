@@ -1,0 +1,289 @@
+/*
+ * ctl_check.c - check: one real policy request to a running backstopd
+ *
+ * PROVIDES
+ *   bs_ctl_check  sends the request Postfix's smtpd would send at RCPT time
+ *                 (bs_ctl_request_text) to --server, or to the first
+ *                 [server] listen of the config, and prints the action line
+ *                 it gets. Then, clearly labelled, the explanation: the
+ *                 verdict re-derived by ctl_explain.c from the same Redis
+ *                 data with the daemon's own rules, read just before the
+ *                 request was sent (the request itself may change the data:
+ *                 count an invalid recipient, take from an NDR budget).
+ *                 When the daemon's answer differs from the re-derived one
+ *                 it says so. Exit 0 when backstopd answered (whatever the
+ *                 action), 1 when it could not be reached or did not answer
+ *                 in time, 2 for bad options.
+ *
+ * WHY RE-DERIVE
+ *   The policy protocol's reply carries only the action; backstopd logs its
+ *   reason to syslog, which this tool may not be able to read.
+ *
+ * NEVER
+ *   Waits longer than --timeout for the connect, or for the whole answer.
+ *   Sends a value with a control character (it would inject attributes).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backstop/cidr.h"
+#include "backstop/ctl.h"
+
+#define BS_CHECK_REPLY_MAX 4096
+
+/* now_ms - monotonic clock */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* wait_fd - poll for events until the deadline; 1 ready, 0 timeout, -1 */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    uint64_t now;
+    int r;
+
+    for (;;) {
+        now = now_ms();
+        if (now >= deadline)
+            return 0;
+        r = poll(&p, 1, (int)(deadline - now));
+        if (r >= 0 || errno != EINTR)
+            return r;
+    }
+}
+
+/* connect_addr - non-blocking connect with a deadline; fd or -1 (errno) */
+static int connect_addr(int family, const struct sockaddr *sa, socklen_t salen, uint64_t deadline)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err = 0, r;
+    socklen_t len = sizeof(err);
+
+    if (fd < 0)
+        return -1;
+    if (connect(fd, sa, salen) == 0)
+        return fd;
+    if (errno != EINPROGRESS) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    r = wait_fd(fd, POLLOUT, deadline);
+    if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+        close(fd);
+        errno = r == 0 ? ETIMEDOUT : err ? err : EIO;
+        return -1;
+    }
+    return fd;
+}
+
+/* dial - connect to a policy endpoint; fd, or -1 with the reason printed */
+static int dial(const bs_endpoint *ep, const char *where, uint64_t deadline)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
+    char port[16];
+    int fd = -1, rc;
+
+    if (ep->type == BS_EP_UNIX) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        size_t plen = strlen(ep->path);
+        if (plen >= sizeof(sun.sun_path)) {
+            bs_ctl_err("%s: socket path too long", where);
+            return -1;
+        }
+        memcpy(sun.sun_path, ep->path, plen + 1);
+        fd = connect_addr(AF_UNIX, (struct sockaddr *)&sun, sizeof(sun), deadline);
+    } else {
+        snprintf(port, sizeof(port), "%u", ep->port);
+        if ((rc = getaddrinfo(ep->host, port, &hints, &res)) != 0) {
+            bs_ctl_err("%s: %s", where, gai_strerror(rc));
+            return -1;
+        }
+        for (ai = res; ai && fd < 0; ai = ai->ai_next)
+            fd = connect_addr(ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline);
+        freeaddrinfo(res);
+    }
+    if (fd < 0)
+        bs_ctl_err("cannot connect to backstopd at %s: %s", where,
+                   errno == ETIMEDOUT ? "timed out (--timeout)" : strerror(errno));
+    return fd;
+}
+
+/* exchange - send the request, read the reply up to its empty line.
+ * Returns the reply length, or -1 (printed). */
+static int exchange(int fd, const char *req, size_t len, char *reply, size_t replysz,
+                    uint64_t deadline, const char *where)
+{
+    size_t off = 0, got = 0;
+    ssize_t n;
+
+    while (off < len) {
+        if (wait_fd(fd, POLLOUT, deadline) <= 0) {
+            bs_ctl_err("%s: cannot send the request: timed out", where);
+            return -1;
+        }
+        n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            bs_ctl_err("%s: cannot send the request: %s", where, strerror(errno));
+            return -1;
+        }
+        off += n > 0 ? (size_t)n : 0;
+    }
+    while (got < 2 || memcmp(reply + got - 2, "\n\n", 2) != 0) {
+        if (got + 1 >= replysz) {
+            bs_ctl_err("%s: the reply is longer than %zu bytes", where, replysz);
+            return -1;
+        }
+        if (wait_fd(fd, POLLIN, deadline) <= 0) {
+            bs_ctl_err("%s: no complete answer within the timeout (--timeout)", where);
+            return -1;
+        }
+        n = recv(fd, reply + got, replysz - 1 - got, 0);
+        if (n == 0) {
+            bs_ctl_err("%s: backstopd closed the connection without %s", where,
+                       got ? "finishing its answer" : "an answer (a malformed request?)");
+            return -1;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            bs_ctl_err("%s: %s", where, strerror(errno));
+            return -1;
+        }
+        got += n > 0 ? (size_t)n : 0;
+    }
+    reply[got] = 0;
+    return (int)got;
+}
+
+/* strip_brackets - "<a@b>" -> "a@b", "<>" -> "" (into out) */
+static void strip_brackets(const char *s, char *out, size_t outsz)
+{
+    size_t n = strlen(s);
+
+    if (n >= 2 && s[0] == '<' && s[n - 1] == '>')
+        snprintf(out, outsz, "%.*s", (int)(n - 2), s + 1);
+    else
+        snprintf(out, outsz, "%s", s);
+}
+
+/* endpoint_name - for messages */
+static void endpoint_name(const bs_endpoint *ep, char *out, size_t outsz)
+{
+    if (ep->type == BS_EP_UNIX)
+        snprintf(out, outsz, "unix:%s", ep->path);
+    else
+        snprintf(out, outsz, strchr(ep->host, ':') ? "inet:[%s]:%u" : "inet:%s:%u", ep->host,
+                 ep->port);
+}
+
+/* check_options - the required options and the endpoint; 0 or BS_CTL_USAGE */
+static int check_options(bs_ctl *c, bs_endpoint *ep)
+{
+    static const int required[] = {BS_OPT_SENDER, BS_OPT_RECIPIENT, BS_OPT_CLIENT};
+    uint8_t ip[16];
+    size_t i;
+
+    for (i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!c->opt[required[i]]) {
+            bs_ctl_err("check needs --sender, --recipient and --client ('--sender \"\"' for a "
+                       "bounce)");
+            return BS_CTL_USAGE;
+        }
+    if (bs_ip_parse(c->opt[BS_OPT_CLIENT], strlen(c->opt[BS_OPT_CLIENT]), ip) < 0) {
+        bs_ctl_err("--client %s: not an IP address", c->opt[BS_OPT_CLIENT]);
+        return BS_CTL_USAGE;
+    }
+    if (c->opt[BS_OPT_SERVER]) {
+        if (bs_parse_endpoint(c->opt[BS_OPT_SERVER], ep) < 0) {
+            bs_ctl_err("--server %s: not inet:HOST:PORT or unix:/PATH", c->opt[BS_OPT_SERVER]);
+            return BS_CTL_USAGE;
+        }
+    } else {
+        *ep = c->cfg.listen[0];
+    }
+    return 0;
+}
+
+/* same_answer - the daemon's reply vs the re-derived one */
+static int same_answer(const bs_ctl *c, const bs_ctl_explain *e, const char *reply)
+{
+    char want[BS_REPLY_MAX];
+
+    bs_decide_reply(&e->d, &c->cfg, want);
+    return strcmp(want, reply) == 0;
+}
+
+/* bs_ctl_check - predict from Redis, ask backstopd, print both */
+int bs_ctl_check(bs_ctl *c, int argc, char **argv)
+{
+    char sender[BS_ADDR_MAX * 2], rcpt[BS_ADDR_MAX * 2], where[BS_CFG_PATH_MAX + 32];
+    char reply[BS_CHECK_REPLY_MAX], shown[BS_CHECK_REPLY_MAX * 4];
+    bs_ctl_explain *e;
+    bs_endpoint ep;
+    int rc, fd, len;
+    size_t n;
+
+    if ((rc = check_options(c, &ep)) != 0)
+        return rc;
+    strip_brackets(c->opt[BS_OPT_SENDER], sender, sizeof(sender));
+    strip_brackets(c->opt[BS_OPT_RECIPIENT], rcpt, sizeof(rcpt));
+    endpoint_name(&ep, where, sizeof(where));
+    if (!(e = calloc(1, sizeof(*e))))
+        return BS_CTL_FAIL;
+    len = bs_ctl_request_text(e->text, sizeof(e->text), sender, rcpt, c->opt[BS_OPT_CLIENT],
+                              c->opt[BS_OPT_HELO]);
+    if (len < 0) {
+        bs_ctl_err("--sender, --recipient and --helo must not hold control characters");
+        free(e);
+        return BS_CTL_USAGE;
+    }
+    e->len = (size_t)len;
+    /* facts first: the request may change them (invalid count, NDR budget) */
+    if (bs_ctl_connect(c) < 0 || bs_ctl_explain_run(c, e) < 0) {
+        free(e);
+        return BS_CTL_FAIL;
+    }
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    if ((fd = dial(&ep, where, deadline)) < 0) {
+        free(e);
+        return BS_CTL_FAIL;
+    }
+    len = exchange(fd, e->text, e->len, reply, sizeof(reply), deadline, where);
+    close(fd);
+    if (len < 0) {
+        free(e);
+        return BS_CTL_FAIL;
+    }
+    n = strcspn(reply, "\n");
+    printf("%s\n", bs_ctl_safe(reply, n, shown, sizeof(shown)));
+    if (strncmp(reply, "action=", 7) != 0)
+        bs_ctl_note("the answer does not start with action=: is %s a policy server?", where);
+    printf("explanation (re-derived by backstopctl from Redis and %s just before the request; "
+           "backstopd's reply does not say which rule applied):\n",
+           c->config_path);
+    bs_ctl_explain_print(c, e, stdout);
+    if (!same_answer(c, e, reply))
+        bs_ctl_note("backstopd's answer differs from the re-derived one: the data changed in "
+                    "between, or backstopd runs with another configuration than %s",
+                    c->config_path);
+    else if (e->d.note_invalid)
+        bs_ctl_note("backstopd counted this unknown recipient against client %s "
+                    "(see: backstopctl client %s)",
+                    e->d.client_key, c->opt[BS_OPT_CLIENT]);
+    else if (e->d.why == BS_WHY_NDR_UNDER)
+        bs_ctl_note("this bounce used one of the NDR budget of %s", e->d.rcpt.domain);
+    free(e);
+    return BS_CTL_OK;
+}

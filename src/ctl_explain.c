@@ -1,0 +1,499 @@
+/*
+ * ctl_explain.c - re-derive backstopd's verdict for one request (ctl.h)
+ *
+ * PROVIDES
+ *   bs_ctl_request_text  a realistic RCPT-state policy request.
+ *   bs_ctl_explain_run   run it through decide.c (the daemon's own rules,
+ *                        same normalisation, same NDR candidate list), with
+ *                        the facts read from Redis by the same queries the
+ *                        daemon's store sends (GET block, SMISMEMBER exempt,
+ *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr),
+ *                        read and interpreted as store_redis.c does
+ *                        (first NDR field set wins; its value cut to 63
+ *                        bytes). 0, or -1 on an I/O error (printed).
+ *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
+ *   bs_ctl_explain_print print every fact and the rule that decided.
+ *
+ * WHY NOT OUR OWN RULES
+ *   So "ndr explain", "check" and "purge-queue" can never disagree with the
+ *   daemon: the only logic here is reading Redis and printing.
+ *
+ * NEVER
+ *   Writes to Redis. A "limit" rule is predicted from ndrcount:<domain>
+ *   (the daemon's script INCRs it and refuses past N); nothing is taken.
+ *
+ * LIMITS
+ *   Predictions use this host's backstop.ini: a daemon started with another
+ *   file (mode, ndr_default, exempt, recipient_delimiter) may differ; check
+ *   says so when the daemon's answer is not the predicted one.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backstop/cidr.h"
+#include "backstop/ctl.h"
+
+/* What each pipelined reply is. */
+enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR };
+
+/* has_control - a value that would break the request's line structure */
+static int has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* bs_ctl_request_text - attribute lines, the order smtpd sends them */
+int bs_ctl_request_text(char *out, size_t outsz, const char *sender, const char *recipient,
+                        const char *client, const char *helo)
+{
+    /* the attributes Postfix 3.x smtpd sends at RCPT time, in its order */
+    const struct {
+        const char *name, *value;
+    } attrs[] = {
+        {"request", "smtpd_access_policy"},
+        {"protocol_state", "RCPT"},
+        {"protocol_name", "ESMTP"},
+        {"client_address", client},
+        {"client_name", "unknown"},
+        {"client_port", client ? "48562" : NULL},
+        {"reverse_client_name", "unknown"},
+        {"server_address", "127.0.0.1"},
+        {"server_port", "25"},
+        {"helo_name", helo ? helo : "backstopctl.invalid"},
+        {"sender", sender},
+        {"recipient", recipient},
+        {"recipient_count", "0"},
+        {"queue_id", ""},
+        {"instance", NULL}, /* filled below */
+        {"size", "0"},
+        {"etrn_domain", ""},
+        {"stress", ""},
+        {"sasl_method", ""},
+        {"sasl_username", ""},
+        {"sasl_sender", ""},
+        {"ccert_subject", ""},
+        {"ccert_issuer", ""},
+        {"ccert_fingerprint", ""},
+        {"ccert_pubkey_fingerprint", ""},
+        {"encryption_protocol", ""},
+        {"encryption_cipher", ""},
+        {"encryption_keysize", "0"},
+        {"policy_context", "backstopctl"},
+        {"compatibility_level", "3.6"},
+        {"mail_version", "3.7.11"},
+    };
+    char instance[64];
+    size_t i, n = 0;
+    int w;
+
+    snprintf(instance, sizeof(instance), "%lx.%lx.%lx.0", (unsigned long)getpid(),
+             (unsigned long)time(NULL), (unsigned long)clock());
+    for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        const char *v = strcmp(attrs[i].name, "instance") == 0 ? instance : attrs[i].value;
+        if (!v)
+            continue;
+        if (has_control(v))
+            return -1;
+        w = snprintf(out + n, outsz - n, "%s=%s\n", attrs[i].name, v);
+        if (w < 0 || (size_t)w >= outsz - n)
+            return -1;
+        n += (size_t)w;
+    }
+    if (n + 2 > outsz)
+        return -1;
+    out[n++] = '\n';
+    out[n] = 0;
+    return (int)n;
+}
+
+/* send_lookup - pipeline the daemon's queries for e->q; kinds[] records
+ * what each reply is. Returns the number queued, or -1. */
+static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
+{
+    const bs_lookup *q = &e->q;
+    const char *argv[2 + BS_NDR_MAX_FIELDS];
+    size_t lens[2 + BS_NDR_MAX_FIELDS];
+    char bkey[BS_CTL_KEY_MAX], xkey[BS_CTL_KEY_MAX], dkey[BS_CTL_KEY_MAX], rkey[BS_CTL_KEY_MAX],
+        nkey[BS_CTL_KEY_MAX];
+    int n = 0;
+    unsigned i;
+
+    if (q->client_key) {
+        bs_ctl_key(c, bkey, sizeof(bkey), "block:", q->client_key);
+        const char *get[] = {"GET", bkey}, *pttl[] = {"PTTL", bkey};
+        if (bs_ctl_append(c, 2, get, NULL) < 0 || bs_ctl_append(c, 2, pttl, NULL) < 0)
+            return -1;
+        kinds[n++] = R_BLOCK;
+        kinds[n++] = R_PTTL;
+    }
+    if (q->nexempt) {
+        bs_ctl_key(c, xkey, sizeof(xkey), "exempt", NULL);
+        argv[0] = "SMISMEMBER";
+        argv[1] = xkey;
+        for (i = 0; i < q->nexempt; i++)
+            argv[2 + i] = q->exempt[i];
+        if (bs_ctl_append(c, 2 + (int)q->nexempt, argv, NULL) < 0)
+            return -1;
+        kinds[n++] = R_EXEMPT;
+    }
+    if (q->domain) {
+        bs_ctl_key(c, dkey, sizeof(dkey), "domains", NULL);
+        const char *sis[] = {"SISMEMBER", dkey, q->domain};
+        if (bs_ctl_append(c, 3, sis, NULL) < 0)
+            return -1;
+        kinds[n++] = R_DOMAIN;
+    }
+    if (q->domain && q->nlocals) {
+        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", q->domain);
+        argv[0] = "SMISMEMBER";
+        argv[1] = rkey;
+        lens[0] = strlen(argv[0]);
+        lens[1] = strlen(rkey);
+        for (i = 0; i < q->nlocals; i++) {
+            argv[2 + i] = q->locals[i];
+            lens[2 + i] = q->local_lens[i];
+        }
+        if (bs_ctl_append(c, 2 + (int)q->nlocals, argv, lens) < 0)
+            return -1;
+        kinds[n++] = R_RCPT;
+    }
+    if (q->nndr) {
+        bs_ctl_key(c, nkey, sizeof(nkey), "ndr", NULL);
+        argv[0] = "HMGET";
+        argv[1] = nkey;
+        for (i = 0; i < q->nndr; i++)
+            argv[2 + i] = q->ndr_fields[i];
+        if (bs_ctl_append(c, 2 + (int)q->nndr, argv, NULL) < 0)
+            return -1;
+        kinds[n++] = R_NDR;
+    }
+    return n;
+}
+
+/* apply - one reply into the facts, as store_redis.c reads it; 0 / -1 */
+static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
+{
+    bs_facts *f = &e->f;
+    size_t i;
+
+    if (rep->type == REDIS_REPLY_ERROR)
+        return -1;
+    switch (kind) {
+    case R_BLOCK:
+        if (rep->type == REDIS_REPLY_NIL)
+            return 0;
+        if (rep->type != REDIS_REPLY_STRING)
+            return -1;
+        f->blocked = 1;
+        bs_escape(rep->str, rep->len, f->block_reason, sizeof(f->block_reason));
+        return 0;
+    case R_PTTL:
+        e->block_pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+        return 0;
+    case R_DOMAIN:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            return -1;
+        f->protected_domain = rep->integer == 1;
+        return 0;
+    case R_EXEMPT:
+    case R_RCPT:
+        if (rep->type != REDIS_REPLY_ARRAY)
+            return -1;
+        for (i = 0; i < rep->elements && i < 3; i++) {
+            int hit;
+            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+                return -1;
+            hit = rep->element[i]->integer == 1;
+            (kind == R_EXEMPT ? e->exempt_hit : e->rcpt_hit)[i] = hit;
+            if (hit)
+                *(kind == R_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
+        }
+        return 0;
+    case R_NDR:
+        if (rep->type != REDIS_REPLY_ARRAY)
+            return -1;
+        for (i = 0; i < rep->elements && i < BS_NDR_MAX_FIELDS; i++) {
+            const redisReply *v = rep->element[i];
+            if (v->type == REDIS_REPLY_NIL)
+                continue;
+            if (v->type != REDIS_REPLY_STRING)
+                return -1;
+            e->ndr_present[i] = 1;
+            bs_ctl_safe(v->str, v->len, e->ndr_raw[i], sizeof(e->ndr_raw[i]));
+            if (f->ndr_index < 0) {
+                size_t n = v->len < sizeof(f->ndr_value) - 1 ? v->len : sizeof(f->ndr_value) - 1;
+                memcpy(f->ndr_value, v->str, n);
+                f->ndr_value[n] = 0;
+                f->ndr_value_len = n;
+                f->ndr_index = (int)i;
+            }
+        }
+        e->ndr_known = 1;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* ndr_verdict - the NDR rule decide.c picks from these facts, as if the
+ * domain were not protected and the client not blocked */
+static void ndr_verdict(const bs_ctl *c, bs_ctl_explain *e)
+{
+    bs_decision *nd = malloc(sizeof(*nd));
+    bs_facts nf = e->f;
+
+    if (!nd)
+        return;
+    *nd = e->d;
+    nf.blocked = 0;
+    nf.protected_domain = 0;
+    bs_decide_facts(nd, &c->cfg, &nf);
+    snprintf(e->ndr_winner, sizeof(e->ndr_winner), "%s", nd->ndr_match ? nd->ndr_match : "?");
+    e->ndr_rule = nd->ndr_rule;
+    e->ndr_unusable = e->f.ndr_index >= 0 && strcmp(e->ndr_winner, "ndr_default") == 0;
+    free(nd);
+}
+
+/* ndr_budget - ndrcount:<domain> and its TTL; 0 / -1 */
+static int ndr_budget(bs_ctl *c, bs_ctl_explain *e)
+{
+    char key[BS_CTL_KEY_MAX];
+    redisReply *get, *pttl;
+
+    bs_ctl_key(c, key, sizeof(key), "ndrcount:", e->d.rcpt.domain);
+    const char *a1[] = {"GET", key}, *a2[] = {"PTTL", key};
+    if (bs_ctl_append(c, 2, a1, NULL) < 0 || bs_ctl_append(c, 2, a2, NULL) < 0)
+        return -1;
+    get = bs_ctl_read(c);
+    pttl = get ? bs_ctl_read(c) : NULL;
+    if (!pttl) {
+        if (get)
+            freeReplyObject(get);
+        return -1;
+    }
+    e->ndr_used = get->type == REDIS_REPLY_STRING ? strtoll(get->str, NULL, 10) : 0;
+    e->ndr_pttl = pttl->type == REDIS_REPLY_INTEGER ? pttl->integer : -2;
+    if (e->ndr_pttl < 0) /* the daemon's script starts a new period */
+        e->ndr_used = 0;
+    freeReplyObject(get);
+    freeReplyObject(pttl);
+    return 0;
+}
+
+/* bs_ctl_explain_run - decide.c's steps, with facts read from Redis */
+int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
+{
+    uint8_t kinds[8];
+    size_t used;
+    int n, i, rc = 0;
+
+    bs_proto_reset(&e->req);
+    if (bs_proto_feed(&e->req, e->text, e->len, &used) != BS_PROTO_DONE) {
+        bs_ctl_err("internal error: the request does not parse");
+        return -1;
+    }
+    memset(&e->f, 0, sizeof(e->f));
+    e->f.ndr_index = -1;
+    e->block_pttl = -1;
+    e->ndr_pttl = -2;
+    e->step = bs_decide_begin(&e->d, &c->cfg, &e->req, &e->q);
+    if (e->step == BS_DECIDE_DONE)
+        return 0;
+    if ((n = send_lookup(c, e, kinds)) < 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        redisReply *rep = bs_ctl_read(c);
+        if (!rep)
+            return -1;
+        if (apply(e, kinds[i], rep) < 0) {
+            bs_ctl_reply_ok(rep, -1, "lookup");
+            e->redis_failed = 1;
+        }
+        freeReplyObject(rep);
+    }
+    if (e->redis_failed) {
+        bs_decide_fallback(&e->d, &c->cfg, BS_WHY_REDIS_ERROR);
+        e->step = BS_DECIDE_DONE;
+        return 0;
+    }
+    if (e->ndr_known)
+        ndr_verdict(c, e);
+    if (e->ndr_known && e->ndr_rule.action == BS_NDR_LIMIT)
+        rc = ndr_budget(c, e);
+    e->step = bs_decide_facts(&e->d, &c->cfg, &e->f);
+    if (e->step == BS_DECIDE_NDR_TAKE) {
+        bs_decide_taken(&e->d, &c->cfg, e->ndr_used + 1 <= (long long)e->d.ndr_rule.limit ? 1 : 0);
+        e->step = BS_DECIDE_DONE;
+    }
+    return rc;
+}
+
+/* bs_ctl_explain_ndr - every candidate, its value, which one decided */
+void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, const char *indent)
+{
+    char rule[64], left[32];
+    unsigned i, ndots;
+    int winner = e->ndr_unusable ? -2 : e->f.ndr_index;
+
+    fprintf(fp, "%scandidates, most specific first (the first one set decides):\n", indent);
+    for (i = 0; i < e->d.nndr; i++) {
+        const char *mark = (int)i != e->f.ndr_index ? NULL
+                           : e->ndr_unusable
+                               ? "<- first set, but not a rule: the daemon logs a warning and "
+                                 "uses ndr_default"
+                               : "<- decides";
+        const char *val = e->ndr_present[i] ? e->ndr_raw[i] : "-";
+        if (mark)
+            fprintf(fp, "%s  %-28s %-14s %s\n", indent, e->d.ndr_fields[i], val, mark);
+        else
+            fprintf(fp, "%s  %-28s %s\n", indent, e->d.ndr_fields[i], val);
+    }
+    for (i = 0, ndots = 0; e->d.rcpt.domain[i]; i++)
+        ndots += e->d.rcpt.domain[i] == '.';
+    if (e->d.nndr >= 2 && ndots > e->d.nndr - 2)
+        fprintf(fp,
+                "%s  (%u longer parent suffixes are not looked up: the daemon consults "
+                "the %u shortest only)\n",
+                indent, ndots - (e->d.nndr - 2), e->d.nndr - 2);
+    bs_ctl_rule_text(&c->cfg.ndr_default, rule, sizeof(rule));
+    if (winner < 0)
+        fprintf(fp, "%s  %-28s %-14s <- decides\n", indent, "ndr_default ([policy])", rule);
+    else
+        fprintf(fp, "%s  %-28s %s\n", indent, "ndr_default ([policy])", rule);
+    fprintf(fp, "%sresult: %s (from %s)\n", indent,
+            bs_ctl_rule_text(&e->ndr_rule, rule, sizeof(rule)), e->ndr_winner);
+    if (e->ndr_rule.action == BS_NDR_LIMIT) {
+        long long n = e->ndr_used, max = e->ndr_rule.limit;
+        if (e->ndr_pttl >= 0)
+            fprintf(fp, "%sbudget: %lld of %lld used in this period (%s left), %s\n", indent, n,
+                    max, bs_ctl_remaining((uint64_t)e->ndr_pttl, left, sizeof(left)),
+                    n < max ? "the next bounce is accepted" : "the next bounce is refused");
+        else
+            fprintf(fp, "%sbudget: none used yet: the next bounce is accepted\n", indent);
+    }
+}
+
+/* reply_text - the predicted reply without "action=" and line ends */
+static void reply_text(const bs_ctl *c, const bs_ctl_explain *e, char *out, size_t outsz)
+{
+    char r[BS_REPLY_MAX];
+    size_t n = bs_decide_reply(&e->d, &c->cfg, r);
+
+    while (n > 0 && r[n - 1] == '\n')
+        n--;
+    r[n] = 0;
+    snprintf(out, outsz, "%s", strncmp(r, "action=", 7) == 0 ? r + 7 : r);
+}
+
+/* print_client - rule 1's facts */
+static void print_client(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    const bs_decision *d = &e->d;
+    char net[64], left[32], key[BS_CTL_KEY_MAX];
+    unsigned i;
+    uint8_t ip[16];
+
+    if (!d->client_key[0]) {
+        fprintf(fp, "  client:    no usable client address: never blocked or counted\n");
+        return;
+    }
+    fprintf(fp, "  client:    %s", d->client_ip);
+    if (strcmp(d->client_ip, d->client_key) != 0)
+        fprintf(fp, " (counted and blocked as %s)", d->client_key);
+    fputc('\n', fp);
+    if (d->cidr_exempt && bs_ip_parse(d->client_ip, strlen(d->client_ip), ip) > 0) {
+        for (i = 0; i < c->cfg.nexempt && !bs_cidr_match(&c->cfg.exempt[i], ip); i++)
+            ;
+        fprintf(fp, "  exempt:    yes, [ratelimit] exempt %s: never blocked or counted\n",
+                i < c->cfg.nexempt ? bs_ctl_cidr_text(&c->cfg.exempt[i], net, sizeof(net)) : "?");
+        return;
+    }
+    bs_ctl_key(c, key, sizeof(key), "exempt", NULL);
+    for (i = 0; i < e->q.nexempt && !e->exempt_hit[i]; i++)
+        ;
+    if (i < e->q.nexempt)
+        fprintf(fp, "  exempt:    yes, %s is in %s: never blocked or counted\n", e->q.exempt[i],
+                key);
+    else
+        fprintf(fp, "  exempt:    no\n");
+    if (e->f.blocked)
+        fprintf(fp, "  blocked:   yes, reason \"%s\", %s left%s\n", e->f.block_reason,
+                e->block_pttl >= 0 ? bs_ctl_remaining((uint64_t)e->block_pttl, left, sizeof(left))
+                                   : "no expiry,",
+                e->f.exempt ? " (ignored: exempt)" : "");
+    else
+        fprintf(fp, "  blocked:   no\n");
+}
+
+/* print_rcpt - rule 3's facts: each local part looked up, and why */
+static void print_rcpt(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    char key[BS_CTL_KEY_MAX], shown[BS_LOCAL_MAX * 4 + 1];
+    unsigned i;
+
+    bs_ctl_key(c, key, sizeof(key), "rcpt:", e->d.rcpt.domain);
+    for (i = 0; i < e->q.nlocals; i++) {
+        const char *what = i == 0                  ? "the local part"
+                           : i == e->q.nlocals - 1 ? "the catch-all"
+                                                   : "without its extension";
+        bs_ctl_safe(e->q.locals[i], e->q.local_lens[i], shown, sizeof(shown));
+        fprintf(fp, "  %-10s %-20s %s %s (%s)\n", i == 0 ? "users:" : "", shown,
+                e->rcpt_hit[i] ? "in" : "not in", key, what);
+    }
+}
+
+/* bs_ctl_explain_print - the facts of each rule, then the rule */
+void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    const bs_decision *d = &e->d;
+    char reply[600], dkey[BS_CTL_KEY_MAX];
+
+    reply_text(c, e, reply, sizeof(reply));
+    if (e->q.domain == NULL && !e->redis_failed) { /* decided before any lookup */
+        fprintf(fp, "  recipient: %s: not a usable address, nothing looked up\n", d->to);
+    } else if (e->redis_failed) {
+        fprintf(fp, "  redis:     a lookup failed: the daemon answers with on_redis_error\n");
+    } else {
+        bs_ctl_key(c, dkey, sizeof(dkey), "domains", NULL);
+        print_client(c, e, fp);
+        fprintf(fp, "  domain:    %s: %s\n", d->rcpt.domain,
+                e->f.protected_domain ? "protected (in domains)" : "not protected");
+        fprintf(fp, "  sender:    %s\n", d->null_sender ? "null (a bounce)" : d->from);
+        if (e->f.protected_domain)
+            print_rcpt(c, e, fp);
+        else if (d->null_sender && e->ndr_known) {
+            fprintf(fp, "  ndr policy for %s:\n", d->rcpt.domain);
+            bs_ctl_explain_ndr(c, e, fp, "    ");
+        }
+    }
+    fprintf(fp, "  rule:      %s", bs_why_name(d->why));
+    switch (d->why) {
+    case BS_WHY_BLOCKED:
+        fprintf(fp, " (1: the client is blocked, whatever the recipient)");
+        break;
+    case BS_WHY_VALID:
+        fprintf(fp, " (3: a known user of a protected domain)");
+        break;
+    case BS_WHY_UNKNOWN_USER:
+        fprintf(fp, " (3: not a user of a protected domain%s)",
+                d->note_invalid ? "; counts an invalid recipient for the client" : "");
+        break;
+    case BS_WHY_UNPROTECTED:
+        fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
+        break;
+    case BS_WHY_NDR_ALLOW:
+    case BS_WHY_NDR_DENY:
+    case BS_WHY_NDR_UNDER:
+    case BS_WHY_NDR_LIMIT:
+        fprintf(fp, " (2: a bounce to a domain that is not protected: NDR policy)");
+        break;
+    default:
+        break;
+    }
+    fprintf(fp, "\n  answer:    %s\n", reply);
+}

@@ -1,0 +1,306 @@
+/*
+ * test_ctl.c - unit tests of backstopctl's pure parts, table-driven
+ *
+ * The postqueue -j scanner (good lines, every escape, every syntax error we
+ * promise to catch), the import line classifier, DNSBL query names and the
+ * duration formatters. No Redis, no network: tests/ctl/run.py drives the
+ * commands themselves.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backstop/ctl.h"
+#include "check.h"
+
+/* ------------------------------------------------------------ JSON */
+
+static void test_json_good(void)
+{
+    static const char line[] =
+        "{\"queue_name\": \"deferred\", \"queue_id\": \"4F1E61C3E3\", \"arrival_time\": "
+        "1467721526, \"message_size\": 2.5e3, \"forced_expire\": false, \"x\": null, "
+        "\"nested\": {\"a\": [1, -0.5, {\"b\": [true, \"]}\"]}]}, "
+        "\"sender\": \"\", \"recipients\": [{\"address\": \"u@partner.example\", "
+        "\"delay_reason\": \"connect to mx: Connection timed out\"}, "
+        "{\"orig_address\": \"o@x\", \"address\": \"v\\u0040caf\\u00e9.example\"}, "
+        "{\"delay_reason\": \"no address\"}, 42]}";
+    bs_ctl_qmsg m;
+    const char *why = NULL;
+
+    CHECK_EQ_INT(bs_ctl_qjson_parse(line, strlen(line), &m, &why), 0);
+    CHECK_EQ_STR(m.queue_name, "deferred");
+    CHECK_EQ_STR(m.queue_id, "4F1E61C3E3");
+    CHECK_EQ_INT(m.has_sender, 1);
+    CHECK_EQ_STR(m.sender, "");
+    CHECK_EQ_INT(m.nrcpt, 2);
+    if (m.nrcpt == 2) {
+        CHECK_EQ_STR(m.rcpt[0], "u@partner.example");
+        CHECK_EQ_STR(m.rcpt[1], "v@caf\xc3\xa9.example");
+    }
+    bs_ctl_qmsg_free(&m);
+}
+
+static void test_json_escapes(void)
+{
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"{\"sender\": \"a\\\"b\"}", "a\"b"},
+        {"{\"sender\": \"a\\\\b\\/c\"}", "a\\b/c"},
+        {"{\"sender\": \"\\b\\f\\n\\r\\t\"}", "\b\f\n\r\t"},
+        {"{\"sender\": \"\\u20AC\"}", "\xe2\x82\xac"},
+        {"{\"sender\": \"\\ud83d\\ude00\"}", "\xf0\x9f\x98\x80"},
+        {"{\"sender\": \"\\u007f\"}", "\x7f"},
+        {"{\"sender\": \"first\", \"sender\": \"last\"}", "last"},
+        {"  {\"sender\":\"x\"}  \r", "x"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bs_ctl_qmsg m;
+        const char *why = NULL;
+        int rc = bs_ctl_qjson_parse(cases[i].json, strlen(cases[i].json), &m, &why);
+        CHECK_EQ_INT(rc, 0);
+        if (rc == 0)
+            CHECK_EQ_STR(m.sender, cases[i].want);
+        bs_ctl_qmsg_free(&m);
+    }
+}
+
+static void test_json_bad(void)
+{
+    static const char *const cases[] = {
+        "",
+        "[]",
+        "{",
+        "{\"sender\": \"x\"",
+        "{\"sender\": \"x\"} trailing",
+        "{\"sender\" \"x\"}",
+        "{\"sender\": \"x\",}",
+        "{\"a\": [1,]}",
+        "{\"a\": 01}",
+        "{\"a\": 1.}",
+        "{\"a\": -}",
+        "{\"a\": 1e}",
+        "{\"a\": tru}",
+        "{\"a\": nul}",
+        "{\"sender\": \"\\x\"}",
+        "{\"sender\": \"\\u12\"}",
+        "{\"sender\": \"\\u0000\"}",
+        "{\"sender\": \"\\ud800\"}",
+        "{\"sender\": \"\\ude00\"}",
+        "{\"sender\": \"\\ud800\\u0041\"}",
+        "{\"sender\": \"raw\x01control\"}",
+        "{\"sender\": \"unterminated}",
+        "{'sender': 'x'}",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bs_ctl_qmsg m;
+        const char *why = NULL;
+        int rc = bs_ctl_qjson_parse(cases[i], strlen(cases[i]), &m, &why);
+        if (rc != -1 || why == NULL)
+            fprintf(stderr, "accepted bad JSON #%zu: %s\n", i, cases[i]);
+        CHECK(rc == -1 && why != NULL);
+        bs_ctl_qmsg_free(&m);
+    }
+}
+
+static void test_json_limits(void)
+{
+    char *deep = malloc(200), *longid = malloc(300);
+    bs_ctl_qmsg m;
+    const char *why;
+    size_t i, n = 0;
+
+    /* nesting beyond the limit is refused, not recursed into */
+    n += (size_t)sprintf(deep, "{\"a\": ");
+    for (i = 0; i < 40; i++)
+        deep[n++] = '[';
+    for (i = 0; i < 40; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    CHECK_EQ_INT(bs_ctl_qjson_parse(deep, n, &m, &why), -1);
+    bs_ctl_qmsg_free(&m);
+    /* a queue id longer than its field is an error, never truncated */
+    n = (size_t)sprintf(longid, "{\"queue_id\": \"");
+    for (i = 0; i < 100; i++)
+        longid[n++] = 'A';
+    n += (size_t)sprintf(longid + n, "\"}");
+    CHECK_EQ_INT(bs_ctl_qjson_parse(longid, n, &m, &why), -1);
+    bs_ctl_qmsg_free(&m);
+    /* a long key we do not care about is skipped */
+    n = (size_t)sprintf(longid, "{\"");
+    for (i = 0; i < 100; i++)
+        longid[n++] = 'k';
+    n += (size_t)sprintf(longid + n, "\": 1, \"queue_id\": \"ABC\"}");
+    CHECK_EQ_INT(bs_ctl_qjson_parse(longid, n, &m, &why), 0);
+    CHECK_EQ_STR(m.queue_id, "ABC");
+    bs_ctl_qmsg_free(&m);
+    free(deep);
+    free(longid);
+}
+
+/* ------------------------------------------------------------ import lines */
+
+static void test_import_lines(void)
+{
+    static const struct {
+        const char *line;
+        int kind;
+        const char *local; /* for BS_LINE_USER */
+    } cases[] = {
+        {"alice", BS_LINE_USER, "alice"},
+        {"  Alice  ", BS_LINE_USER, "alice"},
+        {"alice@example.com", BS_LINE_USER, "alice"},
+        {"ALICE@EXAMPLE.COM.", BS_LINE_USER, "alice"},
+        {"alice@example.com\texample.com/alice/", BS_LINE_USER, "alice"},
+        {"  continuation of alice's value", BS_LINE_SKIP, NULL},
+        {"\tanother continuation", BS_LINE_SKIP, NULL},
+        {"bob", BS_LINE_USER, "bob"},
+        {"  carol", BS_LINE_USER, "carol"}, /* bob had no value: not a continuation */
+        {"@example.com", BS_LINE_USER, "*"},
+        {"@example.com  catch-all", BS_LINE_USER, "*"},
+        {"*", BS_LINE_USER, "*"},
+        {"", BS_LINE_SKIP, NULL},
+        {"   ", BS_LINE_SKIP, NULL},
+        {"# comment", BS_LINE_SKIP, NULL},
+        {"   # indented comment", BS_LINE_SKIP, NULL},
+        {"example.com  virtual", BS_LINE_SKIP, NULL},
+        {"dave@other.org", BS_LINE_BAD, NULL},
+        {"@other.org", BS_LINE_BAD, NULL},
+        {"@", BS_LINE_BAD, NULL},
+        {"eve@", BS_LINE_BAD, NULL},
+        {"@@example.com", BS_LINE_BAD, NULL},
+        {"x@[192.0.2.1]", BS_LINE_BAD, NULL},
+        {"a\x01"
+         "b",
+         BS_LINE_BAD, NULL},
+        {"o'brien", BS_LINE_USER, "o'brien"},
+        {"j\xc3\xb6rg", BS_LINE_USER, "j\xc3\xb6rg"},
+    };
+    bs_ctl_lines st = {0};
+    char local[BS_LOCAL_MAX + 1], longl[BS_LOCAL_MAX + 2];
+    const char *why;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int kind;
+        why = NULL;
+        local[0] = 0;
+        kind = bs_ctl_import_line(&st, cases[i].line, strlen(cases[i].line), "example.com", local,
+                                  &why);
+        if (kind != cases[i].kind)
+            fprintf(stderr, "line #%zu \"%s\": kind %d\n", i, cases[i].line, kind);
+        CHECK_EQ_INT(kind, cases[i].kind);
+        if (cases[i].kind == BS_LINE_USER && kind == BS_LINE_USER)
+            CHECK_EQ_STR(local, cases[i].local);
+        if (kind == BS_LINE_BAD)
+            CHECK(why != NULL);
+    }
+    memset(longl, 'x', sizeof(longl) - 1);
+    longl[sizeof(longl) - 1] = 0;
+    CHECK_EQ_INT(bs_ctl_import_line(&st, longl, strlen(longl), "example.com", local, &why),
+                 BS_LINE_BAD);
+    longl[sizeof(longl) - 2] = 0; /* exactly BS_LOCAL_MAX */
+    CHECK_EQ_INT(bs_ctl_import_line(&st, longl, strlen(longl), "example.com", local, &why),
+                 BS_LINE_USER);
+}
+
+/* ------------------------------------------------------------ DNSBL names */
+
+static void test_rbl_names(void)
+{
+    static const struct {
+        const char *ip, *want;
+    } cases[] = {
+        {"192.0.2.1", "1.2.0.192.zen.example"},
+        {"127.0.0.2", "2.0.0.127.zen.example"},
+        {"::ffff:192.0.2.1", "1.2.0.192.zen.example"},
+        {"2001:db8::1",
+         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.zen.example"},
+        {"2001:DB8:abcd:12::f",
+         "f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.1.0.0.d.c.b.a.8.b.d.0.1.0.0.2.zen.example"},
+    };
+    char out[300];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int n = bs_ctl_rbl_name(cases[i].ip, "zen.example", out, sizeof(out));
+        CHECK_EQ_INT(n, (int)strlen(cases[i].want));
+        if (n > 0)
+            CHECK_EQ_STR(out, cases[i].want);
+    }
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2", "zen.example", out, sizeof(out)), -1);
+    CHECK_EQ_INT(bs_ctl_rbl_name("2001:db8::1", "zen.example", out, 40), -1);
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", "zen.example", out, 10), -1);
+}
+
+/* ------------------------------------------------------------ formatting */
+
+static void test_durations(void)
+{
+    static const struct {
+        uint64_t ms;
+        const char *exact, *left;
+    } cases[] = {
+        {0, "0s", "0ms"},
+        {500, "500ms", "500ms"},
+        {1500, "1500ms", "1s"},
+        {60000, "1m", "1m"},
+        {90000, "90s", "1m30s"},
+        {3600000, "1h", "1h"},
+        {3552000, "3552s", "59m12s"},
+        {86400000, "1d", "1d"},
+        {172800000 - 1000, "172799s", "1d23h"},
+    };
+    char a[32], b[32];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK_EQ_STR(bs_ctl_duration(cases[i].ms, a, sizeof(a)), cases[i].exact);
+        CHECK_EQ_STR(bs_ctl_remaining(cases[i].ms, b, sizeof(b)), cases[i].left);
+    }
+}
+
+static void test_safe(void)
+{
+    char out[16];
+
+    CHECK_EQ_STR(bs_ctl_safe("a\nb\\c", 5, out, sizeof(out)), "a\\x0ab\\x5cc");
+    CHECK_EQ_STR(bs_ctl_safe("caf\xc3\xa9", 5, out, sizeof(out)), "caf\xc3\xa9");
+    CHECK_EQ_STR(bs_ctl_safe("\x01\x01\x01\x01", 4, out, 10), "\\x01\\x01"); /* never half */
+}
+
+static void test_request_text(void)
+{
+    char buf[2048];
+    int n = bs_ctl_request_text(buf, sizeof(buf), "", "a@example.com", "192.0.2.1", NULL);
+
+    CHECK(n > 0);
+    CHECK(strstr(buf, "request=smtpd_access_policy\nprotocol_state=RCPT\n") == buf);
+    CHECK(strstr(buf, "\nsender=\n") != NULL);
+    CHECK(strstr(buf, "\nrecipient=a@example.com\n") != NULL);
+    CHECK(strstr(buf, "\nclient_address=192.0.2.1\n") != NULL);
+    CHECK(n > 2 && memcmp(buf + n - 2, "\n\n", 2) == 0);
+    /* a newline in a value would inject an attribute */
+    CHECK_EQ_INT(bs_ctl_request_text(buf, sizeof(buf), "a@b\nrecipient=x", "a@example.com",
+                                     "192.0.2.1", NULL),
+                 -1);
+    CHECK_EQ_INT(bs_ctl_request_text(buf, 100, "", "a@example.com", "192.0.2.1", NULL), -1);
+}
+
+int main(void)
+{
+    test_json_good();
+    test_json_escapes();
+    test_json_bad();
+    test_json_limits();
+    test_import_lines();
+    test_rbl_names();
+    test_durations();
+    test_safe();
+    test_request_text();
+    return check_summary();
+}
