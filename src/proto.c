@@ -1,0 +1,202 @@
+/*
+ * proto.c - incremental parser for the Postfix policy delegation protocol
+ *
+ * PROVIDES
+ *   bs_proto_reset()    make a parser ready for a new request (O(1): only
+ *                       the header fields and one scratch slot are cleared).
+ *   bs_proto_feed()     scan buf[0..len) for one request, resuming at
+ *                       p->scanned. Returns BS_PROTO_DONE (*consumed = bytes
+ *                       of the request including its empty line; p->attrs
+ *                       [0..nattrs) point into buf), BS_PROTO_NEED_MORE (the
+ *                       attributes completed so far are in p->attrs), or a
+ *                       negative BS_PROTO_E_* code. *consumed is written on
+ *                       DONE only.
+ *   bs_proto_get()      first attribute with exactly (case-sensitively) this
+ *                       name, or NULL.
+ *   bs_proto_strerror() short lowercase text for a BS_PROTO_E_* code;
+ *                       "unknown error" for anything else. Never NULL.
+ *
+ * SEMANTICS
+ *   The result is a function of the bytes alone, never of how they were
+ *   split between calls: conceptually the bytes are examined one at a time
+ *   and the first of these events decides.
+ *     - byte offset BS_PROTO_MAX_REQUEST reached before the request ended:
+ *       E_REQUEST (a request of exactly MAX_REQUEST bytes is accepted);
+ *     - a NUL byte: E_NUL;
+ *     - the line already holds MAX_LINE bytes and the next byte is neither
+ *       '\n' nor a '\r' that might start "\r\n": E_LINE. This fires while the
+ *       line is still partial, so no line end has to arrive first;
+ *     - '\n': an empty line ("\n" or "\r\n") completes the request, even as
+ *       the very first line (0 attributes: the caller decides). Otherwise
+ *       with MAX_ATTRS attributes already taken: E_ATTRS (a 101st line is
+ *       over the limit whatever it holds); a line without '=' or starting
+ *       with '=': E_SYNTAX; else it becomes an attribute split at its first
+ *       '=' (the value may contain more '='), minus one trailing '\r'.
+ *   A '\r' that is not right before '\n' is an ordinary byte, as are all
+ *   other control and 8-bit bytes: whoever logs or echoes a value escapes it.
+ *   Bytes after the request's empty line are never examined.
+ *
+ * COST
+ *   Over all the calls for one request, each byte passes through each of
+ *   three memchr()s ('\n', '\0', the line's first '=') at most once, plus
+ *   O(1) look-backs per call and per line ('\r' before '\n'), so feeding a
+ *   request in k pieces costs O(n + k), not O(n * k). Nothing is allocated;
+ *   no I/O; no globals.
+ *
+ * STATE LEFT BEHIND
+ *   p->attrs[p->nattrs] (when nattrs < MAX_ATTRS) is a scratch slot for the
+ *   line in progress: .name != NULL once its '=' has been seen, .name_len is
+ *   then the '=' offset in the line. Callers only ever read attrs[0..nattrs).
+ *   After DONE, p->scanned == *consumed and another call returns DONE again
+ *   with the same *consumed (pipelined bytes are never taken as part of this
+ *   request). After an error, p keeps the state of the last line boundary,
+ *   so another call returns the same error; either way, reset before the
+ *   next request.
+ *
+ * LIMITS
+ *   The buffer must not move or change between calls for one request; the
+ *   attributes point into it. name must be NUL-terminated for bs_proto_get.
+ */
+#include <string.h>
+
+#include "backstop/proto.h"
+
+void bs_proto_reset(bs_proto_parser *p)
+{
+    p->scanned = 0;
+    p->line_start = 0;
+    p->nattrs = 0;
+    p->attrs[0].name = NULL; /* scratch slot: no '=' seen in line 0 yet */
+}
+
+/* line_too_long - offset of the byte making line ls too long, or 0 if none in [ls, stop) */
+static size_t line_too_long(const char *buf, size_t ls, size_t stop)
+{
+    size_t q = ls + BS_PROTO_MAX_LINE; /* first byte past a full line */
+
+    if (q < stop && buf[q] == '\r')
+        q++; /* may still be the '\r' of "\r\n"; the byte after it decides */
+    return q < stop ? q : 0;
+}
+
+/* note_eq - remember the first '=' of the line in progress, if in buf[i..stop) */
+static void note_eq(bs_proto_parser *p, const char *buf, size_t ls, size_t i, size_t stop)
+{
+    bs_proto_attr *slot;
+    const char *eq;
+
+    if (p->nattrs >= BS_PROTO_MAX_ATTRS)
+        return; /* no slot, and the line can only end the request or fail */
+    slot = &p->attrs[p->nattrs];
+    if (slot->name != NULL || (eq = memchr(buf + i, '=', stop - i)) == NULL)
+        return;
+    slot->name = buf + ls;
+    slot->name_len = (size_t)(eq - buf) - ls;
+}
+
+/*
+ * end_line - the line [ls, nl) is complete ('\n' at nl)
+ *
+ * Returns BS_PROTO_DONE for the empty line, BS_PROTO_NEED_MORE when the line
+ * became an attribute (p advanced past it), or BS_PROTO_E_ATTRS/E_SYNTAX.
+ */
+static int end_line(bs_proto_parser *p, const char *buf, size_t ls, size_t nl)
+{
+    size_t end = nl;
+    bs_proto_attr *a;
+
+    if (end > ls && buf[end - 1] == '\r')
+        end--;
+    if (end == ls)
+        return BS_PROTO_DONE;
+    if (p->nattrs >= BS_PROTO_MAX_ATTRS)
+        return BS_PROTO_E_ATTRS;
+    a = &p->attrs[p->nattrs];
+    if (a->name == NULL || a->name_len == 0)
+        return BS_PROTO_E_SYNTAX; /* no '=', or empty name */
+    a->name = buf + ls;
+    a->value = a->name + a->name_len + 1;
+    a->value_len = end - ls - a->name_len - 1;
+    if (++p->nattrs < BS_PROTO_MAX_ATTRS)
+        p->attrs[p->nattrs].name = NULL;
+    p->scanned = p->line_start = nl + 1;
+    return BS_PROTO_NEED_MORE;
+}
+
+/*
+ * bs_proto_feed - scan buf[0..len) for one complete request
+ *
+ * Each round takes the rest of one line, never looking past the request
+ * limit; within the line a NUL only counts if it comes no later than the
+ * byte that made the line too long, so errors come out in the order
+ * SEMANTICS promises however the input was split.
+ */
+int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consumed)
+{
+    size_t limit = len < BS_PROTO_MAX_REQUEST ? len : BS_PROTO_MAX_REQUEST;
+    size_t i = p->scanned, ls = p->line_start;
+
+    /* Already complete: only DONE leaves a '\n' just before scanned. */
+    if (i > ls && buf[i - 1] == '\n') {
+        *consumed = i;
+        return BS_PROTO_DONE;
+    }
+    while (i < limit) {
+        const char *nl = memchr(buf + i, '\n', limit - i);
+        size_t stop = nl ? (size_t)(nl - buf) : limit;
+        size_t bad = line_too_long(buf, ls, stop);
+        int r;
+
+        if (bad)
+            return memchr(buf + i, '\0', bad + 1 - i) ? BS_PROTO_E_NUL : BS_PROTO_E_LINE;
+        if (memchr(buf + i, '\0', stop - i))
+            return BS_PROTO_E_NUL;
+        note_eq(p, buf, ls, i, stop);
+        if (!nl) { /* out of bytes, or at the request limit */
+            p->scanned = stop;
+            break;
+        }
+        if ((r = end_line(p, buf, ls, stop)) == BS_PROTO_DONE) {
+            p->scanned = stop + 1; /* line_start stays on the empty line */
+            *consumed = stop + 1;
+            return BS_PROTO_DONE;
+        }
+        if (r < 0)
+            return r;
+        i = ls = stop + 1;
+    }
+    return len > BS_PROTO_MAX_REQUEST ? BS_PROTO_E_REQUEST : BS_PROTO_NEED_MORE;
+}
+
+/* bs_proto_get - first attribute named exactly name, or NULL */
+const bs_proto_attr *bs_proto_get(const bs_proto_parser *p, const char *name)
+{
+    size_t n = strlen(name);
+    unsigned k;
+
+    for (k = 0; k < p->nattrs; k++) {
+        const bs_proto_attr *a = &p->attrs[k];
+
+        if (a->name_len == n && memcmp(a->name, name, n) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+static const char *const proto_errors[] = {
+    [-BS_PROTO_E_LINE] = "line too long",         /* > BS_PROTO_MAX_LINE */
+    [-BS_PROTO_E_ATTRS] = "too many attributes",  /* > BS_PROTO_MAX_ATTRS */
+    [-BS_PROTO_E_REQUEST] = "request too long",   /* > BS_PROTO_MAX_REQUEST */
+    [-BS_PROTO_E_SYNTAX] = "malformed attribute", /* no '=', or empty name */
+    [-BS_PROTO_E_NUL] = "nul byte in request",    /* anywhere before the end */
+};
+
+/* bs_proto_strerror - short text for a BS_PROTO_E_* code */
+const char *bs_proto_strerror(int err)
+{
+    int n = (int)(sizeof(proto_errors) / sizeof(proto_errors[0]));
+
+    if (err < 0 && err > -n && proto_errors[-err])
+        return proto_errors[-err];
+    return "unknown error";
+}
