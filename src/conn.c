@@ -141,7 +141,7 @@ static void decide(bs_conn *c, const bs_proto_parser *p)
     }
     bs_stat.requests++;
     c->gen++;
-    c->started = uv_now(s->loop);
+    c->started = uv_hrtime();
     enter_state(c, BS_CONN_DECIDING);
     if (bs_decide_begin(&c->d, s->cfg, p, &q) == BS_DECIDE_DONE) {
         respond(c);
@@ -228,6 +228,7 @@ static void respond(bs_conn *c)
     int w;
 
     uv_timer_stop(&c->timer);
+    bs_stats_latency((uv_hrtime() - c->started) / 1000);
     bs_stat.by_why[d->why]++;
     s->store->ops->count(s->store, d->why);
     if (d->note_invalid)

@@ -50,7 +50,7 @@ typedef struct bs_conn {
     int open_handles;  /* closed when 0: then freed */
     int in_decide;     /* inside process(): after_reply must not recurse */
     bs_partial *part;  /* unfinished or pipelined input, or NULL */
-    uint64_t started;  /* uv_now() when the request was complete */
+    uint64_t started;  /* uv_hrtime() (ns) when the request was complete */
     char peer[64];
     uv_buf_t wbuf;
     char reply[BS_REPLY_MAX];

@@ -14,6 +14,20 @@
 
 bs_stats bs_stat;
 
+const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+};
+
+void bs_stats_latency(uint64_t us)
+{
+    unsigned i = 0;
+
+    while (i < BS_LAT_NBUCKETS && us > bs_lat_bounds_us[i])
+        i++;
+    bs_stat.lat_buckets[i]++;
+    bs_stat.lat_sum_us += us;
+}
+
 /* A table of the scalar counters, for logging. */
 #define S(f)                                                                                       \
     {                                                                                              \

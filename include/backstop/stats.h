@@ -14,6 +14,11 @@
 
 #define BS_PROTO_NERR 6 /* -BS_PROTO_E_* indexes 1..5 */
 
+/* Answer latency histogram: upper bounds in microseconds; the last bucket
+ * (+Inf) is implicit. */
+#define BS_LAT_NBUCKETS 14
+extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
+
 typedef struct bs_stats {
     uint64_t requests;
     uint64_t by_why[BS_WHY_COUNT];
@@ -38,9 +43,15 @@ typedef struct bs_stats {
     uint64_t clients_blocked;   /* blocks set by our rate tracking */
     uint64_t reloads;
     uint64_t reload_errors;
+    uint64_t lat_buckets[BS_LAT_NBUCKETS + 1]; /* non-cumulative counts */
+    uint64_t lat_sum_us;
+    uint64_t metrics_scrapes;
 } bs_stats;
 
 extern bs_stats bs_stat;
+
+/* bs_stats_latency - count one answer that took us microseconds */
+void bs_stats_latency(uint64_t us);
 
 /* bs_stats_log - one info line with every non-zero counter */
 void bs_stats_log(const char *when);

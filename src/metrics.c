@@ -1,0 +1,364 @@
+/*
+ * metrics.c - Prometheus text endpoint (see metrics.h)
+ *
+ * Provides bs_metrics_start/_render/_stop.
+ *
+ * A deliberately small HTTP/1.0-style server: one request per connection
+ * ("GET /metrics"; anything else gets 404, a non-GET 405), answered and
+ * closed. Limits: BS_METRICS_MAX_CONNS scrapes at once (more are closed at
+ * accept), BS_METRICS_REQ_MAX request bytes, BS_METRICS_TIMEOUT_MS to send
+ * the request and take the answer. Never blocks; allocates one answer
+ * buffer per scrape (not on the policy path).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backstop/cidr.h"
+#include "backstop/log.h"
+#include "backstop/metrics.h"
+#include "backstop/proto.h"
+#include "backstop/stats.h"
+
+#define BS_METRICS_MAX_CONNS 16
+#define BS_METRICS_REQ_MAX 4096
+#define BS_METRICS_TIMEOUT_MS 5000
+#define BS_METRICS_BODY_MAX 32768
+
+struct bs_metrics {
+    uv_tcp_t listener;
+    uv_loop_t *loop;
+    const bs_config *cfg;
+    bs_store *store;
+    unsigned nconns;
+    int stopping;
+    int open_handles;
+    struct bs_scrape *conns;
+};
+
+typedef struct bs_scrape {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    bs_metrics *m;
+    struct bs_scrape *next, **prevp;
+    int open_handles;
+    int closing;
+    size_t len;
+    char *answer;
+    char req[BS_METRICS_REQ_MAX];
+} bs_scrape;
+
+/* put - append formatted text; never past bufsz - 1 */
+static size_t put(char *buf, size_t bufsz, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static size_t put(char *buf, size_t bufsz, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (len >= bufsz - 1)
+        return len;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + len, bufsz - len, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return len;
+    return len + (size_t)n < bufsz ? len + (size_t)n : bufsz - 1;
+}
+
+/* A table of plain counters: metric name, help, field. */
+#define C(name, help, f) {name, help, offsetof(bs_stats, f)}
+static const struct {
+    const char *name, *help;
+    size_t off;
+} counters[] = {
+    C("backstop_connections_accepted_total", "Policy connections accepted.", conn_accepted),
+    C("backstop_connections_closed_total", "Policy connections closed.", conn_closed),
+    C("backstop_connection_limit_waits_total", "Times a new connection waited at max_connections.",
+      conn_limit_waits),
+    C("backstop_connections_denied_total", "Connections refused: peer not in [server] allow.",
+      conn_denied),
+    C("backstop_bad_request_type_total", "Requests with request= other than smtpd_access_policy.",
+      bad_request_type),
+    C("backstop_idle_timeouts_total", "Connections closed after idle_timeout.", idle_timeouts),
+    C("backstop_partial_timeouts_total", "Connections closed: request not complete in time.",
+      partial_timeouts),
+    C("backstop_write_errors_total", "Replies that could not be written.", write_errors),
+    C("backstop_late_replies_total", "Redis answers for requests already answered.", late_replies),
+    C("backstop_redis_connects_total", "Redis connections established.", redis_connects),
+    C("backstop_redis_disconnects_total", "Redis connections lost or dropped.", redis_disconnects),
+    C("backstop_redis_stalls_total", "Redis connections dropped for not answering.", redis_stalls),
+    C("backstop_redis_errors_total", "Redis error replies.", redis_errors),
+    C("backstop_redis_busy_total", "Requests refused at [redis] max_pending.", redis_busy),
+    C("backstop_clients_blocked_total", "Clients blocked by this process's rate tracking.",
+      clients_blocked),
+    C("backstop_reloads_total", "Configuration reloads.", reloads),
+    C("backstop_reload_errors_total", "Configuration reloads refused.", reload_errors),
+};
+#undef C
+
+size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
+{
+    static const char *const proto_err[BS_PROTO_NERR] = {"", "line", "attrs", "request", "syntax",
+                                                         "nul"};
+    size_t len = 0, i;
+    uint64_t v, cum = 0, fallback = 0;
+
+    buf[0] = 0;
+    len = put(buf, bufsz, len,
+              "# HELP backstop_requests_total Policy requests answered, by verdict and reason.\n"
+              "# TYPE backstop_requests_total counter\n");
+    for (i = 0; i < BS_WHY_COUNT; i++) {
+        len = put(buf, bufsz, len, "backstop_requests_total{verdict=\"%s\",reason=\"%s\"} %llu\n",
+                  bs_action_name(bs_why_action((int)i)), bs_why_name((int)i),
+                  (unsigned long long)bs_stat.by_why[i]);
+        if (bs_why_action((int)i) == BS_ACT_FALLBACK)
+            fallback += bs_stat.by_why[i];
+    }
+    len = put(buf, bufsz, len,
+              "# HELP backstop_fallback_answers_total Answers given by on_redis_error.\n"
+              "# TYPE backstop_fallback_answers_total counter\n"
+              "backstop_fallback_answers_total %llu\n",
+              (unsigned long long)fallback);
+    len = put(buf, bufsz, len,
+              "# HELP backstop_request_duration_seconds Time from a complete request to its "
+              "answer.\n# TYPE backstop_request_duration_seconds histogram\n");
+    for (i = 0; i <= BS_LAT_NBUCKETS; i++) {
+        cum += bs_stat.lat_buckets[i];
+        if (i < BS_LAT_NBUCKETS)
+            len = put(buf, bufsz, len,
+                      "backstop_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                      (double)bs_lat_bounds_us[i] / 1e6, (unsigned long long)cum);
+        else
+            len = put(buf, bufsz, len,
+                      "backstop_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                      (unsigned long long)cum);
+    }
+    len = put(buf, bufsz, len,
+              "backstop_request_duration_seconds_sum %.6f\n"
+              "backstop_request_duration_seconds_count %llu\n",
+              (double)bs_stat.lat_sum_us / 1e6, (unsigned long long)cum);
+    len = put(buf, bufsz, len,
+              "# HELP backstop_redis_up Whether the Redis connection can take queries.\n"
+              "# TYPE backstop_redis_up gauge\nbackstop_redis_up %d\n"
+              "# HELP backstop_connections Open policy connections.\n"
+              "# TYPE backstop_connections gauge\nbackstop_connections %llu\n",
+              redis_up ? 1 : 0, (unsigned long long)bs_stat.conn_active);
+    len = put(buf, bufsz, len,
+              "# HELP backstop_protocol_errors_total Malformed policy requests, by error.\n"
+              "# TYPE backstop_protocol_errors_total counter\n");
+    for (i = 1; i < BS_PROTO_NERR; i++)
+        len = put(buf, bufsz, len, "backstop_protocol_errors_total{error=\"%s\"} %llu\n",
+                  proto_err[i], (unsigned long long)bs_stat.proto_errors[i]);
+    for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        memcpy(&v, (const char *)&bs_stat + counters[i].off, sizeof(v));
+        len = put(buf, bufsz, len, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name,
+                  counters[i].help, counters[i].name, counters[i].name, (unsigned long long)v);
+    }
+    return len;
+}
+
+/* maybe_free - after stop: free once the listener and every scrape closed */
+static void maybe_free(bs_metrics *m)
+{
+    if (m->stopping && m->open_handles == 0 && m->nconns == 0)
+        free(m);
+}
+
+static void on_scrape_closed(uv_handle_t *h)
+{
+    bs_scrape *c = h->data;
+    bs_metrics *m = c->m;
+
+    if (--c->open_handles)
+        return;
+    free(c->answer);
+    free(c);
+    m->nconns--;
+    maybe_free(m);
+}
+
+/* scrape_close - the one close path of a scrape connection */
+static void scrape_close(bs_scrape *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if ((*c->prevp = c->next))
+        c->next->prevp = c->prevp;
+    uv_close((uv_handle_t *)&c->tcp, on_scrape_closed);
+    uv_close((uv_handle_t *)&c->timer, on_scrape_closed);
+}
+
+static void on_scrape_timeout(uv_timer_t *t)
+{
+    scrape_close(t->data);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    scrape_close(w->data);
+}
+
+/* respond - one answer, then close */
+static void respond(bs_scrape *c, const char *status, const char *body, size_t body_len)
+{
+    size_t cap = body_len + 256;
+    uv_buf_t b;
+    int n;
+
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!(c->answer = malloc(cap))) {
+        scrape_close(c);
+        return;
+    }
+    n = snprintf(c->answer, cap,
+                 "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                 status, body_len);
+    memcpy(c->answer + n, body, body_len);
+    b = uv_buf_init(c->answer, (unsigned)(n + (int)body_len));
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0)
+        scrape_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    bs_scrape *c = h->data;
+
+    buf->base = c->req + c->len;
+    buf->len = sizeof(c->req) - 1 - c->len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    bs_scrape *c = s->data;
+    char *body;
+    size_t n;
+
+    if (nread < 0) {
+        scrape_close(c);
+        return;
+    }
+    c->len += (size_t)nread;
+    c->req[c->len] = 0;
+    if (!strstr(c->req, "\r\n\r\n") && !strstr(c->req, "\n\n")) {
+        if (c->len >= sizeof(c->req) - 1)
+            scrape_close(c);
+        return;
+    }
+    if (strncmp(c->req, "GET ", 4) != 0) {
+        respond(c, "405 Method Not Allowed", "GET only\n", 9);
+        return;
+    }
+    if (strncmp(c->req + 4, "/metrics ", 9) != 0 && strncmp(c->req + 4, "/ ", 2) != 0) {
+        respond(c, "404 Not Found", "try /metrics\n", 13);
+        return;
+    }
+    if (!(body = malloc(BS_METRICS_BODY_MAX))) {
+        scrape_close(c);
+        return;
+    }
+    bs_stat.metrics_scrapes++;
+    n = bs_metrics_render(body, BS_METRICS_BODY_MAX, c->m->store->ops->ready(c->m->store));
+    respond(c, "200 OK", body, n);
+    free(body);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    bs_metrics *m = l->data;
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char peer[64] = "";
+    uint8_t ip[16];
+    bs_scrape *c;
+
+    if (status < 0 || m->stopping || !(c = calloc(1, sizeof(*c))))
+        return;
+    c->m = m;
+    uv_tcp_init(m->loop, &c->tcp);
+    uv_timer_init(m->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    m->nconns++;
+    c->next = m->conns;
+    c->prevp = &m->conns;
+    if (m->conns)
+        m->conns->prevp = &c->next;
+    m->conns = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || m->nconns > BS_METRICS_MAX_CONNS ||
+        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) != 0) {
+        scrape_close(c);
+        return;
+    }
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, peer, sizeof(peer));
+    else
+        uv_ip6_name((struct sockaddr_in6 *)&ss, peer, sizeof(peer));
+    if (bs_ip_parse(peer, strlen(peer), ip) < 0 ||
+        !bs_cidr_list_match(m->cfg->allow, m->cfg->nallow, ip)) {
+        bs_stat.conn_denied++;
+        bs_warn("metrics: connection from %s refused: not in [server] allow", peer);
+        scrape_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_scrape_timeout, BS_METRICS_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+bs_metrics *bs_metrics_start(uv_loop_t *loop, const bs_config *cfg, const bs_endpoint *ep,
+                             bs_store *store, char *err, size_t errsz)
+{
+    bs_metrics *m = calloc(1, sizeof(*m));
+    struct sockaddr_storage ss;
+    int rc;
+
+    if (!m) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
+    if (ep->type != BS_EP_INET ||
+        (uv_ip4_addr(ep->host, (int)ep->port, (struct sockaddr_in *)&ss) != 0 &&
+         uv_ip6_addr(ep->host, (int)ep->port, (struct sockaddr_in6 *)&ss) != 0)) {
+        snprintf(err, errsz, "[metrics] listen must be inet:IP:PORT");
+        free(m);
+        return NULL;
+    }
+    m->loop = loop;
+    m->cfg = cfg;
+    m->store = store;
+    uv_tcp_init(loop, &m->listener);
+    m->listener.data = m;
+    m->open_handles = 1;
+    if ((rc = uv_tcp_bind(&m->listener, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&m->listener, 16, on_connection)) != 0) {
+        snprintf(err, errsz, "[metrics] cannot listen on %s:%u: %s", ep->host, ep->port,
+                 uv_strerror(rc));
+        bs_metrics_stop(m);
+        return NULL;
+    }
+    bs_info("metrics on http://%s%s%s:%u/metrics", strchr(ep->host, ':') ? "[" : "", ep->host,
+            strchr(ep->host, ':') ? "]" : "", ep->port);
+    return m;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    bs_metrics *m = h->data;
+
+    m->open_handles = 0;
+    maybe_free(m);
+}
+
+void bs_metrics_stop(bs_metrics *m)
+{
+    m->stopping = 1;
+    while (m->conns)
+        scrape_close(m->conns);
+    uv_close((uv_handle_t *)&m->listener, on_listener_closed);
+}
