@@ -127,6 +127,31 @@ static void set_ndr_fields(bs_decision *d)
     memcpy(d->ndr_fields[d->nndr++], "*", 2);
 }
 
+/* bad_local_part - the recipient is no usable address, but its domain may
+ * be ours: an over-long or control-character local part at a protected
+ * domain must not pass as "not ours" (it would be accepted, then bounced).
+ * Keeps the domain with an empty local part that matches only a catch-all.
+ * Returns 0, or -1 when the domain is no domain either. */
+static int bad_local_part(bs_decision *d, const bs_proto_attr *rcpt)
+{
+    const char *at = NULL, *p;
+    int n;
+
+    for (p = rcpt->value; p < rcpt->value + rcpt->value_len; p++)
+        if (*p == '@')
+            at = p;
+    if (!at || at == rcpt->value)
+        return -1;
+    n = bs_domain_norm(at + 1, (size_t)(rcpt->value + rcpt->value_len - at - 1), d->rcpt.domain);
+    if (n < 0)
+        return -1;
+    d->rcpt.domain_len = (size_t)n;
+    d->rcpt.local[0] = 0;
+    d->rcpt.local_len = 0;
+    d->bad_local = 1;
+    return 0;
+}
+
 /* bs_decide_begin - extract and normalise the request; say what to look up */
 int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req, bs_lookup *q)
 {
@@ -150,7 +175,11 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     if (!attr_is(req, "protocol_state", "RCPT"))
         return finish(d, BS_WHY_NOT_RCPT);
     rcpt = bs_proto_get(req, "recipient");
-    if (!rcpt || bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0)
+    if (!rcpt)
+        return finish(d, BS_WHY_BAD_RCPT);
+    d->bad_local = 0;
+    if (bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0 &&
+        bad_local_part(d, rcpt) < 0)
         return finish(d, BS_WHY_BAD_RCPT);
     d->base_len = bs_local_base_len(d->rcpt.local, d->rcpt.local_len, cfg->recipient_delimiter);
     memcpy(d->base, d->rcpt.local, d->base_len);
@@ -164,8 +193,10 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
             q->exempt[q->nexempt++] = d->client_key;
     }
     q->domain = d->rcpt.domain;
-    q->locals[q->nlocals] = d->rcpt.local;
-    q->local_lens[q->nlocals++] = d->rcpt.local_len;
+    if (!d->bad_local) {
+        q->locals[q->nlocals] = d->rcpt.local;
+        q->local_lens[q->nlocals++] = d->rcpt.local_len;
+    }
     if (d->base_len < d->rcpt.local_len) {
         q->locals[q->nlocals] = d->base;
         q->local_lens[q->nlocals++] = d->base_len;
@@ -238,35 +269,49 @@ void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why)
     finish(d, why);
 }
 
-/* refusal_text - the SMTP reply of a refusal, or NULL for DUNNO/fallback */
-static size_t refusal_text(const bs_decision *d, char *out, size_t outsz)
+/*
+ * The refusals. Postfix puts "<rcpt>: Recipient address rejected: " in
+ * front of a policy server's text in smtpd_recipient_restrictions, so the
+ * action carries the short text only; the log line and WARN replies (which
+ * Postfix logs as they are) carry what the client sees.
+ */
+static const struct {
+    int why;
+    const char *code; /* "550 5.1.1" */
+    const char *text;
+} refusals[] = {
+    {BS_WHY_UNKNOWN_USER, "550 5.1.1", "User unknown"},
+    {BS_WHY_NDR_DENY, "550 5.7.1",
+     "Delivery status notifications to this domain are not accepted"},
+    {BS_WHY_NDR_LIMIT, "550 5.7.1", "Too many delivery status notifications to this domain"},
+    {BS_WHY_BLOCKED, "450 4.7.1", "Too many invalid recipients from your host, try again later"},
+};
+
+/* refusal_text - the SMTP reply of a refusal (full = as the client sees it),
+ * or 0 and "" for DUNNO and fallback */
+static size_t refusal_text(const bs_decision *d, int full, char *out, size_t outsz)
 {
-    switch (d->why) {
-    case BS_WHY_UNKNOWN_USER:
-        return (size_t)snprintf(out, outsz,
-                                "550 5.1.1 <%s>: Recipient address rejected: User unknown", d->to);
-    case BS_WHY_NDR_DENY:
-        return (size_t)snprintf(out, outsz,
-                                "550 5.7.1 <%s>: Recipient address rejected: Delivery status "
-                                "notifications to this domain are not accepted",
-                                d->to);
-    case BS_WHY_NDR_LIMIT:
-        return (size_t)snprintf(out, outsz,
-                                "550 5.7.1 <%s>: Recipient address rejected: Too many delivery "
-                                "status notifications to this domain",
-                                d->to);
-    case BS_WHY_BLOCKED:
-        return (size_t)snprintf(out, outsz,
-                                "450 4.7.1 Client host rejected: too many invalid recipients, "
-                                "try again later");
-    default:
-        out[0] = 0;
-        return 0;
+    size_t i;
+    int n;
+
+    for (i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        if (refusals[i].why != d->why)
+            continue;
+        if (full)
+            n = snprintf(out, outsz, "%s <%s>: Recipient address rejected: %s", refusals[i].code,
+                         d->to, refusals[i].text);
+        else
+            n = snprintf(out, outsz, "%s %s", refusals[i].code, refusals[i].text);
+        return n < 0 ? 0 : (size_t)n;
     }
+    out[0] = 0;
+    return 0;
 }
 
-/* answer_text - the action line's text, without "action=" */
-static void answer_text(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz)
+/* answer_text - the action line's text, without "action="; full: with the
+ * client-visible refusal text (for the log line) */
+static void answer_text(const bs_decision *d, const bs_config *cfg, int full, char *out,
+                        size_t outsz)
 {
     char text[BS_REPLY_MAX];
 
@@ -277,7 +322,7 @@ static void answer_text(const bs_decision *d, const bs_config *cfg, char *out, s
                      : "DEFER_IF_PERMIT Recipient verification temporarily unavailable");
         return;
     }
-    if (refusal_text(d, text, sizeof(text)) == 0) {
+    if (refusal_text(d, full || cfg->mode == BS_MODE_REPORT, text, sizeof(text)) == 0) {
         snprintf(out, outsz, "DUNNO");
         return;
     }
@@ -293,7 +338,7 @@ size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out)
     char text[513];
     int n;
 
-    answer_text(d, cfg, text, sizeof(text));
+    answer_text(d, cfg, 0, text, sizeof(text));
     n = snprintf(out, BS_REPLY_MAX, "action=%s\n\n", text);
     return n < 0 ? 0 : (size_t)n < BS_REPLY_MAX ? (size_t)n : BS_REPLY_MAX - 1;
 }
@@ -306,7 +351,7 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
 
     if (d->action == BS_ACT_DUNNO && d->why != BS_WHY_NDR_ALLOW && d->why != BS_WHY_NDR_UNDER)
         return 0;
-    answer_text(d, cfg, text, sizeof(text));
+    answer_text(d, cfg, 1, text, sizeof(text));
     if (d->action == BS_ACT_DUNNO)
         verb = "permit";
     else if (d->action == BS_ACT_FALLBACK)

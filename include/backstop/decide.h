@@ -24,6 +24,7 @@
  *     suffix match: domain, each ".parent", "*", then ndr_default
  *  3. recipient domain protected: local part, or local part without its
  *     extension, or "*" must be a member of rcpt:<domain>, else 550 5.1.1
+ *     (a local part that is no valid local part only passes a catch-all)
  *     (and the client's invalid-recipient count goes up unless exempt)
  *  4. anything else                                -> DUNNO
  * mode = report turns a refusal into "WARN would ..." (counted and logged).
@@ -118,6 +119,8 @@ typedef struct bs_decision {
 
     /* normalised */
     bs_addr rcpt;
+    int bad_local;   /* local part unusable (too long, control bytes): only a
+                        catch-all can accept it */
     size_t base_len; /* rcpt.local without extension */
     char base[BS_LOCAL_MAX + 1];
     char client_key[BS_CLIENT_KEY_MAX + 1];

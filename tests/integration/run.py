@@ -38,7 +38,7 @@ import traceback
 # constants: the answers the spec defines
 
 DUNNO = "action=DUNNO\n\n"
-BLOCKED_TEXT = "450 4.7.1 Client host rejected: too many invalid recipients, try again later"
+BLOCKED_TEXT = "450 4.7.1 Too many invalid recipients from your host, try again later"
 BLOCKED = "action=" + BLOCKED_TEXT + "\n\n"
 FALLBACK_DEFER = "action=DEFER_IF_PERMIT Recipient verification temporarily unavailable\n\n"
 REPLY_RE = re.compile(rb"^action=[\x20-\x7e]{1,512}\n\n$")
@@ -46,18 +46,25 @@ PREFIX = "backstop:"
 FORBIDDEN_PORTS = {6379, 10040}
 
 
+# Postfix itself puts "<rcpt>: Recipient address rejected: " before a policy
+# reply's text, so the action carries the short text only; the full text is
+# in backstopd's log line and in WARN replies (report mode).
 def user_unknown_text(rcpt):
-    return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % rcpt
+    return "550 5.1.1 User unknown"
 
 
 def ndr_deny_text(rcpt):
-    return ("550 5.7.1 <%s>: Recipient address rejected: Delivery status notifications "
-            "to this domain are not accepted" % rcpt)
+    return "550 5.7.1 Delivery status notifications to this domain are not accepted"
 
 
 def ndr_limit_text(rcpt):
-    return ("550 5.7.1 <%s>: Recipient address rejected: Too many delivery status "
-            "notifications to this domain" % rcpt)
+    return "550 5.7.1 Too many delivery status notifications to this domain"
+
+
+def full_text(short, rcpt):
+    """What the SMTP client sees (and WARN replies and log lines carry)."""
+    code = short[:9]
+    return "%s <%s>: Recipient address rejected: %s" % (code, rcpt, short[10:])
 
 
 def action(text):
@@ -1099,10 +1106,11 @@ def report_mode(ctx):
     r.r("SET", PREFIX + "block:192.0.2.99", "1", "EX", "600")
     with d.conn() as c:
         expect(c.ask(recipient="nobody@example.com"),
-               action("WARN would reject: " + user_unknown_text("nobody@example.com")), "unknown user")
+               action("WARN would reject: " + full_text(user_unknown_text("nobody@example.com"), "nobody@example.com")), "unknown user")
         expect(c.ask(sender="", recipient="x@bounce.example"),
-               action("WARN would reject: " + ndr_deny_text("x@bounce.example")), "NDR deny")
-        expect(c.ask(client_address="192.0.2.99"), action("WARN would defer: " + BLOCKED_TEXT),
+               action("WARN would reject: " + full_text(ndr_deny_text("x@bounce.example"), "x@bounce.example")), "NDR deny")
+        expect(c.ask(client_address="192.0.2.99"),
+               action("WARN would defer: " + full_text(BLOCKED_TEXT, "user@example.com")),
                "blocked client")
         expect(c.ask(recipient="user@example.com"), DUNNO, "valid recipient")
         expect(c.ask(recipient="x@elsewhere.example"), DUNNO, "unprotected")
@@ -1116,7 +1124,7 @@ def report_mode_ndr_limit(ctx):
     rcpt = "x@limited.example"
     with d.conn() as c:
         expect(c.ask(sender="", recipient=rcpt), DUNNO, "first bounce")
-        expect(c.ask(sender="", recipient=rcpt), action("WARN would reject: " + ndr_limit_text(rcpt)),
+        expect(c.ask(sender="", recipient=rcpt), action("WARN would reject: " + full_text(ndr_limit_text(rcpt), rcpt)),
                "second bounce over the limit")
 
 
@@ -1637,11 +1645,11 @@ def sighup_reload(ctx):
         expect(c.ask(recipient="nobody@example.com"), USER_UNKNOWN("nobody@example.com"), "enforce")
         d.write_config(policy={"mode": "report"})
         d.signal(signal.SIGHUP)
-        want = action("WARN would reject: " + ndr_deny_text("x@bounce.example"))
+        want = action("WARN would reject: " + full_text(ndr_deny_text("x@bounce.example"), "x@bounce.example"))
         poll(lambda: c.ask(sender="", recipient="x@bounce.example") == want, 5,
              what="report mode on the live connection after SIGHUP")
         expect(c.ask(recipient="nobody@example.com"),
-               action("WARN would reject: " + user_unknown_text("nobody@example.com")),
+               action("WARN would reject: " + full_text(user_unknown_text("nobody@example.com"), "nobody@example.com")),
                "report mode, same connection")
         # a broken config is logged and the running one kept
         off = d.log_size()
@@ -1651,10 +1659,10 @@ def sighup_reload(ctx):
         d.wait_log(re.escape(d.conf_path) + r":\d+", offset=off, timeout=5)
         check(d.alive(), "backstopd exited on a bad config reload")
         expect(c.ask(recipient="nobody@example.com"),
-               action("WARN would reject: " + user_unknown_text("nobody@example.com")),
+               action("WARN would reject: " + full_text(user_unknown_text("nobody@example.com"), "nobody@example.com")),
                "old config (report) kept after a bad reload, same connection")
         expect(d.ask(recipient="nobody@example.com"),
-               action("WARN would reject: " + user_unknown_text("nobody@example.com")),
+               action("WARN would reject: " + full_text(user_unknown_text("nobody@example.com"), "nobody@example.com")),
                "old config kept, new connection")
         # a good config again: back to enforce
         d.write_config(policy={"mode": "enforce"})
