@@ -760,6 +760,8 @@ static const option options[] = {
     NUMBER  ("ratelimit", "ipv6_prefix", ipv6_prefix, 1, 128, "64"),
     LIST    ("ratelimit", "exempt", t_cidr, exempt, nexempt, NULL, LOOPBACK),
 
+    LIST    ("metrics", "listen", t_endpoint, metrics, nmetrics, "inet", NULL),
+
     ENUM    ("log", "level", log_level, levels, "info"),
     FACILITY("log", "syslog_facility", syslog_facility, "mail"),
 };

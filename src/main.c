@@ -22,6 +22,7 @@
 
 #include "backstop/config.h"
 #include "backstop/log.h"
+#include "backstop/metrics.h"
 #include "backstop/server.h"
 #include "backstop/stats.h"
 #include "backstop/store_redis.h"
@@ -32,6 +33,7 @@ static bs_config cfg;          /* the live config; changed in place on reload */
 static bs_config scratch, old; /* reload workspace */
 static bs_server *server;
 static bs_store *store;
+static bs_metrics *metrics;
 static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 static int stopping;
 
@@ -62,6 +64,9 @@ static void on_reload(uv_signal_t *h, int signum)
         bs_log_open("backstopd", cfg.syslog_facility, -1);
     if (cfg.max_pending != old.max_pending)
         bs_warn("reload: [redis] max_pending takes effect at restart");
+    if (cfg.nmetrics != old.nmetrics ||
+        (cfg.nmetrics && memcmp(&cfg.metrics[0], &old.metrics[0], sizeof(cfg.metrics[0])) != 0))
+        bs_warn("reload: [metrics] listen takes effect at restart");
     bs_store_redis_reconfigure(store, &old);
     bs_server_reconfigure(server, &old);
     bs_stat.reloads++;
@@ -71,6 +76,9 @@ static void on_reload(uv_signal_t *h, int signum)
 static void on_server_done(void *arg)
 {
     server = NULL;
+    if (metrics)
+        bs_metrics_stop(metrics);
+    metrics = NULL;
     bs_store_redis_close(store);
     store = NULL;
     uv_close((uv_handle_t *)&sig_hup, NULL);
@@ -170,6 +178,9 @@ int main(int argc, char **argv)
     if (!server)
         bs_fatal("out of memory");
     if (bs_server_listen(server, err, sizeof(err)) < 0)
+        bs_fatal("%s", err);
+    if (cfg.nmetrics &&
+        !(metrics = bs_metrics_start(loop, &cfg, &cfg.metrics[0], store, err, sizeof(err))))
         bs_fatal("%s", err);
     drop_privileges();
 

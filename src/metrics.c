@@ -70,7 +70,10 @@ static size_t put(char *buf, size_t bufsz, size_t len, const char *fmt, ...)
 }
 
 /* A table of plain counters: metric name, help, field. */
-#define C(name, help, f) {name, help, offsetof(bs_stats, f)}
+#define C(name, help, f)                                                                           \
+    {                                                                                              \
+        name, help, offsetof(bs_stats, f)                                                          \
+    }
 static const struct {
     const char *name, *help;
     size_t off;
@@ -102,8 +105,8 @@ static const struct {
 
 size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
 {
-    static const char *const proto_err[BS_PROTO_NERR] = {"", "line", "attrs", "request", "syntax",
-                                                         "nul"};
+    static const char *const proto_err[BS_PROTO_NERR] = {"",        "line",   "attrs",
+                                                         "request", "syntax", "nul"};
     size_t len = 0, i;
     uint64_t v, cum = 0, fallback = 0;
 
@@ -129,13 +132,12 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
     for (i = 0; i <= BS_LAT_NBUCKETS; i++) {
         cum += bs_stat.lat_buckets[i];
         if (i < BS_LAT_NBUCKETS)
-            len = put(buf, bufsz, len,
-                      "backstop_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+            len = put(buf, bufsz, len, "backstop_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
                       (double)bs_lat_bounds_us[i] / 1e6, (unsigned long long)cum);
         else
-            len = put(buf, bufsz, len,
-                      "backstop_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                      (unsigned long long)cum);
+            len =
+                put(buf, bufsz, len, "backstop_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
     }
     len = put(buf, bufsz, len,
               "backstop_request_duration_seconds_sum %.6f\n"

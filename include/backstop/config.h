@@ -93,6 +93,10 @@ typedef struct bs_config {
     bs_cidr exempt[BS_CFG_MAX_EXEMPT];  /* default 127.0.0.0/8 and ::1/128 */
     size_t nexempt;
 
+    /* [metrics] */
+    bs_endpoint metrics[1];             /* "inet:127.0.0.1:PORT"; none = off */
+    size_t nmetrics;
+
     /* [log] */
     int log_level;                      /* enum bs_log_level (log.h), default info */
     char syslog_facility[16];           /* default "mail" */

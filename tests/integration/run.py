@@ -547,7 +547,7 @@ DEFAULT_CONFIG = {
 
 def render_config(sections):
     out = ["# written by tests/integration/run.py"]
-    for sec in ("server", "redis", "policy", "ratelimit", "log"):
+    for sec in ("server", "redis", "policy", "ratelimit", "metrics", "log"):
         if sec not in sections:
             continue
         out.append("[%s]" % sec)
@@ -1885,6 +1885,48 @@ def stats_counters(ctx):
     except TestFailure:
         raise TestFailure("stats hash after 3.5 s: %s, want at least %s" % (r.stats(), want))
     note("stats: %s" % st)
+
+
+@test
+def metrics_endpoint(ctx):
+    """[metrics] listen: a Prometheus scrape shows decisions, latency, Redis state."""
+    import urllib.request
+    import urllib.error
+    r = ctx.redis()
+    port = free_port()
+    d = ctx.daemon(r, metrics={"listen": "inet:127.0.0.1:%d" % port})
+    with d.conn() as c:
+        c.ask(recipient="user@example.com")
+        c.ask(recipient="nobody@example.com")
+    url = "http://127.0.0.1:%d/metrics" % port
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        check(resp.status == 200, "status %s" % resp.status)
+        ctype = resp.headers.get("Content-Type", "")
+        body = resp.read().decode()
+    check(ctype.startswith("text/plain"), "content type %r" % ctype)
+    for want in ('backstop_requests_total{verdict="dunno",reason="valid"} 1',
+                 'backstop_requests_total{verdict="reject",reason="unknown_user"} 1',
+                 'backstop_request_duration_seconds_bucket{le="+Inf"} 2',
+                 "backstop_request_duration_seconds_count 2",
+                 "backstop_redis_up 1",
+                 "backstop_connections_accepted_total ",
+                 "# TYPE backstop_request_duration_seconds histogram"):
+        check(want in body, "metrics lack %r:\n%s" % (want, body[:2000]))
+    # every sample line is "name{labels} value" or "name value"
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            check(re.match(r'^[a-z_]+(\{[^}]*\})? [0-9.e+-]+$', line), "bad sample line %r" % line)
+    try:
+        urllib.request.urlopen("http://127.0.0.1:%d/other" % port, timeout=5)
+        raise TestFailure("/other did not answer 404")
+    except urllib.error.HTTPError as e:
+        check(e.code == 404, "/other: %s" % e.code)
+    # Redis gone: the gauge says so
+    r.stop()
+    def down():
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return "backstop_redis_up 0" in resp.read().decode()
+    poll(down, 5, interval=0.1, what="backstop_redis_up 0")
 
 
 # ---------------------------------------------------------------------------
