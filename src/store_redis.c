@@ -88,8 +88,6 @@ static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
 
 enum conn_state { ST_DOWN = 0, ST_CONNECTING, ST_READY, ST_CLOSED };
 
-/* What each pipelined reply means. */
-enum reply_kind { K_BLOCK = 1, K_EXEMPT, K_DOMAIN, K_RCPT, K_NDR, K_TAKE, K_NOTE };
 
 enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE };
 
@@ -230,9 +228,7 @@ static void op_done(bs_redis_op *op)
     op_put(r, op);
 }
 
-/* bs__redis_apply_reply - interpret one reply of a query into facts/result.
- * Pure: returns 0, or -1 when the reply has a type the command cannot give
- * (a key of the wrong type answers with an error, which is -1 too). */
+/* bs__redis_apply_reply - see store_redis.h */
 int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *result)
 {
     size_t i;
@@ -240,7 +236,7 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
     if (rep->type == REDIS_REPLY_ERROR)
         return -1;
     switch (kind) {
-    case K_BLOCK:
+    case BS_REPLY_BLOCK:
         if (rep->type == REDIS_REPLY_NIL)
             return 0;
         if (rep->type != REDIS_REPLY_STRING)
@@ -248,23 +244,23 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
         f->blocked = 1;
         bs_escape(rep->str, rep->len, f->block_reason, sizeof(f->block_reason));
         return 0;
-    case K_DOMAIN:
+    case BS_REPLY_DOMAIN:
         if (rep->type != REDIS_REPLY_INTEGER)
             return -1;
         f->protected_domain = rep->integer == 1;
         return 0;
-    case K_EXEMPT:
-    case K_RCPT:
+    case BS_REPLY_EXEMPT:
+    case BS_REPLY_RCPT:
         if (rep->type != REDIS_REPLY_ARRAY)
             return -1;
         for (i = 0; i < rep->elements; i++) {
             if (rep->element[i]->type != REDIS_REPLY_INTEGER)
                 return -1;
             if (rep->element[i]->integer == 1)
-                *(kind == K_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
+                *(kind == BS_REPLY_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
         }
         return 0;
-    case K_NDR:
+    case BS_REPLY_NDR:
         if (rep->type != REDIS_REPLY_ARRAY)
             return -1;
         for (i = 0; i < rep->elements; i++) {
@@ -282,8 +278,8 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
             }
         }
         return 0;
-    case K_TAKE:
-    case K_NOTE:
+    case BS_REPLY_TAKE:
+    case BS_REPLY_NOTE:
         if (rep->type != REDIS_REPLY_INTEGER)
             return -1;
         *result = (int)(rep->integer > 0x7fffffff ? 0x7fffffff : rep->integer);
@@ -311,7 +307,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
             op->status = BS_WHY_REDIS_DOWN;
     } else {
         r->busy_since = uv_now(r->loop);
-        if (rep->type == REDIS_REPLY_ERROR && (kind == K_TAKE || kind == K_NOTE) &&
+        if (rep->type == REDIS_REPLY_ERROR && (kind == BS_REPLY_TAKE || kind == BS_REPLY_NOTE) &&
             strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->ac == ac) {
             bs_stat.redis_noscript++;
             op->nreplied--;
@@ -402,7 +398,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         bs_resp_cmd(&b, 2);
         bs_resp_str(&b, "GET");
         arg_key(&b, r, "block:", q->client_key);
-        failed |= queue(op, K_BLOCK, &b);
+        failed |= queue(op, BS_REPLY_BLOCK, &b);
     }
     if (q->nexempt) {
         bs_resp_init(&b, buf, sizeof(buf));
@@ -411,7 +407,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         arg_key(&b, r, "exempt", NULL);
         for (i = 0; i < q->nexempt; i++)
             bs_resp_str(&b, q->exempt[i]);
-        failed |= queue(op, K_EXEMPT, &b);
+        failed |= queue(op, BS_REPLY_EXEMPT, &b);
     }
     if (q->domain) {
         bs_resp_init(&b, buf, sizeof(buf));
@@ -419,7 +415,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         bs_resp_str(&b, "SISMEMBER");
         arg_key(&b, r, "domains", NULL);
         bs_resp_str(&b, q->domain);
-        failed |= queue(op, K_DOMAIN, &b);
+        failed |= queue(op, BS_REPLY_DOMAIN, &b);
 
         bs_resp_init(&b, buf, sizeof(buf));
         bs_resp_cmd(&b, 2 + q->nlocals);
@@ -427,7 +423,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         arg_key(&b, r, "rcpt:", q->domain);
         for (i = 0; i < q->nlocals; i++)
             bs_resp_arg(&b, q->locals[i], q->local_lens[i]);
-        failed |= queue(op, K_RCPT, &b);
+        failed |= queue(op, BS_REPLY_RCPT, &b);
     }
     if (q->nndr) {
         bs_resp_init(&b, buf, sizeof(buf));
@@ -436,7 +432,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         arg_key(&b, r, "ndr", NULL);
         for (i = 0; i < q->nndr; i++)
             bs_resp_str(&b, q->ndr_fields[i]);
-        failed |= queue(op, K_NDR, &b);
+        failed |= queue(op, BS_REPLY_NDR, &b);
     }
     return finish_queueing(r, op, failed);
 }
@@ -475,7 +471,7 @@ static int send_script(bs_redis_op *op, int eval)
         bs_resp_u64(&b, cfg->block_time_ms);
         bs_resp_str(&b, "too many invalid recipients");
     }
-    return queue(op, op->kind == OP_TAKE ? K_TAKE : K_NOTE, &b);
+    return queue(op, op->kind == OP_TAKE ? BS_REPLY_TAKE : BS_REPLY_NOTE, &b);
 }
 
 static int r_ndr_take(bs_store *s, const char *domain, const bs_ndr_rule *rule,
