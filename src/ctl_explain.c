@@ -8,9 +8,9 @@
  *                        the facts read from Redis by the same queries the
  *                        daemon's store sends (GET block, SMISMEMBER exempt,
  *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr),
- *                        read and interpreted as store_redis.c does
- *                        (first NDR field set wins; its value cut to 63
- *                        bytes). 0, or -1 on an I/O error (printed).
+ *                        and interpreted by store_redis.c's own reader
+ *                        (bs__redis_apply_reply). 0, or -1 on an I/O error
+ *                        (printed).
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
  *   bs_ctl_explain_print print every fact and the rule that decided.
  *
@@ -34,6 +34,7 @@
 
 #include "backstop/cidr.h"
 #include "backstop/ctl.h"
+#include "backstop/store_redis.h"
 
 /* What each pipelined reply is. */
 enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR };
@@ -175,69 +176,39 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
     return n;
 }
 
-/* apply - one reply into the facts, as store_redis.c reads it; 0 / -1 */
+/* apply - one reply into the facts with the daemon's own reader
+ * (bs__redis_apply_reply), plus the per-member detail shown to the admin;
+ * 0 / -1 */
 static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
 {
-    bs_facts *f = &e->f;
+    static const int store_kind[] = {
+        [R_BLOCK] = BS_REPLY_BLOCK, [R_EXEMPT] = BS_REPLY_EXEMPT, [R_DOMAIN] = BS_REPLY_DOMAIN,
+        [R_RCPT] = BS_REPLY_RCPT,   [R_NDR] = BS_REPLY_NDR,
+    };
+    int unused = 0;
     size_t i;
 
-    if (rep->type == REDIS_REPLY_ERROR)
-        return -1;
-    switch (kind) {
-    case R_BLOCK:
-        if (rep->type == REDIS_REPLY_NIL)
-            return 0;
-        if (rep->type != REDIS_REPLY_STRING)
-            return -1;
-        f->blocked = 1;
-        bs_escape(rep->str, rep->len, f->block_reason, sizeof(f->block_reason));
-        return 0;
-    case R_PTTL:
+    if (kind == R_PTTL) {
         e->block_pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
         return 0;
-    case R_DOMAIN:
-        if (rep->type != REDIS_REPLY_INTEGER)
-            return -1;
-        f->protected_domain = rep->integer == 1;
-        return 0;
-    case R_EXEMPT:
-    case R_RCPT:
-        if (rep->type != REDIS_REPLY_ARRAY)
-            return -1;
-        for (i = 0; i < rep->elements && i < 3; i++) {
-            int hit;
-            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-                return -1;
-            hit = rep->element[i]->integer == 1;
-            (kind == R_EXEMPT ? e->exempt_hit : e->rcpt_hit)[i] = hit;
-            if (hit)
-                *(kind == R_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
-        }
-        return 0;
-    case R_NDR:
-        if (rep->type != REDIS_REPLY_ARRAY)
-            return -1;
+    }
+    if (kind < R_BLOCK || kind > R_NDR ||
+        bs__redis_apply_reply(store_kind[kind], rep, &e->f, &unused) < 0)
+        return -1;
+    if (kind == R_EXEMPT || kind == R_RCPT) {
+        for (i = 0; i < rep->elements && i < 3; i++)
+            (kind == R_EXEMPT ? e->exempt_hit : e->rcpt_hit)[i] = rep->element[i]->integer == 1;
+    } else if (kind == R_NDR) {
         for (i = 0; i < rep->elements && i < BS_NDR_MAX_FIELDS; i++) {
             const redisReply *v = rep->element[i];
-            if (v->type == REDIS_REPLY_NIL)
-                continue;
             if (v->type != REDIS_REPLY_STRING)
-                return -1;
+                continue;
             e->ndr_present[i] = 1;
             bs_ctl_safe(v->str, v->len, e->ndr_raw[i], sizeof(e->ndr_raw[i]));
-            if (f->ndr_index < 0) {
-                size_t n = v->len < sizeof(f->ndr_value) - 1 ? v->len : sizeof(f->ndr_value) - 1;
-                memcpy(f->ndr_value, v->str, n);
-                f->ndr_value[n] = 0;
-                f->ndr_value_len = n;
-                f->ndr_index = (int)i;
-            }
         }
         e->ndr_known = 1;
-        return 0;
-    default:
-        return -1;
     }
+    return 0;
 }
 
 /* ndr_verdict - the NDR rule decide.c picks from these facts, as if the
