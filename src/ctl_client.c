@@ -179,7 +179,8 @@ static int exempt_reason(bs_ctl *c, const char *arg, const char *key, char *why,
         return -1;
     for (i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
         if (rep->element[i]->type == REDIS_REPLY_INTEGER && rep->element[i]->integer == 1) {
-            snprintf(why, whysz, "%s is in %s", i == 0 ? (slash ? key : ipkey) : key, xkey);
+            snprintf(why, whysz, "%.64s is in %.300s", i == 0 ? (slash ? key : ipkey) : key,
+                     xkey);
             break;
         }
     freeReplyObject(rep);

@@ -313,7 +313,7 @@ static size_t refusal_text(const bs_decision *d, int full, char *out, size_t out
 static void answer_text(const bs_decision *d, const bs_config *cfg, int full, char *out,
                         size_t outsz)
 {
-    char text[BS_REPLY_MAX];
+    char text[440]; /* the longest refusal (~360 with a 255-byte address) fits */
 
     if (d->action == BS_ACT_FALLBACK) {
         snprintf(out, outsz, "%s",

@@ -10,13 +10,11 @@
  * (pointer, length) pair, as Redis values are: an exact-size buffer, so ASan
  * catches any read past len. Any broken rule calls abort().
  *
- * Build and run (new inputs go to the first directory, not to the seeds):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude src/config.c \
- *       src/log.c src/cidr.c tests/fuzz/fuzz_config.c -linih -o fuzz_config
- *   mkdir -p /tmp/corpus && ./fuzz_config -dict=tests/fuzz/config.dict \
- *       /tmp/corpus tests/fuzz/corpus/config
- * Replay files as a plain test: build without -fsanitize=fuzzer and with
- * -DBS_FUZZ_REPLAY, then ./fuzz_config FILE...
+ * Built by tests/fuzz/fuzz.cmake: fuzz_config (libFuzzer: clang,
+ * -DBACKSTOP_FUZZ=ON) and fuzz_replay_config (replay.c instead of
+ * libFuzzer, any compiler: ctest fuzz_replay_config replays the corpus).
+ *   scripts/fuzz 60 config
+ *   build/fuzz/fuzz_config -dict=tests/fuzz/config.dict CORPUS_COPY
  */
 #include "backstop/config.h"
 #include "backstop/log.h"
@@ -189,23 +187,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     REQUIRE(memcmp(&cfg, &again, sizeof cfg) == 0);
     return 0;
 }
-
-#ifdef BS_FUZZ_REPLAY
-/* main - replay files given as arguments (the seed corpus, crash inputs) */
-int main(int argc, char **argv)
-{
-    static uint8_t buf[1 << 20];
-
-    for (int i = 1; i < argc; i++) {
-        FILE *fp = fopen(argv[i], "rb");
-        size_t n;
-
-        REQUIRE(fp != NULL);
-        n = fread(buf, 1, sizeof buf, fp);
-        fclose(fp);
-        LLVMFuzzerTestOneInput(buf, n);
-    }
-    printf("%d inputs replayed\n", argc - 1);
-    return 0;
-}
-#endif

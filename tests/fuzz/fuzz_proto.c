@@ -19,15 +19,13 @@
  * call after DONE or an error must repeat the result. Any disagreement
  * prints what differed and aborts.
  *
- * Build and run (the corpus in git is the seed; fuzz a scratch copy):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
- *       src/proto.c tests/fuzz/fuzz_proto.c -o /tmp/fuzz_proto
- *   cp -r tests/fuzz/corpus/proto /tmp/corpus_proto
- *   /tmp/fuzz_proto -dict=tests/fuzz/proto.dict -max_len=20000 /tmp/corpus_proto
- * Replay without libFuzzer (e.g. as an ordinary test under gcc):
- *   cc -DBS_FUZZ_REPLAY -fsanitize=address,undefined -Iinclude \
- *       src/proto.c tests/fuzz/fuzz_proto.c -o fuzz_proto_replay
- *   ./fuzz_proto_replay tests/fuzz/corpus/proto/...
+ * Built by tests/fuzz/fuzz.cmake: fuzz_proto (libFuzzer: clang,
+ * -DBACKSTOP_FUZZ=ON; scripts/fuzz fuzzes a scratch copy of the corpus) and
+ * fuzz_replay_proto (replay.c instead of libFuzzer, any compiler: ctest
+ * fuzz_replay_proto replays tests/fuzz/corpus/proto; it names the input
+ * that failed).
+ *   scripts/fuzz 60 proto
+ *   build/fuzz/fuzz_proto -dict=tests/fuzz/proto.dict -max_len=20000 CORPUS_COPY
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -59,15 +57,13 @@ struct outcome {
     size_t off[BS_PROTO_MAX_ATTRS][4]; /* name off, name len, value off, value len */
 };
 
-static const char *input_name = "input"; /* for the replay main */
-
 /* fail - print what disagreed and abort, so libFuzzer saves the input */
 static void fail(const char *what, const struct outcome *want, const struct outcome *got)
 {
     fprintf(stderr,
-            "fuzz_proto: %s: %s: want r=%d at=%zu consumed=%zu nattrs=%u, got r=%d at=%zu "
+            "fuzz_proto: %s: want r=%d at=%zu consumed=%zu nattrs=%u, got r=%d at=%zu "
             "consumed=%zu nattrs=%u\n",
-            input_name, what, want->r, want->at, want->consumed, want->nattrs, got->r, got->at,
+            what, want->r, want->at, want->consumed, want->nattrs, got->r, got->at,
             got->consumed, got->nattrs);
     abort();
 }
@@ -340,34 +336,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(copy);
     return 0;
 }
-
-#ifdef BS_FUZZ_REPLAY
-/* main - replay files named on the command line through the target */
-int main(int argc, char **argv)
-{
-    int i;
-
-    for (i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        char *data;
-        long n;
-
-        if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
-            fseek(f, 0, SEEK_SET) != 0) {
-            perror(argv[i]);
-            return 2;
-        }
-        data = malloc((size_t)n + 1);
-        if (data == NULL || fread(data, 1, (size_t)n, f) != (size_t)n) {
-            perror(argv[i]);
-            return 2;
-        }
-        fclose(f);
-        input_name = argv[i];
-        LLVMFuzzerTestOneInput((const uint8_t *)data, (size_t)n);
-        free(data);
-    }
-    printf("%d inputs replayed\n", argc - 1);
-    return 0;
-}
-#endif

@@ -470,25 +470,34 @@ static void test_pipelined(void)
     CHECK_EQ_INT(p.nattrs, 1);
 }
 
+/* test_sticky - a failed call leaves p as it was, so the error repeats */
 static void test_sticky(void)
 {
     static bs_proto_parser p;
     static const char bad[] = "a=b\nc=d\nxyz\n\n";
+    static const char nul[] = "a=b\nc=d\0\n\n";
     size_t consumed = 0;
 
     bs_proto_reset(&p);
     CHECK_EQ_INT(bs_proto_feed(&p, bad, 6, &consumed), BS_PROTO_NEED_MORE);
     CHECK_EQ_INT(bs_proto_feed(&p, bad, sizeof(bad) - 1, &consumed), BS_PROTO_E_SYNTAX);
+    CHECK_EQ_INT(p.nattrs, 1);
+    CHECK_EQ_INT(p.scanned, 6);
     CHECK_EQ_INT(bs_proto_feed(&p, bad, sizeof(bad) - 1, &consumed), BS_PROTO_E_SYNTAX);
-    CHECK_EQ_INT(p.nattrs, 2);
+
+    bs_proto_reset(&p);
+    CHECK_EQ_INT(bs_proto_feed(&p, nul, 6, &consumed), BS_PROTO_NEED_MORE);
+    CHECK_EQ_INT(bs_proto_feed(&p, nul, sizeof(nul) - 1, &consumed), BS_PROTO_E_NUL);
+    CHECK_EQ_INT(p.nattrs, 1);
+    CHECK_EQ_INT(bs_proto_feed(&p, nul, sizeof(nul) - 1, &consumed), BS_PROTO_E_NUL);
 }
 
 /*
  * test_no_rescan - bytes before p->scanned are not read again
  *
  * Deliberately breaks the "buffer must not change" rule: once a feed has
- * returned NEED_MORE, the bytes it examined are overwritten with NULs. A
- * parser that rescanned them would report BS_PROTO_E_NUL.
+ * returned NEED_MORE, the bytes it examined are overwritten (with NULs, with
+ * an earlier '='). A parser that rescanned them would notice.
  */
 static void test_no_rescan(void)
 {
@@ -509,6 +518,15 @@ static void test_no_rescan(void)
     CHECK_EQ_INT(p.attrs[1].name_len, 6);
     CHECK_EQ_INT(p.attrs[1].value_len, 6);
     CHECK(memcmp(p.attrs[1].value, "\0\0\0def", 6) == 0);
+
+    /* Nor for the '=': the first one among the bytes as they arrived counts. */
+    bs_proto_reset(&p);
+    memcpy(buf, "abc", 3);
+    CHECK_EQ_INT(bs_proto_feed(&p, buf, 3, &consumed), BS_PROTO_NEED_MORE);
+    memcpy(buf, "x=y=d\n\n", 7);
+    CHECK_EQ_INT(bs_proto_feed(&p, buf, 7, &consumed), BS_PROTO_DONE);
+    CHECK_EQ_INT(p.attrs[0].name_len, 3);
+    CHECK_EQ_INT(p.attrs[0].value_len, 1);
 }
 
 static void test_reset(void)
