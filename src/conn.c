@@ -266,9 +266,12 @@ static void respond(bs_conn *c)
 }
 
 /* keep_partial - copy len bytes into the connection's partial buffer (a
- * fresh parse starts on it); 0, or -1 when no buffer can be had */
+ * fresh parse starts on it); 0, -1 when no buffer can be had, -2 when len
+ * is more than one request may be */
 static int keep_partial(bs_conn *c, const char *data, size_t len)
 {
+    if (len > sizeof(c->part->buf))
+        return -2; /* more than a request's worth waiting: never buffered */
     if (!c->part) {
         if (!(c->part = bs__server_part_get(c->srv)))
             return -1;
@@ -330,7 +333,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     bs_conn *c = st->data;
     bs_server *s = c->srv;
     size_t used = 0;
-    int rc;
+    int rc, rc2;
 
     if (nread == 0)
         return;
@@ -359,8 +362,18 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     /* incomplete, or more than one request: keep the bytes that are not
      * decided now; the next read, or the end of this request, parses them */
-    if (keep_partial(c, buf->base + (rc == BS_PROTO_DONE ? used : 0),
-                     (size_t)nread - (rc == BS_PROTO_DONE ? used : 0)) < 0) {
+    rc2 = keep_partial(c, buf->base + (rc == BS_PROTO_DONE ? used : 0),
+                       (size_t)nread - (rc == BS_PROTO_DONE ? used : 0));
+    if (rc2 == -2) {
+        /* Postfix sends one request and waits: a client that pipelines
+         * more than a whole request's worth behind it is not one */
+        bs_stat.pipelined_closed++;
+        bs_warn("conn=%llu client=%s: %zd bytes pipelined behind a request: closing connection",
+                (unsigned long long)c->cid, c->peer, nread - (ssize_t)used);
+        bs__conn_close(c, NULL);
+        return;
+    }
+    if (rc2 < 0) {
         bs__conn_close(c, "out of memory");
         return;
     }

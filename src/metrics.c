@@ -89,6 +89,8 @@ static const struct {
     C("backstop_idle_timeouts_total", "Connections closed after idle_timeout.", idle_timeouts),
     C("backstop_partial_timeouts_total", "Connections closed: request not complete in time.",
       partial_timeouts),
+    C("backstop_pipelined_closed_total", "Connections closed: over a request's worth pipelined.",
+      pipelined_closed),
     C("backstop_write_errors_total", "Replies that could not be written.", write_errors),
     C("backstop_late_replies_total", "Redis answers for requests already answered.", late_replies),
     C("backstop_redis_connects_total", "Redis connections established.", redis_connects),

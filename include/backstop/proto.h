@@ -34,6 +34,7 @@ enum bs_proto_result {
     BS_PROTO_E_SYNTAX = -4,      /* line without '=' or with an empty name */
     BS_PROTO_E_NUL = -5,         /* NUL byte in the request */
 };
+#define BS_PROTO_NERR 6 /* error codes are -1 .. -(BS_PROTO_NERR - 1) */
 
 typedef struct bs_proto_attr {
     const char *name;

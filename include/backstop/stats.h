@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 #include "backstop/decide.h"
+#include "backstop/proto.h"
 
-#define BS_PROTO_NERR 6 /* -BS_PROTO_E_* indexes 1..5 */
 
 /* Answer latency histogram: upper bounds in microseconds; the last bucket
  * (+Inf) is implicit. */
@@ -31,7 +31,7 @@ typedef struct bs_stats {
     uint64_t bad_request_type;  /* request= other than smtpd_access_policy */
     uint64_t idle_timeouts;
     uint64_t partial_timeouts;  /* request not complete within its deadline */
-    uint64_t pipelined_closed;  /* bytes beyond one request while deciding */
+    uint64_t pipelined_closed;  /* more than a request's worth pipelined */
     uint64_t write_errors;
     uint64_t late_replies;      /* store answers for requests already answered */
     uint64_t redis_connects;

@@ -1888,6 +1888,34 @@ def stats_counters(ctx):
 
 
 @test
+def pipelined_flood(ctx):
+    """A request followed by ~20 kB more in one write (more than one request may
+    be) closes the connection; nothing overflows; the server goes on."""
+    r = ctx.redis()
+    d = ctx.daemon(r)
+    req = policy_request()
+    junk = b"x=" + b"y" * 60 + b"\n"
+    payload = req + junk * 330  # ~20 kB behind a complete request
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(payload)
+        s.settimeout(5)
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+    check(b"action=" not in got, "answers to a flood: %r" % got[:200])
+    poll(lambda: "pipelined behind a request" in d.log() or "malformed policy request" in d.log(),
+         5, what="a warning about the flood")
+    with d.conn() as c:
+        expect(c.ask(recipient="user@example.com"), DUNNO, "fresh connection after the flood")
+
+
+@test
 def metrics_endpoint(ctx):
     """[metrics] listen: a Prometheus scrape shows decisions, latency, Redis state."""
     import urllib.request
