@@ -174,7 +174,7 @@ size_t bs_local_base_len(const char *local, size_t local_len, const char *delims
         return local_len;
     /* ... nor owner-foo / foo-request when '-' is a delimiter */
     if (strchr(delims, '-') &&
-        ((local_len > 6 && memcmp(local, "owner-", 6) == 0) ||
+        ((local_len >= 6 && memcmp(local, "owner-", 6) == 0) ||
          (local_len > 8 && memcmp(local + local_len - 8, "-request", 8) == 0)))
         return local_len;
     for (i = 0; i < local_len; i++) {

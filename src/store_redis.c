@@ -36,6 +36,7 @@
  * getaddrinfo; use an IP address or a unix socket), formats commands with
  * printf, or exits because of Redis.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,7 +88,6 @@ static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
                                  "return 1\n";
 
 enum conn_state { ST_DOWN = 0, ST_CONNECTING, ST_READY, ST_CLOSED };
-
 
 enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE };
 
@@ -282,7 +282,9 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
     case BS_REPLY_NOTE:
         if (rep->type != REDIS_REPLY_INTEGER)
             return -1;
-        *result = (int)(rep->integer > 0x7fffffff ? 0x7fffffff : rep->integer);
+        *result = (int)(rep->integer > INT_MAX   ? INT_MAX
+                        : rep->integer < INT_MIN ? INT_MIN
+                                                 : rep->integer);
         return 0;
     default:
         return -1;

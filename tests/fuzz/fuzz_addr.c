@@ -102,17 +102,9 @@ static void fuzz_domain(const char *s, size_t len)
     free(out);
 }
 
-/*
- * Postfix's split_addr() keeps every local part that starts with "owner-",
- * "owner-" itself included; bs_local_base_len splits "owner-" into "owner"
- * (it wants more than 6 bytes). Drop this once src/addr.c says
- * local_len >= 6; until then the model follows it.
- */
-#ifdef FUZZ_ADDR_STRICT
+/* Postfix's split_addr() keeps every local part that starts with "owner-",
+ * "owner-" itself included. */
 #define OWNER_MIN_LEN 6
-#else
-#define OWNER_MIN_LEN 7 /* known divergence, see above */
-#endif
 
 /* ref_base_len - Postfix split_addr() (global/split_addr.c) written the
  * obvious way, on (pointer, length) and with exact (lowercase) compares */

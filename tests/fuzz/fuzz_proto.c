@@ -63,8 +63,8 @@ static void fail(const char *what, const struct outcome *want, const struct outc
     fprintf(stderr,
             "fuzz_proto: %s: want r=%d at=%zu consumed=%zu nattrs=%u, got r=%d at=%zu "
             "consumed=%zu nattrs=%u\n",
-            what, want->r, want->at, want->consumed, want->nattrs, got->r, got->at,
-            got->consumed, got->nattrs);
+            what, want->r, want->at, want->consumed, want->nattrs, got->r, got->at, got->consumed,
+            got->nattrs);
     abort();
 }
 

@@ -306,6 +306,18 @@ static const struct {
     {"++", LEN_STR, "+", 2},
     {"a++b", LEN_STR, "+", 1},
     {"user-a+b", LEN_STR, "+-", 4}, /* first of any delimiter */
+    /* Postfix split_addr(): never split these */
+    {"postmaster+x", LEN_STR, "+", 10}, /* only the exact name is kept whole */
+    {"postmaster", LEN_STR, "+", 10},
+    {"mailer-daemon", LEN_STR, "-", 13},
+    {"double-bounce", LEN_STR, "-", 13},
+    {"owner-list", LEN_STR, "-", 10},
+    {"owner-", LEN_STR, "-", 6},
+    {"owner-list", LEN_STR, "+", 10}, /* '-' not a delimiter: nothing to split */
+    {"owner+x", LEN_STR, "+", 5},     /* owner- rule only with '-' */
+    {"list-request", LEN_STR, "-", 12},
+    {"list-request", LEN_STR, "+-", 12},
+    {"list-requests", LEN_STR, "-", 4},
     {"user+a-b", LEN_STR, "-+", 4},
     {"user+a-b", LEN_STR, "-", 6},
     {"user.name+x", LEN_STR, ".", 4},
