@@ -240,12 +240,15 @@ int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out)
         return -1;
 
     if (is_v4mapped(ip)) {
-        if (inet_ntop(AF_INET, ip + 12, text, sizeof(text)) == NULL)
-            return -1;
-        n = strlen(text);
-        if (n > BS_CLIENT_KEY_MAX)
-            return -1;
-        memcpy(out, text, n + 1);
+        /* dotted quad by hand: inet_ntop() formats with sprintf, which
+         * cost more than the rest of a request's decision together */
+        n = 0;
+        for (int i = 0; i < 4; i++) {
+            if (i)
+                out[n++] = '.';
+            n += append_uint(out + n, ip[12 + i]);
+        }
+        out[n] = '\0';
         return (int)n;
     }
 
@@ -266,25 +269,33 @@ int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out)
 size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, n = 0;
+    size_t i = 0, n = 0, run;
 
     if (outsz == 0)
         return 0;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c >= 0x21 && c <= 0x7e && c != '\\') {
-            if (outsz - n < 2)
+    while (i < len) {
+        /* a run of bytes that need no escape is copied in one go */
+        for (run = i; run < len; run++) {
+            unsigned char c = (unsigned char)s[run];
+            if (c < 0x21 || c > 0x7e || c == '\\')
                 break;
-            out[n++] = (char)c;
-        } else {
-            if (outsz - n < 5)
-                break;
-            out[n++] = '\\';
-            out[n++] = 'x';
-            out[n++] = hex[c >> 4];
-            out[n++] = hex[c & 0x0f];
         }
+        if (run > i) {
+            size_t take = run - i < outsz - 1 - n ? run - i : outsz - 1 - n;
+            memcpy(out + n, s + i, take);
+            n += take;
+            i += take;
+            if (i < run)
+                break; /* out is full */
+            continue;
+        }
+        if (outsz - n < 5)
+            break;
+        out[n++] = '\\';
+        out[n++] = 'x';
+        out[n++] = hex[(unsigned char)s[i] >> 4];
+        out[n++] = hex[(unsigned char)s[i] & 0x0f];
+        i++;
     }
     out[n] = '\0';
     return n;

@@ -158,7 +158,8 @@ static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
 {
     bs_server *s = arg;
     bs_conn *c = find(s, id);
-    int rc;
+    bs_lookup q;
+    int rc, step;
 
     if (!c)
         return;
@@ -167,7 +168,13 @@ static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
         respond(c);
         return;
     }
-    if (bs_decide_facts(&c->d, s->cfg, f) == BS_DECIDE_NDR_TAKE) {
+    step = bs_decide_facts(&c->d, s->cfg, f, &q);
+    if (step == BS_DECIDE_LOOKUP) {
+        rc = s->store->ops->lookup(s->store, &q, on_facts, s, conn_id(c));
+        if (rc == 0)
+            return;
+        bs_decide_fallback(&c->d, s->cfg, rc);
+    } else if (step == BS_DECIDE_NDR_TAKE) {
         rc = s->store->ops->ndr_take(s->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, s,
                                      conn_id(c));
         if (rc == 0)
@@ -232,7 +239,7 @@ static void respond(bs_conn *c)
     bs_stat.by_why[d->why]++;
     s->store->ops->count(s->store, d->why);
     if (d->note_invalid)
-        s->store->ops->note_invalid(s->store, d->client_key);
+        s->store->ops->note_invalid(s->store, d->client_key, d->client_ip);
     n = bs_decide_log_line(d, cfg, line, sizeof(line));
     if (n)
         bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);

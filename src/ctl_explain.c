@@ -223,8 +223,9 @@ static void ndr_verdict(const bs_ctl *c, bs_ctl_explain *e)
     *nd = e->d;
     nf.blocked = 0;
     nf.protected_domain = 0;
-    bs_decide_facts(nd, &c->cfg, &nf);
-    snprintf(e->ndr_winner, sizeof(e->ndr_winner), "%s", nd->ndr_match ? nd->ndr_match : "?");
+    bs_decide_facts(nd, &c->cfg, &nf, NULL);
+    snprintf(e->ndr_winner, sizeof(e->ndr_winner), "%s",
+             bs_decide_ndr_match(nd) ? bs_decide_ndr_match(nd) : "?");
     e->ndr_rule = nd->ndr_rule;
     e->ndr_unusable = e->f.ndr_index >= 0 && strcmp(e->ndr_winner, "ndr_default") == 0;
     free(nd);
@@ -296,7 +297,7 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         ndr_verdict(c, e);
     if (e->ndr_known && e->ndr_rule.action == BS_NDR_LIMIT)
         rc = ndr_budget(c, e);
-    e->step = bs_decide_facts(&e->d, &c->cfg, &e->f);
+    e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, NULL); /* exempt: read already */
     if (e->step == BS_DECIDE_NDR_TAKE) {
         bs_decide_taken(&e->d, &c->cfg, e->ndr_used + 1 <= (long long)e->d.ndr_rule.limit ? 1 : 0);
         e->step = BS_DECIDE_DONE;
@@ -320,9 +321,9 @@ void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, cons
                                : "<- decides";
         const char *val = e->ndr_present[i] ? e->ndr_raw[i] : "-";
         if (mark)
-            fprintf(fp, "%s  %-28s %-14s %s\n", indent, e->d.ndr_fields[i], val, mark);
+            fprintf(fp, "%s  %-28s %-14s %s\n", indent, bs_decide_ndr_field(&e->d, i), val, mark);
         else
-            fprintf(fp, "%s  %-28s %s\n", indent, e->d.ndr_fields[i], val);
+            fprintf(fp, "%s  %-28s %s\n", indent, bs_decide_ndr_field(&e->d, i), val);
     }
     for (i = 0, ndots = 0; e->d.rcpt.domain[i]; i++)
         ndots += e->d.rcpt.domain[i] == '.';

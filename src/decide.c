@@ -70,31 +70,50 @@ static int finish(bs_decision *d, int why)
     return BS_DECIDE_DONE;
 }
 
-/* copy_escaped - escaped copy of attribute name (or "" when absent) */
-static void copy_escaped(const bs_proto_parser *req, const char *name, char *out, size_t outsz)
-{
-    const bs_proto_attr *a = bs_proto_get(req, name);
+/* The attributes the rules read, found in one pass over the request. */
+enum { A_STATE, A_SENDER, A_RCPT, A_CLIENT_ADDR, A_CLIENT_NAME, A_QUEUE_ID, A_HELO, A_PROTO, A_N };
+static const struct {
+    const char *name;
+    size_t len;
+} wanted[A_N] = {
+    [A_STATE] = {"protocol_state", 14},    [A_SENDER] = {"sender", 6},
+    [A_RCPT] = {"recipient", 9},           [A_CLIENT_ADDR] = {"client_address", 14},
+    [A_CLIENT_NAME] = {"client_name", 11}, [A_QUEUE_ID] = {"queue_id", 8},
+    [A_HELO] = {"helo_name", 9},           [A_PROTO] = {"protocol_name", 13},
+};
 
+/* find_attrs - the first attribute of each wanted name, or NULL */
+static void find_attrs(const bs_proto_parser *req, const bs_proto_attr *out[A_N])
+{
+    unsigned i, w;
+
+    for (w = 0; w < A_N; w++)
+        out[w] = NULL;
+    for (i = 0; i < req->nattrs; i++) {
+        const bs_proto_attr *a = &req->attrs[i];
+        for (w = 0; w < A_N; w++) {
+            if (a->name_len == wanted[w].len && !out[w] &&
+                memcmp(a->name, wanted[w].name, a->name_len) == 0) {
+                out[w] = a;
+                break;
+            }
+        }
+    }
+}
+
+/* copy_escaped - escaped copy of an attribute's value ("" when absent) */
+static void copy_escaped(const bs_proto_attr *a, char *out, size_t outsz)
+{
     if (a)
         bs_escape(a->value, a->value_len, out, outsz);
     else
         out[0] = 0;
 }
 
-/* attr_is - attribute present with exactly this value */
-static int attr_is(const bs_proto_parser *req, const char *name, const char *value)
-{
-    const bs_proto_attr *a = bs_proto_get(req, name);
-    size_t n = strlen(value);
-
-    return a && a->value_len == n && memcmp(a->value, value, n) == 0;
-}
-
 /* set_client - normalise client_address into the block key and the exempt
  * member; decide config exemption. Leaves both empty for "unknown". */
-static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req)
+static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_attr *a)
 {
-    const bs_proto_attr *a = bs_proto_get(req, "client_address");
     uint8_t ip[16];
     int n;
 
@@ -102,14 +121,19 @@ static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_pars
     d->cidr_exempt = 0;
     if (!a || bs_client_key(a->value, a->value_len, cfg->ipv6_prefix, d->client_key) < 0)
         return;
-    n = bs_client_key(a->value, a->value_len, 128, d->client_ip);
-    if (n > 4 && strcmp(d->client_ip + n - 4, "/128") == 0)
-        d->client_ip[n - 4] = 0;
-    if (bs_ip_parse(a->value, a->value_len, ip) > 0)
+    if (!strchr(d->client_key, '/')) {
+        memcpy(d->client_ip, d->client_key, sizeof(d->client_ip)); /* IPv4: the same */
+    } else {
+        n = bs_client_key(a->value, a->value_len, 128, d->client_ip);
+        if (n > 4 && strcmp(d->client_ip + n - 4, "/128") == 0)
+            d->client_ip[n - 4] = 0;
+    }
+    if (cfg->nexempt && bs_ip_parse(a->value, a->value_len, ip) > 0)
         d->cidr_exempt = bs_cidr_list_match(cfg->exempt, cfg->nexempt, ip);
 }
 
-/* set_ndr_fields - domain, its parent suffixes (".b.c", ".c"), then "*" */
+/* set_ndr_fields - domain, its parent suffixes (".b.c", ".c"), then "*";
+ * kept as offsets into the domain (a decision stays small and copyable) */
 static void set_ndr_fields(bs_decision *d)
 {
     const char *dom = d->rcpt.domain;
@@ -117,14 +141,28 @@ static void set_ndr_fields(bs_decision *d)
     const size_t max_parents = BS_NDR_MAX_FIELDS - 2;
 
     d->nndr = 0;
-    memcpy(d->ndr_fields[d->nndr++], dom, d->rcpt.domain_len + 1);
+    d->ndr_off[d->nndr++] = 0;
     for (i = 0; i < d->rcpt.domain_len; i++)
         if (dom[i] == '.')
             dots[ndots++] = i;
     skip = ndots > max_parents ? ndots - max_parents : 0;
     for (i = skip; i < ndots; i++)
-        memcpy(d->ndr_fields[d->nndr++], dom + dots[i], d->rcpt.domain_len - dots[i] + 1);
-    memcpy(d->ndr_fields[d->nndr++], "*", 2);
+        d->ndr_off[d->nndr++] = (uint8_t)dots[i];
+    d->ndr_off[d->nndr++] = BS_NDR_STAR;
+}
+
+const char *bs_decide_ndr_field(const bs_decision *d, unsigned i)
+{
+    if (i >= d->nndr)
+        return NULL;
+    return d->ndr_off[i] == BS_NDR_STAR ? "*" : d->rcpt.domain + d->ndr_off[i];
+}
+
+const char *bs_decide_ndr_match(const bs_decision *d)
+{
+    if (d->ndr_match == BS_NDR_DEFAULT)
+        return "ndr_default";
+    return d->ndr_match >= 0 ? bs_decide_ndr_field(d, (unsigned)d->ndr_match) : NULL;
 }
 
 /* bad_local_part - the recipient is no usable address, but its domain may
@@ -158,40 +196,39 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     const bs_proto_attr *sender, *rcpt;
     unsigned i;
 
+    const bs_proto_attr *at[A_N];
+
     memset(q, 0, sizeof(*q));
     d->note_invalid = 0;
-    d->ndr_match = NULL;
+    d->exempt_pending = 0;
+    d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
-    copy_escaped(req, "queue_id", d->queue_id, sizeof(d->queue_id));
-    copy_escaped(req, "client_name", d->client_name, sizeof(d->client_name));
-    copy_escaped(req, "client_address", d->client_addr, sizeof(d->client_addr));
-    copy_escaped(req, "helo_name", d->helo, sizeof(d->helo));
-    copy_escaped(req, "protocol_name", d->proto, sizeof(d->proto));
-    copy_escaped(req, "sender", d->from, sizeof(d->from));
-    copy_escaped(req, "recipient", d->to, sizeof(d->to));
-    sender = bs_proto_get(req, "sender");
+    find_attrs(req, at);
+    copy_escaped(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id));
+    copy_escaped(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name));
+    copy_escaped(at[A_CLIENT_ADDR], d->client_addr, sizeof(d->client_addr));
+    copy_escaped(at[A_HELO], d->helo, sizeof(d->helo));
+    copy_escaped(at[A_PROTO], d->proto, sizeof(d->proto));
+    copy_escaped(at[A_SENDER], d->from, sizeof(d->from));
+    copy_escaped(at[A_RCPT], d->to, sizeof(d->to));
+    sender = at[A_SENDER];
     d->null_sender = sender && sender->value_len == 0;
 
-    if (!attr_is(req, "protocol_state", "RCPT"))
+    if (!at[A_STATE] || at[A_STATE]->value_len != 4 || memcmp(at[A_STATE]->value, "RCPT", 4) != 0)
         return finish(d, BS_WHY_NOT_RCPT);
-    rcpt = bs_proto_get(req, "recipient");
+    rcpt = at[A_RCPT];
     if (!rcpt)
         return finish(d, BS_WHY_BAD_RCPT);
     d->bad_local = 0;
-    if (bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0 &&
-        bad_local_part(d, rcpt) < 0)
+    if (bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0 && bad_local_part(d, rcpt) < 0)
         return finish(d, BS_WHY_BAD_RCPT);
     d->base_len = bs_local_base_len(d->rcpt.local, d->rcpt.local_len, cfg->recipient_delimiter);
     memcpy(d->base, d->rcpt.local, d->base_len);
     d->base[d->base_len] = 0;
-    set_client(d, cfg, req);
+    set_client(d, cfg, at[A_CLIENT_ADDR]);
 
-    if (d->client_key[0] && !d->cidr_exempt) {
+    if (d->client_key[0] && !d->cidr_exempt)
         q->client_key = d->client_key;
-        q->exempt[q->nexempt++] = d->client_ip;
-        if (strcmp(d->client_ip, d->client_key) != 0)
-            q->exempt[q->nexempt++] = d->client_key;
-    }
     q->domain = d->rcpt.domain;
     if (!d->bad_local) {
         q->locals[q->nlocals] = d->rcpt.local;
@@ -206,7 +243,7 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     if (d->null_sender) {
         set_ndr_fields(d);
         for (i = 0; i < d->nndr; i++)
-            q->ndr_fields[i] = d->ndr_fields[i];
+            q->ndr_fields[i] = bs_decide_ndr_field(d, i);
         q->nndr = d->nndr;
     }
     return BS_DECIDE_LOOKUP;
@@ -216,21 +253,21 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
 static void ndr_rule_for(bs_decision *d, const bs_config *cfg, const bs_facts *f)
 {
     if (f->ndr_index >= 0 && (unsigned)f->ndr_index < d->nndr) {
-        d->ndr_match = d->ndr_fields[f->ndr_index];
+        d->ndr_match = f->ndr_index;
         if (bs_parse_ndr_rule(f->ndr_value, f->ndr_value_len, &d->ndr_rule) == 0)
             return;
         char esc[128];
         bs_escape(f->ndr_value, f->ndr_value_len, esc, sizeof(esc));
         bs_warn("ndr entry \"%s\" has an unusable value \"%s\" (want allow, deny or limit "
                 "N/PERIOD); using ndr_default",
-                d->ndr_match, esc);
+                bs_decide_ndr_match(d), esc);
     }
-    d->ndr_match = "ndr_default";
+    d->ndr_match = BS_NDR_DEFAULT;
     d->ndr_rule = cfg->ndr_default;
 }
 
-/* bs_decide_facts - apply the rules to what the store found */
-int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f)
+/* apply_rules - the rules over the facts gathered */
+static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f)
 {
     int exempt = d->cidr_exempt || f->exempt || !d->client_key[0];
 
@@ -239,6 +276,7 @@ int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f)
     if (f->protected_domain) {
         if (f->rcpt_known)
             return finish(d, BS_WHY_VALID);
+        /* the store's counter skips members of the exempt SET itself */
         d->note_invalid = !exempt && cfg->invalid_limit > 0;
         return finish(d, BS_WHY_UNKNOWN_USER);
     }
@@ -253,6 +291,29 @@ int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f)
     default:
         return finish(d, BS_WHY_NDR_DENY);
     }
+}
+
+/* bs_decide_facts - apply the rules to what the store found. The exempt SET
+ * matters only for a blocked client, so it is asked about only then (a
+ * second lookup, on that rare path) and the common path stays at one round
+ * trip with one command less. */
+int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q)
+{
+    if (d->exempt_pending) {
+        d->exempt_pending = 0;
+        d->facts.exempt = f->exempt;
+        return apply_rules(d, cfg, &d->facts);
+    }
+    d->facts = *f;
+    if (q && f->blocked && !f->exempt && d->client_key[0] && !d->cidr_exempt) {
+        memset(q, 0, sizeof(*q));
+        q->exempt[q->nexempt++] = d->client_ip;
+        if (strcmp(d->client_ip, d->client_key) != 0)
+            q->exempt[q->nexempt++] = d->client_key;
+        d->exempt_pending = 1;
+        return BS_DECIDE_LOOKUP;
+    }
+    return apply_rules(d, cfg, &d->facts);
 }
 
 /* bs_decide_taken - the answer to an NDR budget take */
@@ -281,8 +342,7 @@ static const struct {
     const char *text;
 } refusals[] = {
     {BS_WHY_UNKNOWN_USER, "550 5.1.1", "User unknown"},
-    {BS_WHY_NDR_DENY, "550 5.7.1",
-     "Delivery status notifications to this domain are not accepted"},
+    {BS_WHY_NDR_DENY, "550 5.7.1", "Delivery status notifications to this domain are not accepted"},
     {BS_WHY_NDR_LIMIT, "550 5.7.1", "Too many delivery status notifications to this domain"},
     {BS_WHY_BLOCKED, "450 4.7.1", "Too many invalid recipients from your host, try again later"},
 };
@@ -335,8 +395,14 @@ static void answer_text(const bs_decision *d, const bs_config *cfg, int full, ch
 
 size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out)
 {
+    static const char dunno[] = "action=DUNNO\n\n";
     char text[513];
     int n;
+
+    if (d->action == BS_ACT_DUNNO) { /* the common answer: no formatting */
+        memcpy(out, dunno, sizeof(dunno));
+        return sizeof(dunno) - 1;
+    }
 
     answer_text(d, cfg, 0, text, sizeof(text));
     n = snprintf(out, BS_REPLY_MAX, "action=%s\n\n", text);
@@ -365,7 +431,8 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
                  d->queue_id[0] ? d->queue_id : "NOQUEUE", verb,
                  d->client_name[0] ? d->client_name : "unknown", d->client_addr, text, d->from,
                  d->to, d->proto[0] ? d->proto : "SMTP", d->helo, bs_why_name(d->why),
-                 d->ndr_match ? " ndr_entry=" : "", d->ndr_match ? d->ndr_match : "");
+                 bs_decide_ndr_match(d) ? " ndr_entry=" : "",
+                 bs_decide_ndr_match(d) ? bs_decide_ndr_match(d) : "");
     if (n < 0)
         return 0;
     return (size_t)n < outsz ? (size_t)n : outsz - 1;

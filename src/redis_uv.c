@@ -14,7 +14,7 @@ typedef struct bs_redis_uv {
     uv_poll_t poll;
     redisAsyncContext *ac; /* NULL once hiredis called cleanup */
     int events;            /* UV_READABLE | UV_WRITABLE wanted */
-    int started;
+    int started;           /* the events the poll runs with now */
 } bs_redis_uv;
 
 /* on_poll - dispatch readiness, and errors, to hiredis */
@@ -37,10 +37,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
 /* update - (re)start or stop the poll for the wanted events */
 static void update(bs_redis_uv *p)
 {
+    if (p->events == p->started)
+        return; /* hiredis asks for write interest on every command */
     if (p->events) {
         uv_poll_start(&p->poll, p->events, on_poll);
-        p->started = 1;
-    } else if (p->started) {
+        p->started = p->events;
+    } else {
         uv_poll_stop(&p->poll);
         p->started = 0;
     }

@@ -57,12 +57,16 @@
 #define BS_REDIS_MAX_CMDS 6   /* commands in one op */
 
 /*
- * Sliding-window invalid-recipient counter. KEYS: rate, block, stats.
- * ARGV: limit, window ms, block ms, reason. Returns the count that tripped
- * the block, or 0. The zset holds at most limit+1 members and expires.
+ * Sliding-window invalid-recipient counter. KEYS: rate, block, stats,
+ * exempt. ARGV: limit, window ms, block ms, reason, client address, client
+ * key. Returns the count that tripped the block, 0, or -1 for a member of
+ * the exempt SET (not counted). The zset holds at most limit+1 members and
+ * expires.
  */
 static const char script_rate[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 or\n"
+    "   redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then return -1 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local window = tonumber(ARGV[2])\n"
@@ -108,10 +112,11 @@ typedef struct bs_redis_op {
         bs_store_facts_cb *facts;
         bs_store_take_cb *take;
     } cb;
-    int result;                  /* OP_TAKE */
-    bs_facts facts;              /* OP_LOOKUP */
-    char key[BS_DOMAIN_MAX + 1]; /* OP_TAKE: domain; OP_NOTE: client key */
-    bs_ndr_rule rule;            /* OP_TAKE */
+    int result;                     /* OP_TAKE */
+    bs_facts facts;                 /* OP_LOOKUP */
+    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE: domain; OP_NOTE: client key */
+    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE: client address */
+    bs_ndr_rule rule;               /* OP_TAKE */
 } bs_redis_op;
 
 struct bs_redis {
@@ -461,17 +466,20 @@ static int send_script(bs_redis_op *op, int eval)
         bs_resp_u64(&b, op->rule.limit);
         bs_resp_u64(&b, op->rule.period_ms);
     } else {
-        bs_resp_cmd(&b, 10);
+        bs_resp_cmd(&b, 13);
         bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
         bs_resp_str(&b, eval ? body : sha);
-        bs_resp_str(&b, "3");
+        bs_resp_str(&b, "4");
         arg_key(&b, r, "rate:", op->key);
         arg_key(&b, r, "block:", op->key);
         arg_key(&b, r, "stats", NULL);
+        arg_key(&b, r, "exempt", NULL);
         bs_resp_u64(&b, cfg->invalid_limit);
         bs_resp_u64(&b, cfg->invalid_window_ms);
         bs_resp_u64(&b, cfg->block_time_ms);
         bs_resp_str(&b, "too many invalid recipients");
+        bs_resp_str(&b, op->ip);
+        bs_resp_str(&b, op->key);
     }
     return queue(op, op->kind == OP_TAKE ? BS_REPLY_TAKE : BS_REPLY_NOTE, &b);
 }
@@ -496,7 +504,7 @@ static int r_ndr_take(bs_store *s, const char *domain, const bs_ndr_rule *rule,
     return finish_queueing(r, op, send_script(op, !r->sha_ndr[0]));
 }
 
-static void r_note_invalid(bs_store *s, const char *client_key)
+static void r_note_invalid(bs_store *s, const char *client_key, const char *client_ip)
 {
     bs_redis *r = (bs_redis *)s;
     bs_redis_op *op;
@@ -508,6 +516,7 @@ static void r_note_invalid(bs_store *s, const char *client_key)
         return;
     }
     snprintf(op->key, sizeof(op->key), "%s", client_key);
+    snprintf(op->ip, sizeof(op->ip), "%s", client_ip);
     finish_queueing(r, op, send_script(op, !r->sha_rate[0]));
 }
 

@@ -7,7 +7,9 @@
  *
  *   bs_decide_begin(d, cfg, req, &q)   -> BS_DECIDE_DONE | BS_DECIDE_LOOKUP
  *   LOOKUP: run q against the store, then
- *   bs_decide_facts(d, cfg, &facts)    -> BS_DECIDE_DONE | BS_DECIDE_NDR_TAKE
+ *   bs_decide_facts(d, cfg, &facts, &q) -> BS_DECIDE_DONE | BS_DECIDE_NDR_TAKE
+ *                                         | BS_DECIDE_LOOKUP (a blocked
+ *   client: run q, the exempt SET check, and call bs_decide_facts again)
  *   NDR_TAKE: take one from the NDR budget d->ndr_count_domain, then
  *   bs_decide_taken(d, cfg, result)    -> BS_DECIDE_DONE
  *   Any step may instead end with bs_decide_fallback(d, cfg, why) when the
@@ -42,6 +44,9 @@
 #define BS_NDR_MAX_FIELDS 16 /* domain, up to 14 parents, "*" */
 #define BS_REPLY_MAX 600     /* "action=" + text (<= 512) + "\n\n" */
 #define BS_LOG_FIELD_MAX 256 /* escaped wire strings kept for the log line */
+#define BS_NDR_STAR 0xff     /* ndr_off[] value of the "*" candidate */
+#define BS_NDR_DEFAULT (-1)  /* ndr_match: no entry, ndr_default decided */
+#define BS_NDR_NONE (-2)     /* ndr_match: no NDR policy was consulted */
 
 enum bs_decide_step {
     BS_DECIDE_DONE = 0,
@@ -81,11 +86,12 @@ enum bs_why {
 /* The store queries of one request, all sent in one pipeline. Strings point
  * into the bs_decision; a NULL/0 entry means "not needed". */
 typedef struct bs_lookup {
-    const char *client_key;  /* GET block:<client_key> */
-    const char *exempt[2];   /* SMISMEMBER exempt <addr> [<client_key>] */
+    const char *client_key; /* GET block:<client_key> */
+    const char *exempt[2];  /* SMISMEMBER exempt <addr> [<client_key>]
+                               (only for a blocked client: bs_decide_facts) */
     unsigned nexempt;
-    const char *domain;      /* SISMEMBER domains <domain> */
-    const char *locals[3];   /* SMISMEMBER rcpt:<domain> local [base] "*" */
+    const char *domain;    /* SISMEMBER domains <domain> */
+    const char *locals[3]; /* SMISMEMBER rcpt:<domain> local [base] "*" */
     size_t local_lens[3];
     unsigned nlocals;
     const char *ndr_fields[BS_NDR_MAX_FIELDS]; /* HMGET ndr f1 f2 ... */
@@ -125,20 +131,24 @@ typedef struct bs_decision {
     char base[BS_LOCAL_MAX + 1];
     char client_key[BS_CLIENT_KEY_MAX + 1];
     char client_ip[BS_CLIENT_KEY_MAX + 1];
-    char ndr_fields[BS_NDR_MAX_FIELDS][BS_DOMAIN_MAX + 2];
+    uint8_t ndr_off[BS_NDR_MAX_FIELDS]; /* NDR candidates: offsets into rcpt.domain
+                                           (0 = it, else a '.'), or BS_NDR_STAR */
     unsigned nndr;
 
     /* outcome */
-    int action;        /* enum bs_action */
-    int why;           /* enum bs_why */
-    int note_invalid;  /* caller counts an invalid recipient for client_key */
-    const char *ndr_match; /* the NDR entry that decided ("*", "default") */
+    bs_facts facts;     /* what the store found (kept across the exempt lookup) */
+    int exempt_pending; /* waiting for the exempt SET answer */
+    int action;         /* enum bs_action */
+    int why;            /* enum bs_why */
+    int note_invalid;   /* caller counts an invalid recipient for client_key */
+    int ndr_match;      /* index of the NDR entry that decided, BS_NDR_DEFAULT
+                           (ndr_default decided) or BS_NDR_NONE */
     bs_ndr_rule ndr_rule;
 } bs_decision;
 
-int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req,
-                    bs_lookup *q);
-int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f);
+int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req, bs_lookup *q);
+/* q may be NULL when f->exempt is already known (then no second lookup) */
+int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q);
 /* result: 1 within the budget, 0 over it, -1 store error */
 int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result);
 void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why);
@@ -150,6 +160,12 @@ size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out);
 /* bs_decide_log_line - the Postfix-shaped log line (no trailing newline), or
  * length 0 when the verdict is a plain DUNNO that is not logged at info. */
 size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz);
+
+/* bs_decide_ndr_field - NDR candidate i (< d->nndr): "example.org",
+ * ".org", "*" */
+const char *bs_decide_ndr_field(const bs_decision *d, unsigned i);
+/* bs_decide_ndr_match - the entry that decided, "ndr_default", or NULL */
+const char *bs_decide_ndr_match(const bs_decision *d);
 
 /* Names for stats and logs: "unknown_user", "reject", ... */
 const char *bs_why_name(int why);

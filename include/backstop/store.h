@@ -34,9 +34,10 @@ typedef struct bs_store_ops {
     /* take one from the NDR budget of recipient domain `domain` */
     int (*ndr_take)(bs_store *s, const char *domain, const bs_ndr_rule *rule, bs_store_take_cb *cb,
                     void *arg, uint64_t id);
-    /* count one invalid recipient for client_key; blocks it past the limit.
-     * Fire and forget: the outcome is logged and counted by the store. */
-    void (*note_invalid)(bs_store *s, const char *client_key);
+    /* count one invalid recipient for client_key (address client_ip)
+     * unless either is in the exempt SET; blocks it past the limit. Fire and
+     * forget: the outcome is logged and counted by the store. */
+    void (*note_invalid)(bs_store *s, const char *client_key, const char *client_ip);
     /* count one decision (cluster-wide stats, flushed in batches) */
     void (*count)(bs_store *s, int why);
     /* 1 when the store can take queries now */

@@ -1297,7 +1297,10 @@ def redis_wrong_type(ctx):
          [("DEL", P + "ndr")]),
         ([("HSET", P + "block:192.0.2.31", "a", "b")], {"client_address": "192.0.2.31"},
          [("DEL", P + "block:192.0.2.31")]),
-        ([("SET", P + "exempt", "x")], {"client_address": "192.0.2.32"}, [("DEL", P + "exempt")]),
+        # the exempt SET is read only for a blocked client
+        ([("SET", P + "exempt", "x"), ("SET", P + "block:192.0.2.32", "manual")],
+         {"client_address": "192.0.2.32"},
+         [("DEL", P + "exempt"), ("DEL", P + "block:192.0.2.32")]),
         ([("HSET", P + "ndr", "limited.example", "limit 5/1h"),
           ("HSET", P + "ndrcount:limited.example", "a", "b")],
          {"sender": "", "recipient": "x@limited.example"},
