@@ -71,7 +71,18 @@ static int finish(bs_decision *d, int why)
 }
 
 /* The attributes the rules read, found in one pass over the request. */
-enum { A_STATE, A_SENDER, A_RCPT, A_CLIENT_ADDR, A_CLIENT_NAME, A_QUEUE_ID, A_HELO, A_PROTO, A_N };
+enum {
+    A_NONE,
+    A_STATE,
+    A_SENDER,
+    A_RCPT,
+    A_CLIENT_ADDR,
+    A_CLIENT_NAME,
+    A_QUEUE_ID,
+    A_HELO,
+    A_PROTO,
+    A_N
+};
 static const struct {
     const char *name;
     size_t len;
@@ -82,22 +93,36 @@ static const struct {
     [A_HELO] = {"helo_name", 9},           [A_PROTO] = {"protocol_name", 13},
 };
 
+/* want_index - which wanted attribute a name is, or A_NONE; by length
+ * first, since most of Postfix's ~30 attributes are not wanted */
+static int want_index(const bs_proto_attr *a)
+{
+    static const unsigned char by_len[16][2] = {
+        [6] = {A_SENDER},       [8] = {A_QUEUE_ID}, [9] = {A_RCPT, A_HELO},
+        [11] = {A_CLIENT_NAME}, [13] = {A_PROTO},   [14] = {A_STATE, A_CLIENT_ADDR},
+    };
+    int k, w;
+
+    if (a->name_len >= 16)
+        return A_NONE;
+    for (k = 0; k < 2 && (w = by_len[a->name_len][k]) != A_NONE; k++)
+        if (memcmp(a->name, wanted[w].name, a->name_len) == 0)
+            return w;
+    return A_NONE;
+}
+
 /* find_attrs - the first attribute of each wanted name, or NULL */
 static void find_attrs(const bs_proto_parser *req, const bs_proto_attr *out[A_N])
 {
-    unsigned i, w;
+    unsigned i;
+    int w;
 
     for (w = 0; w < A_N; w++)
         out[w] = NULL;
     for (i = 0; i < req->nattrs; i++) {
-        const bs_proto_attr *a = &req->attrs[i];
-        for (w = 0; w < A_N; w++) {
-            if (a->name_len == wanted[w].len && !out[w] &&
-                memcmp(a->name, wanted[w].name, a->name_len) == 0) {
-                out[w] = a;
-                break;
-            }
-        }
+        w = want_index(&req->attrs[i]);
+        if (w != A_NONE && !out[w])
+            out[w] = &req->attrs[i];
     }
 }
 

@@ -33,6 +33,14 @@ static void put_header(bs_resp *b, char c, uint64_t v)
     char tmp[24];
     size_t i = sizeof(tmp);
 
+    if (v < 10 && b->cap - b->len >= 4 && !b->overflow) { /* most headers */
+        b->buf[b->len++] = c;
+        b->buf[b->len++] = (char)('0' + v);
+        b->buf[b->len++] = '\r';
+        b->buf[b->len++] = '\n';
+        return;
+    }
+
     tmp[--i] = '\n';
     tmp[--i] = '\r';
     do {
