@@ -44,6 +44,7 @@
 #include <hiredis/hiredis.h>
 
 #include "backstop/log.h"
+#include "backstop/redis_reply.h"
 #include "backstop/redis_uv.h"
 #include "backstop/resp.h"
 #include "backstop/stats.h"
@@ -906,6 +907,7 @@ static void connect_now(bs_redis *r)
         return;
     }
     ac->data = r;
+    ac->c.reader->fn = bs_redis_reply_fns(); /* replies from a free list */
     r->ac = ac;
     r->state = ST_CONNECTING;
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -1027,6 +1029,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--r->open_handles == 0) {
         free(r->ops);
         free(r);
+        bs_redis_reply_pool_free();
     }
 }
 
