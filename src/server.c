@@ -9,7 +9,9 @@
  * closes, so new smtpd processes wait instead of being refused.
  *
  * Unix listeners: a stale socket file is removed before bind; the socket
- * gets [server] socket_mode and socket_group; it is removed at shutdown.
+ * gets [server] socket_mode and socket_group; it is removed at shutdown when
+ * the directory allows it (after [server] user drops privileges it may not:
+ * that is logged, and the next start removes it).
  * Listen hosts must be IP literals (no DNS on the loop, none at start).
  */
 #include <errno.h>
@@ -228,8 +230,9 @@ static void close_listener(bs_server *s, bs_listener *l)
         }
     }
     l->closing = 1;
-    if (l->ep.type == BS_EP_UNIX)
-        unlink(l->ep.path);
+    if (l->ep.type == BS_EP_UNIX && unlink(l->ep.path) != 0 && errno != ENOENT)
+        bs_info("cannot remove %s: %s (a stale socket is removed at the next start)", l->ep.path,
+                strerror(errno));
     uv_close(&l->h.handle, on_listener_closed);
 }
 

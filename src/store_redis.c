@@ -52,22 +52,26 @@
 
 #define BS_REDIS_BACKOFF_MIN_MS 100
 #define BS_REDIS_BACKOFF_MAX_MS 2000
+#define BS_SENTINEL_BACKOFF_MAX_MS 500 /* each retry asks a sentinel afresh */
+#define BS_SENTINEL_PROBE_MS 1000      /* how often a connected store re-asks */
 #define BS_REDIS_TICK_MS 100
 #define BS_REDIS_STATS_FLUSH_MS 1000
 #define BS_REDIS_CMD_MAX 8192 /* one pipelined command, built on the stack */
 #define BS_REDIS_MAX_CMDS 6   /* commands in one op */
 
 /*
- * Sliding-window invalid-recipient counter. KEYS: rate, block, stats,
- * exempt. ARGV: limit, window ms, block ms, reason, client address, client
- * key. Returns the count that tripped the block, 0, or -1 for a member of
- * the exempt SET (not counted). The zset holds at most limit+1 members and
- * expires.
+ * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
+ * keys it writes). ARGV: limit, window ms, block ms, reason, client
+ * address, client key, and the exempt SET's name: only read, so it is no
+ * KEYS entry (Redis ACLs treat every script key as written, and a tight
+ * ACL lets backstopd only read the exempt SET). Returns the count that
+ * tripped the block, 0, or -1 for a member of the exempt SET (not counted).
+ * The zset holds at most limit+1 members and expires.
  */
 static const char script_rate[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 or\n"
-    "   redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then return -1 end\n"
+    "if redis.call('SISMEMBER', ARGV[7], ARGV[5]) == 1 or\n"
+    "   redis.call('SISMEMBER', ARGV[7], ARGV[6]) == 1 then return -1 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local window = tonumber(ARGV[2])\n"
@@ -145,6 +149,8 @@ struct bs_redis {
     unsigned sentinel_order[BS_CFG_MAX_SENTINELS];
     unsigned sentinel_next;
     int discovered;
+    int probing; /* asking a sentinel while connected (on_tick) */
+    uint64_t last_probe;
     bs_endpoint master;
     uint64_t pending_stats[BS_WHY_COUNT];
     bs_redis_op *ops;
@@ -299,6 +305,7 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
 
 static int send_script(bs_redis_op *op, int eval);
 static void drop(bs_redis *r, const char *why);
+static void sentinel_close(bs_redis *r);
 
 /* on_op_reply - hiredis callback for every command of every op */
 static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -470,17 +477,17 @@ static int send_script(bs_redis_op *op, int eval)
         bs_resp_cmd(&b, 13);
         bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
         bs_resp_str(&b, eval ? body : sha);
-        bs_resp_str(&b, "4");
+        bs_resp_str(&b, "3");
         arg_key(&b, r, "rate:", op->key);
         arg_key(&b, r, "block:", op->key);
         arg_key(&b, r, "stats", NULL);
-        arg_key(&b, r, "exempt", NULL);
         bs_resp_u64(&b, cfg->invalid_limit);
         bs_resp_u64(&b, cfg->invalid_window_ms);
         bs_resp_u64(&b, cfg->block_time_ms);
         bs_resp_str(&b, "too many invalid recipients");
         bs_resp_str(&b, op->ip);
         bs_resp_str(&b, op->key);
+        arg_key(&b, r, "exempt", NULL);
     }
     return queue(op, op->kind == OP_TAKE ? BS_REPLY_TAKE : BS_REPLY_NOTE, &b);
 }
@@ -545,14 +552,28 @@ static const bs_store_ops redis_ops = {
 /* schedule_retry - reconnect after the current backoff, then double it */
 static void schedule_retry(bs_redis *r)
 {
-    uint64_t delay = r->backoff_ms;
+    /* with Sentinel each attempt asks afresh, so retrying often is cheap and
+     * follows a failover sooner */
+    uint64_t cap = r->cfg->nsentinels ? BS_SENTINEL_BACKOFF_MAX_MS : BS_REDIS_BACKOFF_MAX_MS;
+    uint64_t delay = r->backoff_ms > cap ? cap : r->backoff_ms;
 
     if (r->state == ST_CLOSED)
         return;
     r->state = ST_DOWN;
-    r->backoff_ms =
-        r->backoff_ms * 2 > BS_REDIS_BACKOFF_MAX_MS ? BS_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
+    r->backoff_ms = delay * 2 > cap ? cap : delay * 2;
     uv_timer_start(&r->retry_timer, retry_cb, delay, 0);
+}
+
+/* endpoint_name - where the connection goes: the master Sentinel named, or
+ * [redis] server */
+static void endpoint_name(const bs_redis *r, char *out, size_t outsz)
+{
+    const bs_endpoint *ep = r->cfg->nsentinels ? &r->master : &r->cfg->redis;
+
+    if (ep->type == BS_EP_UNIX)
+        snprintf(out, outsz, "unix:%s", ep->path);
+    else
+        snprintf(out, outsz, "%s:%u", ep->host, ep->port);
 }
 
 /* drop - abandon the connection now: pending commands call back with NULL
@@ -560,12 +581,17 @@ static void schedule_retry(bs_redis *r)
 static void drop(bs_redis *r, const char *why)
 {
     redisAsyncContext *ac = r->ac;
+    char where[BS_CFG_PATH_MAX + 16];
 
     if (!ac)
         return;
+    if (r->probing) {
+        r->probing = 0;
+        sentinel_close(r);
+    }
+    endpoint_name(r, where, sizeof(where));
     if (r->failures++ == 0)
-        bs_warn("redis: connection to %s dropped: %s",
-                r->cfg->redis.type == BS_EP_UNIX ? r->cfg->redis.path : r->cfg->redis.host, why);
+        bs_warn("redis: connection to %s dropped: %s", where, why);
     else
         bs_debug("redis: attempt %u failed: %s", r->failures, why);
     r->ac = NULL;
@@ -634,10 +660,12 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
         r->state = ST_READY;
         r->backoff_ms = BS_REDIS_BACKOFF_MIN_MS;
         bs_stat.redis_connects++;
+        char where[BS_CFG_PATH_MAX + 16];
+        endpoint_name(r, where, sizeof(where));
         if (r->failures)
-            bs_info("redis: connected again after %u failed attempt(s)", r->failures);
+            bs_info("redis: connected to %s again after %u failed attempt(s)", where, r->failures);
         else
-            bs_info("redis: connected");
+            bs_info("redis: connected to %s", where);
         r->failures = 0;
     }
 }
@@ -747,6 +775,17 @@ static void sentinel_skip(bs_redis *r, const char *why)
     }
     sentinel_close(r);
     uv_timer_stop(&r->retry_timer);
+    if (r->probing) {
+        /* a failed check changes nothing; the next tick asks the next one */
+        r->probing = 0;
+        if (r->cfg->nsentinels > 1) {
+            unsigned first = r->sentinel_order[0];
+            memmove(r->sentinel_order, r->sentinel_order + 1,
+                    (r->cfg->nsentinels - 1) * sizeof(r->sentinel_order[0]));
+            r->sentinel_order[r->cfg->nsentinels - 1] = first;
+        }
+        return;
+    }
     r->sentinel_next++;
     sentinel_ask(r);
 }
@@ -800,6 +839,19 @@ static void on_sentinel_reply(redisAsyncContext *ac, void *reply, void *privdata
         rep->element[0]->len >= sizeof(r->master.host) ||
         (port = strtol(rep->element[1]->str, NULL, 10)) < 1 || port > 65535) {
         sentinel_skip(r, rep->type == REDIS_REPLY_ERROR ? rep->str : "does not know the master");
+        return;
+    }
+    if (r->probing) {
+        /* a planned failover: the old master still answers as a master for
+         * a while, and what we write there is lost; follow Sentinel now */
+        int moved = strlen(r->master.host) != rep->element[0]->len ||
+                    memcmp(r->master.host, rep->element[0]->str, rep->element[0]->len) != 0 ||
+                    r->master.port != (unsigned)port;
+        r->probing = 0;
+        sentinel_close(r);
+        uv_timer_stop(&r->retry_timer);
+        if (moved && r->ac)
+            drop(r, "Sentinel names another master");
         return;
     }
     memset(&r->master, 0, sizeof(r->master));
@@ -923,6 +975,18 @@ static void retry_cb(uv_timer_t *t)
     connect_now(t->data);
 }
 
+/* on_stats_reply - a failed HINCRBY loses those counts: say so */
+static void on_stats_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    if (rep && rep->type == REDIS_REPLY_ERROR && r->state != ST_CLOSED) {
+        bs_stat.redis_errors++;
+        warn_rate_limited(r, "stats flush failed", rep->str);
+    }
+}
+
 /* flush_stats - add the decision counts to the cluster-wide stats hash */
 static void flush_stats(bs_redis *r)
 {
@@ -939,7 +1003,8 @@ static void flush_stats(bs_redis *r)
         arg_key(&b, r, "stats", NULL);
         bs_resp_str(&b, bs_why_name(i));
         bs_resp_u64(&b, r->pending_stats[i]);
-        if (!b.overflow && redisAsyncFormattedCommand(r->ac, NULL, NULL, b.buf, b.len) == REDIS_OK)
+        if (!b.overflow &&
+            redisAsyncFormattedCommand(r->ac, on_stats_reply, NULL, b.buf, b.len) == REDIS_OK)
             r->pending_stats[i] = 0;
     }
 }
@@ -959,6 +1024,13 @@ static void on_tick(uv_timer_t *t)
     if (r->state == ST_READY && r->ac && now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
         r->last_flush = now;
         flush_stats(r);
+    }
+    if (r->cfg->nsentinels && r->state == ST_READY && r->ac && !r->sac &&
+        now - r->last_probe >= BS_SENTINEL_PROBE_MS) {
+        r->last_probe = now;
+        r->probing = 1;
+        r->sentinel_next = 0;
+        sentinel_ask(r);
     }
 }
 

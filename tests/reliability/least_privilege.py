@@ -158,9 +158,12 @@ def part_a(suite):
         suite.check("(a) still answers after the reload", c.ask(recipient="user@example.com") == DUNNO)
     rc = d.stop()
     suite.check("(a) exits 0 on SIGTERM as nobody", rc == 0, "status %s" % rc)
-    suite.check("(a) unix socket removed at exit", not os.path.exists(d.unix_path),
-                "%s left behind: unlink() after the privilege drop fails (EACCES)" % d.unix_path,
-                known_bug="unix socket not removed at exit after [server] user drop")
+    # nobody cannot unlink in a root-owned directory: the daemon says so, and
+    # the next start removes the stale socket (README: use a directory the
+    # service user owns, e.g. systemd's RuntimeDirectory)
+    suite.check("(a) unix socket removed at exit, or its removal failure logged",
+                not os.path.exists(d.unix_path) or "cannot remove " + d.unix_path in d.log(),
+                "%s left behind without a log line" % d.unix_path)
 
 
 # ---------------------------------------------------------------------------

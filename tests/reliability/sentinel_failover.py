@@ -176,8 +176,7 @@ def manual_failover(suite, d, sentinels, promoted, demoted):
     suite.check("SENTINEL FAILOVER: backstopd leaves the demoted master within 3 s of the switch",
                 t_switch is not None and t_last_old is not None and t_last_old - t_switch <= 3.0,
                 "left %.1fs after the switch, %d policy commands (writes among them, lost at its resync) "
-                "sent to it meanwhile" % ((t_last_old or 0) - (t_switch or 0), calls_after_switch),
-                known_bug="stays on a demoted master until Sentinel reconfigures it (no +switch-master)")
+                "sent to it meanwhile" % ((t_last_old or 0) - (t_switch or 0), calls_after_switch))
     end_calls = policy_calls(demoted)
     time.sleep(1.0)
     suite.check("SENTINEL FAILOVER: nothing reaches the demoted master once it is a replica",
