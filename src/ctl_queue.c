@@ -3,8 +3,9 @@
  *
  * PROVIDES
  *   bs_ctl_purge_queue  reads "postqueue -j" (or --from-json FILE), picks
- *                       the messages that are bounces (sender "", the null
- *                       sender) whose every recipient is in a domain the
+ *                       the messages that are bounces (the null sender:
+ *                       shown by postqueue as empty_address_recipient,
+ *                       MAILER-DAEMON by default, or "") whose every recipient is in a domain the
  *                       daemon's NDR policy denies (bs_ctl_explain_run, as
  *                       "ndr explain": not protected, and the entry that
  *                       decides, or ndr_default, is deny), lists them and,
@@ -33,6 +34,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,7 +59,8 @@ typedef struct purge {
     char **ids; /* selected, owned */
     size_t nids;
     size_t messages, bounces, bad;
-    int failed; /* a Redis error: stop */
+    int failed;            /* a Redis error: stop */
+    char null_sender[256]; /* how postqueue -j shows "<>": empty_address_recipient */
 } purge;
 
 /* spawn - run argv with a pipe to its stdin (to_child) or from its stdout;
@@ -175,7 +178,10 @@ static int consider(purge *pg, const bs_ctl_qmsg *m, const char *name, size_t li
     pg->messages++;
     if (pg->c->opt[BS_OPT_QUEUE] && strcmp(m->queue_name, pg->c->opt[BS_OPT_QUEUE]) != 0)
         return 0;
-    if (!m->has_sender || m->sender[0] || m->nrcpt == 0)
+    /* showq prints the null sender as empty_address_recipient
+     * (MAILER-DAEMON); "" is accepted too (--from-json, other tools) */
+    if (!m->has_sender || m->nrcpt == 0 ||
+        (m->sender[0] && strcasecmp(m->sender, pg->null_sender) != 0))
         return 0;
     pg->bounces++;
     if (!id_ok(m->queue_id)) {
@@ -252,6 +258,39 @@ static void prog_argv(const bs_ctl *c, const char *cmd, const char **argv, const
     while (*args)
         argv[n++] = *args++;
     argv[n] = NULL;
+}
+
+/* null_sender_name - the instance's empty_address_recipient, which is what
+ * "postqueue -j" shows for the null sender; MAILER-DAEMON when postconf
+ * cannot say. (cleanup turns a submitted MAILER-DAEMON@... sender into <>,
+ * so this bare name in the queue only ever means the null sender.) */
+static void null_sender_name(purge *pg)
+{
+    static const char *const args[] = {"-h", "empty_address_recipient", NULL};
+    const char *argv[8];
+    char line[256];
+    FILE *fp;
+    pid_t pid;
+    int fd;
+    size_t n;
+
+    snprintf(pg->null_sender, sizeof(pg->null_sender), "MAILER-DAEMON");
+    if (pg->c->opt[BS_OPT_FROM_JSON])
+        return;
+    prog_argv(pg->c, "postconf", argv, args);
+    if ((pid = spawn((char *const *)argv, 0, &fd)) < 0)
+        return;
+    if ((fp = fdopen(fd, "r"))) {
+        if (fgets(line, sizeof(line), fp) && (n = strcspn(line, "\r\n")) > 0) {
+            line[n] = 0;
+            snprintf(pg->null_sender, sizeof(pg->null_sender), "%s", line);
+        }
+        fclose(fp);
+    } else {
+        close(fd);
+    }
+    if (reap(pid, argv[0]) < 0)
+        snprintf(pg->null_sender, sizeof(pg->null_sender), "MAILER-DAEMON");
 }
 
 /* collect - from --from-json or postqueue; 0 / -1 */
@@ -338,6 +377,7 @@ int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv)
     }
     if (bs_ctl_connect(c) < 0)
         return BS_CTL_FAIL;
+    null_sender_name(&pg);
     if (collect(&pg) < 0) {
         rc = BS_CTL_FAIL;
         bs_ctl_err("nothing deleted");
