@@ -5,8 +5,10 @@
  *
  * Each connection moves through enter_state(): READING -> DECIDING ->
  * (WRITING ->) READING ... -> CLOSING. One request is decided at a time:
- * reading stops while a request is being decided or its reply written
- * (Postfix never pipelines; extra bytes wait in the partial buffer).
+ * bytes that arrive while a request is decided or its reply written wait in
+ * the partial buffer (Postfix never pipelines). Reading is never paused:
+ * that saves two epoll_ctl calls a request, and a client that hangs up
+ * while its request is decided is noticed at once.
  *
  * One timer per connection carries the deadline of its state:
  *   READING, nothing buffered  [server] idle_timeout       -> close
@@ -37,6 +39,7 @@
 
 static void process(bs_conn *c);
 static void respond(bs_conn *c);
+static void drop_partial(bs_conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
@@ -77,15 +80,19 @@ static void enter_state(bs_conn *c, int state)
         } else {
             ms = cfg->idle_timeout_ms;
         }
-        uv_read_start(&c->h.stream, on_alloc, on_read); /* no-op when reading */
+        if (!c->reading) {
+            uv_read_start(&c->h.stream, on_alloc, on_read);
+            c->reading = 1;
+        }
         break;
     case BS_CONN_DECIDING:
+        /* reading goes on (stopping and starting it costs two epoll_ctl
+         * calls a request): bytes that come meanwhile wait in the partial
+         * buffer, and an EOF closes the connection at once */
         ms = cfg->timeout_ms;
-        uv_read_stop(&c->h.stream);
         break;
     case BS_CONN_WRITING:
         ms = BS_WRITE_TIMEOUT_MS;
-        uv_read_stop(&c->h.stream);
         break;
     case BS_CONN_CLOSING:
         uv_read_stop(&c->h.stream);
@@ -99,9 +106,16 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     bs_conn *c = h->data;
 
+    if (!c->part && c->state != BS_CONN_READING && (c->part = bs__server_part_get(c->srv))) {
+        c->part->len = 0; /* bytes while a request is decided: kept for later */
+        bs_proto_reset(&c->part->parser);
+    }
     if (c->part) {
         buf->base = c->part->buf + c->part->len;
         buf->len = sizeof(c->part->buf) - c->part->len;
+    } else if (c->state != BS_CONN_READING) {
+        buf->base = NULL; /* no buffer: libuv reports UV_ENOBUFS, we close */
+        buf->len = 0;
     } else {
         buf->base = c->srv->rbuf;
         buf->len = sizeof(c->srv->rbuf);
@@ -205,6 +219,8 @@ static void after_reply(bs_conn *c)
         bs__conn_close(c, NULL);
         return;
     }
+    if (c->part && c->part->len == 0)
+        drop_partial(c);
     enter_state(c, BS_CONN_READING);
     if (!c->in_decide && c->part)
         process(c);
@@ -344,6 +360,16 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS) {
+        /* a whole request's worth arrived while one was being answered:
+         * a client that does not wait for its replies */
+        bs_stat.pipelined_closed++;
+        bs_warn("conn=%llu client=%s: more than a request pipelined while one is answered: "
+                "closing connection",
+                (unsigned long long)c->cid, c->peer);
+        bs__conn_close(c, NULL);
+        return;
+    }
     if (nread < 0) {
         if (c->part && c->part->len && nread == UV_EOF)
             bs_warn("conn=%llu client=%s: connection closed inside a request",
@@ -352,8 +378,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->part) {
+        if (c->part->len == 0)
+            c->part->deadline_set = uv_now(s->loop);
         c->part->len += (size_t)nread;
-        process(c);
+        if (c->state == BS_CONN_READING)
+            process(c);
         return;
     }
     /* the common case: parse in place in the shared buffer */

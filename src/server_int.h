@@ -49,6 +49,7 @@ typedef struct bs_conn {
     int state;         /* enum bs_conn_state */
     int open_handles;  /* closed when 0: then freed */
     int in_decide;     /* inside process(): after_reply must not recurse */
+    int reading;       /* uv_read_start() done */
     bs_partial *part;  /* unfinished or pipelined input, or NULL */
     uint64_t started;  /* uv_hrtime() (ns) when the request was complete */
     char peer[64];

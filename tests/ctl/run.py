@@ -630,26 +630,37 @@ def area_rbl(env):
         if not dnsmasq:
             raise Skip("dnsmasq could not be installed")
     v6 = ".".join(reversed("20010db8000000000000000000000001"))  # 2001:db8::1 per nibble
-    port = env.free_port(socket.SOCK_DGRAM)
-    env.start("dnsmasq", [
-        dnsmasq, "--no-daemon", "--port=%d" % port, "--listen-address=127.0.0.1",
-        "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-        "--pid-file="] + (["--user=nobody"] if os.geteuid() == 0 else []) + [
-        "--local=/zen.example/", "--local=/bl.example/",
-        "--address=/2.0.0.127.zen.example/127.0.0.2",
-        "--address=/2.0.0.127.bl.example/127.0.0.4",
-        "--host-record=2.0.0.127.bl.example,127.0.0.10",
-        "--address=/9.9.9.9.zen.example/127.255.255.254",
-        "--address=/8.8.8.8.zen.example/10.0.0.1",
-        "--address=/%s.zen.example/127.0.0.3" % v6,
-    ])
-    ns = "127.0.0.1:%d" % port
+    # a free UDP port can be taken between our probe and dnsmasq's bind on a
+    # busy machine: try a few ports, and say what dnsmasq said if none works
+    for attempt in range(3):
+        port = env.free_port(socket.SOCK_DGRAM)
+        dm = env.start("dnsmasq", [
+            dnsmasq, "--no-daemon", "--port=%d" % port, "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            "--pid-file="] + (["--user=nobody"] if os.geteuid() == 0 else []) + [
+            "--local=/zen.example/", "--local=/bl.example/",
+            "--address=/2.0.0.127.zen.example/127.0.0.2",
+            "--address=/2.0.0.127.bl.example/127.0.0.4",
+            "--host-record=2.0.0.127.bl.example,127.0.0.10",
+            "--address=/9.9.9.9.zen.example/127.255.255.254",
+            "--address=/8.8.8.8.zen.example/10.0.0.1",
+            "--address=/%s.zen.example/127.0.0.3" % v6,
+        ])
+        ns = "127.0.0.1:%d" % port
 
-    def probe():
-        r = env.ctl("rbl-check", "127.0.0.2", "--zone", "zen.example", "--nameserver", ns,
-                    "-t", "1s")
-        return "listed" in r[1]
-    env.wait_for(probe, "dnsmasq")
+        def probe():
+            r = env.ctl("rbl-check", "127.0.0.2", "--zone", "zen.example", "--nameserver", ns,
+                        "-t", "1s")
+            return "listed" in r[1]
+        try:
+            env.wait_for(probe, "dnsmasq", secs=20)
+            break
+        except RuntimeError:
+            env.stop(dm)
+            with open(os.path.join(env.dir, "dnsmasq.log"), errors="replace") as f:
+                print("dnsmasq on port %d did not answer; its log:\n%s" % (port, f.read()[-2000:]))
+            if attempt == 2:
+                raise
 
     def rbl(*a):
         return env.ctl("rbl-check", "--nameserver", ns, "-t", "2s", *a)

@@ -132,6 +132,8 @@ class Malformed(threading.Thread):
                     s.send(req)
                 except BlockingIOError:
                     break
+                except (BrokenPipeError, ConnectionResetError):
+                    return True, b"", 0.0  # closed by backstopd while we still sent
                 time.sleep(0.001)  # one request per read: not a pipelining flood
             t_block = time.monotonic()
             p = select.poll()
@@ -307,8 +309,12 @@ def run(suite):
             slowest = max((x[2] for x in res), default=0)
             fastest = min((x[2] for x in res), default=0)
             if kind == "never_reads":
-                ok = len(res) == NEVER_READS and not bad and 9.0 <= fastest and slowest <= PARTIAL_S + 2
-                suite.check("wave %d: never_reads x%d closed 9..12 s after their socket filled" % (
+                # backstopd keeps reading while it answers: a client that never
+                # reads its replies has pipelined more than a request's worth by
+                # the time its socket fills, and is closed for that at once (or
+                # by the 10 s write deadline, should its requests stay small)
+                ok = len(res) == NEVER_READS and not bad and slowest <= PARTIAL_S + 2
+                suite.check("wave %d: never_reads x%d closed within 12 s of their socket filling" % (
                     wave, len(res)), ok, "closed after %.2f..%.2fs" % (fastest, slowest))
                 continue
             limit = PARTIAL_S + 1.5 if kind == "no_terminator" else 1.0
@@ -341,14 +347,14 @@ def run(suite):
         "backstop_bad_request_type_total": totals["bad_request_type"],
         "backstop_partial_timeouts_total": 2 * SLOWLORIS + totals["no_terminator"],
         "backstop_idle_timeouts_total": 2 * IDLE,
-        "backstop_write_errors_total": totals["never_reads"],
-        "backstop_pipelined_closed_total": 0,
+        "backstop_write_errors_total + backstop_pipelined_closed_total": totals["never_reads"],
         "backstop_connections": 0,
         "backstop_fallback_answers_total": 0,
         "backstop_redis_errors_total": 0,
     }
     for k, v in want.items():
-        suite.check("metric %s == %d" % (k, v), m.get(k) == v, "got %s" % m.get(k))
+        got = sum((m.get(part) or 0) for part in k.split(" + ")) if " + " in k else m.get(k)
+        suite.check("metric %s == %d" % (k, v), got == v, "got %s" % got)
     acc, clo = m.get("backstop_connections_accepted_total"), m.get("backstop_connections_closed_total")
     suite.check("every accepted connection closed", acc == clo and acc >= 2 * (SLOWLORIS + IDLE),
                 "accepted %s, closed %s" % (acc, clo))
