@@ -1,0 +1,55 @@
+#!/bin/sh
+# smoke.sh - ctest bench_smoke: bench_loadgen against bench_nullserver.
+#   smoke.sh NULLSERVER LOADGEN
+# 1. 2,000 requests on 4 connections, --expect dunno: must exit 0, 0 errors.
+# 2. The same load with --expect backstop must fail (the null server says
+#    DUNNO to unknown users): proves a wrong answer is caught.
+# 3. The null server must exit 0 on SIGTERM (its loop closed cleanly).
+# Speed is not checked. Uses a unix socket in a private directory: no port.
+set -u
+null=$1
+loadgen=$2
+dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-smoke.XXXXXX") || exit 1
+sock=$dir/null.sock
+"$null" -l "unix:$sock" >"$dir/null.out" 2>&1 &
+pid=$!
+fail() {
+    echo "bench_smoke: FAIL: $*" >&2
+    cat "$dir/null.out" >&2
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -rf "$dir"
+    exit 1
+}
+i=0
+while [ ! -S "$sock" ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && fail "null server did not start"
+    sleep 0.05
+done
+
+out=$("$loadgen" -t "unix:$sock" -c 4 -n 2000 --expect dunno --label smoke) ||
+    fail "loadgen --expect dunno exited $?: $out"
+echo "$out"
+case $out in
+*" errors=0 failed=0 "*) ;;
+*) fail "want errors=0 failed=0: $out" ;;
+esac
+case $out in
+*" requests=2000 "*) ;;
+*) fail "want requests=2000: $out" ;;
+esac
+
+if out=$("$loadgen" -t "unix:$sock" -c 4 -n 500 --expect backstop -q 2>/dev/null); then
+    fail "loadgen --expect backstop against the null server passed: $out"
+fi
+case $out in
+*" errors=0 "*) fail "wrong answers not counted: $out" ;;
+esac
+
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+[ $rc -eq 0 ] || fail "null server exited $rc after SIGTERM"
+rm -rf "$dir"
+echo "bench_smoke: ok"
