@@ -6,9 +6,9 @@
  * Each connection moves through enter_state(): READING -> DECIDING ->
  * (WRITING ->) READING ... -> CLOSING. One request is decided at a time:
  * bytes that arrive while a request is decided or its reply written wait in
- * the partial buffer (Postfix never pipelines). Reading is never paused:
- * that saves two epoll_ctl calls a request, and a client that hangs up
- * while its request is decided is noticed at once.
+ * the partial buffer (Postfix never pipelines). Reading is not paused for
+ * a request (that saves two epoll_ctl calls a request); an EOF meanwhile
+ * pauses it until the answer is out (a half-closing client still gets it).
  *
  * One timer per connection carries the deadline of its state:
  *   READING, nothing buffered  [server] idle_timeout       -> close
@@ -368,6 +368,14 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
                 "closing connection",
                 (unsigned long long)c->cid, c->peer);
         bs__conn_close(c, NULL);
+        return;
+    }
+    if (nread == UV_EOF && c->state != BS_CONN_READING) {
+        /* a half-close after the last request (printf ... | nc): answer
+         * what was asked first; reading again after the reply meets this
+         * EOF again and closes */
+        uv_read_stop(&c->h.stream);
+        c->reading = 0;
         return;
     }
     if (nread < 0) {

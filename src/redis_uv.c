@@ -5,16 +5,28 @@
  * hiredis does). After any handler call the context may be gone (hiredis
  * then called cleanup, which cleared p->ac), so p->ac is re-checked before
  * each call.
+ *
+ * Writes: on a connected context, the commands queued during one loop
+ * iteration are written by a uv_check handle right after that iteration's
+ * I/O callbacks: one write() for all of them, and no epoll_ctl to ask for
+ * writability, which a socket with room in its buffer has anyway. Only when
+ * that write cannot finish (the socket is full), or while connecting, does
+ * the poll wait for UV_WRITABLE.
  */
 #include <stdlib.h>
+
+#include <hiredis/hiredis.h>
 
 #include "backstop/redis_uv.h"
 
 typedef struct bs_redis_uv {
     uv_poll_t poll;
+    uv_check_t flush;      /* writes the iteration's commands */
     redisAsyncContext *ac; /* NULL once hiredis called cleanup */
-    int events;            /* UV_READABLE | UV_WRITABLE wanted */
+    int events;            /* UV_READABLE | UV_WRITABLE wanted from the poll */
     int started;           /* the events the poll runs with now */
+    int flushing;          /* inside on_flush: a new write wish needs the poll */
+    int open_handles;
 } bs_redis_uv;
 
 /* on_poll - dispatch readiness, and errors, to hiredis */
@@ -38,7 +50,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static void update(bs_redis_uv *p)
 {
     if (p->events == p->started)
-        return; /* hiredis asks for write interest on every command */
+        return;
     if (p->events) {
         uv_poll_start(&p->poll, p->events, on_poll);
         p->started = p->events;
@@ -46,6 +58,19 @@ static void update(bs_redis_uv *p)
         uv_poll_stop(&p->poll);
         p->started = 0;
     }
+}
+
+/* on_flush - write what this iteration queued */
+static void on_flush(uv_check_t *h)
+{
+    bs_redis_uv *p = h->data;
+
+    uv_check_stop(&p->flush);
+    if (!p->ac)
+        return;
+    p->flushing = 1;
+    redisAsyncHandleWrite(p->ac); /* may call add_write (full socket): poll */
+    p->flushing = 0;
 }
 
 static void add_read(void *d)
@@ -65,6 +90,11 @@ static void del_read(void *d)
 static void add_write(void *d)
 {
     bs_redis_uv *p = d;
+
+    if (!p->flushing && p->ac && (p->ac->c.flags & REDIS_CONNECTED) && !(p->events & UV_WRITABLE)) {
+        uv_check_start(&p->flush, on_flush); /* no-op when already started */
+        return;
+    }
     p->events |= UV_WRITABLE;
     update(p);
 }
@@ -72,13 +102,17 @@ static void add_write(void *d)
 static void del_write(void *d)
 {
     bs_redis_uv *p = d;
+    uv_check_stop(&p->flush);
     p->events &= ~UV_WRITABLE;
     update(p);
 }
 
 static void on_close(uv_handle_t *h)
 {
-    free(h->data);
+    bs_redis_uv *p = h->data;
+
+    if (--p->open_handles == 0)
+        free(p);
 }
 
 static void cleanup(void *d)
@@ -87,6 +121,7 @@ static void cleanup(void *d)
 
     p->ac = NULL;
     uv_close((uv_handle_t *)&p->poll, on_close);
+    uv_close((uv_handle_t *)&p->flush, on_close);
 }
 
 int bs_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -102,7 +137,9 @@ int bs_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p);
         return -1;
     }
-    p->poll.data = p;
+    uv_check_init(loop, &p->flush);
+    p->poll.data = p->flush.data = p;
+    p->open_handles = 2;
     p->ac = ac;
     ac->ev.data = p;
     ac->ev.addRead = add_read;
