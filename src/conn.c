@@ -257,12 +257,15 @@ static void respond(bs_conn *c)
     if (d->note_invalid)
         s->store->ops->note_invalid(s->store, d->client_key, d->client_ip);
     n = bs_decide_log_line(d, cfg, line, sizeof(line));
-    if (n)
+    if (n) {
         bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);
-    else
-        bs_debug("conn=%llu %s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s",
-                 (unsigned long long)c->cid, d->queue_id[0] ? d->queue_id : "NOQUEUE",
-                 d->client_name, d->client_addr, d->from, d->to, bs_why_name(d->why));
+    } else if (bs_log_level >= BS_LOG_DEBUG) {
+        bs_decision_text t;
+        bs_decide_text(d, &t);
+        bs_log(BS_LOG_DEBUG, "conn=%llu %s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s",
+               (unsigned long long)c->cid, t.queue_id[0] ? t.queue_id : "NOQUEUE", t.client_name,
+               t.client_addr, t.from, t.to, bs_why_name(d->why));
+    }
 
     c->wbuf.base = c->reply;
     c->wbuf.len = bs_decide_reply(d, cfg, c->reply);

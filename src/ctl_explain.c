@@ -427,7 +427,9 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
 
     reply_text(c, e, reply, sizeof(reply));
     if (e->q.domain == NULL && !e->redis_failed) { /* decided before any lookup */
-        fprintf(fp, "  recipient: %s: not a usable address, nothing looked up\n", d->to);
+        bs_decision_text t;
+        bs_decide_text(d, &t);
+        fprintf(fp, "  recipient: %s: not a usable address, nothing looked up\n", t.to);
     } else if (e->redis_failed) {
         fprintf(fp, "  redis:     a lookup failed: the daemon answers with on_redis_error\n");
     } else {
@@ -435,7 +437,9 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
         print_client(c, e, fp);
         fprintf(fp, "  domain:    %s: %s\n", d->rcpt.domain,
                 e->f.protected_domain ? "protected (in domains)" : "not protected");
-        fprintf(fp, "  sender:    %s\n", d->null_sender ? "null (a bounce)" : d->from);
+        bs_decision_text t;
+        bs_decide_text(d, &t);
+        fprintf(fp, "  sender:    %s\n", d->null_sender ? "null (a bounce)" : t.from);
         if (e->f.protected_domain)
             print_rcpt(c, e, fp);
         else if (d->null_sender && e->ndr_known) {

@@ -126,13 +126,26 @@ static void find_attrs(const bs_proto_parser *req, const bs_proto_attr *out[A_N]
     }
 }
 
-/* copy_escaped - escaped copy of an attribute's value ("" when absent) */
-static void copy_escaped(const bs_proto_attr *a, char *out, size_t outsz)
+/* copy_raw - a truncated copy of an attribute's value ("" when absent;
+ * the parser lets no NUL through, so the copy is a C string) */
+static void copy_raw(const bs_proto_attr *a, char *out, size_t outsz)
 {
-    if (a)
-        bs_escape(a->value, a->value_len, out, outsz);
-    else
-        out[0] = 0;
+    size_t n = a ? (a->value_len < outsz - 1 ? a->value_len : outsz - 1) : 0;
+
+    if (n)
+        memcpy(out, a->value, n);
+    out[n] = 0;
+}
+
+void bs_decide_text(const bs_decision *d, bs_decision_text *t)
+{
+    bs_escape(d->queue_id, strlen(d->queue_id), t->queue_id, sizeof(t->queue_id));
+    bs_escape(d->client_name, strlen(d->client_name), t->client_name, sizeof(t->client_name));
+    bs_escape(d->client_addr, strlen(d->client_addr), t->client_addr, sizeof(t->client_addr));
+    bs_escape(d->helo, strlen(d->helo), t->helo, sizeof(t->helo));
+    bs_escape(d->proto, strlen(d->proto), t->proto, sizeof(t->proto));
+    bs_escape(d->from, strlen(d->from), t->from, sizeof(t->from));
+    bs_escape(d->to, strlen(d->to), t->to, sizeof(t->to));
 }
 
 /* set_client - normalise client_address into the block key and the exempt
@@ -229,13 +242,13 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
     find_attrs(req, at);
-    copy_escaped(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id));
-    copy_escaped(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name));
-    copy_escaped(at[A_CLIENT_ADDR], d->client_addr, sizeof(d->client_addr));
-    copy_escaped(at[A_HELO], d->helo, sizeof(d->helo));
-    copy_escaped(at[A_PROTO], d->proto, sizeof(d->proto));
-    copy_escaped(at[A_SENDER], d->from, sizeof(d->from));
-    copy_escaped(at[A_RCPT], d->to, sizeof(d->to));
+    copy_raw(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id));
+    copy_raw(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name));
+    copy_raw(at[A_CLIENT_ADDR], d->client_addr, sizeof(d->client_addr));
+    copy_raw(at[A_HELO], d->helo, sizeof(d->helo));
+    copy_raw(at[A_PROTO], d->proto, sizeof(d->proto));
+    copy_raw(at[A_SENDER], d->from, sizeof(d->from));
+    copy_raw(at[A_RCPT], d->to, sizeof(d->to));
     sender = at[A_SENDER];
     d->null_sender = sender && sender->value_len == 0;
 
@@ -376,16 +389,18 @@ static const struct {
  * or 0 and "" for DUNNO and fallback */
 static size_t refusal_text(const bs_decision *d, int full, char *out, size_t outsz)
 {
+    char to[BS_LOG_FIELD_MAX];
     size_t i;
     int n;
 
     for (i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
         if (refusals[i].why != d->why)
             continue;
-        if (full)
+        if (full) {
+            bs_escape(d->to, strlen(d->to), to, sizeof(to));
             n = snprintf(out, outsz, "%s <%s>: Recipient address rejected: %s", refusals[i].code,
-                         d->to, refusals[i].text);
-        else
+                         to, refusals[i].text);
+        } else
             n = snprintf(out, outsz, "%s %s", refusals[i].code, refusals[i].text);
         return n < 0 ? 0 : (size_t)n;
     }
@@ -436,6 +451,7 @@ size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out)
 
 size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz)
 {
+    bs_decision_text t;
     char text[513];
     const char *verb;
     int n;
@@ -443,6 +459,7 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
     if (d->action == BS_ACT_DUNNO && d->why != BS_WHY_NDR_ALLOW && d->why != BS_WHY_NDR_UNDER)
         return 0;
     answer_text(d, cfg, 1, text, sizeof(text));
+    bs_decide_text(d, &t);
     if (d->action == BS_ACT_DUNNO)
         verb = "permit";
     else if (d->action == BS_ACT_FALLBACK)
@@ -453,9 +470,9 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
         verb = d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject";
     n = snprintf(out, outsz,
                  "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s",
-                 d->queue_id[0] ? d->queue_id : "NOQUEUE", verb,
-                 d->client_name[0] ? d->client_name : "unknown", d->client_addr, text, d->from,
-                 d->to, d->proto[0] ? d->proto : "SMTP", d->helo, bs_why_name(d->why),
+                 t.queue_id[0] ? t.queue_id : "NOQUEUE", verb,
+                 t.client_name[0] ? t.client_name : "unknown", t.client_addr, text, t.from, t.to,
+                 t.proto[0] ? t.proto : "SMTP", t.helo, bs_why_name(d->why),
                  bs_decide_ndr_match(d) ? " ndr_entry=" : "",
                  bs_decide_ndr_match(d) ? bs_decide_ndr_match(d) : "");
     if (n < 0)

@@ -112,7 +112,8 @@ typedef struct bs_facts {
 
 /* One request's decision. Embedded in its connection; no heap. */
 typedef struct bs_decision {
-    /* from the request (escaped, truncated copies for reply and log) */
+    /* from the request: raw (unescaped) copies, truncated, for the reply
+     * and the log line; escape with bs_decide_text() before printing */
     char queue_id[32];
     char client_name[128];
     char client_addr[64];
@@ -160,6 +161,21 @@ size_t bs_decide_reply(const bs_decision *d, const bs_config *cfg, char *out);
 /* bs_decide_log_line - the Postfix-shaped log line (no trailing newline), or
  * length 0 when the verdict is a plain DUNNO that is not logged at info. */
 size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out, size_t outsz);
+
+/* The request's strings escaped for printing (bs_escape). */
+typedef struct bs_decision_text {
+    char queue_id[32];
+    char client_name[128];
+    char client_addr[64];
+    char helo[128];
+    char proto[16];
+    char from[BS_LOG_FIELD_MAX];
+    char to[BS_LOG_FIELD_MAX];
+} bs_decision_text;
+
+/* bs_decide_text - escape d's request strings into t (done only when a line
+ * is printed: most answers are a plain DUNNO that prints nothing) */
+void bs_decide_text(const bs_decision *d, bs_decision_text *t);
 
 /* bs_decide_ndr_field - NDR candidate i (< d->nndr): "example.org",
  * ".org", "*" */

@@ -349,7 +349,14 @@ static void test_hostile(bs_config *cfg)
         "192.0.2.1");
     CHECK_EQ_INT(d.why, BS_WHY_UNKNOWN_USER);
     CHECK(d.note_invalid);
-    CHECK(strstr(d.to, "\\x01") != NULL);
+    {
+        bs_decision_text t;
+        char line[1024];
+        bs_decide_text(&d, &t);
+        CHECK(strstr(t.to, "\\x01") != NULL && strstr(t.to, "\\x7f") != NULL);
+        CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+        CHECK(strchr(line, '\x01') == NULL && strstr(line, "no\\x01body\\x7f@") != NULL);
+    }
     run(cfg, "RCPT", "s@x.example",
         "no\x01"
         "body@catchall.example",
