@@ -179,8 +179,7 @@ static int exempt_reason(bs_ctl *c, const char *arg, const char *key, char *why,
         return -1;
     for (i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
         if (rep->element[i]->type == REDIS_REPLY_INTEGER && rep->element[i]->integer == 1) {
-            snprintf(why, whysz, "%.64s is in %.300s", i == 0 ? (slash ? key : ipkey) : key,
-                     xkey);
+            snprintf(why, whysz, "%.64s is in %.300s", i == 0 ? (slash ? key : ipkey) : key, xkey);
             break;
         }
     freeReplyObject(rep);
@@ -363,15 +362,9 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
     stat_row *rows;
     size_t i, n, wn = 0, wv = 0;
 
-    if (bs_ctl_connect(c) < 0)
+    if (!(rep = bs_ctl_hgetall(c, "stats")))
         return BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "stats", NULL);
-    if (!(rep = bs_ctl_cmd(c, "HGETALL", key, (char *)NULL)))
-        return BS_CTL_FAIL;
-    if (!bs_ctl_reply_ok(rep, REDIS_REPLY_ARRAY, "HGETALL")) {
-        freeReplyObject(rep);
-        return BS_CTL_FAIL;
-    }
+    bs_ctl_key(c, key, sizeof(key), "stats", NULL); /* for the message below */
     n = rep->elements / 2;
     rows = calloc(n + 1, sizeof(*rows));
     for (i = 0; i < n; i++) {

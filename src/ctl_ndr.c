@@ -141,21 +141,14 @@ static int pair_order(const void *a, const void *b)
 /* bs_ctl_ndr_list - HGETALL, sorted, unusable values flagged */
 int bs_ctl_ndr_list(bs_ctl *c, int argc, char **argv)
 {
-    char key[BS_CTL_KEY_MAX], f[NDR_FIELD_MAX * 4], v[96], rule_s[64];
+    char f[NDR_FIELD_MAX * 4], v[96], rule_s[64];
     redisReply *rep;
     ndr_pair *pairs;
     size_t i, n, w = 22;
     bs_ndr_rule r;
 
-    if (bs_ctl_connect(c) < 0)
+    if (!(rep = bs_ctl_hgetall(c, "ndr")))
         return BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "ndr", NULL);
-    if (!(rep = bs_ctl_cmd(c, "HGETALL", key, (char *)NULL)))
-        return BS_CTL_FAIL;
-    if (!bs_ctl_reply_ok(rep, REDIS_REPLY_ARRAY, "HGETALL")) {
-        freeReplyObject(rep);
-        return BS_CTL_FAIL;
-    }
     n = rep->elements / 2;
     pairs = calloc(n + 1, sizeof(*pairs));
     for (i = 0; i < n; i++) {

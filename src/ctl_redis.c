@@ -11,6 +11,7 @@
  *   bs_ctl_append/read pipelining: queue, then read the replies in order;
  *                      read gives error replies back to the caller.
  *   bs_ctl_reply_ok    type check with a message.
+ *   bs_ctl_hgetall     a whole hash of ours.
  *   bs_ctl_redis_ms    Redis's clock, as the daemon's Lua scripts read it.
  *
  * Uses hiredis's synchronous API: redisConnectWithTimeout or
@@ -187,6 +188,24 @@ int bs_ctl_reply_ok(const redisReply *rep, int type, const char *what)
     else
         bs_ctl_err("redis: %s: unexpected reply (type %d)", what, rep->type);
     return 0;
+}
+
+/* bs_ctl_hgetall - a whole hash of ours, type-checked */
+redisReply *bs_ctl_hgetall(bs_ctl *c, const char *name)
+{
+    char key[BS_CTL_KEY_MAX];
+    redisReply *rep;
+
+    if (bs_ctl_connect(c) < 0)
+        return NULL;
+    bs_ctl_key(c, key, sizeof(key), name, NULL);
+    if (!(rep = bs_ctl_cmd(c, "HGETALL", key, (char *)NULL)))
+        return NULL;
+    if (!bs_ctl_reply_ok(rep, REDIS_REPLY_ARRAY, "HGETALL")) {
+        freeReplyObject(rep);
+        return NULL;
+    }
+    return rep;
 }
 
 /* bs_ctl_redis_ms - TIME in ms, computed as the daemon's scripts do */

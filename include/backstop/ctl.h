@@ -130,6 +130,9 @@ redisReply *bs_ctl_read(bs_ctl *c);
 /* bs_ctl_reply_ok - 1 when rep has the wanted type, else print what was
  * found instead (what: the command, for the message) and return 0. */
 int bs_ctl_reply_ok(const redisReply *rep, int type, const char *what);
+/* bs_ctl_hgetall - connect, HGETALL the hash <prefix>name; the reply (an
+ * array of field, value, ...; the caller frees it) or NULL (printed). */
+redisReply *bs_ctl_hgetall(bs_ctl *c, const char *name);
 /* bs_ctl_redis_ms - Redis's clock (TIME) in ms; 0 / -1. */
 int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
 
