@@ -230,14 +230,24 @@ static size_t append_uint(char *out, unsigned v)
 int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out)
 {
     uint8_t ip[16];
+
+    out[0] = '\0';
+    if (bs_ip_parse(s, len, ip) < 0)
+        return -1;
+    return bs_client_key_ip(ip, ipv6_prefix, out);
+}
+
+/* bs_client_key_ip - the same from an address already parsed */
+int bs_client_key_ip(const uint8_t addr[16], unsigned ipv6_prefix, char *out)
+{
+    uint8_t ip[16];
     char text[INET6_ADDRSTRLEN];
     size_t n;
 
     out[0] = '\0';
     if (ipv6_prefix < 1 || ipv6_prefix > 128)
         return -1;
-    if (bs_ip_parse(s, len, ip) < 0)
-        return -1;
+    memcpy(ip, addr, sizeof(ip));
 
     if (is_v4mapped(ip)) {
         /* dotted quad by hand: inet_ntop() formats with sprintf, which

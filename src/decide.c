@@ -157,17 +157,17 @@ static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_attr
 
     d->client_key[0] = d->client_ip[0] = 0;
     d->cidr_exempt = 0;
-    if (!a || bs_client_key(a->value, a->value_len, cfg->ipv6_prefix, d->client_key) < 0)
+    if (!a || bs_ip_parse(a->value, a->value_len, ip) < 0 ||
+        bs_client_key_ip(ip, cfg->ipv6_prefix, d->client_key) < 0)
         return;
     if (!strchr(d->client_key, '/')) {
         memcpy(d->client_ip, d->client_key, sizeof(d->client_ip)); /* IPv4: the same */
     } else {
-        n = bs_client_key(a->value, a->value_len, 128, d->client_ip);
+        n = bs_client_key_ip(ip, 128, d->client_ip);
         if (n > 4 && strcmp(d->client_ip + n - 4, "/128") == 0)
             d->client_ip[n - 4] = 0;
     }
-    if (cfg->nexempt && bs_ip_parse(a->value, a->value_len, ip) > 0)
-        d->cidr_exempt = bs_cidr_list_match(cfg->exempt, cfg->nexempt, ip);
+    d->cidr_exempt = cfg->nexempt && bs_cidr_list_match(cfg->exempt, cfg->nexempt, ip);
 }
 
 /* set_ndr_fields - domain, its parent suffixes (".b.c", ".c"), then "*";

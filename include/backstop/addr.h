@@ -20,6 +20,7 @@
 #define BACKSTOP_ADDR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define BS_DOMAIN_MAX 253
 #define BS_LOCAL_MAX 128
@@ -63,6 +64,10 @@ size_t bs_local_base_len(const char *local, size_t local_len, const char *delims
  * Returns the length, or -1 when the string is not an IP address.
  */
 int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out);
+
+/* bs_client_key_ip - the same from an address bs_ip_parse() already gave
+ * (16-byte form, IPv4 mapped); -1 only for a bad prefix */
+int bs_client_key_ip(const uint8_t ip[16], unsigned ipv6_prefix, char *out);
 
 /*
  * bs_escape - copy at most len bytes of s into out (outsz bytes, NUL

@@ -8,6 +8,7 @@
  * ordinary ones.
  */
 #include "backstop/addr.h"
+#include "backstop/cidr.h"
 #include "check.h"
 
 #include <stdlib.h>
@@ -439,6 +440,17 @@ static void test_client_table(void)
         }
         if ((n >= 0) != (client_cases[i].want != NULL))
             fprintf(stderr, "  client case %zu\n", i);
+        {
+            /* the same key from the parsed address */
+            uint8_t ip[16];
+            char out2[BS_CLIENT_KEY_MAX + 1];
+            if (bs_ip_parse(in, len, ip) > 0) {
+                int n2 = bs_client_key_ip(ip, client_cases[i].prefix, out2);
+                CHECK_EQ_INT(n2, n);
+                if (n >= 0)
+                    CHECK_EQ_STR(out2, out);
+            }
+        }
         free(in);
     }
 }
