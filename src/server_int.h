@@ -11,7 +11,7 @@
 #include "backstop/proto.h"
 #include "backstop/server.h"
 
-#define BS_READ_BUF 65536          /* shared read buffer, one per server */
+#define BS_READ_BUF 65536           /* shared read buffer, one per server */
 #define BS_PARTIAL_TIMEOUT_MS 10000 /* a request must be complete within */
 #define BS_WRITE_TIMEOUT_MS 10000   /* a reply must be taken within */
 #define BS_SHUTDOWN_GRACE_MS 2000   /* beyond [redis] timeout, at shutdown */
@@ -43,15 +43,15 @@ typedef struct bs_conn {
     uv_timer_t timer; /* idle, partial, answer or write deadline by state */
     uv_write_t wreq;
     bs_server *srv;
-    uint64_t cid;      /* connection number, for logs */
-    uint32_t slot;     /* index in the server's table */
-    uint32_t gen;      /* request generation: ids are (slot << 32 | gen) */
-    int state;         /* enum bs_conn_state */
-    int open_handles;  /* closed when 0: then freed */
-    int in_decide;     /* inside process(): after_reply must not recurse */
-    int reading;       /* uv_read_start() done */
-    bs_partial *part;  /* unfinished or pipelined input, or NULL */
-    uint64_t started;  /* uv_hrtime() (ns) when the request was complete */
+    uint64_t cid;     /* connection number, for logs */
+    uint32_t slot;    /* index in the server's table */
+    uint32_t gen;     /* request generation: ids are (slot << 32 | gen) */
+    int state;        /* enum bs_conn_state */
+    int open_handles; /* closed when 0: then freed */
+    int in_decide;    /* inside process(): after_reply must not recurse */
+    int reading;      /* uv_read_start() done */
+    bs_partial *part; /* unfinished or pipelined input, or NULL */
+    uint64_t started; /* uv_hrtime() (ns) when the request was complete */
     char peer[64];
     uv_buf_t wbuf;
     char reply[BS_REPLY_MAX];
@@ -67,7 +67,7 @@ typedef struct bs_listener {
     } h;
     bs_server *srv;
     bs_endpoint ep;
-    int waiting;  /* a connection is pending, not accepted (at the limit) */
+    int waiting; /* a connection is pending, not accepted (at the limit) */
     int closing;
     struct bs_listener *next;
 } bs_listener;
@@ -77,8 +77,8 @@ struct bs_server {
     const bs_config *cfg;
     bs_store *store;
     bs_listener *listeners;
-    bs_conn **slots;      /* the connection table */
-    uint32_t *gens;       /* generation kept per slot across reuse */
+    bs_conn **slots; /* the connection table */
+    uint32_t *gens;  /* generation kept per slot across reuse */
     uint32_t nslots;
     uint32_t *free_slots; /* stack of free slot indexes */
     uint32_t nfree;
@@ -86,7 +86,7 @@ struct bs_server {
     uint64_t next_cid;
     bs_partial *free_parts;
     int shutting_down;
-    int open_handles;     /* listeners + shutdown timer still open */
+    int open_handles; /* listeners + shutdown timer still open */
     uv_timer_t shutdown_timer;
     void (*done)(void *);
     void *done_arg;

@@ -33,10 +33,10 @@ enum bs_endpoint_type { BS_EP_INET = 1, BS_EP_UNIX = 2 };
 
 /* "inet:HOST:PORT" ("inet:[::1]:10040" for IPv6) or "unix:/path" */
 typedef struct bs_endpoint {
-    int type;                      /* enum bs_endpoint_type */
-    char host[BS_CFG_STR_MAX];     /* inet: literal address or host name */
-    unsigned port;                 /* inet: 1..65535 */
-    char path[BS_CFG_PATH_MAX];    /* unix: socket path (< 108 bytes) */
+    int type;                   /* enum bs_endpoint_type */
+    char host[BS_CFG_STR_MAX];  /* inet: literal address or host name */
+    unsigned port;              /* inet: 1..65535 */
+    char path[BS_CFG_PATH_MAX]; /* unix: socket path (< 108 bytes) */
 } bs_endpoint;
 
 enum bs_mode { BS_MODE_ENFORCE = 0, BS_MODE_REPORT = 1 };
@@ -56,50 +56,50 @@ typedef struct bs_config {
     /* [server] */
     bs_endpoint listen[BS_CFG_MAX_LISTEN];
     size_t nlisten;
-    unsigned socket_mode;               /* unix listeners, default 0660 */
-    char socket_group[BS_CFG_STR_MAX];  /* unix listeners, "" = unchanged */
-    bs_cidr allow[BS_CFG_MAX_ALLOW];    /* inet peers allowed; default loopback */
+    unsigned socket_mode;              /* unix listeners, default 0660 */
+    char socket_group[BS_CFG_STR_MAX]; /* unix listeners, "" = unchanged */
+    bs_cidr allow[BS_CFG_MAX_ALLOW];   /* inet peers allowed; default loopback */
     size_t nallow;
-    unsigned max_connections;           /* default 1000 */
-    uint64_t idle_timeout_ms;           /* default 330s (> Postfix max_idle) */
-    char user[BS_CFG_STR_MAX];          /* drop privileges after bind; "" = stay */
+    unsigned max_connections;  /* default 1000 */
+    uint64_t idle_timeout_ms;  /* default 330s (> Postfix max_idle) */
+    char user[BS_CFG_STR_MAX]; /* drop privileges after bind; "" = stay */
     char group[BS_CFG_STR_MAX];
 
     /* [redis] */
-    bs_endpoint redis;                  /* "tcp:HOST:PORT" or "unix:/path" (type inet = tcp) */
-    char username[BS_CFG_STR_MAX];      /* Redis 6 ACL user, "" = none */
-    char password[BS_CFG_STR_MAX];      /* "" = no AUTH */
-    unsigned db;                        /* 0..15 by default range 0..1000 */
-    char prefix[BS_CFG_PREFIX_MAX];     /* default "backstop:" */
-    uint64_t timeout_ms;                /* answer deadline per request, default 300ms */
-    uint64_t connect_timeout_ms;        /* default 1s */
-    unsigned max_pending;               /* in-flight Redis requests, default 4096 */
+    bs_endpoint redis;              /* "tcp:HOST:PORT" or "unix:/path" (type inet = tcp) */
+    char username[BS_CFG_STR_MAX];  /* Redis 6 ACL user, "" = none */
+    char password[BS_CFG_STR_MAX];  /* "" = no AUTH */
+    unsigned db;                    /* 0..15 by default range 0..1000 */
+    char prefix[BS_CFG_PREFIX_MAX]; /* default "backstop:" */
+    uint64_t timeout_ms;            /* answer deadline per request, default 300ms */
+    uint64_t connect_timeout_ms;    /* default 1s */
+    unsigned max_pending;           /* in-flight Redis requests, default 4096 */
     bs_endpoint sentinels[BS_CFG_MAX_SENTINELS]; /* tcp:HOST:PORT */
     size_t nsentinels;
     char master_name[BS_CFG_STR_MAX];
     char sentinel_password[BS_CFG_STR_MAX];
 
     /* [policy] */
-    int mode;                           /* enum bs_mode, default enforce */
-    int on_redis_error;                 /* enum bs_on_error, default defer */
+    int mode;                                   /* enum bs_mode, default enforce */
+    int on_redis_error;                         /* enum bs_on_error, default defer */
     char recipient_delimiter[BS_CFG_DELIM_MAX]; /* default "+", "" = none */
-    bs_ndr_rule ndr_default;            /* default deny */
+    bs_ndr_rule ndr_default;                    /* default deny */
 
     /* [ratelimit] */
-    uint32_t invalid_limit;             /* "20/10m": 20; 0 disables */
-    uint64_t invalid_window_ms;         /* "20/10m": 10 minutes */
-    uint64_t block_time_ms;             /* default 1h */
-    unsigned ipv6_prefix;               /* default 64, 1..128 */
-    bs_cidr exempt[BS_CFG_MAX_EXEMPT];  /* default 127.0.0.0/8 and ::1/128 */
+    uint32_t invalid_limit;            /* "20/10m": 20; 0 disables */
+    uint64_t invalid_window_ms;        /* "20/10m": 10 minutes */
+    uint64_t block_time_ms;            /* default 1h */
+    unsigned ipv6_prefix;              /* default 64, 1..128 */
+    bs_cidr exempt[BS_CFG_MAX_EXEMPT]; /* default 127.0.0.0/8 and ::1/128 */
     size_t nexempt;
 
     /* [metrics] */
-    bs_endpoint metrics[1];             /* "inet:127.0.0.1:PORT"; none = off */
+    bs_endpoint metrics[1]; /* "inet:127.0.0.1:PORT"; none = off */
     size_t nmetrics;
 
     /* [log] */
-    int log_level;                      /* enum bs_log_level (log.h), default info */
-    char syslog_facility[16];           /* default "mail" */
+    int log_level;            /* enum bs_log_level (log.h), default info */
+    char syslog_facility[16]; /* default "mail" */
 } bs_config;
 
 /* bs_config_defaults - fill cfg with every default (no listener yet). */

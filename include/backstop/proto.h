@@ -26,13 +26,13 @@
 
 /* Results of bs_proto_feed(). Errors are negative. */
 enum bs_proto_result {
-    BS_PROTO_NEED_MORE = 0,      /* request incomplete: call again with more */
-    BS_PROTO_DONE = 1,           /* request complete: *consumed bytes used */
-    BS_PROTO_E_LINE = -1,        /* a line exceeds BS_PROTO_MAX_LINE */
-    BS_PROTO_E_ATTRS = -2,       /* more than BS_PROTO_MAX_ATTRS attributes */
-    BS_PROTO_E_REQUEST = -3,     /* request exceeds BS_PROTO_MAX_REQUEST */
-    BS_PROTO_E_SYNTAX = -4,      /* line without '=' or with an empty name */
-    BS_PROTO_E_NUL = -5,         /* NUL byte in the request */
+    BS_PROTO_NEED_MORE = 0,  /* request incomplete: call again with more */
+    BS_PROTO_DONE = 1,       /* request complete: *consumed bytes used */
+    BS_PROTO_E_LINE = -1,    /* a line exceeds BS_PROTO_MAX_LINE */
+    BS_PROTO_E_ATTRS = -2,   /* more than BS_PROTO_MAX_ATTRS attributes */
+    BS_PROTO_E_REQUEST = -3, /* request exceeds BS_PROTO_MAX_REQUEST */
+    BS_PROTO_E_SYNTAX = -4,  /* line without '=' or with an empty name */
+    BS_PROTO_E_NUL = -5,     /* NUL byte in the request */
 };
 #define BS_PROTO_NERR 6 /* error codes are -1 .. -(BS_PROTO_NERR - 1) */
 

@@ -13,7 +13,6 @@
 #include "backstop/decide.h"
 #include "backstop/proto.h"
 
-
 /* Answer latency histogram: upper bounds in microseconds; the last bucket
  * (+Inf) is implicit. */
 #define BS_LAT_NBUCKETS 14
@@ -25,22 +24,22 @@ typedef struct bs_stats {
     uint64_t conn_accepted;
     uint64_t conn_closed;
     uint64_t conn_active;
-    uint64_t conn_limit_waits;  /* accepts delayed at max_connections */
-    uint64_t conn_denied;       /* inet peer not in [server] allow */
+    uint64_t conn_limit_waits; /* accepts delayed at max_connections */
+    uint64_t conn_denied;      /* inet peer not in [server] allow */
     uint64_t proto_errors[BS_PROTO_NERR];
-    uint64_t bad_request_type;  /* request= other than smtpd_access_policy */
+    uint64_t bad_request_type; /* request= other than smtpd_access_policy */
     uint64_t idle_timeouts;
-    uint64_t partial_timeouts;  /* request not complete within its deadline */
-    uint64_t pipelined_closed;  /* more than a request's worth pipelined */
+    uint64_t partial_timeouts; /* request not complete within its deadline */
+    uint64_t pipelined_closed; /* more than a request's worth pipelined */
     uint64_t write_errors;
-    uint64_t late_replies;      /* store answers for requests already answered */
+    uint64_t late_replies; /* store answers for requests already answered */
     uint64_t redis_connects;
     uint64_t redis_disconnects;
-    uint64_t redis_stalls;      /* connection dropped: no reply in time */
-    uint64_t redis_errors;      /* error replies */
-    uint64_t redis_busy;        /* max_pending reached */
-    uint64_t redis_noscript;    /* EVALSHA retried as EVAL */
-    uint64_t clients_blocked;   /* blocks set by our rate tracking */
+    uint64_t redis_stalls;    /* connection dropped: no reply in time */
+    uint64_t redis_errors;    /* error replies */
+    uint64_t redis_busy;      /* max_pending reached */
+    uint64_t redis_noscript;  /* EVALSHA retried as EVAL */
+    uint64_t clients_blocked; /* blocks set by our rate tracking */
     uint64_t reloads;
     uint64_t reload_errors;
     uint64_t lat_buckets[BS_LAT_NBUCKETS + 1]; /* non-cumulative counts */

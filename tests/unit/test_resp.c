@@ -49,7 +49,7 @@ static void test_overflow(void)
     CHECK(b.overflow);
     /* exact fit is not an overflow */
     bs_resp_init(&b, buf, 11);
-    bs_resp_cmd(&b, 1); /* 4 bytes */
+    bs_resp_cmd(&b, 1);   /* 4 bytes */
     bs_resp_str(&b, "x"); /* "$1\r\nx\r\n" = 7 bytes */
     CHECK(!b.overflow);
     CHECK_EQ_INT(b.len, 11);
