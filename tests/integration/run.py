@@ -1891,6 +1891,39 @@ def stats_counters(ctx):
 
 
 @test
+def connection_limit(ctx):
+    """At [server] max_connections a new connection waits (is not accepted,
+    not refused) and is served as soon as another closes; counted."""
+    r = ctx.redis()
+    port = free_port()
+    d = ctx.daemon(r, server={"max_connections": "3"},
+                   metrics={"listen": "inet:127.0.0.1:%d" % port})
+    held = [d.conn() for _ in range(3)]
+    try:
+        for c in held:  # all three really accepted and served
+            expect(c.ask(recipient="user@example.com"), DUNNO, "one of the first three")
+        with d.conn() as fourth:
+            check(fourth.send(policy_request(recipient="nobody@example.com")), "send on the 4th")
+            try:
+                got = fourth.read_raw_reply(timeout=1.0)
+                raise TestFailure("4th connection answered over the limit: %r" % got)
+            except TestFailure as e:
+                if "answered over the limit" in str(e):
+                    raise
+            held.pop().close()  # one leaves: the waiting one is accepted now
+            expect(fourth.read_reply(timeout=5.0), USER_UNKNOWN("nobody@example.com"),
+                   "the waiting connection, once one closed")
+    finally:
+        for c in held:
+            c.close()
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
+        body = resp.read().decode()
+    m = re.search(r"^backstop_connection_limit_waits_total (\d+)$", body, re.M)
+    check(m and int(m.group(1)) >= 1, "limit waits not counted: %r" % (m and m.group(0)))
+
+
+@test
 def pipelined_flood(ctx):
     """A request followed by ~20 kB more in one write (more than one request may
     be) closes the connection; nothing overflows; the server goes on."""
