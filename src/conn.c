@@ -497,26 +497,11 @@ void bs__conn_shutdown(bs_conn *c)
 /* peer_allowed - inet peers must be inside [server] allow */
 static int peer_allowed(bs_conn *c, const bs_listener *l)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    uint8_t ip[16];
-
     if (l->ep.type != BS_EP_INET) {
         snprintf(c->peer, sizeof(c->peer), "unix:%.50s", l->ep.path);
         return 1;
     }
-    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        uv_ip4_name(in, c->peer, sizeof(c->peer));
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(in6, c->peer, sizeof(c->peer));
-    }
-    if (bs_ip_parse(c->peer, strlen(c->peer), ip) < 0)
-        return 0;
-    return bs_cidr_list_match(c->srv->cfg->allow, c->srv->cfg->nallow, ip);
+    return bs_server_peer_allowed(&c->h.tcp, c->srv->cfg, c->peer, sizeof(c->peer));
 }
 
 /* bs__conn_accept - accept one pending connection of l (the caller checked

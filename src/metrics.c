@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backstop/cidr.h"
 #include "backstop/log.h"
 #include "backstop/metrics.h"
 #include "backstop/proto.h"
+#include "backstop/server.h"
 #include "backstop/stats.h"
 
 #define BS_METRICS_MAX_CONNS 16
@@ -276,10 +276,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_connection(uv_stream_t *l, int status)
 {
     bs_metrics *m = l->data;
-    struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
     char peer[64] = "";
-    uint8_t ip[16];
     bs_scrape *c;
 
     if (status < 0 || m->stopping || !(c = calloc(1, sizeof(*c))))
@@ -295,19 +292,14 @@ static void on_connection(uv_stream_t *l, int status)
     if (m->conns)
         m->conns->prevp = &c->next;
     m->conns = c;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || m->nconns > BS_METRICS_MAX_CONNS ||
-        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) != 0) {
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || m->nconns > BS_METRICS_MAX_CONNS) {
         scrape_close(c);
         return;
     }
-    if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, peer, sizeof(peer));
-    else
-        uv_ip6_name((struct sockaddr_in6 *)&ss, peer, sizeof(peer));
-    if (bs_ip_parse(peer, strlen(peer), ip) < 0 ||
-        !bs_cidr_list_match(m->cfg->allow, m->cfg->nallow, ip)) {
+    if (!bs_server_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
         bs_stat.conn_denied++;
-        bs_warn("metrics: connection from %s refused: not in [server] allow", peer);
+        bs_warn("metrics: connection from %s refused: not in [server] allow",
+                peer[0] ? peer : "unknown address");
         scrape_close(c);
         return;
     }

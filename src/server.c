@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backstop/cidr.h"
 #include "backstop/log.h"
 #include "backstop/stats.h"
 #include "server_int.h"
@@ -93,6 +94,24 @@ void bs__server_slot_put(bs_server *s, bs_conn *c)
 }
 
 static void maybe_done(bs_server *s);
+
+int bs_server_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uint8_t ip[16];
+
+    peer[0] = 0;
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, peer, peersz);
+    else
+        uv_ip6_name((struct sockaddr_in6 *)&ss, peer, peersz);
+    if (bs_ip_parse(peer, strlen(peer), ip) < 0)
+        return 0;
+    return bs_cidr_list_match(cfg->allow, cfg->nallow, ip);
+}
 
 /* bs__server_conn_gone - a connection's memory is freed: accept a waiting
  * connection, or finish the shutdown */

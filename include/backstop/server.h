@@ -27,6 +27,11 @@ int bs_server_listen(bs_server *s, char *err, size_t errsz);
  * Existing connections stay. Failures are warnings. */
 void bs_server_reconfigure(bs_server *s, const bs_config *old);
 
+/* bs_server_peer_allowed - write the TCP peer's address into peer (peersz
+ * bytes) and say whether [server] allow admits it: 1 yes, 0 no (also when
+ * the address cannot be had). Used for policy and metrics connections. */
+int bs_server_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz);
+
 /* bs_server_shutdown - stop accepting, close idle connections, answer the
  * requests in flight, then call done(arg) once every connection and
  * listener has closed (at most [redis] timeout + 2 s later). The server is
