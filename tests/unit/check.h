@@ -10,6 +10,7 @@
 #define BACKSTOP_TEST_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_passed, check_failed;
@@ -47,6 +48,20 @@ static int check_passed, check_failed;
                     #a, #b, check_a_ ? check_a_ : "(null)", check_b_ ? check_b_ : "(null)");       \
         }                                                                                          \
     } while (0)
+
+#define LEN_STR ((size_t)-1) /* table shorthand: use strlen() */
+
+/* dup_exact - len bytes on the heap, no terminator: over-reads trap
+ * (AddressSanitizer), so a function that reads past len is caught. */
+static inline char *dup_exact(const char *s, size_t len)
+{
+    char *p = malloc(len ? len : 1);
+
+    if (p == NULL)
+        abort();
+    memcpy(p, s, len);
+    return p;
+}
 
 static int check_summary(void)
 {

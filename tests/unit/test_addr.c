@@ -13,19 +13,6 @@
 
 #include <stdlib.h>
 
-#define LEN_STR ((size_t)-1) /* table shorthand: use strlen() */
-
-/* dup_exact - len bytes on the heap, no terminator: over-reads trap. */
-static char *dup_exact(const char *s, size_t len)
-{
-    char *p = malloc(len ? len : 1);
-
-    if (p == NULL)
-        abort();
-    memcpy(p, s, len);
-    return p;
-}
-
 static size_t len_of(const char *s, size_t len)
 {
     return len == LEN_STR ? strlen(s) : len;

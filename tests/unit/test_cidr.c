@@ -15,18 +15,6 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-#define LEN_STR ((size_t)-1) /* table shorthand: use strlen() */
-
-static char *dup_exact(const char *s, size_t len)
-{
-    char *p = malloc(len ? len : 1);
-
-    if (p == NULL)
-        abort();
-    memcpy(p, s, len);
-    return p;
-}
-
 /* v6 - 16 bytes from IPv6 text; the tables' own literals must be valid. */
 static void v6(const char *text, uint8_t out[16])
 {
