@@ -36,6 +36,7 @@ static bs_store *store;
 static bs_metrics *metrics;
 static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 static int stopping;
+static int to_stderr; /* -f */
 
 static void usage(FILE *fp)
 {
@@ -61,7 +62,7 @@ static void on_reload(uv_signal_t *h, int signum)
     cfg = scratch;
     bs_log_level = cfg.log_level;
     if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0)
-        bs_log_open("backstopd", cfg.syslog_facility, -1);
+        bs_log_open("backstopd", cfg.syslog_facility, to_stderr);
     if (cfg.max_pending != old.max_pending)
         bs_warn("reload: [redis] max_pending takes effect at restart");
     if (cfg.nmetrics != old.nmetrics ||
@@ -127,7 +128,7 @@ static void drop_privileges(void)
 int main(int argc, char **argv)
 {
     const char *path = DEFAULT_CONFIG;
-    int opt, test = 0, verbose = 0, to_stderr = 0;
+    int opt, test = 0, verbose = 0;
     char err[512];
     uv_loop_t *loop = uv_default_loop();
 
