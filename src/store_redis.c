@@ -37,6 +37,8 @@
  * printf, or exits because of Redis.
  */
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -564,6 +566,23 @@ static void schedule_retry(bs_redis *r)
     uv_timer_start(&r->retry_timer, retry_cb, delay, 0);
 }
 
+/* note_failure - a failed attempt: the first after a success is a warning,
+ * the retries that follow are debug lines (a Redis outage is logged once) */
+static void note_failure(bs_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_failure(bs_redis *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (r->failures++ == 0)
+        bs_warn("redis: %s", msg);
+    else
+        bs_debug("redis: attempt %u failed: %s", r->failures, msg);
+}
+
 /* endpoint_name - where the connection goes: the master Sentinel named, or
  * [redis] server */
 static void endpoint_name(const bs_redis *r, char *out, size_t outsz)
@@ -590,10 +609,7 @@ static void drop(bs_redis *r, const char *why)
         sentinel_close(r);
     }
     endpoint_name(r, where, sizeof(where));
-    if (r->failures++ == 0)
-        bs_warn("redis: connection to %s dropped: %s", where, why);
-    else
-        bs_debug("redis: attempt %u failed: %s", r->failures, why);
+    note_failure(r, "connection to %s dropped: %s", where, why);
     r->ac = NULL;
     r->state = ST_DOWN;
     bs_stat.redis_disconnects++;
@@ -610,10 +626,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     /* hiredis frees the context after this callback */
     r->ac = NULL;
-    if (r->failures++ == 0)
-        bs_warn("redis: cannot connect: %s", ac->errstr);
-    else
-        bs_debug("redis: attempt %u: cannot connect: %s", r->failures, ac->errstr);
+    note_failure(r, "cannot connect: %s", ac->errstr);
     uv_timer_stop(&r->retry_timer);
     schedule_retry(r);
 }
@@ -630,8 +643,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
     bs_stat.redis_disconnects++;
-    if (r->failures++ == 0)
-        bs_warn("redis: connection lost: %s", ac->err ? ac->errstr : "closed by server");
+    note_failure(r, "connection lost: %s", ac->err ? ac->errstr : "closed by server");
     uv_timer_stop(&r->retry_timer);
     schedule_retry(r);
 }
@@ -884,8 +896,7 @@ static void sentinel_ask(bs_redis *r)
     if (r->state == ST_CLOSED)
         return;
     if (r->sentinel_next >= cfg->nsentinels) {
-        if (r->failures++ == 0)
-            bs_warn("redis: no sentinel answered for master \"%s\"", cfg->master_name);
+        note_failure(r, "no sentinel answered for master \"%s\"", cfg->master_name);
         schedule_retry(r);
         return;
     }
@@ -946,8 +957,7 @@ static void connect_now(bs_redis *r)
     else
         ac = redisAsyncConnect(ep->host, (int)ep->port);
     if (!ac || ac->err) {
-        if (r->failures++ == 0)
-            bs_warn("redis: cannot connect: %s", ac ? ac->errstr : "out of memory");
+        note_failure(r, "cannot connect: %s", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
         schedule_retry(r);
