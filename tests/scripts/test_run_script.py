@@ -1,0 +1,101 @@
+"""
+test_run_script.py - scripts/run as a newcomer uses it: -h, -c FILE given
+relative to the caller's directory, and Ctrl-C (SIGINT to the whole process
+group, as a terminal sends it), which must stop both daemons, remove the
+Redis socket, print its "stopped" line and exit 0.
+
+scripts/run builds build/release itself; the first test pays for that.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RUN = os.path.join(TOP, "scripts", "run")
+REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=someone@remote.example\n"
+           b"recipient=nobody@example.com\nclient_address=192.0.2.1\nclient_name=mx.remote.example\n\n")
+
+pytestmark = pytest.mark.slow
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ask(port, proc, timeout=60):
+    """Connect (retrying until the daemon listens) and send one request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "scripts/run exited with %s" % proc.returncode
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(REQUEST)
+                data = b""
+                while not data.endswith(b"\n\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_help_prints_usage_only():
+    r = subprocess.run([RUN, "-h"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    assert "scripts/run -c FILE" in r.stdout
+    assert "set -e" not in r.stdout
+
+
+def test_config_relative_to_caller(tmp_path):
+    port = free_port()
+    (tmp_path / "my.ini").write_text(
+        "[server]\nlisten = inet:127.0.0.1:%d\n[redis]\nserver = unix:%s/no-redis.sock\n"
+        "[policy]\non_redis_error = dunno\n" % (port, tmp_path))
+    p = subprocess.Popen([RUN, "-c", "my.ini"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # Redis is absent: the configured fallback answers
+        assert ask(port, p, timeout=300) == "action=DUNNO\n\n"
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        out = p.communicate(timeout=30)[0]
+    assert "cannot open" not in out
+
+
+def test_ctrl_c_stops_everything():
+    sock = os.path.join(TOP, "state", "redis.sock")
+    p = subprocess.Popen([RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 300
+        while port is None and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            assert line, "scripts/run ended early: %s" % p.stderr.read()
+            m = re.match(r"backstopd is starting on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+        assert port, "no start line"
+        assert ask(port, p).startswith("action=550 5.1.1 ")
+        assert os.path.exists(sock)
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0, err
+    assert "scripts/run: stopped backstopd and redis-server" in err
+    assert not os.path.exists(sock)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
