@@ -384,6 +384,7 @@ static bs_listener *open_listener(bs_server *s, const bs_endpoint *ep, const bs_
                                   char *err, size_t errsz)
 {
     bs_listener *l = calloc(1, sizeof(*l));
+    char name[300];
     int rc;
 
     if (!l) {
@@ -399,8 +400,10 @@ static bs_listener *open_listener(bs_server *s, const bs_endpoint *ep, const bs_
     l->h.handle.data = l;
     s->open_handles++;
     rc = ep->type == BS_EP_UNIX ? open_unix(l, cfg, err, errsz) : open_inet(l, err, errsz);
-    if (rc == 0 && (rc = uv_listen(&l->h.stream, BS_LISTEN_BACKLOG, on_connection)) != 0)
-        snprintf(err, errsz, "cannot listen: %s", uv_strerror(rc));
+    if (rc == 0 && (rc = uv_listen(&l->h.stream, BS_LISTEN_BACKLOG, on_connection)) != 0) {
+        endpoint_text(ep, name, sizeof(name));
+        snprintf(err, errsz, "cannot listen on %s: %s", name, uv_strerror(rc));
+    }
     if (rc != 0) {
         close_listener(s, l);
         return NULL;
