@@ -39,8 +39,8 @@
  *   What start-up would find is found here too, so -t and a reload refuse
  *   it with FILE:LINE: [server] user, group and socket_group must exist; a
  *   listener ([server] or [metrics] listen) must be an IP address, not a
- *   host name; a unix listener's path must not be a file other than a
- *   socket, and its directory must exist.
+ *   host name ([metrics] takes no unix socket); a unix listener's path must not be a file other
+ * than a socket, and its directory must exist.
  *
  * NEVER
  *   Allocates: bs_config is fixed-size data, the reader's line is on the
@@ -603,6 +603,8 @@ static int endpoint_parse(const option *o, const char *v, void *dst, char *why, 
                       (const char *)o->extra, (const char *)o->extra);
     if (strcmp(o->extra, "inet") != 0)
         return 0;
+    if (ep->type == BS_EP_UNIX && strcmp(o->section, "metrics") == 0)
+        return reason(why, whysz, "is a unix socket; metrics are served on inet:IP:PORT only");
     if (ep->type == BS_EP_UNIX)
         return listen_path_check(ep->path, why, whysz);
     if (inet_pton(AF_INET, ep->host, addr) != 1 && inet_pton(AF_INET6, ep->host, addr) != 1)

@@ -361,6 +361,9 @@ static const struct {
      "(e.g. inet:127.0.0.1:10041 or inet:[::1]:10041)"},
     {"[metrics]\nlisten = inet:mx-1.example.com:9100\n", 2,
      "[metrics] listen: \"inet:mx-1.example.com:9100\" has a host name"},
+    {"[metrics]\nlisten = unix:/run/backstop-metrics\n", 2,
+     "[metrics] listen: \"unix:/run/backstop-metrics\" is a unix socket; metrics are served on "
+     "inet:IP:PORT only"},
     {"[server]\nlisten = unix:/etc/passwd\n", 2,
      "[server] listen: \"unix:/etc/passwd\" names a file that is not a socket; backstopd only "
      "ever replaces a stale socket"},
