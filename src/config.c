@@ -6,7 +6,9 @@
  *   bs_config_load      defaults, then the file; 0, or -1 with the first
  *                       problem as "FILE:LINE: [section] key: problem".
  *   bs_config_dump      every effective setting as an ini file that
- *                       bs_config_load reads back to the same bs_config.
+ *                       bs_config_load reads back to the same bs_config;
+ *                       secrets only with BS_DUMP_SECRETS (else a comment
+ *                       line says a secret is set).
  *   bs_parse_duration, bs_parse_rate, bs_parse_ndr_rule, bs_parse_endpoint
  *                       value parsers; 0, or -1 with *out untouched.
  *
@@ -33,16 +35,24 @@
  *     - NUL and control characters, unknown sections, text after "]".
  *   The first problem stops the parse (the reader then returns EOF).
  *
+ * CHECKS AGAINST THIS HOST
+ *   What start-up would find is found here too, so -t and a reload refuse
+ *   it with FILE:LINE: [server] user, group and socket_group must exist; a
+ *   listener ([server] or [metrics] listen) must be an IP address, not a
+ *   host name ([metrics] takes no unix socket); a unix listener's path must not be a file other
+ * than a socket, and its directory must exist.
+ *
  * NEVER
  *   Allocates: bs_config is fixed-size data, the reader's line is on the
- *   stack. Quotes a password in a message. Logs: the caller reports err.
+ *   stack. Quotes a password in a message, or prints one unless asked to
+ *   (BS_DUMP_SECRETS). Logs: the caller reports err. Resolves host names.
  *   bs_parse_ndr_rule reads more than len bytes (it also parses Redis values).
  *
  * LIMITS AND BUGS
  *   A value cannot begin or end with blanks (inih strips them), cannot hold
  *   " ;" and cannot make its line longer than 197 characters.
- *   bs_config_dump prints secrets (password, sentinel_password) in clear: it
- *   must reproduce the file. A list emptied by hand (nallow = 0) is printed
+ *   A redacted dump (BS_DUMP_REDACTED, what -t -v prints) loads back with
+ *   the secrets unset. A list emptied by hand (nallow = 0) is printed
  *   as no lines and reads back as the default list.
  */
 #include "backstop/config.h"
@@ -52,12 +62,15 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 /* inih needs room for "\r\n\0" after the text ("3 more than the longest line") */
@@ -547,13 +560,58 @@ static int facility_parse(const option *o, const char *v, void *dst, char *why, 
     return 0;
 }
 
+/*
+ * listen_path_check - what -t can know about a unix listener's path without
+ * binding: it must not be a file other than a socket (backstopd removes
+ * only stale sockets), and its directory must exist. A path we may not
+ * look at (EACCES: -t run by another user) is left to start-up.
+ */
+static int listen_path_check(const char *path, char *why, size_t whysz)
+{
+    struct stat st;
+    char dir[BS_CFG_PATH_MAX];
+    size_t n = (size_t)(strrchr(path, '/') - path);
+
+    if (lstat(path, &st) == 0)
+        return S_ISSOCK(st.st_mode) ? 0
+                                    : reason(why, whysz,
+                                             "names a file that is not a socket; backstopd "
+                                             "only ever replaces a stale socket");
+    if (errno == EACCES)
+        return 0;
+    if (errno != ENOENT)
+        return reason(why, whysz, "cannot be used: %s", strerror(errno));
+    copy_field(dir, sizeof dir, path, n > 0 ? n : 1);
+    if (stat(dir, &st) != 0 && errno != EACCES)
+        return reason(why, whysz, "cannot be created: %s: %s", dir, strerror(errno));
+    return 0;
+}
+
+/*
+ * endpoint_parse - o->extra is the TCP prefix: "inet" rows are listeners
+ * ([server] listen, [metrics] listen), which take IP addresses only (no
+ * DNS at start or on the loop) and a usable unix path.
+ */
 static int endpoint_parse(const option *o, const char *v, void *dst, char *why, size_t whysz)
 {
+    const bs_endpoint *ep = dst;
+    unsigned char addr[16];
     char sub[160];
 
     if (parse_endpoint(v, dst, sub, sizeof sub) < 0)
         return reason(why, whysz, "%s (use %s:HOST:PORT, %s:[IPV6]:PORT or unix:/PATH)", sub,
                       (const char *)o->extra, (const char *)o->extra);
+    if (strcmp(o->extra, "inet") != 0)
+        return 0;
+    if (ep->type == BS_EP_UNIX && strcmp(o->section, "metrics") == 0)
+        return reason(why, whysz, "is a unix socket; metrics are served on inet:IP:PORT only");
+    if (ep->type == BS_EP_UNIX)
+        return listen_path_check(ep->path, why, whysz);
+    if (inet_pton(AF_INET, ep->host, addr) != 1 && inet_pton(AF_INET6, ep->host, addr) != 1)
+        return reason(why, whysz,
+                      "has a host name; a listener needs an IP address "
+                      "(e.g. inet:127.0.0.1:%u or inet:[::1]:%u)",
+                      ep->port, ep->port);
     return 0;
 }
 
@@ -1124,6 +1182,42 @@ static int seen_line(const cfg_parse *p, const char *section, const char *name)
     return o != NULL ? p->seen[o - options] : 0;
 }
 
+/* Names that must exist on this host: -t finds what start-up would. */
+static const struct {
+    const char *name; /* [server] key */
+    size_t off;       /* the name in bs_config */
+    int is_user;      /* getpwnam, else getgrnam */
+} host_names[] = {
+    {"user", offsetof(bs_config, user), 1},
+    {"group", offsetof(bs_config, group), 0},
+    {"socket_group", offsetof(bs_config, socket_group), 0},
+};
+
+/* check_host_names - each set name of host_names[] is known to NSS */
+static int check_host_names(cfg_parse *p)
+{
+    char q[BS_QUOTE_MAX * 4 + 8];
+
+    for (size_t i = 0; i < sizeof host_names / sizeof host_names[0]; i++) {
+        const char *name = (const char *)p->cfg + host_names[i].off;
+        int found;
+        if (name[0] == '\0')
+            continue;
+        errno = 0;
+        found = host_names[i].is_user ? getpwnam(name) != NULL : getgrnam(name) != NULL;
+        if (found)
+            continue;
+        p->lineno = seen_line(p, "server", host_names[i].name);
+        load_error(p, "[server] %s: %s: %s", host_names[i].name,
+                   quote(name, strlen(name), q, sizeof q),
+                   errno                   ? strerror(errno)
+                   : host_names[i].is_user ? "no such user"
+                                           : "no such group");
+        return -1;
+    }
+    return 0;
+}
+
 /* check_whole - rules across keys, after the last line */
 static int check_whole(cfg_parse *p)
 {
@@ -1145,7 +1239,7 @@ static int check_whole(cfg_parse *p)
         load_error(p, "[redis] master_name: no sentinel line");
         return -1;
     }
-    return 0;
+    return check_host_names(p);
 }
 
 /* bs_config_load - see config.h; the first problem is the one reported */
@@ -1201,13 +1295,14 @@ static void dump_line(const option *o, const void *src, FILE *fp)
 }
 
 /* bs_config_dump - the table's order, one [section] block each */
-void bs_config_dump(const bs_config *cfg, FILE *fp)
+void bs_config_dump(const bs_config *cfg, FILE *fp, int how)
 {
     const char *section = NULL;
 
     fprintf(fp, "# backstopd: effective configuration\n");
     for (size_t i = 0; i < NOPTIONS; i++) {
         const option *o = &options[i];
+        const char *src = (const char *)cfg + o->off;
         if (section == NULL || strcmp(section, o->section) != 0) {
             section = o->section;
             fprintf(fp, "\n[%s]\n", section);
@@ -1215,9 +1310,11 @@ void bs_config_dump(const bs_config *cfg, FILE *fp)
         if (o->flags & F_LIST) {
             size_t n = *(const size_t *)((const char *)cfg + o->aux);
             for (size_t k = 0; k < n && k < o->cap; k++)
-                dump_line(o, (const char *)cfg + o->off + k * o->size, fp);
+                dump_line(o, src + k * o->size, fp);
+        } else if ((o->flags & F_SECRET) && how != BS_DUMP_SECRETS && src[0] != '\0') {
+            fprintf(fp, "# %s = (set, not shown)\n", o->name); /* a comment: loads as unset */
         } else {
-            dump_line(o, (const char *)cfg + o->off, fp);
+            dump_line(o, src, fp);
         }
     }
 }

@@ -6,6 +6,8 @@
  *                          choose whether lines are copied to stderr.
  *   bs_log                 one line at a level, if the level is enabled.
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
+ *                          Their line goes to stderr as well, with or
+ *                          without -f: a start-up failure is never silent.
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
  *   bs_log_level_parse     level word -> enum bs_log_level, or -1.
  *
@@ -20,7 +22,8 @@
  * STATE
  *   Until bs_log_open is first called, lines go to stderr only: a start-up
  *   error (a bad config) is seen by whoever started the program. After it,
- *   lines go to syslog, and to stderr too if to_stderr.
+ *   lines go to syslog, and to stderr too if to_stderr (fatal and panic
+ *   lines always).
  *
  * NEVER
  *   Allocates. Blocks on anything but syslog(3) and write(2) to stderr.
@@ -109,9 +112,9 @@ void bs_log_open(const char *ident, const char *facility, int to_stderr)
  * emit - format prefix + text into one bounded, control-free line and send
  * it to syslog and/or stderr.
  */
-static void emit(int priority, const char *prefix, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
-static void emit(int priority, const char *prefix, const char *fmt, va_list ap)
+static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
 {
     char line[BS_LOG_LINE_MAX];
     size_t n = (size_t)snprintf(line, sizeof line, "%s", prefix);
@@ -127,7 +130,7 @@ static void emit(int priority, const char *prefix, const char *fmt, va_list ap)
     }
     if (log_opened)
         syslog(priority, "%s", line);
-    if (log_to_stderr) {
+    if (to_stderr) {
         char out[BS_LOG_LINE_MAX + 128], stamp[32] = "";
         struct timespec ts;
         struct tm tm;
@@ -155,17 +158,18 @@ void bs_log(int level, const char *fmt, ...)
     if (level < BS_LOG_ERROR || level > BS_LOG_DEBUG)
         level = BS_LOG_ERROR; /* a bad level is still worth seeing */
     va_start(ap, fmt);
-    emit(levels[level].priority, levels[level].prefix, fmt, ap);
+    emit(levels[level].priority, log_to_stderr, levels[level].prefix, fmt, ap);
     va_end(ap);
 }
 
-/* bs_fatal - start-up only: the configuration or the environment is broken */
+/* bs_fatal - start-up only: the configuration or the environment is broken.
+ * Always on stderr too: without -f and without /dev/log it would be lost. */
 void bs_fatal(const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    emit(LOG_CRIT, "fatal: ", fmt, ap);
+    emit(LOG_CRIT, 1, "fatal: ", fmt, ap);
     va_end(ap);
     exit(1);
 }
@@ -176,7 +180,7 @@ void bs_panic(const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    emit(LOG_CRIT, "panic: ", fmt, ap);
+    emit(LOG_CRIT, 1, "panic: ", fmt, ap);
     va_end(ap);
     abort();
 }

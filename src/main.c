@@ -5,14 +5,17 @@
  *   backstopd -t [-v] [-c FILE]  check the config, exit 0/1 (-v: print it)
  *   backstopd -V | -h
  *
- * Signals: SIGHUP reloads the config (a bad one is logged, the old kept);
+ * Signals: SIGHUP reloads the config (a bad one, or a new listener that
+ * cannot open, is logged and the old config and listeners kept);
  * SIGTERM/SIGINT stop accepting, answer what is in flight, exit 0; SIGUSR1
- * logs the counters. Fatal errors happen only here, at start-up.
+ * logs the counters. Fatal errors happen only here, at start-up, and are
+ * printed on stderr as well as logged.
  */
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,11 +52,29 @@ static void usage(FILE *fp)
                 "  -v       with -t, print the effective configuration\n");
 }
 
+/* Settings a reload cannot apply: a changed one is reported, not applied. */
+static const struct {
+    const char *key;
+    size_t off, size;
+} restart_only[] = {
+    {"[server] user", offsetof(bs_config, user), sizeof(cfg.user)},
+    {"[server] group", offsetof(bs_config, group), sizeof(cfg.group)},
+    {"[redis] max_pending", offsetof(bs_config, max_pending), sizeof(cfg.max_pending)},
+    {"[metrics] listen", offsetof(bs_config, metrics), sizeof(cfg.metrics)},
+};
+
+/*
+ * on_reload - all or nothing for what can fail: the new file must load and
+ * every new listener must open before anything changes; otherwise the
+ * running configuration and listeners stay, and the log says so.
+ */
 static void on_reload(uv_signal_t *h, int signum)
 {
     char err[512];
+    size_t i;
 
-    if (bs_config_load(cfg.file, &scratch, err, sizeof(err)) < 0) {
+    if (bs_config_load(cfg.file, &scratch, err, sizeof(err)) < 0 ||
+        bs_server_open_new(server, &scratch, err, sizeof(err)) < 0) {
         bs_stat.reload_errors++;
         bs_warn("reload: %s: keeping the running configuration", err);
         return;
@@ -63,11 +84,10 @@ static void on_reload(uv_signal_t *h, int signum)
     bs_log_level = cfg.log_level;
     if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0)
         bs_log_open("backstopd", cfg.syslog_facility, to_stderr);
-    if (cfg.max_pending != old.max_pending)
-        bs_warn("reload: [redis] max_pending takes effect at restart");
-    if (cfg.nmetrics != old.nmetrics ||
-        (cfg.nmetrics && memcmp(&cfg.metrics[0], &old.metrics[0], sizeof(cfg.metrics[0])) != 0))
-        bs_warn("reload: [metrics] listen takes effect at restart");
+    for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++)
+        if (memcmp((char *)&cfg + restart_only[i].off, (char *)&old + restart_only[i].off,
+                   restart_only[i].size) != 0)
+            bs_warn("reload: %s takes effect at restart", restart_only[i].key);
     bs_store_redis_reconfigure(store, &old);
     bs_server_reconfigure(server, &old);
     bs_stat.reloads++;
@@ -167,7 +187,7 @@ int main(int argc, char **argv)
     }
     if (test) {
         if (verbose)
-            bs_config_dump(&cfg, stdout);
+            bs_config_dump(&cfg, stdout, BS_DUMP_REDACTED);
         return 0;
     }
     bs_log_level = cfg.log_level;

@@ -8,18 +8,31 @@
  * polling that listener) and counted; it is accepted when a connection
  * closes, so new smtpd processes wait instead of being refused.
  *
- * Unix listeners: a stale socket file is removed before bind; the socket
- * gets [server] socket_mode and socket_group; it is removed at shutdown when
- * the directory allows it (after [server] user drops privileges it may not:
- * that is logged, and the next start removes it).
- * Listen hosts must be IP literals (no DNS on the loop, none at start).
+ * Unix listeners: only a socket is ever removed, and only a stale one:
+ * before bind, a socket file nobody answers on (connect: ECONNREFUSED) is
+ * removed; a live one, or a path that is not a socket, is an error and is
+ * left alone. The socket gets [server] socket_mode and socket_group. At
+ * close it is removed if the path still holds the socket we bound (same
+ * device and inode) and the directory allows it (after [server] user drops
+ * privileges it may not: that is logged, and the next start removes it).
+ *
+ * Reload: bs_server_open_new opens every new listener before
+ * bs_server_reconfigure closes an old one; one failure closes those just
+ * opened and leaves the running set as it was.
+ *
+ * Every listener's handle is initialised before anything about it can fail,
+ * so there is one close path (close_listener) and it always closes a handle
+ * libuv knows. Listen hosts must be IP literals (no DNS on the loop, none
+ * at start; the config check refuses host names).
  */
 #include <errno.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "backstop/cidr.h"
@@ -179,37 +192,129 @@ static void endpoint_text(const bs_endpoint *ep, char *out, size_t outsz)
                  strchr(ep->host, ':') ? "]" : "", ep->port);
 }
 
-/* open_unix - bind a unix listener with its mode and group */
-static int open_unix(bs_server *s, bs_listener *l, char *err, size_t errsz)
+/* unix_socket - a non-blocking socket and the address of path in *sun;
+ * the fd, or -1 with err (config.c keeps paths short enough) */
+static int unix_socket(const char *path, struct sockaddr_un *sun, char *err, size_t errsz)
 {
-    const bs_config *cfg = s->cfg;
-    struct stat st;
-    int rc;
+    size_t len = strlen(path);
+    int fd;
 
-    if (lstat(l->ep.path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(l->ep.path);
-    uv_pipe_init(s->loop, &l->h.pipe, 0);
-    if ((rc = uv_pipe_bind(&l->h.pipe, l->ep.path)) != 0) {
-        snprintf(err, errsz, "cannot bind unix:%s: %s", l->ep.path, uv_strerror(rc));
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (len >= sizeof(sun->sun_path)) {
+        snprintf(err, errsz, "unix:%s: path too long", path);
         return -1;
     }
+    memcpy(sun->sun_path, path, len + 1);
+    /* non-blocking: a live listener with a full backlog says EAGAIN at once */
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        snprintf(err, errsz, "unix:%s: socket: %s", path, strerror(errno));
+    return fd;
+}
+
+/*
+ * clear_stale_socket - make room for a unix listener at path. Nothing
+ * there: 0. A socket nobody answers on (connect: ECONNREFUSED): removed, 0.
+ * Anything else -1 with err, and nothing removed: a file that is not a
+ * socket, a socket another process listens on, a path we cannot probe.
+ */
+static int clear_stale_socket(const char *path, char *err, size_t errsz)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+    int fd, rc, e;
+
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errsz, "unix:%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errsz, "unix:%s exists and is not a socket; not removing it", path);
+        return -1;
+    }
+    if ((fd = unix_socket(path, &sun, err, errsz)) < 0)
+        return -1;
+    rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS) {
+        snprintf(err, errsz, "unix:%s is in use by another process", path);
+        return -1;
+    }
+    if (e != ECONNREFUSED) {
+        snprintf(err, errsz, "unix:%s: cannot tell whether it is in use: %s", path, strerror(e));
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+        snprintf(err, errsz, "cannot remove stale socket unix:%s: %s", path, strerror(errno));
+        return -1;
+    }
+    bs_info("removed stale socket %s", path);
+    return 0;
+}
+
+/* socket_access - [server] socket_mode and socket_group on our socket file */
+static int socket_access(const bs_listener *l, const bs_config *cfg, char *err, size_t errsz)
+{
+    struct group *gr;
+
     if (chmod(l->ep.path, cfg->socket_mode) != 0) {
         snprintf(err, errsz, "chmod %s: %s", l->ep.path, strerror(errno));
         return -1;
     }
-    if (cfg->socket_group[0]) {
-        struct group *gr = getgrnam(cfg->socket_group);
-        if (!gr || chown(l->ep.path, (uid_t)-1, gr->gr_gid) != 0) {
-            snprintf(err, errsz, "socket_group %s for %s: %s", cfg->socket_group, l->ep.path,
-                     gr ? strerror(errno) : "no such group");
-            return -1;
-        }
+    if (!cfg->socket_group[0])
+        return 0;
+    errno = 0;
+    if (!(gr = getgrnam(cfg->socket_group))) {
+        snprintf(err, errsz, "socket_group %s for %s: %s", cfg->socket_group, l->ep.path,
+                 errno ? strerror(errno) : "no such group");
+        return -1;
+    }
+    if (chown(l->ep.path, (uid_t)-1, gr->gr_gid) != 0) {
+        snprintf(err, errsz, "socket_group %s for %s: %s", cfg->socket_group, l->ep.path,
+                 strerror(errno));
+        return -1;
     }
     return 0;
 }
 
+/*
+ * open_unix - bind a unix listener with its mode and group. The socket is
+ * made and bound here, not by uv_pipe_bind, which reports ENOENT as EACCES
+ * and would unlink the path when the handle closes, ours or not.
+ */
+static int open_unix(bs_listener *l, const bs_config *cfg, char *err, size_t errsz)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+    int fd, rc;
+
+    if (clear_stale_socket(l->ep.path, err, errsz) < 0 ||
+        (fd = unix_socket(l->ep.path, &sun, err, errsz)) < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        snprintf(err, errsz, "cannot bind unix:%s: %s", l->ep.path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* from here on the file is ours: close_listener removes it */
+    if (lstat(l->ep.path, &st) == 0) {
+        l->created = 1;
+        l->dev = st.st_dev;
+        l->ino = st.st_ino;
+    }
+    if ((rc = uv_pipe_open(&l->h.pipe, fd)) != 0) {
+        snprintf(err, errsz, "unix:%s: %s", l->ep.path, uv_strerror(rc));
+        close(fd);
+        return -1;
+    }
+    return socket_access(l, cfg, err, errsz);
+}
+
 /* open_inet - bind an inet listener on an IP literal */
-static int open_inet(bs_server *s, bs_listener *l, char *err, size_t errsz)
+static int open_inet(bs_listener *l, char *err, size_t errsz)
 {
     struct sockaddr_storage ss;
     int rc;
@@ -219,7 +324,6 @@ static int open_inet(bs_server *s, bs_listener *l, char *err, size_t errsz)
         snprintf(err, errsz, "listen host \"%s\" is not an IP address", l->ep.host);
         return -1;
     }
-    uv_tcp_init(s->loop, &l->h.tcp);
     if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) != 0) {
         snprintf(err, errsz, "cannot bind inet:%s:%u: %s", l->ep.host, l->ep.port, uv_strerror(rc));
         return -1;
@@ -237,7 +341,23 @@ static void on_listener_closed(uv_handle_t *h)
     maybe_done(s);
 }
 
-/* close_listener - unlink it from the list and close it */
+/* remove_socket_file - unlink our socket file, if the path still holds it */
+static void remove_socket_file(const bs_listener *l)
+{
+    struct stat st;
+
+    if (!l->created || lstat(l->ep.path, &st) != 0)
+        return;
+    if (!S_ISSOCK(st.st_mode) || st.st_dev != l->dev || st.st_ino != l->ino) {
+        bs_info("not removing %s: it is no longer our socket", l->ep.path);
+        return;
+    }
+    if (unlink(l->ep.path) != 0 && errno != ENOENT)
+        bs_info("cannot remove %s: %s (a stale socket is removed at the next start)", l->ep.path,
+                strerror(errno));
+}
+
+/* close_listener - unlink it from the list (if there) and close it */
 static void close_listener(bs_server *s, bs_listener *l)
 {
     bs_listener **pp;
@@ -248,15 +368,20 @@ static void close_listener(bs_server *s, bs_listener *l)
             break;
         }
     }
+    l->next = NULL;
     l->closing = 1;
-    if (l->ep.type == BS_EP_UNIX && unlink(l->ep.path) != 0 && errno != ENOENT)
-        bs_info("cannot remove %s: %s (a stale socket is removed at the next start)", l->ep.path,
-                strerror(errno));
+    remove_socket_file(l);
     uv_close(&l->h.handle, on_listener_closed);
 }
 
-/* open_listener - one endpoint; 0, or -1 with err */
-static int open_listener(bs_server *s, const bs_endpoint *ep, char *err, size_t errsz)
+/*
+ * open_listener - one endpoint with cfg's socket settings. Returns the
+ * listener (not in s->listeners yet), or NULL with err. The handle is
+ * initialised before anything can fail, so every failure closes a handle
+ * libuv knows.
+ */
+static bs_listener *open_listener(bs_server *s, const bs_endpoint *ep, const bs_config *cfg,
+                                  char *err, size_t errsz)
 {
     bs_listener *l = calloc(1, sizeof(*l));
     char name[300];
@@ -264,44 +389,81 @@ static int open_listener(bs_server *s, const bs_endpoint *ep, char *err, size_t 
 
     if (!l) {
         snprintf(err, errsz, "out of memory");
-        return -1;
+        return NULL;
     }
     l->srv = s;
     l->ep = *ep;
+    if (ep->type == BS_EP_UNIX)
+        uv_pipe_init(s->loop, &l->h.pipe, 0);
+    else
+        uv_tcp_init(s->loop, &l->h.tcp);
     l->h.handle.data = l;
-    rc = ep->type == BS_EP_UNIX ? open_unix(s, l, err, errsz) : open_inet(s, l, err, errsz);
-    if (rc == 0 && (rc = uv_listen(&l->h.stream, BS_LISTEN_BACKLOG, on_connection)) != 0)
-        snprintf(err, errsz, "cannot listen: %s", uv_strerror(rc));
     s->open_handles++;
-    l->next = s->listeners;
-    s->listeners = l;
+    rc = ep->type == BS_EP_UNIX ? open_unix(l, cfg, err, errsz) : open_inet(l, err, errsz);
+    if (rc == 0 && (rc = uv_listen(&l->h.stream, BS_LISTEN_BACKLOG, on_connection)) != 0) {
+        endpoint_text(ep, name, sizeof(name));
+        snprintf(err, errsz, "cannot listen on %s: %s", name, uv_strerror(rc));
+    }
     if (rc != 0) {
         close_listener(s, l);
-        return -1;
+        return NULL;
     }
-    endpoint_text(ep, name, sizeof(name));
-    bs_info("listening on %s", name);
-    return 0;
-}
-
-int bs_server_listen(bs_server *s, char *err, size_t errsz)
-{
-    size_t i;
-
-    if (grow_table(s, s->cfg->max_connections < 64 ? s->cfg->max_connections : 64) < 0) {
-        snprintf(err, errsz, "out of memory");
-        return -1;
-    }
-    for (i = 0; i < s->cfg->nlisten; i++)
-        if (open_listener(s, &s->cfg->listen[i], err, errsz) < 0)
-            return -1;
-    return 0;
+    return l;
 }
 
 static int same_endpoint(const bs_endpoint *a, const bs_endpoint *b)
 {
     return a->type == b->type && a->port == b->port && strcmp(a->host, b->host) == 0 &&
            strcmp(a->path, b->path) == 0;
+}
+
+/* find_listener - the open listener for ep, or NULL */
+static bs_listener *find_listener(bs_server *s, const bs_endpoint *ep)
+{
+    bs_listener *l;
+
+    for (l = s->listeners; l; l = l->next)
+        if (same_endpoint(&l->ep, ep))
+            return l;
+    return NULL;
+}
+
+int bs_server_open_new(bs_server *s, const bs_config *next, char *err, size_t errsz)
+{
+    bs_listener *fresh = NULL, *l;
+    char name[300];
+    size_t i;
+
+    for (i = 0; i < next->nlisten; i++) {
+        if (find_listener(s, &next->listen[i]))
+            continue;
+        if (!(l = open_listener(s, &next->listen[i], next, err, errsz))) {
+            while ((l = fresh)) {
+                fresh = l->next;
+                close_listener(s, l);
+            }
+            return -1;
+        }
+        l->next = fresh;
+        fresh = l;
+    }
+    while ((l = fresh)) {
+        fresh = l->next;
+        l->next = s->listeners;
+        s->listeners = l;
+        endpoint_text(&l->ep, name, sizeof(name));
+        bs_info("listening on %s", name);
+    }
+    return 0;
+}
+
+int bs_server_listen(bs_server *s, char *err, size_t errsz)
+{
+    if (grow_table(s, s->cfg->max_connections < 64 ? s->cfg->max_connections : 64) < 0) {
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    return bs_server_open_new(s, s->cfg, err, errsz);
 }
 
 void bs_server_reconfigure(bs_server *s, const bs_config *old)
@@ -322,17 +484,16 @@ void bs_server_reconfigure(bs_server *s, const bs_config *old)
             close_listener(s, l);
         }
     }
-    for (i = 0; i < cfg->nlisten; i++) {
-        for (found = 0, l = s->listeners; l && !found; l = l->next)
-            found = same_endpoint(&l->ep, &cfg->listen[i]);
-        if (!found && open_listener(s, &cfg->listen[i], err, sizeof(err)) < 0)
-            bs_warn("reload: %s", err);
-    }
+    /* kept unix sockets get a changed mode or group now, if we still may */
+    if (cfg->socket_mode != old->socket_mode || strcmp(cfg->socket_group, old->socket_group) != 0)
+        for (l = s->listeners; l; l = l->next)
+            if (l->ep.type == BS_EP_UNIX && socket_access(l, cfg, err, sizeof(err)) < 0)
+                bs_warn("reload: %s; [server] socket_mode and socket_group take effect at restart",
+                        err);
     /* a raised limit lets waiting connections in */
     for (l = s->listeners; l; l = l->next)
         if (l->waiting && s->nconns < cfg->max_connections)
             bs__conn_accept(l);
-    (void)old;
 }
 
 /* on_server_closed - the last handle is closed: free and report */

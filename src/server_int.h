@@ -5,6 +5,7 @@
 #define BACKSTOP_SERVER_INT_H
 
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "backstop/decide.h"
@@ -69,6 +70,9 @@ typedef struct bs_listener {
     bs_endpoint ep;
     int waiting; /* a connection is pending, not accepted (at the limit) */
     int closing;
+    int created; /* unix: we bound the file at ep.path; it is (dev, ino) */
+    dev_t dev;
+    ino_t ino;
     struct bs_listener *next;
 } bs_listener;
 

@@ -34,7 +34,7 @@ enum bs_endpoint_type { BS_EP_INET = 1, BS_EP_UNIX = 2 };
 /* "inet:HOST:PORT" ("inet:[::1]:10040" for IPv6) or "unix:/path" */
 typedef struct bs_endpoint {
     int type;                   /* enum bs_endpoint_type */
-    char host[BS_CFG_STR_MAX];  /* inet: literal address or host name */
+    char host[BS_CFG_STR_MAX];  /* inet: literal address, or host name (not for listeners) */
     unsigned port;              /* inet: 1..65535 */
     char path[BS_CFG_PATH_MAX]; /* unix: socket path (< 108 bytes) */
 } bs_endpoint;
@@ -108,6 +108,8 @@ void bs_config_defaults(bs_config *cfg);
 /*
  * bs_config_load - defaults, then the file. Returns 0, or -1 with a
  * "FILE:LINE: problem" message (NUL-terminated, truncated to errsz) in err.
+ * Also checks against this host what start-up would find: [server] user,
+ * group and socket_group exist, unix listener paths are usable.
  * On error *cfg is unspecified: load into a scratch value and copy on success.
  * A file without any listen line gets the default inet:127.0.0.1:10040.
  */
@@ -126,7 +128,13 @@ int bs_parse_ndr_rule(const char *s, size_t len, bs_ndr_rule *out);
 /* bs_parse_endpoint - "inet:H:P", "tcp:H:P", "[v6]" hosts, or "unix:/p". */
 int bs_parse_endpoint(const char *s, bs_endpoint *out);
 
-/* bs_config_dump - write every effective setting, ini syntax, to fp. */
-void bs_config_dump(const bs_config *cfg, FILE *fp);
+enum bs_dump_how {
+    BS_DUMP_REDACTED = 0, /* a set secret is a comment line "# password = (set, not shown)" */
+    BS_DUMP_SECRETS = 1,  /* secrets in clear, for round-trip tests only: never to a log */
+};
+
+/* bs_config_dump - write every effective setting, ini syntax, to fp; how is
+ * enum bs_dump_how. */
+void bs_config_dump(const bs_config *cfg, FILE *fp, int how);
 
 #endif

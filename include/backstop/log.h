@@ -25,6 +25,7 @@ int bs_log_facility_valid(const char *name);
 int bs_log_level_parse(const char *name);
 
 void bs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* bs_fatal, bs_panic - logged and always written to stderr too */
 void bs_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void bs_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -22,9 +22,18 @@ bs_server *bs_server_new(uv_loop_t *loop, const bs_config *cfg, bs_store *store)
  * with a message in err (a start-up failure: the caller exits). */
 int bs_server_listen(bs_server *s, char *err, size_t errsz);
 
-/* bs_server_reconfigure - after *cfg changed in place (old = previous):
- * opens new listeners, closes removed ones, resizes the connection table.
- * Existing connections stay. Failures are warnings. */
+/* bs_server_open_new - before a reload: open every listener of next that
+ * is not open yet (with next's socket_mode and socket_group). Returns 0 (all
+ * opened and listening), or -1 with a message in err: then every listener
+ * this call opened is closed again and the running set is unchanged, so
+ * the caller keeps its configuration. Nothing is closed here. */
+int bs_server_open_new(bs_server *s, const bs_config *next, char *err, size_t errsz);
+
+/* bs_server_reconfigure - after bs_server_open_new(next) succeeded and *cfg
+ * became next in place (old = previous): closes the listeners no longer
+ * configured, applies a changed socket_mode/socket_group to kept unix
+ * sockets (a warning if it cannot: then it takes effect at restart), lets
+ * waiting connections in under a raised limit. Existing connections stay. */
 void bs_server_reconfigure(bs_server *s, const bs_config *old);
 
 /* bs_server_peer_allowed - write the TCP peer's address into peer (peersz

@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* round trip: the dump loads back to the same config */
     fp = open_memstream(&text, &text_len);
     REQUIRE(fp != NULL);
-    bs_config_dump(&cfg, fp);
+    bs_config_dump(&cfg, fp, BS_DUMP_SECRETS);
     REQUIRE(fclose(fp) == 0);
     rewrite(out_fd, text, text_len);
     free(text);

@@ -22,6 +22,7 @@ import argparse
 import atexit
 import ipaddress
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -590,6 +591,27 @@ class Backstopd:
         with open(tmp, "w") as f:
             f.write(render_config(self.sections))
         os.replace(tmp, self.conf_path)
+
+    def write_listen(self, listen, **sections):
+        """The config with [server] listen = listen (a string or a list),
+        for a reload that moves the listeners; self.addr is unchanged."""
+        for sec, kv in sections.items():
+            self.sections.setdefault(sec, {}).update(kv)
+        secs = {k: dict(v) for k, v in self.sections.items()}
+        secs["server"]["listen"] = listen
+        tmp = self.conf_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(render_config(secs))
+        os.replace(tmp, self.conf_path)
+
+    def reload(self, timeout=5.0):
+        """SIGHUP; the log after it once a reload outcome is logged."""
+        off = self.log_size()
+        self.signal(signal.SIGHUP)
+        self.wait_log(r"configuration reloaded|keeping the running configuration", offset=off,
+                      timeout=timeout)
+        time.sleep(0.2)  # lines logged after the outcome (there must be none that matter)
+        return self.log_since(off)
 
     def start(self, wait_redis=True, timeout=15.0):
         for attempt in range(3):
@@ -1864,6 +1886,225 @@ def config_check(ctx):
     expect(p.returncode, 0, "-V exit status")
     out = p.stdout.decode(errors="replace")
     check(re.search(r"backstopd \d+\.\d+", out), "-V printed %r" % out)
+
+
+# ---------------------------------------------------------------------------
+# listeners and the config check (issue 14)
+
+def write_conf(ctx, name, sections):
+    path = os.path.join(ctx.mkdir("conf"), name)
+    with open(path, "w") as f:
+        f.write(render_config(sections))
+    return path
+
+
+def conf_with(redis_endpoint, **sections):
+    secs = {k: dict(v) for k, v in DEFAULT_CONFIG.items()}
+    secs["redis"]["server"] = redis_endpoint
+    for sec, kv in sections.items():
+        secs.setdefault(sec, {}).update(kv)
+    return secs
+
+
+def run_backstopd(args, timeout=10):
+    """backstopd with args to its end: (exit status, stdout, stderr)."""
+    p = subprocess.run([BACKSTOPD] + args, capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def line_of(path, start):
+    """The number of the first line of file path that starts with start."""
+    with open(path) as f:
+        for n, text in enumerate(f, 1):
+            if text.startswith(start):
+                return n
+    raise TestFailure("no line %r in %s" % (start, path))
+
+
+def expect_refused(path, key, text, args=("-t",)):
+    """backstopd ARGS -c path exits 1 with "path:LINE: ...text" on stderr,
+    LINE that of the first "key =" line."""
+    line = line_of(path, key + " =")
+    rc, out, err = run_backstopd(list(args) + ["-c", path])
+    expect(rc, 1, "backstopd %s on %s (stderr %r)" % (" ".join(args), path, err))
+    check(re.search(r"(^|\n)(.*fatal: )?%s:%d: .*%s" % (re.escape(path), line, re.escape(text)), err),
+          "stderr lacks '%s:%d: ...%s': %r" % (path, line, text, err))
+    return err
+
+
+def can_connect(addr):
+    try:
+        PolicyConn(addr, timeout=2.0).close()
+        return True
+    except OSError:
+        return False
+
+
+@test
+def listen_regular_file_kept(ctx):
+    """item 1: a listen path that is an ordinary file is refused, never removed."""
+    r = ctx.redis()
+    precious = os.path.join(ctx.mkdir("x"), "precious.txt")
+    with open(precious, "w") as f:
+        f.write("keep me\n")
+    path = write_conf(ctx, "file.ini", conf_with(r.endpoint, server={"listen": "unix:" + precious}))
+    expect_refused(path, "listen", "not a socket")
+    expect_refused(path, "listen", "not a socket", args=("-f",))
+    check(os.path.isfile(precious), "start-up removed %s" % precious)
+    d = ctx.daemon(r)
+    d.write_listen(["inet:127.0.0.1:%d" % d.port, "unix:" + precious])
+    log = d.reload()
+    check(os.path.isfile(precious), "SIGHUP removed %s" % precious)
+    check("configuration reloaded" not in log, "a refused reload logged as done: %r" % log)
+    check("keeping the running configuration" in log, "reload failure not said: %r" % log)
+    expect(d.ask(recipient="user@example.com"), DUNNO, "still answering after the refused reload")
+
+
+@test
+def unix_socket_not_stolen(ctx):
+    """item 2: a second instance leaves a live socket alone; a stale one is
+    replaced; at exit an instance removes only the socket it made."""
+    r = ctx.redis()
+    a = ctx.daemon(r, name="A", unix_listen=True)
+    rc, _, err = run_backstopd(["-f", "-c", a.conf_path])
+    expect(rc, 1, "a second instance on A's socket (stderr %r)" % err)
+    check("in use by another process" in err, "the refusal does not say why: %r" % err)
+    check(os.path.exists(a.unix_path), "the second instance removed A's socket")
+    expect(a.ask(recipient="user@example.com"), DUNNO, "A still reachable after the second instance")
+    # A's socket file replaced behind its back: A's exit must leave the new one
+    os.unlink(a.unix_path)
+    c = Backstopd(ctx, r.endpoint, name="C", unix_listen=True)
+    c.unix_path = a.unix_path
+    c.start()
+    a.expected_exit = True
+    expect(a.stop(), 0, "A's exit status")
+    check(os.path.exists(a.unix_path), "A removed C's socket at exit")
+    expect(c.ask(recipient="user@example.com"), DUNNO, "C reachable after A exited")
+    # C killed: its socket is stale (nobody answers) and the next start replaces it
+    c.expected_exit = True
+    c.proc.kill()
+    c.proc.wait(5)
+    check(os.path.exists(c.unix_path), "SIGKILL left no stale socket to test with")
+    e = Backstopd(ctx, r.endpoint, name="E", unix_listen=True)
+    e.unix_path = a.unix_path
+    e.start()
+    expect(e.ask(recipient="user@example.com"), DUNNO, "a stale socket is replaced at start")
+    check("removed stale socket" in e.log(), "the stale socket removal is not logged")
+
+
+@test
+def listen_host_name_refused(ctx):
+    """item 3: inet:localhost is refused by -t, at start and on SIGHUP, with
+    FILE:LINE; no abort."""
+    r = ctx.redis()
+    port = free_port()
+    path = write_conf(ctx, "host.ini", conf_with(r.endpoint, server={"listen": "inet:localhost:%d" % port}))
+    err = expect_refused(path, "listen", "inet:127.0.0.1:%d" % port)
+    check("inet:[::1]:%d" % port in err, "no IPv6 suggestion: %r" % err)
+    rc, _, err = run_backstopd(["-f", "-c", path])
+    expect(rc, 1, "start with a listen host name (stderr %r)" % err)
+    d = ctx.daemon(r)
+    d.write_listen("inet:localhost:%d" % d.port)
+    log = d.reload()
+    check(d.alive(), "backstopd died on a SIGHUP with a listen host name")
+    check(re.search(re.escape(d.conf_path) + r":\d+: \[server\] listen: .*host name", log),
+          "the reload refusal lacks FILE:LINE: %r" % log)
+    expect(d.ask(recipient="user@example.com"), DUNNO, "still answering")
+
+
+@test
+def reload_listener_all_or_nothing(ctx):
+    """item 4: a reload whose new listener cannot open keeps every old one
+    and the old config, and says so; a good move opens before it closes."""
+    r = ctx.redis()
+    d = ctx.daemon(r, policy={"mode": "enforce"})
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        busy_port, free = busy.getsockname()[1], free_port()
+        d.write_listen(["inet:127.0.0.1:%d" % free, "inet:127.0.0.1:%d" % busy_port],
+                       policy={"mode": "report"})
+        log = d.reload()
+        check("keeping the running configuration" in log and "address already in use" in log,
+              "the failed reload is not reported: %r" % log)
+        check("no longer listening" not in log, "an old listener was closed: %r" % log)
+        check("configuration reloaded" not in log, "a failed reload logged as done: %r" % log)
+        expect(d.ask(recipient="nobody@example.com"), USER_UNKNOWN("nobody@example.com"),
+               "old listener, old config (enforce) after the failed reload")
+        check(not can_connect(("127.0.0.1", free)), "the listener opened by the failed reload stayed open")
+    finally:
+        busy.close()
+    d.write_listen("inet:127.0.0.1:%d" % free, policy={"mode": "enforce"})
+    log = d.reload()
+    check(log.index("listening on inet:127.0.0.1:%d" % free) < log.index("no longer listening"),
+          "the old listener closed before the new one opened: %r" % log)
+    with PolicyConn(("127.0.0.1", free)) as c:
+        expect(c.ask(recipient="nobody@example.com"), USER_UNKNOWN("nobody@example.com"), "new port")
+    check(not can_connect(d.addr), "the old port still accepts")
+
+
+@test
+def host_settings_checked(ctx):
+    """item 5: user, group and socket_group are checked by -t with
+    FILE:LINE; a reload applies socket_mode and says user takes effect at
+    restart."""
+    r = ctx.redis()
+    for key, name in (("user", "nosuchuser-bs14"), ("group", "nosuchgroup-bs14"),
+                      ("socket_group", "nosuchgroup-bs14")):
+        path = write_conf(ctx, key + ".ini", conf_with(r.endpoint, server={"max_connections": "50", key: name}))
+        expect_refused(path, key, "[server] %s: \"%s\": no such" % (key, name))
+    d = ctx.daemon(r, unix_listen=True, server={"socket_mode": "0660"})
+    expect(os.stat(d.unix_path).st_mode & 0o777, 0o660, "socket mode at start")
+    me = pwd.getpwuid(os.getuid()).pw_name
+    d.write_config(server={"socket_mode": "0600", "user": me})
+    log = d.reload()
+    check("configuration reloaded" in log, "reload failed: %r" % log)
+    expect(os.stat(d.unix_path).st_mode & 0o777, 0o600, "socket mode after the reload")
+    check("[server] user takes effect at restart" in log, "user change not reported: %r" % log)
+
+
+@test
+def start_failure_on_stderr(ctx):
+    """item 6: without -f a start-up failure still reaches stderr."""
+    r = ctx.redis()
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        path = write_conf(ctx, "busy.ini", conf_with(r.endpoint, server={"listen": "inet:127.0.0.1:%d" % port}))
+        rc, _, err = run_backstopd(["-c", path])
+    finally:
+        busy.close()
+    expect(rc, 1, "start on a busy port")
+    check(re.search(r"fatal: cannot (bind|listen on) inet:127\.0\.0\.1:%d: address already in use" % port,
+                    err), "no fatal line on stderr without -f: %r" % err)
+
+
+@test
+def listen_missing_dir_errno(ctx):
+    """item 7: a unix listener in a missing directory says ENOENT, not EACCES."""
+    r = ctx.redis()
+    missing = os.path.join(ctx.dir, "nonexistent", "dir")
+    path = write_conf(ctx, "nodir.ini", conf_with(r.endpoint, server={"listen": "unix:%s/s.sock" % missing}))
+    for args in (("-t",), ("-f",)):
+        err = expect_refused(path, "listen", "%s: No such file or directory" % missing, args=args)
+        check("ermission denied" not in err, "EACCES reported for ENOENT: %r" % err)
+
+
+@test
+def config_dump_no_secrets(ctx):
+    """item 8: backstopd -t -v prints no password."""
+    path = write_conf(ctx, "secret.ini", conf_with(
+        "unix:/nonexistent/redis.sock", server={"listen": "inet:127.0.0.1:%d" % free_port()},
+        redis={"password": "hunter2-redis", "sentinel": "192.0.2.10:26379", "master_name": "mm",
+               "sentinel_password": "hunter2-sentinel"}))
+    rc, out, err = run_backstopd(["-t", "-v", "-c", path])
+    expect(rc, 0, "-t -v (stderr %r)" % err)
+    check("hunter2" not in out + err, "a secret printed by -t -v: %r" % out)
+    check("# password = (set, not shown)" in out and "# sentinel_password = (set, not shown)" in out,
+          "the dump does not say the secrets are set: %r" % out)
 
 
 @test

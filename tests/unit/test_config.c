@@ -55,16 +55,28 @@ static int load(const char *text, bs_config *cfg, char *err, size_t errsz)
     return load_len(text, strlen(text), cfg, err, errsz);
 }
 
-/* dump_text - bs_config_dump into a malloc'd string (caller frees) */
-static char *dump_text(const bs_config *cfg)
+/* dump_how - bs_config_dump into a malloc'd string (caller frees) */
+static char *dump_how(const bs_config *cfg, int how)
 {
     char *buf = NULL;
     size_t size = 0;
     FILE *fp = open_memstream(&buf, &size);
 
-    bs_config_dump(cfg, fp);
+    bs_config_dump(cfg, fp, how);
     fclose(fp);
     return buf;
+}
+
+/* dump_text - with secrets: the round trip must reproduce them */
+static char *dump_text(const bs_config *cfg)
+{
+    return dump_how(cfg, BS_DUMP_SECRETS);
+}
+
+/* dump_redacted - what backstopd -t -v prints */
+static char *dump_redacted(const bs_config *cfg)
+{
+    return dump_how(cfg, BS_DUMP_REDACTED);
 }
 
 /* same_config - equal in every byte but the path it came from */
@@ -88,14 +100,12 @@ static const struct {
     {"[server]\nlisten = inet:127.0.0.1:10040\n", "listen = inet:127.0.0.1:10040"},
     {"[server]\nlisten = inet:[::1]:10040\n", "listen = inet:[::1]:10040"},
     {"[server]\nlisten = tcp:192.0.2.1:1\n", "listen = inet:192.0.2.1:1"},
-    {"[server]\nlisten = inet:localhost:65535\n", "listen = inet:localhost:65535"},
-    {"[server]\nlisten = inet:mx-1.example.com:25\n", "listen = inet:mx-1.example.com:25"},
-    {"[server]\nlisten = unix:/run/backstop/policy\n", "listen = unix:/run/backstop/policy"},
+    {"[server]\nlisten = unix:/run/backstop-policy\n", "listen = unix:/run/backstop-policy"},
     {"[server]\nlisten: inet:127.0.0.2:10040\n", "listen = inet:127.0.0.2:10040"},
     {"[server]\nsocket_mode = 0\n", "socket_mode = 0000"},
     {"[server]\nsocket_mode = 0777\n", "socket_mode = 0777"},
     {"[server]\nsocket_mode = 600\n", "socket_mode = 0600"},
-    {"[server]\nsocket_group = postfix\n", "socket_group = postfix"},
+    {"[server]\nsocket_group = root\n", "socket_group = root"},
     {"[server]\nallow = 192.0.2.0/24\n", "allow = 192.0.2.0/24"},
     {"[server]\nallow = 2001:db8::/32\n", "allow = 2001:db8::/32"},
     {"[server]\nallow = 192.0.2.7\n", "allow = 192.0.2.7/32"},
@@ -109,8 +119,8 @@ static const struct {
     {"[server]\nidle_timeout = 90m\n", "idle_timeout = 90m"},
     {"[server]\nidle_timeout = 1500ms\n", "idle_timeout = 1500ms"},
     {"[server]\nidle_timeout = 007s\n", "idle_timeout = 7s"},
-    {"[server]\nuser = backstop\n", "user = backstop"},
-    {"[server]\ngroup = backstop\n", "group = backstop"},
+    {"[server]\nuser = nobody\n", "user = nobody"},
+    {"[server]\ngroup = root\n", "group = root"},
     /* [redis] */
     {"[redis]\nserver = unix:/run/redis/redis.sock\n", "server = unix:/run/redis/redis.sock"},
     {"[redis]\nserver = tcp:[::1]:6380\n", "server = tcp:[::1]:6380"},
@@ -139,6 +149,8 @@ static const struct {
     {"[redis]\nsentinel = tcp:s1.example:26379\nmaster_name = m\n", "sentinel = s1.example:26379"},
     {"[redis]\nsentinel = 192.0.2.10:26379\nmaster_name = mymaster\n", "master_name = mymaster"},
     {"[redis]\nsentinel_password = x y;z\n", "sentinel_password = x y;z"},
+    /* a ';' not after a blank, and '#' not at line start, are part of the value */
+    {"[redis]\nprefix = ab;cd#\n", "prefix = ab;cd#"},
     /* [policy] */
     {"[policy]\nmode = report\n", "mode = report"},
     {"[policy]\nmode = ENFORCE\n", "mode = enforce"},
@@ -343,6 +355,30 @@ static const struct {
     {"[log]\nsyslog_facility = local8\n", 2,
      "[log] syslog_facility: \"local8\" is not a syslog facility"},
     {"[log]\nsyslog_facility = kern\n", 2, "is not a syslog facility"},
+    /* what start-up would find on this host (issue 14 items 1, 3, 5, 7) */
+    {"[server]\nlisten = inet:localhost:10041\n", 2,
+     "[server] listen: \"inet:localhost:10041\" has a host name; a listener needs an IP address "
+     "(e.g. inet:127.0.0.1:10041 or inet:[::1]:10041)"},
+    {"[metrics]\nlisten = inet:mx-1.example.com:9100\n", 2,
+     "[metrics] listen: \"inet:mx-1.example.com:9100\" has a host name"},
+    {"[metrics]\nlisten = unix:/run/backstop-metrics\n", 2,
+     "[metrics] listen: \"unix:/run/backstop-metrics\" is a unix socket; metrics are served on "
+     "inet:IP:PORT only"},
+    {"[server]\nlisten = unix:/etc/passwd\n", 2,
+     "[server] listen: \"unix:/etc/passwd\" names a file that is not a socket; backstopd only "
+     "ever replaces a stale socket"},
+    {"[server]\nlisten = unix:/tmp\n", 2, "\"unix:/tmp\" names a file that is not a socket"},
+    {"[server]\nlisten = unix:/nonexistent-bs14/dir/s.sock\n", 2,
+     "[server] listen: \"unix:/nonexistent-bs14/dir/s.sock\" cannot be created: "
+     "/nonexistent-bs14/dir: No such file or directory"},
+    {"[server]\nlisten = unix:/etc/passwd/s.sock\n", 2,
+     "\"unix:/etc/passwd/s.sock\" cannot be used: Not a directory"},
+    {"[server]\nmax_connections = 5\nuser = nosuchuser-bs14\n", 3,
+     "[server] user: \"nosuchuser-bs14\": no such user"},
+    {"[server]\ngroup = nosuchgroup-bs14\n", 2,
+     "[server] group: \"nosuchgroup-bs14\": no such group"},
+    {"[log]\nlevel = info\n[server]\nsocket_group = nosuchgroup-bs14\n", 4,
+     "[server] socket_group: \"nosuchgroup-bs14\": no such group"},
     /* structure */
     {"[bogus]\nx = 1\n", 1, "unknown section \"[bogus]\""},
     {"[redis]\ndb = 1\n\n[Redis]\n", 4, "unknown section \"[Redis]\""},
@@ -666,7 +702,7 @@ static const char full_ini[] = "[server]\n"
                                "listen = inet:[2001:db8::1]:10041\n"
                                "listen = unix:/run/backstop.sock\n"
                                "socket_mode = 0600\n"
-                               "socket_group = postfix\n"
+                               "socket_group = root\n"
                                "allow = 192.0.2.0/24\n"
                                "allow = 2001:db8::/32\n"
                                "allow = ::ffff:10.0.0.0/104\n"
@@ -744,6 +780,32 @@ static void test_round_trip(void)
     CHECK(strstr(d, "\nallow = 10.0.0.0/8\n") != NULL);
     CHECK(strstr(d, "\nsentinel = [2001:db8::10]:26380\n") != NULL);
     CHECK(strstr(d, "\nlisten = inet:[2001:db8::1]:10041\n") != NULL);
+    free(d);
+}
+
+/* test_dump_redacted - -t -v prints no secret (issue 14 item 8) */
+static void test_dump_redacted(void)
+{
+    static bs_config cfg, back;
+    char err[512];
+    char *d;
+
+    CHECK_EQ_INT(load(full_ini, &cfg, err, sizeof err), 0);
+    d = dump_redacted(&cfg);
+    CHECK(strstr(d, "p a;ss") == NULL);
+    CHECK(strstr(d, "sp=1:2") == NULL);
+    CHECK(strstr(d, "\n# password = (set, not shown)\n") != NULL);
+    CHECK(strstr(d, "\n# sentinel_password = (set, not shown)\n") != NULL);
+    CHECK(strstr(d, "\nusername = u\n") != NULL);
+    /* it still loads: everything but the secrets comes back */
+    CHECK_EQ_INT(load(d, &back, err, sizeof err), 0);
+    CHECK_EQ_STR(back.password, "");
+    CHECK_EQ_INT(back.db, 7);
+    free(d);
+    /* an unset secret is shown as unset */
+    CHECK_EQ_INT(load("", &cfg, err, sizeof err), 0);
+    d = dump_redacted(&cfg);
+    CHECK(strstr(d, "\npassword =\n") != NULL);
     free(d);
 }
 
@@ -1148,11 +1210,29 @@ static void do_panic(void)
     bs_panic("bug %d", 2);
 }
 
+/* fatal_without_f - a child that logs to syslog only (no -f), then fails */
+static void fatal_without_f(void)
+{
+    int status = 0;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        bs_log_open("backstopd", "mail", 0);
+        bs_fatal("cannot bind %s", "unix:/x");
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+}
+
 static void test_log_exits(void)
 {
+    static char out[4096];
     int st = run_child(do_fatal);
 
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    /* issue 14 item 6: a fatal line reaches stderr without -f */
+    capture_stderr(fatal_without_f, out, sizeof out);
+    CHECK(strstr(out, "]: fatal: cannot bind unix:/x\n") != NULL);
     st = run_child(do_panic);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 }
@@ -1168,6 +1248,7 @@ int main(void)
     test_defaults();
     test_fields();
     test_round_trip();
+    test_dump_redacted();
     test_etc_file();
     test_open_errors();
     test_parse_duration();
