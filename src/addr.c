@@ -4,8 +4,13 @@
  * PROVIDES
  *   bs_addr_parse      "local@domain" -> normalised local part and domain.
  *                      0, or -1 (out is cleared: both parts "" with length 0).
- *   bs_domain_norm     domain -> lowercase normal form. Length, or -1
- *                      (out is then "").
+ *   bs_domain_norm     host name -> the canonical form: lowercase ASCII, a
+ *                      UTF-8 name as its A-labels. Length, or -1 (out is
+ *                      then "").
+ *   bs_literal_norm    "[192.0.2.5]", "[IPv6:...]" -> "[192.0.2.5]",
+ *                      "[ipv6:2001:db8::1]". Length, or -1 (out is "").
+ *   bs_addr_domain     the domain of an address: a literal, else a host
+ *                      name; says which. Length, or -1 (out is "").
  *   bs_local_base_len  length of a local part without its recipient_delimiter
  *                      extension; never fails.
  *   bs_client_key      client_address -> "a.b.c.d" or "v6net/prefix". Length,
@@ -19,18 +24,32 @@
  *   terminated, and a NUL inside it is just another (invalid) byte, so
  *   "a@b\0c" can not pass for "a@b". s may be NULL when len is 0.
  *
+ * CANONICAL DOMAIN
+ *   One form for every spelling Postfix accepts and routes to the same
+ *   domain: case folded, one trailing dot dropped (trivial-rewrite does),
+ *   and a name with non-ASCII bytes converted the way Postfix's
+ *   midna_domain_to_ascii() does for SMTPUTF8 mail: UTS #46
+ *   non-transitional processing (case mapping, NFC, "ß" kept, "。" a dot),
+ *   no STD3 rules, then the ASCII checks below on the result. So
+ *   "BÜCHER.example", "bücher.example." and "bu\xcc\x88cher.example" are
+ *   all "xn--bcher-kva.example". Address literals are not host names: the
+ *   caller asks for them (bs_literal_norm; bs_addr_parse tries both).
+ *
  * NEVER
- *   Allocates, does I/O, logs, or depends on the locale (case folding is
- *   ASCII A-Z only, no tolower()). Writes beyond the documented output
- *   size. Scans over-long input: an address longer than BS_ADDR_MAX + 1, a
- *   domain longer than BS_DOMAIN_MAX + 1 or a client address longer than
+ *   Allocates, except inside libidn2 for a domain with non-ASCII bytes (the
+ *   result is freed before returning; ASCII input never reaches libidn2).
+ *   Does I/O, logs, or depends on the locale (case folding is ASCII A-Z
+ *   only, no tolower()). Writes beyond the documented output
+ *   size. Scans over-long input: an address longer than BS_ADDR_RAW_MAX, a
+ *   domain longer than BS_DOMAIN_UTF8_MAX + 1 (BS_DOMAIN_MAX + 1 when
+ *   ASCII) or a client address longer than
  *   any IP address is rejected on its length alone, and bs_escape stops
  *   reading when out is full.
  *
  * LIMITS AND BUGS
- *   Domains are ASCII only: an SMTPUTF8 U-label domain is rejected; the
- *   caller sees -1, the same as for garbage. Local parts are ASCII-folded
- *   only: "JÖRG" becomes "jÖrg". An unqualified recipient ("postmaster")
+ *   An ASCII label that looks like an A-label ("xn--...") is not checked
+ *   for valid Punycode (Postfix does not either). Local parts are
+ *   ASCII-folded only: "JÖRG" becomes "jÖrg". An unqualified recipient ("postmaster")
  *   has no '@' and is rejected; so is the null sender "".
  *   bs_local_base_len follows Postfix's split_addr(): postmaster,
  *   mailer-daemon and double-bounce are never split, nor owner-foo /
@@ -43,12 +62,16 @@
 #include "backstop/cidr.h"
 
 #include <arpa/inet.h>
+#include <idn2.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #define BS_LABEL_MAX 63 /* RFC 1035 2.3.4 */
+/* The flags of Postfix's midna_domain_to_ascii(): UTS #46, non-transitional */
+#define BS_IDNA_FLAGS (IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL)
 
 /* ascii_lower - fold A-Z only; every other byte (UTF-8 too) is kept. */
 static unsigned char ascii_lower(unsigned char c)
@@ -91,14 +114,101 @@ static int domain_scan(const char *s, size_t len, char *out)
     return (int)len;
 }
 
-/* bs_domain_norm - lowercase, drop one trailing dot, reject anything odd */
+/* has_non_ascii - any byte >= 0x80 (the only input libidn2 gets to see) */
+static int has_non_ascii(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* idna_scan - a name with non-ASCII bytes: its A-label form, then the
+ * ASCII checks. Control bytes (NUL included) never reach libidn2. */
+static int idna_scan(const char *s, size_t len, char *out)
+{
+    char in[BS_DOMAIN_UTF8_MAX + 1];
+    uint8_t *ascii = NULL;
+    size_t i;
+    int n = -1;
+
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > BS_DOMAIN_UTF8_MAX)
+        return -1;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || s[i] == 0x7f)
+            return -1;
+    memcpy(in, s, len);
+    in[len] = '\0';
+    if (idn2_lookup_u8((const uint8_t *)in, &ascii, BS_IDNA_FLAGS) == IDN2_OK && ascii)
+        n = domain_scan((const char *)ascii, strlen((const char *)ascii), out);
+    free(ascii);
+    return n;
+}
+
+/* bs_domain_norm - the canonical form (see CANONICAL DOMAIN above) */
 int bs_domain_norm(const char *s, size_t len, char *out)
 {
-    int n = domain_scan(s, len, out);
+    int n = has_non_ascii(s, len) ? idna_scan(s, len, out) : domain_scan(s, len, out);
 
     if (n < 0)
         out[0] = '\0';
     return n;
+}
+
+/*
+ * bs_literal_norm - RFC 5321 address literals, as Postfix accepts them in
+ * a recipient: "[IPv4]" or "[IPv6:addr]" (tag in any case). The address is
+ * re-printed, so every spelling of one address is one string: IPv6 in
+ * RFC 5952 text with the tag lowercased like the rest of a domain.
+ */
+int bs_literal_norm(const char *s, size_t len, char *out)
+{
+    static const char tag[] = "ipv6:";
+    const size_t taglen = sizeof(tag) - 1;
+    char text[INET6_ADDRSTRLEN + 8];
+    unsigned char ip[16];
+    size_t i, n;
+    int v6;
+
+    out[0] = '\0';
+    if (len < 3 || s[0] != '[' || s[len - 1] != ']' || len - 2 >= sizeof(text))
+        return -1;
+    s++;
+    len -= 2;
+    for (i = 0; i < taglen && i < len && ascii_lower((unsigned char)s[i]) == tag[i]; i++)
+        ;
+    v6 = i == taglen;
+    if (v6) {
+        s += taglen;
+        len -= taglen;
+    }
+    memcpy(text, s, len);
+    text[len] = '\0';
+    if (strlen(text) != len || inet_pton(v6 ? AF_INET6 : AF_INET, text, ip) != 1 ||
+        !inet_ntop(v6 ? AF_INET6 : AF_INET, ip, text, sizeof(text)))
+        return -1;
+    n = 0;
+    out[n++] = '[';
+    if (v6) {
+        memcpy(out + n, tag, taglen);
+        n += taglen;
+    }
+    memcpy(out + n, text, strlen(text));
+    n += strlen(text);
+    out[n++] = ']';
+    out[n] = '\0';
+    return (int)n;
+}
+
+/* bs_addr_domain - the domain of an address: a literal or a host name */
+int bs_addr_domain(const char *s, size_t len, char *out, int *literal)
+{
+    *literal = len > 0 && s[0] == '[';
+    return *literal ? bs_literal_norm(s, len, out) : bs_domain_norm(s, len, out);
 }
 
 /* local_norm - 1..BS_LOCAL_MAX bytes, no controls, A-Z folded. */
@@ -122,7 +232,8 @@ static int local_norm(const char *s, size_t len, char *out)
 /*
  * bs_addr_parse - split at the last '@': Postfix hands us the address
  * unquoted, so "\"a@b\"@c" arrives as "a@b@c" and only the last '@' is
- * known to separate the domain.
+ * known to separate the domain. The domain is a host name in canonical
+ * form, or an address literal (out->literal set).
  */
 int bs_addr_parse(const char *s, size_t len, bs_addr *out)
 {
@@ -131,9 +242,9 @@ int bs_addr_parse(const char *s, size_t len, bs_addr *out)
 
     out->local[0] = out->domain[0] = '\0';
     out->local_len = out->domain_len = 0;
+    out->literal = 0;
 
-    /* +1: the domain may still carry the trailing dot we drop. */
-    if (len == 0 || len > BS_ADDR_MAX + 1)
+    if (len == 0 || len > BS_ADDR_RAW_MAX)
         return -1;
     for (at = len; at > 0 && s[at - 1] != '@'; at--)
         ;
@@ -144,7 +255,7 @@ int bs_addr_parse(const char *s, size_t len, bs_addr *out)
     if ((n = local_norm(s, at, out->local)) < 0)
         goto fail;
     out->local_len = (size_t)n;
-    if ((n = domain_scan(s + at + 1, len - at - 1, out->domain)) < 0)
+    if ((n = bs_addr_domain(s + at + 1, len - at - 1, out->domain, &out->literal)) < 0)
         goto fail;
     out->domain_len = (size_t)n;
     return 0;
@@ -152,6 +263,7 @@ int bs_addr_parse(const char *s, size_t len, bs_addr *out)
 fail:
     out->local[0] = out->domain[0] = '\0';
     out->local_len = out->domain_len = 0;
+    out->literal = 0;
     return -1;
 }
 

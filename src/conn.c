@@ -37,6 +37,8 @@
 #include "backstop/stats.h"
 #include "server_int.h"
 
+#define BS_UNREADABLE_WARN_MS 60000 /* at most one unreadable-recipient warning */
+
 static void process(bs_conn *c);
 static void respond(bs_conn *c);
 static void drop_partial(bs_conn *c);
@@ -240,6 +242,27 @@ static void on_write(uv_write_t *w, int status)
     after_reply(c);
 }
 
+/* note_unreadable - count a bounce whose recipient domain could not be read
+ * (decided by the "*" NDR policy); warn at most once a minute, with the
+ * count, so a flood of them cannot flood the log */
+static void note_unreadable(bs_conn *c)
+{
+    static uint64_t last_warn_ms, last_count;
+    uint64_t now = uv_now(c->srv->loop);
+    bs_decision_text t;
+
+    bs_stat.ndr_unreadable++;
+    if (last_warn_ms && now - last_warn_ms < BS_UNREADABLE_WARN_MS)
+        return;
+    bs_decide_text(&c->d, &t);
+    bs_warn("%s: bounce to a recipient whose domain cannot be read: <%s>: the \"*\" NDR policy "
+            "decides (%llu such since the last warning) conn=%llu",
+            t.queue_id[0] ? t.queue_id : "NOQUEUE", t.to,
+            (unsigned long long)(bs_stat.ndr_unreadable - last_count), (unsigned long long)c->cid);
+    last_warn_ms = now;
+    last_count = bs_stat.ndr_unreadable;
+}
+
 /* respond - count, log, and write the decided answer */
 static void respond(bs_conn *c)
 {
@@ -256,15 +279,17 @@ static void respond(bs_conn *c)
     s->store->ops->count(s->store, d->why);
     if (d->note_invalid)
         s->store->ops->note_invalid(s->store, d->client_key, d->client_ip);
+    if (d->unreadable)
+        note_unreadable(c);
     n = bs_decide_log_line(d, cfg, line, sizeof(line));
     if (n) {
         bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);
     } else if (bs_log_level >= BS_LOG_DEBUG) {
         bs_decision_text t;
         bs_decide_text(d, &t);
-        bs_log(BS_LOG_DEBUG, "conn=%llu %s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s",
-               (unsigned long long)c->cid, t.queue_id[0] ? t.queue_id : "NOQUEUE", t.client_name,
-               t.client_addr, t.from, t.to, bs_why_name(d->why));
+        bs_log(BS_LOG_DEBUG, "%s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s conn=%llu",
+               t.queue_id[0] ? t.queue_id : "NOQUEUE", t.client_name[0] ? t.client_name : "unknown",
+               t.client_addr, t.from, t.to, bs_why_name(d->why), (unsigned long long)c->cid);
     }
 
     c->wbuf.base = c->reply;

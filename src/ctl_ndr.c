@@ -24,12 +24,22 @@
 
 #define NDR_FIELD_MAX (BS_DOMAIN_MAX + 2)
 
-/* norm_field - "*", ".DOMAIN" or "DOMAIN"; 0 or BS_CTL_USAGE (printed) */
+/* norm_field - "*", ".DOMAIN", "DOMAIN" or "[LITERAL]" (as the daemon
+ * looks it up: addr.c's form); 0 or BS_CTL_USAGE (printed) */
 static int norm_field(const char *arg, char *out)
 {
     if (strcmp(arg, "*") == 0) {
         strcpy(out, "*");
         return 0;
+    }
+    if (arg[0] == '[') {
+        char shown[NDR_FIELD_MAX + 8];
+
+        if (bs_literal_norm(arg, strlen(arg), out) >= 0)
+            return 0;
+        bs_ctl_err("%s: not an address literal ([192.0.2.5] or [IPv6:2001:db8::1])",
+                   bs_ctl_safe(arg, strlen(arg), shown, sizeof(shown)));
+        return BS_CTL_USAGE;
     }
     if (arg[0] == '.') {
         out[0] = '.';

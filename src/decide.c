@@ -12,6 +12,11 @@
  *
  * Limits: NDR lookups consider the recipient domain, at most
  * BS_NDR_MAX_FIELDS - 2 parent suffixes (the shortest ones), and "*".
+ * The recipient domain is addr.c's canonical form (A-labels, no trailing
+ * dot, lowercase) for both the protected-domain check and the NDR lookup;
+ * an address literal is looked up as itself, then "*". A null-sender
+ * recipient whose domain cannot be read gets the "*" policy (unreadable()),
+ * never a silent DUNNO.
  */
 #include <stdio.h>
 #include <string.h>
@@ -171,7 +176,8 @@ static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_attr
 }
 
 /* set_ndr_fields - domain, its parent suffixes (".b.c", ".c"), then "*";
- * kept as offsets into the domain (a decision stays small and copyable) */
+ * kept as offsets into the domain (a decision stays small and copyable).
+ * An address literal has no parents: "[192.0.2.5]", then "*". */
 static void set_ndr_fields(bs_decision *d)
 {
     const char *dom = d->rcpt.domain;
@@ -180,7 +186,7 @@ static void set_ndr_fields(bs_decision *d)
 
     d->nndr = 0;
     d->ndr_off[d->nndr++] = 0;
-    for (i = 0; i < d->rcpt.domain_len; i++)
+    for (i = 0; i < d->rcpt.domain_len && !d->rcpt.literal; i++)
         if (dom[i] == '.')
             dots[ndots++] = i;
     skip = ndots > max_parents ? ndots - max_parents : 0;
@@ -218,7 +224,8 @@ static int bad_local_part(bs_decision *d, const bs_proto_attr *rcpt)
             at = p;
     if (!at || at == rcpt->value)
         return -1;
-    n = bs_domain_norm(at + 1, (size_t)(rcpt->value + rcpt->value_len - at - 1), d->rcpt.domain);
+    n = bs_addr_domain(at + 1, (size_t)(rcpt->value + rcpt->value_len - at - 1), d->rcpt.domain,
+                       &d->rcpt.literal);
     if (n < 0)
         return -1;
     d->rcpt.domain_len = (size_t)n;
@@ -226,6 +233,36 @@ static int bad_local_part(bs_decision *d, const bs_proto_attr *rcpt)
     d->rcpt.local_len = 0;
     d->bad_local = 1;
     return 0;
+}
+
+/*
+ * unreadable - a recipient with an '@' whose domain we cannot read (bad
+ * UTF-8, a label IDNA refuses, a malformed literal, over-long, empty).
+ * For a bounce, "not ours" would let it through whatever "*" says, so the
+ * NDR policy decides as for a domain no entry names: "*", then
+ * ndr_default, and a "*" limit draws on one budget shared by all such
+ * recipients (rcpt.domain "*", which no real domain can be). Anything else
+ * is no business of ours: DUNNO, reason bad_recipient. An unqualified
+ * recipient ("postmaster") is not unreadable: Postfix appends $myorigin,
+ * so it is local, never a remote bounce target.
+ */
+static int unreadable(bs_decision *d, const bs_proto_attr *rcpt, bs_lookup *q)
+{
+    if (!d->null_sender || !memchr(rcpt->value, '@', rcpt->value_len))
+        return finish(d, BS_WHY_BAD_RCPT);
+    d->unreadable = 1;
+    d->rcpt.literal = 0;
+    memcpy(d->rcpt.domain, "*", 2);
+    d->rcpt.domain_len = 1;
+    d->rcpt.local[0] = 0;
+    d->rcpt.local_len = 0;
+    d->ndr_off[0] = BS_NDR_STAR;
+    d->nndr = 1;
+    q->ndr_fields[0] = "*";
+    q->nndr = 1;
+    if (d->client_key[0] && !d->cidr_exempt)
+        q->client_key = d->client_key;
+    return BS_DECIDE_LOOKUP;
 }
 
 /* bs_decide_begin - extract and normalise the request; say what to look up */
@@ -239,6 +276,7 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     memset(q, 0, sizeof(*q));
     d->note_invalid = 0;
     d->exempt_pending = 0;
+    d->unreadable = 0;
     d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
     find_attrs(req, at);
@@ -258,12 +296,12 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     if (!rcpt)
         return finish(d, BS_WHY_BAD_RCPT);
     d->bad_local = 0;
+    set_client(d, cfg, at[A_CLIENT_ADDR]);
     if (bs_addr_parse(rcpt->value, rcpt->value_len, &d->rcpt) < 0 && bad_local_part(d, rcpt) < 0)
-        return finish(d, BS_WHY_BAD_RCPT);
+        return unreadable(d, rcpt, q);
     d->base_len = bs_local_base_len(d->rcpt.local, d->rcpt.local_len, cfg->recipient_delimiter);
     memcpy(d->base, d->rcpt.local, d->base_len);
     d->base[d->base_len] = 0;
-    set_client(d, cfg, at[A_CLIENT_ADDR]);
 
     if (d->client_key[0] && !d->cidr_exempt)
         q->client_key = d->client_key;
@@ -468,13 +506,14 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
         verb = "reject_warning";
     else
         verb = d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject";
-    n = snprintf(out, outsz,
-                 "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s",
-                 t.queue_id[0] ? t.queue_id : "NOQUEUE", verb,
-                 t.client_name[0] ? t.client_name : "unknown", t.client_addr, text, t.from, t.to,
-                 t.proto[0] ? t.proto : "SMTP", t.helo, bs_why_name(d->why),
-                 bs_decide_ndr_match(d) ? " ndr_entry=" : "",
-                 bs_decide_ndr_match(d) ? bs_decide_ndr_match(d) : "");
+    n = snprintf(
+        out, outsz,
+        "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s%s",
+        t.queue_id[0] ? t.queue_id : "NOQUEUE", verb, t.client_name[0] ? t.client_name : "unknown",
+        t.client_addr, text, t.from, t.to, t.proto[0] ? t.proto : "SMTP", t.helo,
+        bs_why_name(d->why), bs_decide_ndr_match(d) ? " ndr_entry=" : "",
+        bs_decide_ndr_match(d) ? bs_decide_ndr_match(d) : "",
+        d->unreadable ? " recipient=unreadable" : "");
     if (n < 0)
         return 0;
     return (size_t)n < outsz ? (size_t)n : outsz - 1;

@@ -102,6 +102,9 @@ static const struct {
       clients_blocked),
     C("backstop_reloads_total", "Configuration reloads.", reloads),
     C("backstop_reload_errors_total", "Configuration reloads refused.", reload_errors),
+    C("backstop_ndr_unreadable_total",
+      "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.",
+      ndr_unreadable),
 };
 #undef C
 

@@ -42,7 +42,7 @@ static const struct {
     S(partial_timeouts), S(pipelined_closed),  S(write_errors),     S(late_replies),
     S(redis_connects),   S(redis_disconnects), S(redis_stalls),     S(redis_errors),
     S(redis_busy),       S(redis_noscript),    S(clients_blocked),  S(reloads),
-    S(reload_errors),
+    S(reload_errors),    S(ndr_unreadable),
 };
 #undef S
 

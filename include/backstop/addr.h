@@ -2,14 +2,19 @@
  * addr.h - validation and normalisation of wire strings before they are used
  *
  * Everything that comes from a policy request and becomes part of a Redis key
- * or member passes through here first. Functions are pure (no allocation,
- * no I/O) and write NUL-terminated results into caller buffers.
+ * or member passes through here first. Functions are pure (no I/O; no
+ * allocation but libidn2's, for a non-ASCII domain only, freed at once) and
+ * write NUL-terminated results into caller buffers.
  *
  * Normal forms:
  *   domain  ASCII letters, digits, '-', '_' and '.', lowercased; no empty
  *           label, no leading/trailing dot (one trailing dot is dropped),
- *           labels <= 63, total <= BS_DOMAIN_MAX. Anything else (including
- *           address literals "[192.0.2.1]" and non-ASCII) is rejected.
+ *           labels <= 63, total <= BS_DOMAIN_MAX. A name with non-ASCII
+ *           bytes (SMTPUTF8) is first converted to its A-labels as Postfix
+ *           does (UTS #46 non-transitional): "BÜCHER.example" ->
+ *           "xn--bcher-kva.example". Anything else is rejected.
+ *   literal "[192.0.2.1]" or "[ipv6:2001:db8::1]" (RFC 5952 text): an
+ *           address literal, re-printed from the parsed address.
  *   local   1..BS_LOCAL_MAX bytes, ASCII lowercased, no control characters
  *           (< 0x20, 0x7f); spaces, quotes and UTF-8 bytes are kept as is.
  *   client  an IPv4 address in dotted quad, or an IPv6 address reduced to
@@ -25,6 +30,11 @@
 #define BS_DOMAIN_MAX 253
 #define BS_LOCAL_MAX 128
 #define BS_ADDR_MAX (BS_LOCAL_MAX + 1 + BS_DOMAIN_MAX)
+/* A UTF-8 domain may take up to 4 bytes for each byte of its A-labels;
+ * longer input is rejected unread. */
+#define BS_DOMAIN_UTF8_MAX 1016
+/* The longest address read: a UTF-8 domain and its trailing dot. */
+#define BS_ADDR_RAW_MAX (BS_LOCAL_MAX + 1 + BS_DOMAIN_UTF8_MAX + 1)
 #define BS_CLIENT_KEY_MAX 64 /* "ffff:...:ffff/128" fits */
 
 typedef struct bs_addr {
@@ -32,20 +42,32 @@ typedef struct bs_addr {
     size_t local_len;
     char domain[BS_DOMAIN_MAX + 1];
     size_t domain_len;
+    int literal; /* domain is an address literal ("[192.0.2.1]") */
 } bs_addr;
 
 /*
  * bs_addr_parse - split "local@domain" at the LAST '@' and normalise both
- * parts. Returns 0, or -1 when the string has no '@', an empty or invalid
- * part, or a part too long; *out is then unspecified.
+ * parts; the domain may be a host name or an address literal. Returns 0,
+ * or -1 when the string has no '@', an empty or invalid part, or a part
+ * too long; *out is then cleared (both parts "").
  */
 int bs_addr_parse(const char *s, size_t len, bs_addr *out);
 
 /*
- * bs_domain_norm - normalise a domain name into out (BS_DOMAIN_MAX + 1
- * bytes). Returns the length, or -1 when invalid.
+ * bs_domain_norm - the canonical form of a host name (see "domain" above)
+ * into out (BS_DOMAIN_MAX + 1 bytes). Returns the length, or -1 when
+ * invalid (out is then ""). The one function every domain that becomes a
+ * key passes through, in the daemon and in backstopctl.
  */
 int bs_domain_norm(const char *s, size_t len, char *out);
+
+/* bs_literal_norm - an address literal (see "literal" above) into out
+ * (BS_DOMAIN_MAX + 1 bytes); the length, or -1 (out is then "") */
+int bs_literal_norm(const char *s, size_t len, char *out);
+
+/* bs_addr_domain - the domain part of an address: a literal when it starts
+ * with '[' (*literal = 1), else a host name; as the two above */
+int bs_addr_domain(const char *s, size_t len, char *out, int *literal);
 
 /*
  * bs_local_base_len - Postfix recipient_delimiter semantics: the length of

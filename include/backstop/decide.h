@@ -23,7 +23,8 @@
  * Rules (protocol_state=RCPT only; anything else is DUNNO):
  *  1. client blocked (and not exempt)              -> 450 4.7.1
  *  2. null sender, recipient domain not protected -> NDR policy, longest
- *     suffix match: domain, each ".parent", "*", then ndr_default
+ *     suffix match: domain, each ".parent", "*", then ndr_default (an
+ *     address literal: itself, "*"; a domain that cannot be read: "*")
  *  3. recipient domain protected: local part, or local part without its
  *     extension, or "*" must be a member of rcpt:<domain>, else 550 5.1.1
  *     (a local part that is no valid local part only passes a catch-all)
@@ -128,6 +129,8 @@ typedef struct bs_decision {
     bs_addr rcpt;
     int bad_local;   /* local part unusable (too long, control bytes): only a
                         catch-all can accept it */
+    int unreadable;  /* null sender, recipient domain unreadable: decided by
+                        "*" alone (rcpt.domain is "*", the shared budget) */
     size_t base_len; /* rcpt.local without extension */
     char base[BS_LOCAL_MAX + 1];
     char client_key[BS_CLIENT_KEY_MAX + 1];

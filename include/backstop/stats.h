@@ -40,6 +40,8 @@ typedef struct bs_stats {
     uint64_t redis_busy;      /* max_pending reached */
     uint64_t redis_noscript;  /* EVALSHA retried as EVAL */
     uint64_t clients_blocked; /* blocks set by our rate tracking */
+    uint64_t ndr_unreadable;  /* bounces whose recipient domain could not be
+                                 read: the "*" NDR policy decided */
     uint64_t reloads;
     uint64_t reload_errors;
     uint64_t lat_buckets[BS_LAT_NBUCKETS + 1]; /* non-cumulative counts */

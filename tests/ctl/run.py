@@ -558,7 +558,8 @@ def area_queue(env):
         f.write('#!/bin/sh\necho "$@" > "%s.args"\ncat > "%s.ids"\nexit "${FAKE_STATUS:-0}"\n'
                 % (cap, cap))
     os.chmod(fake, 0o755)
-    want = ["B0001", "B0005", "B0009", "B0014"]
+    # B0012 bounces to y@[192.0.2.1]: an address literal gets "*" (deny), as in the daemon
+    want = ["B0001", "B0005", "B0009", "B0012", "B0014"]
 
     def ids():
         with open(cap + ".ids") as f:
@@ -569,19 +570,19 @@ def area_queue(env):
             return f.read().strip()
 
     r = env.ctl("purge-queue", "--from-json", fixture, "--postsuper", fake)
-    env.expect(r, 0, out=["4 of 14 queued messages are bounces to NDR-denied domains "
+    env.expect(r, 0, out=["5 of 14 queued messages are bounces to NDR-denied domains "
                           "(11 bounces in all)", "dry run: nothing deleted"])
     listed = [l.split()[0] for l in r[1].split("\n") if l.startswith("B")]
     env.check(listed == want, "dry run lists exactly %r: %r" % (want, listed))
     env.check(not os.path.exists(cap + ".ids"), "dry run: postsuper not run")
     env.expect(env.ctl("purge-queue", "--yes", "--from-json", fixture, "--postsuper", fake), 0,
-               out="handed 4 queue ids to postsuper -d -")
+               out="handed 5 queue ids to postsuper -d -")
     env.check(ids() == want, "postsuper got exactly %r: %r" % (want, ids()))
     env.check(args() == "-d -", "postsuper args: %r" % args())
     env.expect(env.ctl("purge-queue", "--yes", "--queue", "deferred", "--config-dir",
                        "/etc/postfix-out", "--from-json", fixture, "--postsuper", fake), 0,
-               out="2 of 14 queued messages")
-    env.check(ids() == ["B0001", "B0014"], "--queue deferred: %r" % ids())
+               out="3 of 14 queued messages")
+    env.check(ids() == ["B0001", "B0012", "B0014"], "--queue deferred: %r" % ids())
     env.check(args() == "-c /etc/postfix-out -d - deferred", "args: %r" % args())
     # postqueue itself (a stand-in that prints the fixture and records its args)
     pq = os.path.join(env.dir, "fake-postqueue")
@@ -589,7 +590,7 @@ def area_queue(env):
         f.write('#!/bin/sh\necho "$@" > "%s.pq"\ncat "%s"\n' % (cap, fixture))
     os.chmod(pq, 0o755)
     env.expect(env.ctl("purge-queue", "--config-dir", "/etc/pf2", "--postqueue", pq), 0,
-               out="4 of 14")
+               out="5 of 14")
     with open(cap + ".pq") as f:
         env.check(f.read().strip() == "-c /etc/pf2 -j", "postqueue args")
     # failures: postsuper fails, postqueue fails, a missing program, bad lines
@@ -604,7 +605,7 @@ def area_queue(env):
     env.check(ids() == ["G0001"], "only the good line of the bad file: %r" % ids())
     env.expect(env.ctl("purge-queue", "--queue", "nosuch", "--from-json", fixture), 2)
     env.expect(env.ctl("purge-queue", "--from-json", "-", stdin=open(fixture).read()), 0,
-               out="4 of 14")
+               out="5 of 14")
     # nothing denied: nothing to delete, postsuper not run
     os.unlink(cap + ".ids")
     env.rcli("HSET", "backstop:ndr", "*", "allow")

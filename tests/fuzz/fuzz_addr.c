@@ -7,7 +7,10 @@
  *   - every result is NUL-terminated and as long as the function says;
  *   - a failed call leaves "" (bs_domain_norm, bs_client_key, bs_addr_parse);
  *   - a normalised domain holds only [a-z0-9._-], has no empty label, and
- *     normalises to itself; it is the input with A-Z folded;
+ *     normalises to itself; from ASCII input it is the input with A-Z
+ *     folded (non-ASCII input goes through libidn2: its A-labels);
+ *   - a normalised literal is "[a.b.c.d]" or "[ipv6:...]" that inet_pton
+ *     reads back, normalises to itself, and has no parent labels;
  *   - a normalised local part has no controls and no A-Z, and sits before
  *     the input's last '@';
  *   - bs_local_base_len agrees with a plain model of Postfix's split_addr()
@@ -83,10 +86,31 @@ static void check_domain(const char *d, size_t n)
     REQUIRE(memcmp(again, d, n + 1) == 0);
 }
 
+/* check_literal - the promises of a normal-form address literal */
+static void check_literal(const char *d, size_t n)
+{
+    char again[BS_DOMAIN_MAX + 1];
+    int lit = 0;
+
+    REQUIRE(n >= 9 && n <= BS_DOMAIN_MAX && strlen(d) == n);
+    REQUIRE(d[0] == '[' && d[n - 1] == ']');
+    REQUIRE(bs_addr_domain(d, n, again, &lit) == (int)n && lit == 1);
+    REQUIRE(memcmp(again, d, n + 1) == 0);
+    REQUIRE(bs_domain_norm(d, n, again) == -1); /* never a host name */
+}
+
+static int all_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return 0;
+    return 1;
+}
+
 static void fuzz_domain(const char *s, size_t len)
 {
     char *out = xmalloc(BS_DOMAIN_MAX + 1);
-    int n = bs_domain_norm(s, len, out);
+    int n = bs_domain_norm(s, len, out), lit = 0; /* n: host name, then literal */
     size_t i;
 
     if (n < 0) {
@@ -94,10 +118,24 @@ static void fuzz_domain(const char *s, size_t len)
         REQUIRE(out[0] == '\0');
     } else {
         check_domain(out, (size_t)n);
-        /* The input, folded, with at most one trailing dot more. */
-        REQUIRE(len == (size_t)n || (len == (size_t)n + 1 && s[n] == '.'));
-        for (i = 0; i < (size_t)n; i++)
-            REQUIRE((unsigned char)out[i] == lower((unsigned char)s[i]));
+        /* ASCII: the input, folded, with at most one trailing dot more. */
+        if (all_ascii(s, len)) {
+            REQUIRE(len == (size_t)n || (len == (size_t)n + 1 && s[n] == '.'));
+            for (i = 0; i < (size_t)n; i++)
+                REQUIRE((unsigned char)out[i] == lower((unsigned char)s[i]));
+        }
+    }
+    n = bs_literal_norm(s, len, out);
+    if (n < 0)
+        REQUIRE(n == -1 && out[0] == '\0');
+    else
+        check_literal(out, (size_t)n);
+    {
+        char *host = xmalloc(BS_DOMAIN_MAX + 1);
+        int got = bs_addr_domain(s, len, out, &lit);
+
+        REQUIRE(got == (lit ? n : bs_domain_norm(s, len, host)));
+        free(host);
     }
     free(out);
 }
@@ -158,7 +196,10 @@ static void fuzz_addr(const char *s, size_t len)
         /* Split at the last '@'. */
         REQUIRE(s[a->local_len] == '@');
         REQUIRE(memchr(s + a->local_len + 1, '@', len - a->local_len - 1) == NULL);
-        check_domain(a->domain, a->domain_len);
+        if (a->literal)
+            check_literal(a->domain, a->domain_len);
+        else
+            check_domain(a->domain, a->domain_len);
 
         check_base_len(a->local, a->local_len, "+");
         check_base_len(a->local, a->local_len, "+-_.=");

@@ -976,6 +976,133 @@ def ndr_limit(ctx):
 # ---------------------------------------------------------------------------
 # invalid-recipient rate limiting and blocking
 
+def metric(port, name):
+    """The value of one plain counter on the metrics endpoint, or None."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
+        body = resp.read().decode()
+    m = re.search(r"^%s (\d+)$" % re.escape(name), body, re.M)
+    return int(m.group(1)) if m else None
+
+
+@test
+def ndr_star_literals_and_utf8(ctx):
+    """'ndr * deny' decides bounces to address literals and UTF-8 domains
+    as to any remote domain (ndr_default allow, so '*' is what decides);
+    literals can be named exactly, UTF-8 domains by their A-label."""
+    r = ctx.redis()
+    d = ctx.daemon(r, policy={"ndr_default": "allow"})
+    ndr = PREFIX + "ndr"
+    r.r("HSET", ndr, "*", "deny")
+    rcpts = ("x@remote.example", "x@[192.0.2.5]", "x@[IPv6:2001:db8::1]",
+             "user@b\u00fccher.example", "user@B\u00dcCHER.Example.")
+    with d.conn() as c:
+        for rcpt in rcpts:
+            expect(c.ask(sender="", recipient=rcpt), NDR_DENY(rcpt), "'*' deny, bounce to %s" % rcpt)
+        r.r("HSET", ndr, "[192.0.2.5]", "allow", "[ipv6:2001:db8::1]", "allow",
+            "xn--bcher-kva.example", "allow")
+        expect(c.ask(sender="", recipient="x@[192.0.2.5]"), DUNNO, "exact literal entry (allow)")
+        expect(c.ask(sender="", recipient="x@[IPv6:2001:DB8:0::1]"), DUNNO,
+               "exact IPv6 literal entry, another spelling")
+        expect(c.ask(sender="", recipient="user@B\u00dcCHER.example"), DUNNO, "A-label entry (allow)")
+        expect(c.ask(sender="", recipient="x@[192.0.2.6]"), NDR_DENY("x@[192.0.2.6]"),
+               "another literal: '*'")
+    d.wait_log(r"NOQUEUE: reject: RCPT from [^ ]+: 550 5\.7\.1 <x@\[192\.0\.2\.6\]>: .* "
+               r"reason=ndr_deny ndr_entry=\* conn=\d+")
+
+
+@test
+def utf8_protected_domain(ctx):
+    """Every spelling of a protected domain that Postfix routes to it is
+    checked: an unknown user at the UTF-8 form is refused."""
+    r = ctx.redis()
+    d = ctx.daemon(r)
+    r.r("SADD", PREFIX + "domains", "xn--bcher-kva.example")
+    r.r("SADD", PREFIX + "rcpt:xn--bcher-kva.example", "alice")
+    with d.conn() as c:
+        for rcpt in ("user@b\u00fccher.example", "user@B\u00dcCHER.example.",
+                     "user@bu\u0308cher.example", "user@xn--bcher-kva.example"):
+            expect(c.ask(recipient=rcpt), USER_UNKNOWN(rcpt), "unknown user at %s" % rcpt)
+            expect(c.ask(sender="", recipient=rcpt), USER_UNKNOWN(rcpt), "bounce to %s" % rcpt)
+        for rcpt in ("alice@b\u00fccher.example", "Alice@B\u00dcCHER.EXAMPLE."):
+            expect(c.ask(recipient=rcpt), DUNNO, "known user at %s" % rcpt)
+
+
+@test
+def ndr_unreadable_failsafe(ctx):
+    """A bounce whose recipient domain cannot be read gets what '*' gives
+    (deny here), is logged (rate-limited warning) and counted."""
+    r = ctx.redis()
+    port = free_port()
+    d = ctx.daemon(r, policy={"ndr_default": "allow"},
+                   metrics={"listen": "inet:127.0.0.1:%d" % port})
+    r.r("HSET", PREFIX + "ndr", "*", "deny")
+    latin1 = b"x@b\xfccher.example"  # not UTF-8
+    with d.conn() as c:
+        expect(c.ask(sender="", recipient=latin1), NDR_DENY(None), "Latin-1 domain, null sender")
+        expect(metric(port, "backstop_ndr_unreadable_total"), 1, "unreadable counter, first")
+        expect(c.ask(sender="", recipient="x@[192.0.2.256]"), NDR_DENY(None), "bad literal")
+        expect(c.ask(sender="", recipient="x@bad..example"), NDR_DENY(None), "empty label")
+        # not a bounce, or unqualified (local): not the NDR policy's business
+        expect(c.ask(sender="s@sender.example", recipient=latin1), DUNNO, "normal sender")
+        expect(c.ask(sender="", recipient="postmaster"), DUNNO, "unqualified postmaster")
+    expect(metric(port, "backstop_ndr_unreadable_total"), 3, "unreadable counter")
+    d.wait_log(r"warning: NOQUEUE: bounce to a recipient whose domain cannot be read: "
+               r"<x@b\\xfccher\.example>: .*\(1 such since the last warning\)")
+    d.wait_log(r"reason=ndr_deny ndr_entry=\* recipient=unreadable conn=\d+")
+    check(d.log().count("whose domain cannot be read") == 1,
+          "the warning is not rate-limited:\n" + tail(d.log_path))
+    # '*' allow: they pass, still counted
+    r.r("HSET", PREFIX + "ndr", "*", "allow")
+    expect(d.ask(sender="", recipient=latin1), DUNNO, "'*' allow")
+    expect(metric(port, "backstop_ndr_unreadable_total"), 4, "unreadable counter after allow")
+
+
+@test
+def ctl_ndr_explain_literal(ctx):
+    """backstopctl ndr explain reads address literals and UTF-8 domains as
+    the daemon does (backstopctl is built next to backstopd)."""
+    ctl = os.path.join(os.path.dirname(BACKSTOPD), "backstopctl")
+    check(os.access(ctl, os.X_OK), "no backstopctl next to %s" % BACKSTOPD)
+    r = ctx.redis()
+    d = ctx.daemon(r)
+    r.r("HSET", PREFIX + "ndr", "*", "deny")
+    p = subprocess.run([ctl, "-c", d.conf_path, "ndr", "set", "[IPv4:192.0.2.7]", "allow"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode != 0, "ndr set took a literal with an unknown tag: %s" % p.stdout)
+    p = subprocess.run([ctl, "-c", d.conf_path, "ndr", "set", "[192.0.2.7]", "allow"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0, "ndr set [192.0.2.7]: %s%s" % (p.stdout, p.stderr))
+    expect(r.r("HGET", PREFIX + "ndr", "[192.0.2.7]"), b"allow", "the literal entry as stored")
+    cases = (("x@[192.0.2.5]", r"550 5\.7\.1 .*reason ndr_deny"),
+             ("x@[192.0.2.7]", r"DUNNO \(reason ndr_allow\)"),
+             ("x@[IPv6:2001:db8::1]", r"x@\[ipv6:2001:db8::1\] gets: 550 5\.7\.1"),
+             ("user@b\u00fccher.example", r"user@xn--bcher-kva\.example gets: 550 5\.7\.1"))
+    for rcpt, want in cases:
+        p = subprocess.run([ctl, "-c", d.conf_path, "ndr", "explain", rcpt], capture_output=True,
+                           text=True, timeout=30)
+        check(p.returncode == 0 and re.search(want, p.stdout),
+              "ndr explain %s: status %d\n%s%s" % (rcpt, p.returncode, p.stdout, p.stderr))
+
+
+@test
+def log_lines_queue_id_first(ctx):
+    """Decision lines, DUNNO debug lines included, start with the queue id
+    (or NOQUEUE) as smtpd's do; conn= comes last."""
+    r = ctx.redis()
+    d = ctx.daemon(r, log={"level": "debug"})
+    with d.conn() as c:
+        c.ask(queue_id="4XyZ1k2Lq9zB", recipient="user@example.com")
+        c.ask(queue_id="4XyZ1k2Lq9zC", recipient="nobody@example.com")
+        c.ask(queue_id="", recipient="someone@elsewhere.example")
+    d.wait_log(r"backstopd\[\d+\]: 4XyZ1k2Lq9zB: dunno: RCPT from mx\.sender\.example"
+               r"\[192\.0\.2\.1\]: from=<someone@sender\.example> to=<user@example\.com> "
+               r"reason=valid conn=\d+\n")
+    d.wait_log(r"backstopd\[\d+\]: 4XyZ1k2Lq9zC: reject: RCPT from .* reason=unknown_user conn=\d+\n")
+    d.wait_log(r"backstopd\[\d+\]: NOQUEUE: dunno: RCPT from .* reason=unprotected conn=\d+\n")
+    check(not re.search(r"\]: conn=\d+ ", d.log()), "a decision line starts with conn=:\n" + tail(d.log_path))
+
+
 def rate_key_count(r, client):
     try:
         return r.r("ZCARD", PREFIX + "rate:" + client)
@@ -2261,7 +2388,9 @@ def schema_problems(keys):
                     bad.append("client part is not an address: %r" % k)
         if k.startswith(b"backstop:ndrcount:"):
             dom = k[len(b"backstop:ndrcount:"):]
-            if not re.match(rb"^[a-z0-9_.-]+$", dom):
+            # a canonical domain, an address literal as addr.c prints it, or
+            # "*": the budget shared by recipients whose domain is unreadable
+            if not re.match(rb"^([a-z0-9_.-]+|\[(ipv6:[0-9a-f:.]+|[0-9.]+)\]|\*)$", dom):
                 bad.append("ndrcount domain not normalised: %r" % k)
     return bad
 

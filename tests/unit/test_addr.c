@@ -77,7 +77,21 @@ static const struct {
     {"example.com\n", LEN_STR, NULL},
     {"exa\0mple.com", 12, NULL},
     {"example.com\0", 12, NULL},
-    {"b\303\274cher.de", LEN_STR, NULL},
+    /* SMTPUTF8: every spelling Postfix routes to one domain is its A-labels
+     * (UTS #46 non-transitional, as Postfix's midna_domain_to_ascii) */
+    {"b\303\274cher.de", LEN_STR, "xn--bcher-kva.de"},
+    {"B\303\234CHER.De", LEN_STR, "xn--bcher-kva.de"},            /* Ü: case mapped */
+    {"bu\314\210cher.de.", LEN_STR, "xn--bcher-kva.de"},          /* u + U+0308: NFC */
+    {"b\303\274cher\343\200\202de", LEN_STR, "xn--bcher-kva.de"}, /* U+3002 is a dot */
+    {"mx_1.b\303\274cher.de", LEN_STR, "mx_1.xn--bcher-kva.de"},  /* no STD3 rules */
+    {"stra\303\237e.de", LEN_STR, "xn--strae-oqa.de"},            /* ß kept: non-transitional */
+    {"b\374cher.de", LEN_STR, NULL},                              /* Latin-1, not UTF-8 */
+    {"b\303cher.de", LEN_STR, NULL},                              /* truncated sequence */
+    {"-b\303\274.de", LEN_STR, NULL},                             /* IDNA: leading hyphen */
+    {"b\303\274..de", LEN_STR, NULL},                             /* empty label */
+    {"b\303\274 cher.de", LEN_STR, NULL},
+    {"b\303\274\0cher.de", 10, NULL},
+    {"b\303\274cher.de\r\n", LEN_STR, NULL},
     {"example.com:25", LEN_STR, NULL},
     {"a/b", LEN_STR, NULL},
     {"a@b", LEN_STR, NULL},
@@ -182,6 +196,13 @@ static const struct {
     {"J\xc3\x96RG@example.com", LEN_STR, "j\xc3\x96rg", "example.com"}, /* ASCII fold only */
     {"\x80\xff@x", LEN_STR, "\x80\xff", "x"},
     {"user@example.com", 13, "user", "example"},
+    /* address literals: re-printed from the address */
+    {"user@[192.0.2.1]", LEN_STR, "user", "[192.0.2.1]"},
+    {"user@[IPv6:2001:DB8:0::1]", LEN_STR, "user", "[ipv6:2001:db8::1]"},
+    {"user@[ipv6:::ffff:192.0.2.1]", LEN_STR, "user", "[ipv6:::ffff:192.0.2.1]"},
+    /* SMTPUTF8 domains: A-labels */
+    {"user@b\303\274cher.de", LEN_STR, "user", "xn--bcher-kva.de"},
+    {"User@B\303\234CHER.DE.", LEN_STR, "user", "xn--bcher-kva.de"},
     {"postmaster", LEN_STR, NULL, NULL},
     {"", LEN_STR, NULL, NULL},
     {"@", LEN_STR, NULL, NULL},
@@ -191,11 +212,18 @@ static const struct {
     {"user@..", LEN_STR, NULL, NULL},
     {"user@*", LEN_STR, NULL, NULL},
     {"user@{}", LEN_STR, NULL, NULL},
-    {"user@[192.0.2.1]", LEN_STR, NULL, NULL},
-    {"user@[IPv6:2001:db8::1]", LEN_STR, NULL, NULL},
+    {"user@[192.0.2.256]", LEN_STR, NULL, NULL},
+    {"user@[192.0.2]", LEN_STR, NULL, NULL},
+    {"user@[2001:db8::1]", LEN_STR, NULL, NULL}, /* IPv6 needs its tag */
+    {"user@[IPv6:192.0.2.1]", LEN_STR, NULL, NULL},
+    {"user@[IPv6:2001:db8::1", LEN_STR, NULL, NULL},
+    {"user@[tag:content]", LEN_STR, NULL, NULL}, /* general literals: none */
+    {"user@[]", LEN_STR, NULL, NULL},
+    {"user@[192.0.2.1\0]", 17, NULL, NULL},
+    {"user@[ 192.0.2.1]", LEN_STR, NULL, NULL},
     {"user@ex ample.com", LEN_STR, NULL, NULL},
     {"user@example.com ", LEN_STR, NULL, NULL},
-    {"user@b\303\274cher.de", LEN_STR, NULL, NULL},
+    {"user@b\374cher.de", LEN_STR, NULL, NULL},
     {"us\rer@x", LEN_STR, NULL, NULL},
     {"user\n@x", LEN_STR, NULL, NULL},
     {"user@x\r\n", LEN_STR, NULL, NULL},
@@ -226,6 +254,7 @@ static void test_addr_table(void)
             CHECK_EQ_INT(a.local_len, strlen(addr_cases[i].local));
             CHECK_EQ_STR(a.domain, addr_cases[i].domain);
             CHECK_EQ_INT(a.domain_len, strlen(addr_cases[i].domain));
+            CHECK_EQ_INT(a.literal, addr_cases[i].domain[0] == '[');
         }
         if ((rc == 0) != (addr_cases[i].local != NULL))
             fprintf(stderr, "  addr case %zu\n", i);
@@ -276,6 +305,51 @@ static void test_addr_lengths(void)
     CHECK_EQ_INT(a.domain_len, 0);
 
     CHECK_EQ_INT(bs_addr_parse(NULL, 0, &a), -1);
+}
+
+/* utf8_labels - labels x "ü" * 20 (40 bytes a label, 27 as an A-label),
+ * then "de", into s; returns the length */
+static size_t utf8_labels(char *s, size_t labels)
+{
+    size_t n = 0, i, k;
+
+    for (i = 0; i < labels; i++) {
+        for (k = 0; k < 20; k++) {
+            s[n++] = '\303';
+            s[n++] = '\274';
+        }
+        s[n++] = '.';
+    }
+    memcpy(s + n, "de", 3);
+    return n + 2;
+}
+
+/* A UTF-8 domain may be longer in bytes than its A-labels: read up to
+ * BS_DOMAIN_UTF8_MAX, and the A-label form must still fit BS_DOMAIN_MAX. */
+static void test_domain_utf8_lengths(void)
+{
+    char s[BS_ADDR_RAW_MAX + 64], out[BS_DOMAIN_MAX + 1];
+    bs_addr a;
+    size_t n, i;
+
+    /* 7 labels: over BS_DOMAIN_MAX as UTF-8, under it as A-labels */
+    n = utf8_labels(s, 7);
+    CHECK(n > BS_DOMAIN_MAX);
+    CHECK(bs_domain_norm(s, n, out) > 0);
+    CHECK_EQ_INT(strncmp(out, "xn--", 4), 0);
+    memmove(s + 5, s, n + 1);
+    memcpy(s, "user@", 5);
+    CHECK_EQ_INT(bs_addr_parse(s, n + 5, &a), 0);
+    CHECK_EQ_STR(a.domain, out);
+
+    /* over BS_DOMAIN_UTF8_MAX: rejected unread */
+    for (i = 0; i < BS_DOMAIN_UTF8_MAX + 1; i++)
+        s[i] = (i % 2) ? '\274' : '\303';
+    CHECK_EQ_INT(bs_domain_norm(s, BS_DOMAIN_UTF8_MAX + 1, out), -1);
+    CHECK_EQ_STR(out, "");
+    /* 10 labels: an A-label form over 253 bytes, rejected like any long name */
+    n = utf8_labels(s, 10);
+    CHECK_EQ_INT(bs_domain_norm(s, n, out), -1);
 }
 
 /* ---- bs_local_base_len ------------------------------------------------- */
@@ -578,6 +652,7 @@ int main(void)
     test_domain_lengths();
     test_addr_table();
     test_addr_lengths();
+    test_domain_utf8_lengths();
     test_local_base();
     test_client_table();
     test_client_misc();

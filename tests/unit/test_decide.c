@@ -189,8 +189,9 @@ static void test_recipients(bs_config *cfg)
                  BS_WHY_NOT_RCPT);
     CHECK_EQ_INT(f_lookups, 8);
     CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "postmaster", "192.0.2.1"), BS_WHY_BAD_RCPT);
+    /* an address literal is an address, not ours */
     CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "x@[192.0.2.9]", "192.0.2.1"),
-                 BS_WHY_BAD_RCPT);
+                 BS_WHY_UNPROTECTED);
     /* a null sender to a protected domain is recipient-validated, not NDR */
     CHECK_EQ_INT(run(cfg, "RCPT", "", "nobody@example.com", "192.0.2.1"), BS_WHY_UNKNOWN_USER);
     CHECK_EQ_INT(run(cfg, "RCPT", "", "alice@example.com", "192.0.2.1"), BS_WHY_VALID);
@@ -239,6 +240,138 @@ static void test_ndr(bs_config *cfg)
     CHECK_EQ_INT(run(cfg, "RCPT", "", "v@elsewhere.net", "192.0.2.1"), BS_WHY_NDR_ALLOW);
     CHECK_EQ_STR(bs_decide_ndr_match(&d), "ndr_default");
     cfg->ndr_default.action = BS_NDR_DENY;
+}
+
+/* Every form Postfix accepts and routes to a domain is looked up as the
+ * canonical one: the protected-domain check and the NDR policy alike. */
+static void test_recipient_forms(bs_config *cfg)
+{
+    static const char *const known[] = {
+        "alice@xn--bcher-kva.example",
+        "alice@b\xc3\xbc"
+        "cher.example",
+        "Alice@B\xc3\x9c"
+        "CHER.Example.",
+        "alice@bu\xcc\x88"
+        "cher.example",
+        "alice@b\xc3\xbc"
+        "cher\xe3\x80\x82"
+        "example",
+    };
+    size_t i;
+
+    seed();
+    f_domains[2] = "xn--bcher-kva.example";
+    f_rcpt[3][0] = "xn--bcher-kva.example";
+    f_rcpt[3][1] = "alice";
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", known[i], "192.0.2.1"), BS_WHY_VALID);
+        CHECK_EQ_STR(d.rcpt.domain, "xn--bcher-kva.example");
+    }
+    /* an unknown user at the UTF-8 form of a protected domain: refused */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example",
+                     "user@b\xc3\xbc"
+                     "cher.example",
+                     "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    CHECK(d.note_invalid);
+    CHECK_EQ_INT(run(cfg, "RCPT", "",
+                     "user@B\xc3\x9c"
+                     "CHER.example",
+                     "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    /* quoted local part (Postfix sends it unquoted), trailing dot, case */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "\"a@b\"@EXAMPLE.com.", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(d.rcpt.domain, "example.com");
+
+    /* "*" deny reaches bounces to literals and UTF-8 domains */
+    f_ndr[0][0] = "*";
+    f_ndr[0][1] = "deny";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@remote.example", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@[192.0.2.5]", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(bs_decide_ndr_match(&d), "*");
+    CHECK_EQ_INT(d.nndr, 2); /* "[192.0.2.5]", "*": a literal has no parents */
+    CHECK_EQ_STR(bs_decide_ndr_field(&d, 0), "[192.0.2.5]");
+    CHECK_EQ_STR(reply(cfg), "action=550 5.7.1 Delivery status notifications to this domain are "
+                             "not accepted\n\n");
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@[IPv6:2001:DB8::1]", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(bs_decide_ndr_field(&d, 0), "[ipv6:2001:db8::1]");
+    CHECK_EQ_INT(run(cfg, "RCPT", "",
+                     "user@b\xc3\xbc"
+                     "cher.remote.example",
+                     "192.0.2.1"),
+                 BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(bs_decide_ndr_field(&d, 0), "xn--bcher-kva.remote.example");
+    /* the schema names literals exactly, and UTF-8 domains by A-label */
+    memcpy(f_ndr[1], (const char *[2]){"[192.0.2.5]", "allow"}, sizeof(f_ndr[1]));
+    memcpy(f_ndr[2], (const char *[2]){".xn--bcher-kva.remote.example", "allow"}, sizeof(f_ndr[2]));
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@[192.0.2.5]", "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    CHECK_EQ_STR(bs_decide_ndr_match(&d), "[192.0.2.5]");
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@[192.0.2.6]", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_INT(run(cfg, "RCPT", "",
+                     "x@mx.B\xc3\x9c"
+                     "cher.remote.example",
+                     "192.0.2.1"),
+                 BS_WHY_NDR_ALLOW);
+    CHECK(!d.unreadable);
+}
+
+/* A bounce whose recipient domain cannot be read is decided by "*" (then
+ * ndr_default), never waved through as a bad recipient. */
+static void test_unreadable(bs_config *cfg)
+{
+    static const char *const unreadable[] = {
+        "x@b\xfc"
+        "cher.example", /* Latin-1 */
+        "x@b\xc3"
+        "cher.example", /* truncated UTF-8 */
+        "x@[192.0.2.256]",
+        "x@[tag:content]",
+        "x@",
+        "x@bad..example",
+        "x@-b\xc3\xbc.example",
+        "no\x01"
+        "body@[1.2.3]",
+    };
+    char line[1024];
+    size_t i;
+
+    seed();
+    f_ndr[0][0] = "*";
+    f_ndr[0][1] = "deny";
+    for (i = 0; i < sizeof(unreadable) / sizeof(unreadable[0]); i++) {
+        CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[i], "192.0.2.1"), BS_WHY_NDR_DENY);
+        CHECK(d.unreadable);
+        CHECK_EQ_STR(bs_decide_ndr_match(&d), "*");
+        CHECK_EQ_INT(d.nndr, 1);
+    }
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "reason=ndr_deny ndr_entry=* recipient=unreadable") != NULL);
+    CHECK(strstr(line, "to=<no\\x01body@[1.2.3]>") != NULL);
+    /* "*" allow lets them through, logged; no "*": ndr_default (deny) */
+    f_ndr[0][1] = "allow";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[0], "192.0.2.1"), BS_WHY_NDR_ALLOW);
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    f_ndr[0][0] = NULL;
+    CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[0], "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(bs_decide_ndr_match(&d), "ndr_default");
+    /* a "*" limit: one budget shared by every unreadable recipient */
+    f_ndr[0][0] = "*";
+    f_ndr[0][1] = "limit 1/1h";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[0], "192.0.2.1"), BS_WHY_NDR_UNDER);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[2], "192.0.2.1"), BS_WHY_NDR_LIMIT);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@fine.example", "192.0.2.1"), BS_WHY_NDR_UNDER);
+    /* a blocked client stays blocked */
+    f_blocked[0] = "192.0.2.66";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", unreadable[0], "192.0.2.66"), BS_WHY_BLOCKED);
+    /* not a bounce, or unqualified (local: Postfix appends $myorigin) */
+    f_ndr[0][1] = "deny";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", unreadable[0], "192.0.2.1"), BS_WHY_BAD_RCPT);
+    CHECK(!d.unreadable);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "postmaster", "192.0.2.1"), BS_WHY_BAD_RCPT);
+    CHECK(!d.unreadable);
 }
 
 static void test_clients(bs_config *cfg)
@@ -401,6 +534,8 @@ int main(void)
     CHECK_EQ_INT(cfg.invalid_limit, 20);
     test_recipients(&cfg);
     test_ndr(&cfg);
+    test_recipient_forms(&cfg);
+    test_unreadable(&cfg);
     test_clients(&cfg);
     test_report_and_fallback(&cfg);
     test_hostile(&cfg);
