@@ -20,6 +20,7 @@
 #define BS_KEY_STATS "stats"        /* cluster-wide counters */
 #define BS_KEY_RATE "rate:"         /* + <client>: recent invalid recipients */
 #define BS_KEY_NDRCOUNT "ndrcount:" /* + <domain>: NDR budget use */
+#define BS_KEY_IMPORT "import:"     /* + <domain>:<pid>: backstopctl import staging */
 
 /*
  * The schema as a table, in README order: X(name, argument or "", Redis
@@ -35,6 +36,7 @@
     X(BS_KEY_EXEMPT, "", "SET", 0, "admin")                                                        \
     X(BS_KEY_STATS, "", "HASH", 0, "backstopd")                                                    \
     X(BS_KEY_RATE, "<client>", "ZSET", 1, "backstopd")                                             \
-    X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")
+    X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
+    X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")
 
 #endif
