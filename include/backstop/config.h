@@ -129,4 +129,8 @@ int bs_parse_endpoint(const char *s, bs_endpoint *out);
 /* bs_config_dump - write every effective setting, ini syntax, to fp. */
 void bs_config_dump(const bs_config *cfg, FILE *fp);
 
+/* bs_config_option - the name of key number i of the option table (its
+ * section in *section), in bs_config_dump's order; NULL past the last. */
+const char *bs_config_option(size_t i, const char **section);
+
 #endif
