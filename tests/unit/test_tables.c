@@ -9,7 +9,10 @@
  * - config.c's option table, README's config table ("| `[section] key`,
  *   `key2` |") and backstop.ini(5) (".SH \"[section]\"", then ".TP" and a
  *   ".BI \"key = \" ..." line) name the same keys in the same sections;
- * - the unknown-section error lists every section of the option table.
+ * - the unknown-section error lists every section of the option table;
+ * - stats.h's BS_COUNTERS: every row is in the statistics log line as
+ *   name=value, every row with a metric in the Prometheus text with its
+ *   value; protocol errors are named (proto_error_line=...) in both.
  * Every difference is printed; any one fails the test.
  */
 #include <ctype.h>
@@ -20,6 +23,10 @@
 
 #include "backstop/config.h"
 #include "backstop/keys.h"
+#include "backstop/log.h"
+#include "backstop/metrics.h"
+#include "backstop/proto.h"
+#include "backstop/stats.h"
 #include "check.h"
 
 #define NAMES_MAX 128
@@ -246,6 +253,74 @@ static void check_section_error(void)
     unlink(path);
 }
 
+/* stats_line - bs_stats_log's line, caught from stderr */
+static void stats_line(char *out, size_t outsz)
+{
+    char path[] = "/tmp/test_tables_XXXXXX";
+    int fd = mkstemp(path), saved = dup(2);
+    FILE *fp;
+
+    out[0] = '\0';
+    CHECK(fd >= 0 && saved >= 0);
+    if (fd < 0 || saved < 0)
+        return;
+    fflush(stderr);
+    dup2(fd, 2);
+    bs_stats_log("test");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    if ((fp = fopen(path, "r"))) {
+        if (!fgets(out, (int)outsz, fp))
+            out[0] = '\0';
+        fclose(fp);
+    }
+    unlink(path);
+}
+
+static void check_counters(void)
+{
+    static char text[65536];
+    char line[4096], want[160];
+    uint64_t v = 1000;
+    size_t i;
+
+    for (i = 0; i < bs_ncounters; i++)
+        memcpy((char *)&bs_stat + bs_counters[i].off, &(uint64_t){v++}, sizeof(v));
+    for (i = 1; i < BS_PROTO_NERR; i++)
+        bs_stat.proto_errors[i] = v++;
+    stats_line(line, sizeof line);
+    bs_metrics_render(text, sizeof text, 1);
+    for (i = 0; i < bs_ncounters; i++) {
+        const bs_counter *c = &bs_counters[i];
+        snprintf(want, sizeof want, " %s=%llu ", c->name, (unsigned long long)bs_counter_value(c));
+        if (!strstr(line, want))
+            fprintf(stderr, "FAILED: the stats line has no \"%s\"\n", want);
+        CHECK(strstr(line, want) != NULL);
+        if (!c->metric)
+            continue;
+        snprintf(want, sizeof want, "\n%s %llu\n", c->metric,
+                 (unsigned long long)bs_counter_value(c));
+        if (!strstr(text, want))
+            fprintf(stderr, "FAILED: the metrics have no \"%s\"\n", want + 1);
+        CHECK(strstr(text, want) != NULL);
+    }
+    for (i = 1; i < BS_PROTO_NERR; i++) {
+        const char *name = bs_proto_error_name(-(int)i);
+        CHECK(strcmp(name, "unknown") != 0);
+        snprintf(want, sizeof want, " proto_error_%s=%llu", name,
+                 (unsigned long long)bs_stat.proto_errors[i]);
+        if (!strstr(line, want))
+            fprintf(stderr, "FAILED: the stats line has no \"%s\"\n", want);
+        CHECK(strstr(line, want) != NULL);
+        snprintf(want, sizeof want, "backstop_protocol_errors_total{error=\"%s\"} %llu\n", name,
+                 (unsigned long long)bs_stat.proto_errors[i]);
+        CHECK(strstr(text, want) != NULL);
+    }
+    CHECK(strstr(line, "proto_error_1") == NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -255,5 +330,6 @@ int main(int argc, char **argv)
     check_keys(argv[1]);
     check_options(argv[1], argv[2]);
     check_section_error();
+    check_counters();
     return check_summary();
 }
