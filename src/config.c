@@ -9,6 +9,7 @@
  *                       bs_config_load reads back to the same bs_config;
  *                       secrets only with BS_DUMP_SECRETS (else a comment
  *                       line says a secret is set).
+ *   bs_config_option    the table's keys, one by one (for the doc tests).
  *   bs_parse_duration, bs_parse_rate, bs_parse_ndr_rule, bs_parse_endpoint
  *                       value parsers; 0, or -1 with *out untouched.
  *
@@ -855,6 +856,32 @@ static int known_section(const char *s, size_t len)
     return 0;
 }
 
+/* section_names - "server, redis, ...": every section of the table, in its
+ * order (the rows of a section are together); truncated to outsz */
+static void section_names(char *out, size_t outsz)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < NOPTIONS && len < outsz; i++) {
+        if (i > 0 && strcmp(options[i].section, options[i - 1].section) == 0)
+            continue;
+        int n = snprintf(out + len, outsz - len, "%s%s", len ? ", " : "", options[i].section);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+}
+
+/* bs_config_option - see config.h */
+const char *bs_config_option(size_t i, const char **section)
+{
+    if (i >= NOPTIONS)
+        return NULL;
+    *section = options[i].section;
+    return options[i].name;
+}
+
 static size_t *list_count(const option *o, bs_config *cfg)
 {
     return (size_t *)((char *)cfg + o->aux);
@@ -1014,8 +1041,10 @@ static int lint_section_line(cfg_parse *p, const char *start, const char *end)
         return -1;
     }
     if (!known_section(start + 1, (size_t)(close - start - 1))) {
-        load_error(p, "unknown section %s (known: server, redis, policy, ratelimit, log)",
-                   quote(start, (size_t)(close - start + 1), q, sizeof q));
+        char known[128];
+        section_names(known, sizeof known);
+        load_error(p, "unknown section %s (known: %s)",
+                   quote(start, (size_t)(close - start + 1), q, sizeof q), known);
         return -1;
     }
     copy_field(p->section, sizeof p->section, start + 1, (size_t)(close - start - 1));

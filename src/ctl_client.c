@@ -61,7 +61,7 @@ static block_row *scan_blocks(bs_ctl *c, size_t *n, int *rc)
     block_row *rows = NULL;
 
     *n = 0;
-    bs_ctl_key(c, prefix, sizeof(prefix), "block:", NULL);
+    bs_ctl_key(c, prefix, sizeof(prefix), BS_KEY_BLOCK, NULL);
     plen = strlen(prefix);
     glob_escape(prefix, pat, sizeof(pat) - 2);
     strcat(pat, "*");
@@ -103,7 +103,7 @@ int bs_ctl_block_list(bs_ctl *c, int argc, char **argv)
         return BS_CTL_FAIL;
     rows = scan_blocks(c, &n, &rc);
     for (i = 0; rc == 0 && i < n; i++) {
-        bs_ctl_key(c, key, sizeof(key), "block:", rows[i].client);
+        bs_ctl_key(c, key, sizeof(key), BS_KEY_BLOCK, rows[i].client);
         const char *get[] = {"GET", key}, *pttl[] = {"PTTL", key};
         if (bs_ctl_append(c, 2, get, NULL) < 0 || bs_ctl_append(c, 2, pttl, NULL) < 0)
             rc = BS_CTL_FAIL;
@@ -174,7 +174,7 @@ static int exempt_reason(bs_ctl *c, const char *arg, const char *key, char *why,
     n = bs_client_key(arg, alen, 128, ipkey);
     if (n > 4 && strcmp(ipkey + n - 4, "/128") == 0)
         ipkey[n - 4] = 0;
-    bs_ctl_key(c, xkey, sizeof(xkey), "exempt", NULL);
+    bs_ctl_key(c, xkey, sizeof(xkey), BS_KEY_EXEMPT, NULL);
     if (!(rep = bs_ctl_cmd(c, "SMISMEMBER", xkey, slash ? key : ipkey, key, (char *)NULL)))
         return -1;
     for (i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
@@ -210,7 +210,7 @@ int bs_ctl_block_add(bs_ctl *c, int argc, char **argv)
     }
     if (bs_ctl_connect(c) < 0)
         return BS_CTL_FAIL;
-    bs_ctl_key(c, bkey, sizeof(bkey), "block:", key);
+    bs_ctl_key(c, bkey, sizeof(bkey), BS_KEY_BLOCK, key);
     snprintf(ms, sizeof(ms), "%llu", (unsigned long long)for_ms);
     if (!(rep = bs_ctl_cmd(c, "SET", bkey, reason, "PX", ms, (char *)NULL)))
         return BS_CTL_FAIL;
@@ -234,7 +234,7 @@ int bs_ctl_block_del(bs_ctl *c, int argc, char **argv)
         return BS_CTL_USAGE;
     if (bs_ctl_connect(c) < 0)
         return BS_CTL_FAIL;
-    bs_ctl_key(c, bkey, sizeof(bkey), "block:", key);
+    bs_ctl_key(c, bkey, sizeof(bkey), BS_KEY_BLOCK, key);
     if (!(rep = bs_ctl_cmd(c, "DEL", bkey, (char *)NULL)))
         return BS_CTL_FAIL;
     if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
@@ -257,7 +257,7 @@ static long long invalid_count(bs_ctl *c, const char *key)
 
     if (bs_ctl_redis_ms(c, &now) < 0)
         return -1;
-    bs_ctl_key(c, rkey, sizeof(rkey), "rate:", key);
+    bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RATE, key);
     /* the script drops scores <= now - window: count the ones above */
     snprintf(min, sizeof(min), "(%lld", (long long)now - (long long)c->cfg.invalid_window_ms);
     if (!(rep = bs_ctl_cmd(c, "ZCOUNT", rkey, min, "+inf", (char *)NULL)))
@@ -274,7 +274,7 @@ static int block_state(bs_ctl *c, const char *key, char *reason, size_t rsz, lon
     char bkey[BS_CTL_KEY_MAX];
     redisReply *g, *t;
 
-    bs_ctl_key(c, bkey, sizeof(bkey), "block:", key);
+    bs_ctl_key(c, bkey, sizeof(bkey), BS_KEY_BLOCK, key);
     const char *a1[] = {"GET", bkey}, *a2[] = {"PTTL", bkey};
     if (bs_ctl_append(c, 2, a1, NULL) < 0 || bs_ctl_append(c, 2, a2, NULL) < 0)
         return -1;
@@ -362,9 +362,9 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
     stat_row *rows;
     size_t i, n, wn = 0, wv = 0;
 
-    if (!(rep = bs_ctl_hgetall(c, "stats")))
+    if (!(rep = bs_ctl_hgetall(c, BS_KEY_STATS)))
         return BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "stats", NULL); /* for the message below */
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_STATS, NULL); /* for the message below */
     n = rep->elements / 2;
     rows = calloc(n + 1, sizeof(*rows));
     for (i = 0; i < n; i++) {

@@ -41,7 +41,7 @@ static int protected_domains(bs_ctl *c, char (*domains)[BS_DOMAIN_MAX + 1], size
     size_t i;
     int rc = 0;
 
-    bs_ctl_key(c, key, sizeof(key), "domains", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_DOMAINS, NULL);
     for (i = 0; i < n; i++) {
         const char *argv[] = {"SISMEMBER", key, domains[i]};
         if (bs_ctl_append(c, 3, argv, NULL) < 0)
@@ -80,9 +80,9 @@ int bs_ctl_domain_add(bs_ctl *c, int argc, char **argv)
 
     if (rc == 0 && bs_ctl_connect(c) < 0)
         rc = BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "domains", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_DOMAINS, NULL);
     for (i = 0; rc == 0 && i < argc; i++) {
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", dom[i]);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[i]);
         const char *sadd[] = {"SADD", key, dom[i]};
         const char *scard[] = {"SCARD", rkey};
         if (bs_ctl_append(c, 3, sadd, NULL) < 0 || bs_ctl_append(c, 2, scard, NULL) < 0)
@@ -147,9 +147,9 @@ int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv)
 
     if (rc == 0 && bs_ctl_connect(c) < 0)
         rc = BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "domains", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_DOMAINS, NULL);
     for (i = 0; rc == 0 && i < argc; i++) {
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", dom[i]);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[i]);
         const char *multi[] = {"MULTI"}, *srem[] = {"SREM", key, dom[i]};
         const char *scard[] = {"SCARD", rkey}, *del[] = {"DEL", rkey}, *exec[] = {"EXEC"};
         if (bs_ctl_append(c, 1, multi, NULL) < 0 || bs_ctl_append(c, 3, srem, NULL) < 0 ||
@@ -173,7 +173,7 @@ int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv)
             rc = BS_CTL_FAIL;
             break;
         }
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", dom[i]);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[i]);
         printf("%s: %s", dom[i], was ? "no longer protected" : "was not protected");
         if (purge && users > 0)
             printf("; %s deleted (%lld user%s)\n", rkey, users, users == 1 ? "" : "s");
@@ -200,7 +200,7 @@ static int list_rows(bs_ctl *c, char **dom, size_t n)
     int rc = 0;
 
     for (i = 0; i < n; i++) {
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", dom[i]);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[i]);
         const char *scard[] = {"SCARD", rkey}, *star[] = {"SISMEMBER", rkey, "*"};
         if (bs_ctl_append(c, 2, scard, NULL) < 0 || bs_ctl_append(c, 3, star, NULL) < 0)
             return BS_CTL_FAIL;
@@ -256,7 +256,7 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
             }
         }
     } else if (rc == 0) {
-        bs_ctl_key(c, key, sizeof(key), "domains", NULL);
+        bs_ctl_key(c, key, sizeof(key), BS_KEY_DOMAINS, NULL);
         if (!(all = bs_ctl_cmd(c, "SMEMBERS", key, (char *)NULL)) ||
             !bs_ctl_reply_ok(all, REDIS_REPLY_ARRAY, "SMEMBERS")) {
             rc = BS_CTL_FAIL;
@@ -360,7 +360,7 @@ static int user_change(bs_ctl *c, int argc, char **argv, const char *cmd)
     if (rc == 0 && bs_ctl_connect(c) < 0)
         rc = BS_CTL_FAIL;
     for (i = 0; rc == 0 && i < n; i++) {
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", it[i].domain);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, it[i].domain);
         const char *argv2[] = {cmd, rkey, it[i].local};
         if (bs_ctl_append(c, 3, argv2, NULL) < 0)
             rc = BS_CTL_FAIL;
@@ -425,7 +425,7 @@ int bs_ctl_user_list(bs_ctl *c, int argc, char **argv)
         return BS_CTL_USAGE;
     if (bs_ctl_connect(c) < 0 || protected_domains(c, dom, 1, &prot) < 0)
         return BS_CTL_FAIL;
-    bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", dom[0]);
+    bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[0]);
     if (!(rep = bs_ctl_cmd(c, "SMEMBERS", rkey, (char *)NULL)))
         return BS_CTL_FAIL;
     if (!bs_ctl_reply_ok(rep, REDIS_REPLY_ARRAY, "SMEMBERS")) {

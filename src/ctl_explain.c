@@ -125,7 +125,7 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
     unsigned i;
 
     if (q->client_key) {
-        bs_ctl_key(c, bkey, sizeof(bkey), "block:", q->client_key);
+        bs_ctl_key(c, bkey, sizeof(bkey), BS_KEY_BLOCK, q->client_key);
         const char *get[] = {"GET", bkey}, *pttl[] = {"PTTL", bkey};
         if (bs_ctl_append(c, 2, get, NULL) < 0 || bs_ctl_append(c, 2, pttl, NULL) < 0)
             return -1;
@@ -133,7 +133,7 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
         kinds[n++] = R_PTTL;
     }
     if (q->nexempt) {
-        bs_ctl_key(c, xkey, sizeof(xkey), "exempt", NULL);
+        bs_ctl_key(c, xkey, sizeof(xkey), BS_KEY_EXEMPT, NULL);
         argv[0] = "SMISMEMBER";
         argv[1] = xkey;
         for (i = 0; i < q->nexempt; i++)
@@ -143,14 +143,14 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
         kinds[n++] = R_EXEMPT;
     }
     if (q->domain) {
-        bs_ctl_key(c, dkey, sizeof(dkey), "domains", NULL);
+        bs_ctl_key(c, dkey, sizeof(dkey), BS_KEY_DOMAINS, NULL);
         const char *sis[] = {"SISMEMBER", dkey, q->domain};
         if (bs_ctl_append(c, 3, sis, NULL) < 0)
             return -1;
         kinds[n++] = R_DOMAIN;
     }
     if (q->domain && q->nlocals) {
-        bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", q->domain);
+        bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, q->domain);
         argv[0] = "SMISMEMBER";
         argv[1] = rkey;
         lens[0] = strlen(argv[0]);
@@ -164,7 +164,7 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
         kinds[n++] = R_RCPT;
     }
     if (q->nndr) {
-        bs_ctl_key(c, nkey, sizeof(nkey), "ndr", NULL);
+        bs_ctl_key(c, nkey, sizeof(nkey), BS_KEY_NDR, NULL);
         argv[0] = "HMGET";
         argv[1] = nkey;
         for (i = 0; i < q->nndr; i++)
@@ -237,7 +237,7 @@ static int ndr_budget(bs_ctl *c, bs_ctl_explain *e)
     char key[BS_CTL_KEY_MAX];
     redisReply *get, *pttl;
 
-    bs_ctl_key(c, key, sizeof(key), "ndrcount:", e->d.rcpt.domain);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_NDRCOUNT, e->d.rcpt.domain);
     const char *a1[] = {"GET", key}, *a2[] = {"PTTL", key};
     if (bs_ctl_append(c, 2, a1, NULL) < 0 || bs_ctl_append(c, 2, a2, NULL) < 0)
         return -1;
@@ -385,7 +385,7 @@ static void print_client(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
                 i < c->cfg.nexempt ? bs_ctl_cidr_text(&c->cfg.exempt[i], net, sizeof(net)) : "?");
         return;
     }
-    bs_ctl_key(c, key, sizeof(key), "exempt", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_EXEMPT, NULL);
     for (i = 0; i < e->q.nexempt && !e->exempt_hit[i]; i++)
         ;
     if (i < e->q.nexempt)
@@ -408,7 +408,7 @@ static void print_rcpt(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     char key[BS_CTL_KEY_MAX], shown[BS_LOCAL_MAX * 4 + 1];
     unsigned i;
 
-    bs_ctl_key(c, key, sizeof(key), "rcpt:", e->d.rcpt.domain);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_RCPT, e->d.rcpt.domain);
     for (i = 0; i < e->q.nlocals; i++) {
         const char *what = i == 0                  ? "the local part"
                            : i == e->q.nlocals - 1 ? "the catch-all"
@@ -433,7 +433,7 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     } else if (e->redis_failed) {
         fprintf(fp, "  redis:     a lookup failed: the daemon answers with on_redis_error\n");
     } else {
-        bs_ctl_key(c, dkey, sizeof(dkey), "domains", NULL);
+        bs_ctl_key(c, dkey, sizeof(dkey), BS_KEY_DOMAINS, NULL);
         print_client(c, e, fp);
         fprintf(fp, "  domain:    %s: %s\n", d->rcpt.domain,
                 e->f.protected_domain ? "protected (in domains)" : "not protected");

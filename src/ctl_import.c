@@ -345,11 +345,11 @@ static int write_set(bs_ctl *c, const char *domain, const import_set *s, int rep
     char rkey[BS_CTL_KEY_MAX], tmp[BS_CTL_KEY_MAX], gone[BS_CTL_KEY_MAX], name[BS_DOMAIN_MAX + 32];
     redisReply *rep = NULL;
 
-    bs_ctl_key(c, rkey, sizeof(rkey), "rcpt:", domain);
+    bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, domain);
     snprintf(name, sizeof(name), "%s:%ld", domain, (long)getpid());
-    bs_ctl_key(c, tmp, sizeof(tmp), "import:", name);
+    bs_ctl_key(c, tmp, sizeof(tmp), BS_KEY_IMPORT, name);
     snprintf(name, sizeof(name), "%s:%ld:removed", domain, (long)getpid());
-    bs_ctl_key(c, gone, sizeof(gone), "import:", name);
+    bs_ctl_key(c, gone, sizeof(gone), BS_KEY_IMPORT, name);
     if (check_type(c, rkey) < 0)
         return BS_CTL_FAIL;
     if (load_tmp(c, domain, tmp, s) == 0) {
@@ -431,7 +431,7 @@ int bs_ctl_import(bs_ctl *c, int argc, char **argv)
     if (rc == BS_CTL_OK) {
         redisReply *rep;
         char key[BS_CTL_KEY_MAX];
-        bs_ctl_key(c, key, sizeof(key), "domains", NULL);
+        bs_ctl_key(c, key, sizeof(key), BS_KEY_DOMAINS, NULL);
         if ((rep = bs_ctl_cmd(c, "SISMEMBER", key, domain, (char *)NULL))) {
             if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0)
                 bs_ctl_note("%s is not a protected domain: its users are not checked until "

@@ -81,7 +81,7 @@ int bs_ctl_ndr_set(bs_ctl *c, int argc, char **argv)
     bs_ctl_rule_text(&rule, rule_s, sizeof(rule_s));
     if (bs_ctl_connect(c) < 0)
         return BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "ndr", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_NDR, NULL);
     const char *hget[] = {"HGET", key, field}, *hset[] = {"HSET", key, field, rule_s};
     if (bs_ctl_append(c, 3, hget, NULL) < 0 || bs_ctl_append(c, 4, hset, NULL) < 0)
         return BS_CTL_FAIL;
@@ -116,7 +116,7 @@ int bs_ctl_ndr_del(bs_ctl *c, int argc, char **argv)
         return BS_CTL_USAGE;
     if (bs_ctl_connect(c) < 0)
         return BS_CTL_FAIL;
-    bs_ctl_key(c, key, sizeof(key), "ndr", NULL);
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_NDR, NULL);
     if (!(rep = bs_ctl_cmd(c, "HDEL", key, field, (char *)NULL)))
         return BS_CTL_FAIL;
     if (!bs_ctl_reply_ok(rep, REDIS_REPLY_INTEGER, "HDEL")) {
@@ -157,7 +157,7 @@ int bs_ctl_ndr_list(bs_ctl *c, int argc, char **argv)
     size_t i, n, w = 22;
     bs_ndr_rule r;
 
-    if (!(rep = bs_ctl_hgetall(c, "ndr")))
+    if (!(rep = bs_ctl_hgetall(c, BS_KEY_NDR)))
         return BS_CTL_FAIL;
     n = rep->elements / 2;
     pairs = calloc(n + 1, sizeof(*pairs));

@@ -69,51 +69,10 @@ static size_t put(char *buf, size_t bufsz, size_t len, const char *fmt, ...)
     return len + (size_t)n < bufsz ? len + (size_t)n : bufsz - 1;
 }
 
-/* A table of plain counters: metric name, help, field. */
-#define C(name, help, f)                                                                           \
-    {                                                                                              \
-        name, help, offsetof(bs_stats, f)                                                          \
-    }
-static const struct {
-    const char *name, *help;
-    size_t off;
-} counters[] = {
-    C("backstop_connections_accepted_total", "Policy connections accepted.", conn_accepted),
-    C("backstop_connections_closed_total", "Policy connections closed.", conn_closed),
-    C("backstop_connection_limit_waits_total", "Times a new connection waited at max_connections.",
-      conn_limit_waits),
-    C("backstop_connections_denied_total", "Connections refused: peer not in [server] allow.",
-      conn_denied),
-    C("backstop_bad_request_type_total", "Requests with request= other than smtpd_access_policy.",
-      bad_request_type),
-    C("backstop_idle_timeouts_total", "Connections closed after idle_timeout.", idle_timeouts),
-    C("backstop_partial_timeouts_total", "Connections closed: request not complete in time.",
-      partial_timeouts),
-    C("backstop_pipelined_closed_total", "Connections closed: over a request's worth pipelined.",
-      pipelined_closed),
-    C("backstop_write_errors_total", "Replies that could not be written.", write_errors),
-    C("backstop_late_replies_total", "Redis answers for requests already answered.", late_replies),
-    C("backstop_redis_connects_total", "Redis connections established.", redis_connects),
-    C("backstop_redis_disconnects_total", "Redis connections lost or dropped.", redis_disconnects),
-    C("backstop_redis_stalls_total", "Redis connections dropped for not answering.", redis_stalls),
-    C("backstop_redis_errors_total", "Redis error replies.", redis_errors),
-    C("backstop_redis_busy_total", "Requests refused at [redis] max_pending.", redis_busy),
-    C("backstop_clients_blocked_total", "Clients blocked by this process's rate tracking.",
-      clients_blocked),
-    C("backstop_reloads_total", "Configuration reloads.", reloads),
-    C("backstop_reload_errors_total", "Configuration reloads refused.", reload_errors),
-    C("backstop_ndr_unreadable_total",
-      "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.",
-      ndr_unreadable),
-};
-#undef C
-
 size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
 {
-    static const char *const proto_err[BS_PROTO_NERR] = {"",        "line",   "attrs",
-                                                         "request", "syntax", "nul"};
     size_t len = 0, i;
-    uint64_t v, cum = 0, fallback = 0;
+    uint64_t cum = 0, fallback = 0;
 
     buf[0] = 0;
     len = put(buf, bufsz, len,
@@ -159,11 +118,12 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
               "# TYPE backstop_protocol_errors_total counter\n");
     for (i = 1; i < BS_PROTO_NERR; i++)
         len = put(buf, bufsz, len, "backstop_protocol_errors_total{error=\"%s\"} %llu\n",
-                  proto_err[i], (unsigned long long)bs_stat.proto_errors[i]);
-    for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
-        memcpy(&v, (const char *)&bs_stat + counters[i].off, sizeof(v));
-        len = put(buf, bufsz, len, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name,
-                  counters[i].help, counters[i].name, counters[i].name, (unsigned long long)v);
+                  bs_proto_error_name(-(int)i), (unsigned long long)bs_stat.proto_errors[i]);
+    for (i = 0; i < bs_ncounters; i++) {
+        const bs_counter *c = &bs_counters[i];
+        if (c->metric)
+            len = put(buf, bufsz, len, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c->metric,
+                      c->help, c->metric, c->metric, (unsigned long long)bs_counter_value(c));
     }
     return len;
 }

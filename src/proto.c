@@ -201,20 +201,30 @@ const bs_proto_attr *bs_proto_get(const bs_proto_parser *p, const char *name)
     return NULL;
 }
 
-static const char *const proto_errors[] = {
-    [-BS_PROTO_E_LINE] = "line too long",         /* > BS_PROTO_MAX_LINE */
-    [-BS_PROTO_E_ATTRS] = "too many attributes",  /* > BS_PROTO_MAX_ATTRS */
-    [-BS_PROTO_E_REQUEST] = "request too long",   /* > BS_PROTO_MAX_REQUEST */
-    [-BS_PROTO_E_SYNTAX] = "malformed attribute", /* no '=', or empty name */
-    [-BS_PROTO_E_NUL] = "nul byte in request",    /* anywhere before the end */
+/* Each error's name (in counters and metrics) and text (in log lines). */
+static const struct {
+    const char *name, *text;
+} proto_errors[] = {
+    [-BS_PROTO_E_LINE] = {"line", "line too long"},           /* > BS_PROTO_MAX_LINE */
+    [-BS_PROTO_E_ATTRS] = {"attrs", "too many attributes"},   /* > BS_PROTO_MAX_ATTRS */
+    [-BS_PROTO_E_REQUEST] = {"request", "request too long"},  /* > BS_PROTO_MAX_REQUEST */
+    [-BS_PROTO_E_SYNTAX] = {"syntax", "malformed attribute"}, /* no '=', or empty name */
+    [-BS_PROTO_E_NUL] = {"nul", "nul byte in request"},       /* anywhere before the end */
 };
+#define NPROTO_ERRORS ((int)(sizeof(proto_errors) / sizeof(proto_errors[0])))
 
 /* bs_proto_strerror - short text for a BS_PROTO_E_* code */
 const char *bs_proto_strerror(int err)
 {
-    int n = (int)(sizeof(proto_errors) / sizeof(proto_errors[0]));
-
-    if (err < 0 && err > -n && proto_errors[-err])
-        return proto_errors[-err];
+    if (err < 0 && err > -NPROTO_ERRORS && proto_errors[-err].text)
+        return proto_errors[-err].text;
     return "unknown error";
+}
+
+/* bs_proto_error_name - one word for a BS_PROTO_E_* code */
+const char *bs_proto_error_name(int err)
+{
+    if (err < 0 && err > -NPROTO_ERRORS && proto_errors[-err].name)
+        return proto_errors[-err].name;
+    return "unknown";
 }

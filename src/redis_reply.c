@@ -9,7 +9,7 @@
  * element array is malloc'ed only when it does not fit. Freed nodes go back
  * to the free list (at most BS_REPLY_POOL_MAX are kept). Returns NULL on out
  * of memory, which hiredis turns into a reader error (the connection is then
- * dropped and re-established by store_redis.c).
+ * dropped and re-established by redis_conn.c).
  */
 #include <stdlib.h>
 #include <string.h>

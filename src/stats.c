@@ -1,8 +1,9 @@
 /*
  * stats.c - the process counters (see stats.h)
  *
- * Provides the global bs_stat and bs_stats_log(). Never allocates; the log
- * line is built in a fixed buffer and truncated if ever too long.
+ * Provides the global bs_stat, the counter table bs_counters[] (from
+ * BS_COUNTERS) and bs_stats_log(). Never allocates; the log line is built in
+ * a fixed buffer and truncated if ever too long.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -28,23 +29,20 @@ void bs_stats_latency(uint64_t us)
     bs_stat.lat_sum_us += us;
 }
 
-/* A table of the scalar counters, for logging. */
-#define S(f)                                                                                       \
-    {                                                                                              \
-#f, offsetof(bs_stats, f)                                                                  \
-    }
-static const struct {
-    const char *name;
-    size_t off;
-} scalars[] = {
-    S(requests),         S(conn_accepted),     S(conn_closed),      S(conn_active),
-    S(conn_limit_waits), S(conn_denied),       S(bad_request_type), S(idle_timeouts),
-    S(partial_timeouts), S(pipelined_closed),  S(write_errors),     S(late_replies),
-    S(redis_connects),   S(redis_disconnects), S(redis_stalls),     S(redis_errors),
-    S(redis_busy),       S(redis_noscript),    S(clients_blocked),  S(reloads),
-    S(reload_errors),    S(ndr_unreadable),
+const bs_counter bs_counters[] = {
+#define BS_COUNTER_ROW(f, metric, help) {#f, metric, help, offsetof(bs_stats, f)},
+    BS_COUNTERS(BS_COUNTER_ROW)
+#undef BS_COUNTER_ROW
 };
-#undef S
+const size_t bs_ncounters = sizeof(bs_counters) / sizeof(bs_counters[0]);
+
+uint64_t bs_counter_value(const bs_counter *c)
+{
+    uint64_t v;
+
+    memcpy(&v, (const char *)&bs_stat + c->off, sizeof(v));
+    return v;
+}
 
 /* append - add " name=value" to the line if it fits */
 static size_t append(char *buf, size_t len, size_t cap, const char *name, uint64_t v)
@@ -65,17 +63,14 @@ void bs_stats_log(const char *when)
     size_t len = 0, i;
 
     buf[0] = 0;
-    for (i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
-        uint64_t v;
-        memcpy(&v, (const char *)&bs_stat + scalars[i].off, sizeof(v));
-        len = append(buf, len, sizeof(buf), scalars[i].name, v);
-    }
+    for (i = 0; i < bs_ncounters; i++)
+        len = append(buf, len, sizeof(buf), bs_counters[i].name, bs_counter_value(&bs_counters[i]));
     for (i = 0; i < BS_WHY_COUNT; i++) {
         snprintf(name, sizeof(name), "why_%s", bs_why_name((int)i));
         len = append(buf, len, sizeof(buf), name, bs_stat.by_why[i]);
     }
     for (i = 1; i < BS_PROTO_NERR; i++) {
-        snprintf(name, sizeof(name), "proto_error_%zu", i);
+        snprintf(name, sizeof(name), "proto_error_%s", bs_proto_error_name(-(int)i));
         len = append(buf, len, sizeof(buf), name, bs_stat.proto_errors[i]);
     }
     bs_log(BS_LOG_INFO, "statistics (%s):%s", when, len ? buf : " none");

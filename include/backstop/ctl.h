@@ -41,6 +41,7 @@
 #include "backstop/addr.h"
 #include "backstop/config.h"
 #include "backstop/decide.h"
+#include "backstop/keys.h"
 #include "backstop/proto.h"
 
 #define BS_CTL_DEFAULT_CONFIG "/etc/backstop/backstop.ini"

@@ -71,4 +71,8 @@ const bs_proto_attr *bs_proto_get(const bs_proto_parser *p, const char *name);
 /* bs_proto_strerror - short text for a BS_PROTO_E_* code. */
 const char *bs_proto_strerror(int err);
 
+/* bs_proto_error_name - one lowercase word for a BS_PROTO_E_* code ("line",
+ * "attrs", "request", "syntax", "nul"): the label of its counters. */
+const char *bs_proto_error_name(int err);
+
 #endif

@@ -10,7 +10,7 @@
  * Ownership: the adapter state is allocated at attach and freed in the
  * uv_close callback of its poll handle, after hiredis calls cleanup (when
  * the context is freed). Deadlines are not handled here: the owner of the
- * context (store_redis.c) runs its own uv timers.
+ * context (redis_conn.c) runs its own uv timers.
  */
 #ifndef BACKSTOP_REDIS_UV_H
 #define BACKSTOP_REDIS_UV_H

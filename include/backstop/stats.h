@@ -8,6 +8,7 @@
 #ifndef BACKSTOP_STATS_H
 #define BACKSTOP_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backstop/decide.h"
@@ -18,43 +19,78 @@
 #define BS_LAT_NBUCKETS 14
 extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
 
+/*
+ * The plain counters, one row each, in the order of the statistics log line:
+ * X(field, Prometheus counter or NULL, help). The log line (stats.c) and the
+ * metrics (metrics.c) are generated from this table. NULL: logged only
+ * (requests is exported per reason as backstop_requests_total, conn_active
+ * as the backstop_connections gauge). clients_blocked is also the field the
+ * rate script increments in the cluster-wide stats hash (keys.h), whose
+ * other fields are the decision reasons (bs_why_name).
+ */
+#define BS_COUNTERS(X)                                                                             \
+    X(requests, NULL, "Policy requests answered.")                                                 \
+    X(conn_accepted, "backstop_connections_accepted_total", "Policy connections accepted.")        \
+    X(conn_closed, "backstop_connections_closed_total", "Policy connections closed.")              \
+    X(conn_active, NULL, "Open policy connections.")                                               \
+    X(conn_limit_waits, "backstop_connection_limit_waits_total",                                   \
+      "Times a new connection waited at max_connections.")                                         \
+    X(conn_denied, "backstop_connections_denied_total",                                            \
+      "Connections refused: peer not in [server] allow.")                                          \
+    X(bad_request_type, "backstop_bad_request_type_total",                                         \
+      "Requests with request= other than smtpd_access_policy.")                                    \
+    X(idle_timeouts, "backstop_idle_timeouts_total", "Connections closed after idle_timeout.")     \
+    X(partial_timeouts, "backstop_partial_timeouts_total",                                         \
+      "Connections closed: request not complete in time.")                                         \
+    X(pipelined_closed, "backstop_pipelined_closed_total",                                         \
+      "Connections closed: over a request's worth pipelined.")                                     \
+    X(write_errors, "backstop_write_errors_total", "Replies that could not be written.")           \
+    X(late_replies, "backstop_late_replies_total", "Redis answers for requests already answered.") \
+    X(redis_connects, "backstop_redis_connects_total", "Redis connections established.")           \
+    X(redis_disconnects, "backstop_redis_disconnects_total", "Redis connections lost or dropped.") \
+    X(redis_stalls, "backstop_redis_stalls_total", "Redis connections dropped for not answering.") \
+    X(redis_errors, "backstop_redis_errors_total", "Redis error replies.")                         \
+    X(redis_busy, "backstop_redis_busy_total", "Requests refused at [redis] max_pending.")         \
+    X(redis_noscript, NULL, "EVALSHA retried as EVAL (script not loaded).")                        \
+    X(clients_blocked, "backstop_clients_blocked_total",                                           \
+      "Clients blocked by this process's rate tracking.")                                          \
+    X(ndr_unreadable, "backstop_ndr_unreadable_total",                                             \
+      "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.")           \
+    X(reloads, "backstop_reloads_total", "Configuration reloads.")                                 \
+    X(reload_errors, "backstop_reload_errors_total", "Configuration reloads refused.")
+
 typedef struct bs_stats {
-    uint64_t requests;
+#define BS_COUNTER_FIELD(f, metric, help) uint64_t f;
+    BS_COUNTERS(BS_COUNTER_FIELD)
+#undef BS_COUNTER_FIELD
     uint64_t by_why[BS_WHY_COUNT];
-    uint64_t conn_accepted;
-    uint64_t conn_closed;
-    uint64_t conn_active;
-    uint64_t conn_limit_waits; /* accepts delayed at max_connections */
-    uint64_t conn_denied;      /* inet peer not in [server] allow */
-    uint64_t proto_errors[BS_PROTO_NERR];
-    uint64_t bad_request_type; /* request= other than smtpd_access_policy */
-    uint64_t idle_timeouts;
-    uint64_t partial_timeouts; /* request not complete within its deadline */
-    uint64_t pipelined_closed; /* more than a request's worth pipelined */
-    uint64_t write_errors;
-    uint64_t late_replies; /* store answers for requests already answered */
-    uint64_t redis_connects;
-    uint64_t redis_disconnects;
-    uint64_t redis_stalls;    /* connection dropped: no reply in time */
-    uint64_t redis_errors;    /* error replies */
-    uint64_t redis_busy;      /* max_pending reached */
-    uint64_t redis_noscript;  /* EVALSHA retried as EVAL */
-    uint64_t clients_blocked; /* blocks set by our rate tracking */
-    uint64_t ndr_unreadable;  /* bounces whose recipient domain could not be
-                                 read: the "*" NDR policy decided */
-    uint64_t reloads;
-    uint64_t reload_errors;
+    uint64_t proto_errors[BS_PROTO_NERR];      /* by -BS_PROTO_E_*, [0] unused */
     uint64_t lat_buckets[BS_LAT_NBUCKETS + 1]; /* non-cumulative counts */
     uint64_t lat_sum_us;
-    uint64_t metrics_scrapes;
+    uint64_t metrics_scrapes; /* neither logged nor exported */
 } bs_stats;
+
+/* One row of BS_COUNTERS, for code that walks them all. */
+typedef struct bs_counter {
+    const char *name;   /* the field's name, as logged */
+    const char *metric; /* Prometheus counter, or NULL */
+    const char *help;
+    size_t off; /* of the field in bs_stats */
+} bs_counter;
+
+extern const bs_counter bs_counters[];
+extern const size_t bs_ncounters;
+
+/* bs_counter_value - the current value of row c in bs_stat */
+uint64_t bs_counter_value(const bs_counter *c);
 
 extern bs_stats bs_stat;
 
 /* bs_stats_latency - count one answer that took us microseconds */
 void bs_stats_latency(uint64_t us);
 
-/* bs_stats_log - one info line with every non-zero counter */
+/* bs_stats_log - one info line with every non-zero counter: the rows of
+ * BS_COUNTERS, then why_<reason>=, then proto_error_<name>= */
 void bs_stats_log(const char *when);
 
 #endif

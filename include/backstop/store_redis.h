@@ -2,15 +2,8 @@
  * store_redis.h - the Redis store: bs_store over one hiredis async
  * connection, with its own deadlines, reconnection and batching
  *
- * Key schema (under [redis] prefix; documented in README.md):
- *   domains           SET     protected domains
- *   rcpt:<domain>     SET     valid local parts ("*" = catch-all)
- *   ndr               HASH    NDR policy: "example.org", ".example.org", "*"
- *   block:<client>    STRING  blocked client (value = reason), with a TTL
- *   exempt            SET     client addresses exempt from rate tracking
- *   stats             HASH    cluster-wide decision counters
- *   rate:<client>     ZSET    internal: invalid-recipient times (expires)
- *   ndrcount:<domain> STRING  internal: NDR budget use (expires)
+ * The key schema is keys.h; the connection itself (endpoint, Sentinel,
+ * handshake, deadlines, reconnection) is src/redis_conn.c.
  */
 #ifndef BACKSTOP_STORE_REDIS_H
 #define BACKSTOP_STORE_REDIS_H

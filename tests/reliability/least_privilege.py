@@ -45,7 +45,7 @@ import rel  # noqa: E402
 from rel import (BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN,  # noqa: E402
                  TestFailure, poll)
 
-# What backstopd sends (src/store_redis.c): handshake AUTH (needs no
+# What backstopd sends (src/redis_conn.c, src/store_redis.c): handshake AUTH (needs no
 # permission), SELECT, ROLE, SCRIPT LOAD; lookups GET, SMISMEMBER,
 # SISMEMBER, HMGET; EVALSHA (EVAL after NOSCRIPT) of two Lua scripts whose
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY

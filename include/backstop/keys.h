@@ -1,0 +1,42 @@
+/*
+ * keys.h - the Redis key schema: every key backstopd and backstopctl use,
+ * named once
+ *
+ * A key is [redis] prefix + name (+ the argument for per-domain and
+ * per-client keys), e.g. "backstop:rcpt:example.com". This schema is the
+ * interface between backstopd, backstopctl and admins' own scripts; the
+ * key table in README.md says the same (test_docs checks that it does).
+ *
+ * Use the BS_KEY_* names, never a literal, when building a key.
+ */
+#ifndef BACKSTOP_KEYS_H
+#define BACKSTOP_KEYS_H
+
+#define BS_KEY_DOMAINS "domains"    /* protected domains */
+#define BS_KEY_RCPT "rcpt:"         /* + <domain>: its valid local parts */
+#define BS_KEY_NDR "ndr"            /* NDR policy per remote domain */
+#define BS_KEY_BLOCK "block:"       /* + <client>: blocked, value = reason */
+#define BS_KEY_EXEMPT "exempt"      /* clients never rate-tracked */
+#define BS_KEY_STATS "stats"        /* cluster-wide counters */
+#define BS_KEY_RATE "rate:"         /* + <client>: recent invalid recipients */
+#define BS_KEY_NDRCOUNT "ndrcount:" /* + <domain>: NDR budget use */
+#define BS_KEY_IMPORT "import:"     /* + <domain>:<pid>: backstopctl import staging */
+
+/*
+ * The schema as a table, in README order: X(name, argument or "", Redis
+ * type, with a TTL, who writes it). An argument is the part after the
+ * name: <domain> or <client> (an IPv4 address, or an IPv6 network as
+ * "2001:db8:1:2::/64" at [ratelimit] ipv6_prefix).
+ */
+#define BS_KEY_TABLE(X)                                                                            \
+    X(BS_KEY_DOMAINS, "", "SET", 0, "admin")                                                       \
+    X(BS_KEY_RCPT, "<domain>", "SET", 0, "admin")                                                  \
+    X(BS_KEY_NDR, "", "HASH", 0, "admin")                                                          \
+    X(BS_KEY_BLOCK, "<client>", "STRING", 1, "backstopd, admin")                                   \
+    X(BS_KEY_EXEMPT, "", "SET", 0, "admin")                                                        \
+    X(BS_KEY_STATS, "", "HASH", 0, "backstopd")                                                    \
+    X(BS_KEY_RATE, "<client>", "ZSET", 1, "backstopd")                                             \
+    X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
+    X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")
+
+#endif
