@@ -139,8 +139,13 @@ int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
 /* ------------------------------------------------------------ ctl_util.c */
 void bs_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bs_ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* bs_ctl_safe - copy for display: control bytes, DEL and '\\' become
- * "\xHH", anything else (UTF-8 too) is kept. Always NUL-terminated. */
+/* bs_ctl_utf8_char - the code point of the UTF-8 sequence at s (n bytes
+ * left), its length in *len; -1 when it is not UTF-8 (an overlong form, a
+ * surrogate, past U+10FFFF, truncated, a stray byte). */
+long bs_ctl_utf8_char(const unsigned char *s, size_t n, size_t *len);
+/* bs_ctl_safe - copy for display: control bytes (C0, DEL, C1), '\\' and
+ * bytes that are not UTF-8 become "\xHH", other UTF-8 is kept. Always
+ * NUL-terminated; a character is never cut. */
 const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz);
 /* bs_ctl_duration - ms as the shortest exact config form: "1h", "90s",
  * "1500ms". bs_ctl_remaining - ms as "2d3h", "59m12s", "800ms". */
@@ -167,11 +172,13 @@ enum bs_ctl_line { BS_LINE_SKIP = 0, BS_LINE_USER, BS_LINE_BAD };
  * on the next line when it starts with a blank. Zero it before line 1. */
 typedef struct bs_ctl_lines {
     int in_map_entry; /* the last logical line had a value column */
+    size_t lines;     /* lines seen: a byte order mark is dropped from line 1 */
 } bs_ctl_lines;
 
 /*
- * bs_ctl_import_line - one line of an import file (no line end) for domain
- * (normalised). BS_LINE_USER with the normalised local part ("*" for a
+ * bs_ctl_import_line - one line of an import file (without its "\n"; a
+ * "\r" before it is dropped, as is a UTF-8 BOM at the start of line 1) for
+ * domain (normalised). BS_LINE_USER with the normalised local part ("*" for a
  * "@domain" catch-all) in local; BS_LINE_SKIP for blank lines, comments,
  * continuation lines and a "DOMAIN value" line; BS_LINE_BAD with *why.
  */

@@ -327,6 +327,22 @@ def area_import(env):
     env.expect(env.ctl("import", "new.example", "-", stdin="u1\n"), 0,
                err="new.example is not a protected domain")
 
+    # a Windows export (UTF-8 BOM, CRLF): alice is alice; bytes no local
+    # part has are bad lines, with their numbers
+    win = os.path.join(env.dir, "ad-export.txt")
+    with open(win, "wb") as fp:
+        fp.write(b"\xef\xbb\xbfalice\r\nbob@bom.example\r\n")
+    env.expect(env.ctl("import", "bom.example", win), 0,
+               out="imported 2 users into bom.example (0 already present), 0 bad lines")
+    env.check(env.members("backstop:rcpt:bom.example") == ["alice", "bob"],
+              "BOM and CR not stored: %r" % env.members("backstop:rcpt:bom.example"))
+    with open(win, "wb") as fp:
+        fp.write(b"alice\r\nren\xe9\r\n\xef\xbb\xbfzed\r\nd\x7fel\r\n\"q\"@bom.example\r\n")
+    env.expect(env.ctl("import", "bom.example", win), 1,
+               err=[win + ":2: not UTF-8: ren\\xe9",
+                    win + ":3: byte order mark", win + ":4: control character",
+                    win + ":5: quoted local part", "4 bad lines: nothing imported"])
+
     # a wrong-typed key: refused before writing, temp key cleaned, key intact
     env.rcli("SET", "backstop:rcpt:str.example", "x")
     env.expect(env.ctl("import", "str.example", "-", stdin="a\nb\n"), 1, err="not a set")
