@@ -19,7 +19,7 @@
  *   ctl_client.c   block list|add|del, client, stats
  *   ctl_check.c    check: one real policy request to a running backstopd
  *   ctl_queue.c    purge-queue: queued bounces to NDR-denied domains
- *   ctl_json.c     the minimal JSON scanner for "postqueue -j" lines
+ *   ctl_json.c     JSON with jansson: "postqueue -j" lines in, --json out
  *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
  *
  * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
@@ -37,6 +37,7 @@
 #include <stdio.h>
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 
 #include "backstop/addr.h"
 #include "backstop/config.h"
@@ -228,7 +229,7 @@ void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, cons
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
 
 /* ------------------------------------------------------------ ctl_json.c */
-/* One "postqueue -j" line. Strings are decoded (UTF-8). */
+/* One "postqueue -j" line. Strings are decoded (UTF-8, no NUL). */
 typedef struct bs_ctl_qmsg {
     char queue_name[32];
     char queue_id[64];
@@ -239,9 +240,19 @@ typedef struct bs_ctl_qmsg {
 } bs_ctl_qmsg;
 
 /* bs_ctl_qjson_parse - parse one line into m (zeroed first). 0, or -1 with
- * *why; m must be freed with bs_ctl_qmsg_free either way. */
+ * *why (valid until the next call); m must be freed with bs_ctl_qmsg_free
+ * either way. */
 int bs_ctl_qjson_parse(const char *line, size_t len, bs_ctl_qmsg *m, const char **why);
 void bs_ctl_qmsg_free(bs_ctl_qmsg *m);
+/* bs_ctl_jstr - a new JSON string of len bytes: as they are when UTF-8,
+ * else as bs_ctl_safe shows them. NULL: out of memory. */
+json_t *bs_ctl_jstr(const char *s, size_t len);
+/* bs_ctl_json_rule - a new {"action", "limit", "period_ms"} object (limit
+ * and period_ms null unless action is "limit"). */
+json_t *bs_ctl_json_rule(const bs_ndr_rule *r);
+/* bs_ctl_json_print - write doc as one line on stdout and free it. Returns
+ * rc, or BS_CTL_FAIL when doc is NULL or cannot be written (printed). */
+int bs_ctl_json_print(json_t *doc, int rc);
 
 /* ------------------------------------------------------------ ctl_rbl.c */
 /* bs_ctl_rbl_name - "<reversed ip>.<zone>" (IPv4 per octet, IPv6 per

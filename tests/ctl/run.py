@@ -616,7 +616,8 @@ def area_queue(env):
                err="cannot run")
     bad = os.path.join(HERE, "postqueue-bad.json")
     r = env.ctl("purge-queue", "--yes", "--from-json", bad, "--postsuper", fake)
-    env.expect(r, 1, out="1 of", err=[":2: ", ":3: ", ":5: ", "not a Postfix queue id"])
+    env.expect(r, 1, out="1 of", err=[":2: not JSON: ", ":3: not JSON: ", ":5: ",
+                                      "not a Postfix queue id"])
     env.check(ids() == ["G0001"], "only the good line of the bad file: %r" % ids())
     env.expect(env.ctl("purge-queue", "--queue", "nosuch", "--from-json", fixture), 2)
     env.expect(env.ctl("purge-queue", "--from-json", "-", stdin=open(fixture).read()), 0,

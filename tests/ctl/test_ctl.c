@@ -1,8 +1,9 @@
 /*
  * test_ctl.c - unit tests of backstopctl's pure parts, table-driven
  *
- * The postqueue -j scanner (good lines, every escape, every syntax error we
- * promise to catch), the import line classifier, DNSBL query names and the
+ * The postqueue -j reader (jansson: good lines, every escape, every syntax
+ * error we promise to catch), the --json string helper, the import line
+ * classifier, DNSBL query names and the
  * duration formatters. No Redis, no network: tests/ctl/run.py drives the
  * commands themselves.
  */
@@ -109,19 +110,29 @@ static void test_json_bad(void)
 
 static void test_json_limits(void)
 {
-    char *deep = malloc(200), *longid = malloc(300);
+    char *deep = malloc(10000), *longid = malloc(300);
     bs_ctl_qmsg m;
     const char *why;
     size_t i, n = 0;
 
-    /* nesting beyond the limit is refused, not recursed into */
+    /* nesting beyond jansson's limit (2048) is refused, not recursed into */
     n += (size_t)sprintf(deep, "{\"a\": ");
-    for (i = 0; i < 40; i++)
+    for (i = 0; i < 4000; i++)
         deep[n++] = '[';
-    for (i = 0; i < 40; i++)
+    for (i = 0; i < 4000; i++)
         deep[n++] = ']';
     deep[n++] = '}';
     CHECK_EQ_INT(bs_ctl_qjson_parse(deep, n, &m, &why), -1);
+    bs_ctl_qmsg_free(&m);
+    /* a member we skip may nest 100 deep (the old scanner gave up at 32) */
+    n = (size_t)sprintf(deep, "{\"queue_id\": \"D1\", \"x\": ");
+    for (i = 0; i < 100; i++)
+        deep[n++] = '[';
+    for (i = 0; i < 100; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    CHECK_EQ_INT(bs_ctl_qjson_parse(deep, n, &m, &why), 0);
+    CHECK_EQ_STR(m.queue_id, "D1");
     bs_ctl_qmsg_free(&m);
     /* a queue id longer than its field is an error, never truncated */
     n = (size_t)sprintf(longid, "{\"queue_id\": \"");
@@ -140,6 +151,33 @@ static void test_json_limits(void)
     bs_ctl_qmsg_free(&m);
     free(deep);
     free(longid);
+}
+
+/* --json strings: UTF-8 as it is, other bytes shown escaped, never NULL */
+static void test_jstr(void)
+{
+    static const struct {
+        const char *in, *want;
+        size_t len;
+    } cases[] = {
+        {"caf\xc3\xa9", "caf\xc3\xa9", 5},
+        {"a\nb\"c", "a\nb\"c", 5}, /* jansson escapes it when dumping */
+        {"\xef\xbb\xbf"
+         "alice",
+         "\xef\xbb\xbf"
+         "alice",
+         8},
+        {"ren\xe9", "ren\\xe9", 4},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *v = bs_ctl_jstr(cases[i].in, cases[i].len);
+        CHECK(json_is_string(v));
+        if (v)
+            CHECK_EQ_STR(json_string_value(v), cases[i].want);
+        json_decref(v);
+    }
 }
 
 /* ------------------------------------------------------------ import lines */
@@ -358,6 +396,7 @@ int main(void)
     test_json_escapes();
     test_json_bad();
     test_json_limits();
+    test_jstr();
     test_import_lines();
     test_import_bom();
     test_rbl_names();
