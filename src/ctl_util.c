@@ -5,6 +5,7 @@
  * PROVIDES
  *   bs_ctl_err, bs_ctl_note   "backstopctl: ..." / "backstopctl: note: ..."
  *                             lines on stderr.
+ *   bs_ctl_last_err           the last bs_ctl_err message (for --json).
  *   bs_ctl_utf8_char          decode one UTF-8 sequence, strictly.
  *   bs_ctl_safe               display copy of bytes from Redis or a file.
  *   bs_ctl_duration           ms -> "1h" (the config's syntax, exact).
@@ -27,15 +28,25 @@
 #include "backstop/cidr.h"
 #include "backstop/ctl.h"
 
+static char last_err[512]; /* the last bs_ctl_err message (cut to fit) */
+
 void bs_ctl_err(const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    vsnprintf(last_err, sizeof(last_err), fmt, ap);
+    va_end(ap);
     fputs("backstopctl: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+const char *bs_ctl_last_err(void)
+{
+    return last_err;
 }
 
 void bs_ctl_note(const char *fmt, ...)

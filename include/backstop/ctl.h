@@ -17,7 +17,8 @@
  *                  rules (decide.c), for ndr explain, client, check and
  *                  purge-queue
  *   ctl_client.c   block list|add|del, client, stats
- *   ctl_check.c    check: one real policy request to a running backstopd
+ *   ctl_check.c    check: one real policy request to a running backstopd,
+ *                  whatever the state of Redis
  *   ctl_queue.c    purge-queue: queued bounces to NDR-denied domains
  *   ctl_json.c     JSON with jansson: "postqueue -j" lines in, --json out
  *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
@@ -75,6 +76,7 @@ enum bs_ctl_opt {
     BS_OPT_ZONE,
     BS_OPT_NAMESERVER,
     BS_OPT_STRICT,
+    BS_OPT_JSON,
     BS_OPT_COUNT
 };
 
@@ -140,6 +142,9 @@ int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
 /* ------------------------------------------------------------ ctl_util.c */
 void bs_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bs_ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* bs_ctl_last_err - the text of the last bs_ctl_err ("" if none), without
+ * the "backstopctl: " head; valid until the next bs_ctl_err. */
+const char *bs_ctl_last_err(void);
 /* bs_ctl_utf8_char - the code point of the UTF-8 sequence at s (n bytes
  * left), its length in *len; -1 when it is not UTF-8 (an overlong form, a
  * surrogate, past U+10FFFF, truncated, a stray byte). */
