@@ -15,6 +15,7 @@
  *                      daemon's script keeps scores > TIME - window), and
  *                      exemption. 1 when the client is refused right now.
  *   bs_ctl_stats       HGETALL stats, sorted, aligned.
+ *   client and stats take --json: one object (ctl_json.c, backstopctl(8)).
  *
  * NEVER
  *   Blocks a client by a key the daemon would not look up.

@@ -9,7 +9,8 @@
  *                       in the same MULTI/EXEC). 1 when a domain was neither
  *                       protected nor had users to purge.
  *   bs_ctl_domain_list  domains with their user counts; with operands, only
- *                       those (1 when one is not protected).
+ *                       those (1 when one is not protected). --json: one
+ *                       {"domains": [...], "missing": [...]} object.
  *   bs_ctl_user_add     SADD rcpt:<domain>: "DOMAIN LOCAL..." or
  *                       "ADDRESS...", "@domain" or "*" = catch-all.
  *   bs_ctl_user_del     SREM; 1 when a user was not there.

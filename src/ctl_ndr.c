@@ -12,7 +12,7 @@
  *                       flagged, then the config's ndr_default.
  *   bs_ctl_ndr_explain  the daemon's NDR decision for a recipient domain,
  *                       candidate by candidate (ctl_explain.c runs
- *                       decide.c itself).
+ *                       decide.c itself); --json: the same as one object.
  *
  * NEVER
  *   Stores a value the daemon would not parse.

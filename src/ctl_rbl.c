@@ -19,6 +19,7 @@
  *                                                   resolvers)
  *                     Exit 1 when listed anywhere (with --strict also when
  *                     a lookup failed), 0 otherwise, 2 for bad operands.
+ *                     --json: {"results": [...], "listed", "failed"}.
  *
  * RESOLVER
  *   res_ninit (resolv.conf), with --timeout per try and one retry.
