@@ -278,15 +278,16 @@ static json_t *check_json(const bs_ctl *c, const bs_ctl_explain *e, const char *
                           const char *rcpt, const check_result *r)
 {
     size_t n = strcspn(r->reply, "\n"), skip = strncmp(r->reply, "action=", 7) == 0 ? 7 : 0;
+    const char *helo = c->opt[BS_OPT_HELO];
 
-    return json_pack("{s:s, s:{s:o, s:o, s:s, s:s?}, s:b, s:o, s:s?, s:{s:b, s:s?}, s:o}", "server",
-                     r->where, "request", "sender", bs_ctl_jstr(sender, strlen(sender)),
-                     "recipient", bs_ctl_jstr(rcpt, strlen(rcpt)), "client", c->opt[BS_OPT_CLIENT],
-                     "helo", c->opt[BS_OPT_HELO], "answered", r->answered, "action",
-                     r->answered ? bs_ctl_jstr(r->reply + skip, n - skip) : json_null(), "error",
-                     r->answered ? NULL : r->daemon_err, "redis", "ok",
-                     r->redis_ok && !e->redis_failed, "error",
-                     r->redis_err[0] ? r->redis_err : NULL, "explanation", explain_json(c, e, r));
+    return json_pack(
+        "{s:s, s:{s:o, s:o, s:s, s:o}, s:b, s:o, s:s?, s:{s:b, s:s?}, s:o}", "server", r->where,
+        "request", "sender", bs_ctl_jstr(sender, strlen(sender)), "recipient",
+        bs_ctl_jstr(rcpt, strlen(rcpt)), "client", c->opt[BS_OPT_CLIENT], "helo",
+        helo ? bs_ctl_jstr(helo, strlen(helo)) : json_null(), "answered", r->answered, "action",
+        r->answered ? bs_ctl_jstr(r->reply + skip, n - skip) : json_null(), "error",
+        r->answered ? NULL : r->daemon_err, "redis", "ok", r->redis_ok && !e->redis_failed, "error",
+        r->redis_err[0] ? r->redis_err : NULL, "explanation", explain_json(c, e, r));
 }
 
 /* print_text - the answer, then the explanation or why there is none */

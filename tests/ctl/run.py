@@ -658,6 +658,13 @@ def area_check(env):
                {"rule": "unknown_user", "action": "550 5.1.1 User unknown", "matches": True,
                 "blocked": False, "exempt": False, "protected_domain": True,
                 "null_sender": False, "counts_invalid": True}, "check --json explanation")
+    doc = env.json(check("", "x@a.partner.example", "192.0.2.9", "--helo", "h\u00e9.test", "--json"),
+                   0, "check --json, a bounce with a HELO")
+    env.fields(doc, {"action": "DUNNO", "request": {"sender": "", "recipient": "x@a.partner.example",
+                                                     "client": "192.0.2.9", "helo": "h\u00e9.test"}},
+               "check --json, a bounce with a HELO")
+    env.fields(doc.get("explanation") or {}, {"rule": "ndr_allow", "null_sender": True,
+                                              "matches": True}, "check --json, ndr_allow")
     doc = env.json(check("", "x@denied.example", "192.0.2.9", "--json", "--server",
                          "unix:" + os.path.join(env.dir, "none.sock")), 1, "check --json, no daemon")
     env.fields(doc, {"answered": False, "action": None, "redis": {"ok": True, "error": None}},
