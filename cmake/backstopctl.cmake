@@ -1,6 +1,9 @@
 # cmake/backstopctl.cmake - backstopctl, the admin command line, and its tests
 # (included by the top CMakeLists.txt when present).
 
+# jansson reads postqueue -j and writes --json (Debian: libjansson-dev).
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
+
 # Everything of backstopctl but main(), so the unit test links the same code.
 add_library(backstopctl_core STATIC
   src/ctl_redis.c
@@ -15,14 +18,14 @@ add_library(backstopctl_core STATIC
   src/ctl_json.c
   src/ctl_rbl.c
 )
-target_link_libraries(backstopctl_core PUBLIC backstop PkgConfig::DEPS resolv)
+target_link_libraries(backstopctl_core PUBLIC backstop PkgConfig::DEPS PkgConfig::JANSSON resolv)
 
 add_executable(backstopctl src/ctl_main.c)
 target_link_libraries(backstopctl PRIVATE backstopctl_core)
 install(TARGETS backstopctl RUNTIME DESTINATION bin)
 # man/backstopctl.8 is installed by cmake/install.cmake, with the other pages.
 
-# Pure parts: JSON scanner, import line classifier, DNSBL names, formatting.
+# Pure parts: JSON reader, import line classifier, DNSBL names, formatting.
 add_executable(test_ctl tests/ctl/test_ctl.c)
 target_include_directories(test_ctl PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
 target_link_libraries(test_ctl PRIVATE backstopctl_core)

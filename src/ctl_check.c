@@ -11,9 +11,13 @@
  *                 request was sent (the request itself may change the data:
  *                 count an invalid recipient, take from an NDR budget).
  *                 When the daemon's answer differs from the re-derived one
- *                 it says so. Exit 0 when backstopd answered (whatever the
- *                 action), 1 when it could not be reached or did not answer
- *                 in time, 2 for bad options.
+ *                 it says so. Redis being down (or frozen) does not stop
+ *                 the request: backstopd is asked anyway, and both results
+ *                 are reported (the explanation is then missing, and says
+ *                 why). Exit 0 when backstopd answered (whatever the
+ *                 action, whatever Redis did), 1 when it could not be
+ *                 reached or did not answer in time, 2 for bad options.
+ *                 --json: one object with both halves (backstopctl(8)).
  *
  * WHY RE-DERIVE
  *   The policy protocol's reply carries only the action; backstopd logs its
@@ -225,56 +229,90 @@ static int same_answer(const bs_ctl *c, const bs_ctl_explain *e, const char *rep
     return strcmp(want, reply) == 0;
 }
 
-/* bs_ctl_check - predict from Redis, ask backstopd, print both */
-int bs_ctl_check(bs_ctl *c, int argc, char **argv)
+/* What one check found: both halves, each with its own failure. */
+typedef struct check_result {
+    const char *where; /* the endpoint, for messages */
+    int redis_ok;      /* the facts were read: e holds the explanation */
+    char redis_err[512];
+    int answered; /* backstopd answered: reply holds it */
+    char daemon_err[512];
+    char reply[BS_CHECK_REPLY_MAX];
+} check_result;
+
+/* ask_daemon - dial, send, read; fills r->answered / r->reply / r->daemon_err */
+static void ask_daemon(bs_ctl *c, const bs_endpoint *ep, const bs_ctl_explain *e, check_result *r)
 {
-    char sender[BS_ADDR_MAX * 2], rcpt[BS_ADDR_MAX * 2], where[BS_CFG_PATH_MAX + 32];
-    char reply[BS_CHECK_REPLY_MAX], shown[BS_CHECK_REPLY_MAX * 4];
-    bs_ctl_explain *e;
-    bs_endpoint ep;
-    int rc, fd, len;
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    int fd = dial(ep, r->where, deadline), len = -1;
+
+    if (fd >= 0) {
+        len = exchange(fd, e->text, e->len, r->reply, sizeof(r->reply), deadline, r->where);
+        close(fd);
+    }
+    r->answered = len >= 0;
+    if (!r->answered)
+        snprintf(r->daemon_err, sizeof(r->daemon_err), "%s", bs_ctl_last_err());
+}
+
+/* explain_json - the re-derived verdict as an object, or null without facts */
+static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const check_result *r)
+{
+    char want[BS_REPLY_MAX];
     size_t n;
 
-    if ((rc = check_options(c, &ep)) != 0)
-        return rc;
-    strip_brackets(c->opt[BS_OPT_SENDER], sender, sizeof(sender));
-    strip_brackets(c->opt[BS_OPT_RECIPIENT], rcpt, sizeof(rcpt));
-    endpoint_name(&ep, where, sizeof(where));
-    if (!(e = calloc(1, sizeof(*e))))
-        return BS_CTL_FAIL;
-    len = bs_ctl_request_text(e->text, sizeof(e->text), sender, rcpt, c->opt[BS_OPT_CLIENT],
-                              c->opt[BS_OPT_HELO]);
-    if (len < 0) {
-        bs_ctl_err("--sender, --recipient and --helo must not hold control characters");
-        free(e);
-        return BS_CTL_USAGE;
+    if (!r->redis_ok)
+        return json_null();
+    n = bs_decide_reply(&e->d, &c->cfg, want);
+    while (n > 0 && want[n - 1] == '\n')
+        want[--n] = 0;
+    return json_pack("{s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "rule", bs_why_name(e->d.why),
+                     "action", strncmp(want, "action=", 7) == 0 ? want + 7 : want, "matches",
+                     r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(),
+                     "blocked", e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt,
+                     "protected_domain", e->f.protected_domain, "null_sender", e->d.null_sender,
+                     "counts_invalid", e->d.note_invalid);
+}
+
+/* check_json - the whole result as one object (see backstopctl(8)) */
+static json_t *check_json(const bs_ctl *c, const bs_ctl_explain *e, const char *sender,
+                          const char *rcpt, const check_result *r)
+{
+    size_t n = strcspn(r->reply, "\n"), skip = strncmp(r->reply, "action=", 7) == 0 ? 7 : 0;
+    const char *helo = c->opt[BS_OPT_HELO];
+
+    return json_pack(
+        "{s:s, s:{s:o, s:o, s:s, s:o}, s:b, s:o, s:s?, s:{s:b, s:s?}, s:o}", "server", r->where,
+        "request", "sender", bs_ctl_jstr(sender, strlen(sender)), "recipient",
+        bs_ctl_jstr(rcpt, strlen(rcpt)), "client", c->opt[BS_OPT_CLIENT], "helo",
+        helo ? bs_ctl_jstr(helo, strlen(helo)) : json_null(), "answered", r->answered, "action",
+        r->answered ? bs_ctl_jstr(r->reply + skip, n - skip) : json_null(), "error",
+        r->answered ? NULL : r->daemon_err, "redis", "ok", r->redis_ok && !e->redis_failed, "error",
+        r->redis_err[0] ? r->redis_err : NULL, "explanation", explain_json(c, e, r));
+}
+
+/* print_text - the answer, then the explanation or why there is none */
+static void print_text(bs_ctl *c, const bs_ctl_explain *e, const check_result *r)
+{
+    char shown[BS_CHECK_REPLY_MAX * 4];
+
+    if (r->answered) {
+        printf("%s\n", bs_ctl_safe(r->reply, strcspn(r->reply, "\n"), shown, sizeof(shown)));
+        if (strncmp(r->reply, "action=", 7) != 0)
+            bs_ctl_note("the answer does not start with action=: is %s a policy server?", r->where);
     }
-    e->len = (size_t)len;
-    /* facts first: the request may change them (invalid count, NDR budget) */
-    if (bs_ctl_connect(c) < 0 || bs_ctl_explain_run(c, e) < 0) {
-        free(e);
-        return BS_CTL_FAIL;
+    if (!r->redis_ok) {
+        printf("explanation: none: backstopctl could not read Redis (%s); while backstopd "
+               "cannot reach Redis either it answers with [policy] on_redis_error\n",
+               r->redis_err);
+        return;
     }
-    uint64_t deadline = now_ms() + c->timeout_ms;
-    if ((fd = dial(&ep, where, deadline)) < 0) {
-        free(e);
-        return BS_CTL_FAIL;
-    }
-    len = exchange(fd, e->text, e->len, reply, sizeof(reply), deadline, where);
-    close(fd);
-    if (len < 0) {
-        free(e);
-        return BS_CTL_FAIL;
-    }
-    n = strcspn(reply, "\n");
-    printf("%s\n", bs_ctl_safe(reply, n, shown, sizeof(shown)));
-    if (strncmp(reply, "action=", 7) != 0)
-        bs_ctl_note("the answer does not start with action=: is %s a policy server?", where);
     printf("explanation (re-derived by backstopctl from Redis and %s just before the request; "
            "backstopd's reply does not say which rule applied):\n",
            c->config_path);
     bs_ctl_explain_print(c, e, stdout);
-    if (!same_answer(c, e, reply))
+    if (!r->answered)
+        return;
+    if (!same_answer(c, e, r->reply))
         bs_ctl_note("backstopd's answer differs from the re-derived one: the data changed in "
                     "between, or backstopd runs with another configuration than %s",
                     c->config_path);
@@ -284,6 +322,53 @@ int bs_ctl_check(bs_ctl *c, int argc, char **argv)
                     e->d.client_key, c->opt[BS_OPT_CLIENT]);
     else if (e->d.why == BS_WHY_NDR_UNDER)
         bs_ctl_note("this bounce used one of the NDR budget of %s", e->d.rcpt.domain);
+}
+
+/* bs_ctl_check - predict from Redis, ask backstopd, report both */
+int bs_ctl_check(bs_ctl *c, int argc, char **argv)
+{
+    char sender[BS_ADDR_MAX * 2], rcpt[BS_ADDR_MAX * 2], where[BS_CFG_PATH_MAX + 32];
+    check_result *r;
+    bs_ctl_explain *e;
+    bs_endpoint ep;
+    int rc, len;
+
+    if ((rc = check_options(c, &ep)) != 0)
+        return rc;
+    strip_brackets(c->opt[BS_OPT_SENDER], sender, sizeof(sender));
+    strip_brackets(c->opt[BS_OPT_RECIPIENT], rcpt, sizeof(rcpt));
+    endpoint_name(&ep, where, sizeof(where));
+    e = calloc(1, sizeof(*e));
+    r = calloc(1, sizeof(*r));
+    if (!e || !r) {
+        free(e);
+        free(r);
+        return BS_CTL_FAIL;
+    }
+    r->where = where;
+    len = bs_ctl_request_text(e->text, sizeof(e->text), sender, rcpt, c->opt[BS_OPT_CLIENT],
+                              c->opt[BS_OPT_HELO]);
+    if (len < 0) {
+        bs_ctl_err("--sender, --recipient and --helo must not hold control characters");
+        free(e);
+        free(r);
+        return BS_CTL_USAGE;
+    }
+    e->len = (size_t)len;
+    /* facts first: the request may change them (invalid count, NDR budget).
+     * Redis down is when the daemon's answer matters most: ask it anyway. */
+    r->redis_ok = bs_ctl_connect(c) == 0 && bs_ctl_explain_run(c, e) == 0;
+    if (!r->redis_ok)
+        snprintf(r->redis_err, sizeof(r->redis_err), "%s", bs_ctl_last_err());
+    else if (e->redis_failed)
+        snprintf(r->redis_err, sizeof(r->redis_err), "a lookup failed");
+    ask_daemon(c, &ep, e, r);
+    rc = r->answered ? BS_CTL_OK : BS_CTL_FAIL;
+    if (c->opt[BS_OPT_JSON])
+        rc = bs_ctl_json_print(check_json(c, e, sender, rcpt, r), rc);
+    else
+        print_text(c, e, r);
     free(e);
-    return BS_CTL_OK;
+    free(r);
+    return rc;
 }

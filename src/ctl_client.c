@@ -15,6 +15,7 @@
  *                      daemon's script keeps scores > TIME - window), and
  *                      exemption. 1 when the client is refused right now.
  *   bs_ctl_stats       HGETALL stats, sorted, aligned.
+ *   client and stats take --json: one object (ctl_json.c, backstopctl(8)).
  *
  * NEVER
  *   Blocks a client by a key the daemon would not look up.
@@ -296,6 +297,22 @@ static int block_state(bs_ctl *c, const char *key, char *reason, size_t rsz, lon
     return 0;
 }
 
+/* client_json - what bs_ctl_client prints, as one object (see backstopctl(8)) */
+static json_t *client_json(const bs_ctl *c, const char *ip, const char *key, const char *why,
+                           const char *reason, long long pttl, long long invalid, int refused)
+{
+    int blocked = pttl != -2, tracked = c->cfg.invalid_limit > 0 && !why[0];
+
+    return json_pack(
+        "{s:s, s:s, s:b, s:s?, s:b, s:s?, s:o, s:b, s:o, s:I, s:I, s:I, s:b}", "client", ip, "key",
+        key, "exempt", why[0] != 0, "exempt_reason", why[0] ? why : NULL, "blocked", blocked,
+        "block_reason", blocked ? reason : NULL, "block_ttl_ms",
+        blocked && pttl >= 0 ? json_integer(pttl) : json_null(), "invalid_tracked", tracked,
+        "invalid", tracked ? json_integer(invalid) : json_null(), "invalid_limit",
+        (json_int_t)c->cfg.invalid_limit, "invalid_window_ms", (json_int_t)c->cfg.invalid_window_ms,
+        "block_time_ms", (json_int_t)c->cfg.block_time_ms, "refused", refused);
+}
+
 /* bs_ctl_client - exemption, block, window count; 1 when refused now */
 int bs_ctl_client(bs_ctl *c, int argc, char **argv)
 {
@@ -317,6 +334,10 @@ int bs_ctl_client(bs_ctl *c, int argc, char **argv)
     if (c->cfg.invalid_limit > 0 && (invalid = invalid_count(c, key)) < 0)
         return BS_CTL_FAIL;
 
+    refused = pttl != -2 && !why[0];
+    if (c->opt[BS_OPT_JSON])
+        return bs_ctl_json_print(client_json(c, argv[0], key, why, reason, pttl, invalid, refused),
+                                 refused ? BS_CTL_FAIL : BS_CTL_OK);
     printf("client:   %s", argv[0]);
     if (strcmp(argv[0], key) != 0)
         printf(" (counted and blocked as %s)", key);
@@ -338,7 +359,6 @@ int bs_ctl_client(bs_ctl *c, int argc, char **argv)
                invalid, bs_ctl_duration(c->cfg.invalid_window_ms, win, sizeof(win)),
                bs_ctl_duration(c->cfg.block_time_ms, bt, sizeof(bt)),
                (unsigned)c->cfg.invalid_limit);
-    refused = pttl != -2 && !why[0];
     printf("verdict:  %s\n", refused ? "refused: every recipient gets 450 4.7.1"
                                      : "not refused: its recipients are checked");
     return refused ? BS_CTL_FAIL : BS_CTL_OK;
@@ -354,6 +374,23 @@ static int stat_order(const void *a, const void *b)
     return strcmp(((const stat_row *)a)->name->str, ((const stat_row *)b)->name->str);
 }
 
+/* stats_json - {"counters": {"name": N, ...}}; a value that is not an
+ * integer is null, a name that is not UTF-8 is left out */
+static json_t *stats_json(const stat_row *rows, size_t n)
+{
+    json_t *counters = json_object();
+    size_t i;
+
+    for (i = 0; counters && i < n; i++) {
+        const char *v = rows[i].value->str;
+        char *end;
+        long long num = strtoll(v, &end, 10);
+        json_t *jv = *v && !*end ? json_integer(num) : json_null();
+        json_object_set_new(counters, rows[i].name->str, jv);
+    }
+    return json_pack("{s:o}", "counters", counters);
+}
+
 /* bs_ctl_stats - HGETALL stats, sorted by name, numbers right-aligned */
 int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
 {
@@ -361,6 +398,7 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
     redisReply *rep;
     stat_row *rows;
     size_t i, n, wn = 0, wv = 0;
+    int rc = BS_CTL_OK;
 
     if (!(rep = bs_ctl_hgetall(c, BS_KEY_STATS)))
         return BS_CTL_FAIL;
@@ -374,13 +412,16 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
         wv = rows[i].value->len > wv ? rows[i].value->len : wv;
     }
     qsort(rows, n, sizeof(*rows), stat_order);
-    for (i = 0; i < n; i++)
-        printf("%-*s  %*s\n", (int)wn,
-               bs_ctl_safe(rows[i].name->str, rows[i].name->len, n1, sizeof(n1)), (int)wv,
-               bs_ctl_safe(rows[i].value->str, rows[i].value->len, n2, sizeof(n2)));
+    if (c->opt[BS_OPT_JSON])
+        rc = bs_ctl_json_print(stats_json(rows, n), rc);
+    else
+        for (i = 0; i < n; i++)
+            printf("%-*s  %*s\n", (int)wn,
+                   bs_ctl_safe(rows[i].name->str, rows[i].name->len, n1, sizeof(n1)), (int)wv,
+                   bs_ctl_safe(rows[i].value->str, rows[i].value->len, n2, sizeof(n2)));
     if (n == 0)
         bs_ctl_note("no statistics yet (%s is empty)", key);
     free(rows);
     freeReplyObject(rep);
-    return BS_CTL_OK;
+    return rc;
 }

@@ -9,7 +9,8 @@
  *                       in the same MULTI/EXEC). 1 when a domain was neither
  *                       protected nor had users to purge.
  *   bs_ctl_domain_list  domains with their user counts; with operands, only
- *                       those (1 when one is not protected).
+ *                       those (1 when one is not protected). --json: one
+ *                       {"domains": [...], "missing": [...]} object.
  *   bs_ctl_user_add     SADD rcpt:<domain>: "DOMAIN LOCAL..." or
  *                       "ADDRESS...", "@domain" or "*" = catch-all.
  *   bs_ctl_user_del     SREM; 1 when a user was not there.
@@ -192,8 +193,9 @@ int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv)
     return rc ? rc : failed ? BS_CTL_FAIL : BS_CTL_OK;
 }
 
-/* list_rows - print "DOMAIN  N users" for n protected domains */
-static int list_rows(bs_ctl *c, char **dom, size_t n)
+/* list_rows - print "DOMAIN  N users" for n protected domains, or (out
+ * not NULL) append {"domain", "users", "catch_all"} objects to out */
+static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
 {
     char rkey[BS_CTL_KEY_MAX];
     size_t i, w = 6;
@@ -213,6 +215,11 @@ static int list_rows(bs_ctl *c, char **dom, size_t n)
         if (!star || !bs_ctl_reply_ok(card, REDIS_REPLY_INTEGER, "SCARD") ||
             !bs_ctl_reply_ok(star, REDIS_REPLY_INTEGER, "SISMEMBER")) {
             rc = BS_CTL_FAIL;
+        } else if (out) {
+            json_array_append_new(out, json_pack("{s:o, s:I, s:b}", "domain",
+                                                 bs_ctl_jstr(dom[i], strlen(dom[i])), "users",
+                                                 (json_int_t)card->integer, "catch_all",
+                                                 star->integer == 1));
         } else if (star->integer == 1) {
             printf("%-*s  catch-all (%lld member%s)\n", (int)w, dom[i], card->integer,
                    card->integer == 1 ? "" : "s");
@@ -237,6 +244,7 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
     char(*dom)[BS_DOMAIN_MAX + 1] = calloc((size_t)argc + 1, sizeof(*dom));
     int *prot = calloc((size_t)argc + 1, sizeof(*prot));
     char **rows = NULL, key[BS_CTL_KEY_MAX];
+    json_t *jrows = c->opt[BS_OPT_JSON] ? json_array() : NULL, *jmissing = json_array();
     redisReply *all = NULL;
     size_t n = 0, i;
     int rc = norm_all(argc, argv, dom), missing = 0;
@@ -252,6 +260,7 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
                 rows[n++] = dom[i];
             else {
                 bs_ctl_err("%s: not a protected domain", dom[i]);
+                json_array_append_new(jmissing, json_string(dom[i]));
                 missing = 1;
             }
         }
@@ -271,13 +280,18 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
         }
     }
     if (rc == 0)
-        rc = list_rows(c, rows, n);
+        rc = list_rows(c, rows, n, jrows);
     if (all)
         freeReplyObject(all);
     free(rows);
     free(prot);
     free(dom);
-    return rc ? rc : missing ? BS_CTL_FAIL : BS_CTL_OK;
+    json_t *doc =
+        jrows && rc == 0 ? json_pack("{s:O, s:O}", "domains", jrows, "missing", jmissing) : NULL;
+    json_decref(jrows);
+    json_decref(jmissing);
+    rc = rc ? rc : missing ? BS_CTL_FAIL : BS_CTL_OK;
+    return doc ? bs_ctl_json_print(doc, rc) : rc;
 }
 
 /* parse_user - one operand into it (domain: the DOMAIN operand or NULL);

@@ -15,9 +15,22 @@
  *   "*"). Blank lines and lines whose first non-blank is '#' are skipped; a
  *   line that starts with a blank right after a map entry (a line with a
  *   value) continues that entry, as in Postfix, and is skipped; "DOMAIN
- *   value" (a virtual(5) domain line) is skipped. Bad lines: an address of
- *   another domain, an invalid address or local part, control characters,
- *   a line over BS_IMPORT_LINE_MAX bytes.
+ *   value" (a virtual(5) domain line) is skipped. A UTF-8 byte order mark
+ *   at the start of the file (Windows tools write one) is dropped, and a
+ *   line may end in CRLF. Bad lines: an address of another domain, an
+ *   invalid address or local part, a line over BS_IMPORT_LINE_MAX bytes,
+ *   and a line holding a byte no local part has (see BYTES).
+ *
+ * BYTES (what no local part has: the line is bad, reported with its number)
+ *   Anywhere in the line: C0 controls but TAB (a column separator) and DEL.
+ *   In the key (the first column): bytes that are not UTF-8 (a stray
+ *   Latin-1 byte, a truncated or overlong sequence, a surrogate, past
+ *   U+10FFFF), C1 controls (U+0080..U+009F), U+FEFF (a byte order mark
+ *   anywhere but the start of the file), and '"' or '\\': Postfix hands the
+ *   policy server the unquoted address, so a quoted local part would never
+ *   match (write "a b"@x as it arrives, which a blank cuts: see LIMITS).
+ *   Not bad: '@' (the key is split at its last '@', as the daemon splits
+ *   the recipient Postfix sends unquoted), and UTF-8 letters (SMTPUTF8).
  *
  * HOW (nothing half-written)
  *   1. Read and validate the whole file; report each bad line as
@@ -58,6 +71,25 @@ static int is_blank(char ch)
     return ch == ' ' || ch == '\t';
 }
 
+/* key_bad_byte - why the key holds a byte no local part has, or NULL */
+static const char *key_bad_byte(const char *key, size_t klen)
+{
+    size_t i, n;
+    long cp;
+
+    for (i = 0; i < klen; i += n) {
+        if ((cp = bs_ctl_utf8_char((const unsigned char *)key + i, klen - i, &n)) < 0)
+            return "not UTF-8";
+        if (cp >= 0x80 && cp <= 0x9f)
+            return "control character";
+        if (cp == 0xfeff)
+            return "byte order mark (U+FEFF) inside the line";
+        if (cp == '"' || cp == '\\')
+            return "quoted local part (write it unquoted, as Postfix passes it)";
+    }
+    return NULL;
+}
+
 /* bs_ctl_import_line - one line: a user, nothing, or a bad line */
 int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const char *domain,
                        char local[BS_LOCAL_MAX + 1], const char **why)
@@ -68,8 +100,14 @@ int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const cha
     bs_addr a;
     int has_value;
 
+    if (st->lines++ == 0 && len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+        line += 3; /* the file's byte order mark */
+        len -= 3;
+    }
+    if (len > 0 && line[len - 1] == '\r')
+        len--; /* CRLF */
     for (j = 0; j < len; j++)
-        if ((unsigned char)line[j] < 0x20 && line[j] != '\t') {
+        if (((unsigned char)line[j] < 0x20 && line[j] != '\t') || line[j] == 0x7f) {
             *why = "control character";
             return BS_LINE_BAD;
         }
@@ -86,6 +124,8 @@ int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const cha
         ;
     has_value = j < len;
     st->in_map_entry = has_value;
+    if ((*why = key_bad_byte(key, klen)) != NULL)
+        return BS_LINE_BAD;
 
     if (key[0] == '@') { /* catch-all */
         if (bs_domain_norm(key + 1, klen - 1, dom) < 0) {
@@ -197,9 +237,7 @@ static int read_file(const char *name, const char *domain, import_set *s)
 
         s->lines++;
         if (len > 0 && line[len - 1] == '\n')
-            len--;
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
+            len--; /* a CR before it, and line 1's BOM: bs_ctl_import_line */
         if (len > BS_IMPORT_LINE_MAX) {
             kind = BS_LINE_BAD;
             why = "line too long";

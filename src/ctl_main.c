@@ -2,14 +2,15 @@
  * ctl_main.c - backstopctl: command line, command table, help, dispatch
  *
  *   backstopctl [-c FILE] [-t DURATION] COMMAND [ARGS...] [OPTIONS]
- *   backstopctl --help | COMMAND --help | -V
+ *   backstopctl --help | COMMAND --help | -V | --version
  *
  * PROVIDES
  *   main(). Every command is one row of commands[]: its words, operands,
  *   the options it takes, whether it needs the config and Redis, a summary
  *   and the equivalent redis-cli command (shown by --help). Every option is
  *   one row of options[]. The global options (-c, -t, -h) may also follow
- *   the command.
+ *   the command. The read commands take --json (the JSON bit below): one
+ *   JSON object on stdout instead of the text, shapes in backstopctl(8).
  *
  * EXIT STATUS
  *   0 done; 1 an error, or a check that failed (see each command); 2 a bad
@@ -36,6 +37,7 @@
 enum { NEED_CONFIG = 1, NEED_REDIS = 2 };
 #define O(x) (1u << (x))
 #define COMMON (O(BS_OPT_CONFIG) | O(BS_OPT_TIMEOUT) | O(BS_OPT_HELP))
+#define JSON O(BS_OPT_JSON) /* a read command: --json */
 
 typedef struct ctl_command {
     const char *name; /* first word */
@@ -56,7 +58,8 @@ static const ctl_command commands[] = {
      NEED_CONFIG | NEED_REDIS, "[--purge] DOMAIN...",
      "stop protecting domains (--purge: drop their users too); 1 if one was not protected",
      "SREM backstop:domains DOMAIN...\n--purge: DEL backstop:rcpt:DOMAIN"},
-    {"domain", "list", bs_ctl_domain_list, 0, MANY, COMMON, NEED_CONFIG | NEED_REDIS, "[DOMAIN...]",
+    {"domain", "list", bs_ctl_domain_list, 0, MANY, COMMON | JSON, NEED_CONFIG | NEED_REDIS,
+     "[DOMAIN...] [--json]",
      "protected domains and their user counts; 1 if a DOMAIN given is not protected",
      "SMEMBERS backstop:domains\nSCARD backstop:rcpt:DOMAIN"},
     {"user", "add", bs_ctl_user_add, 1, MANY, COMMON, NEED_CONFIG | NEED_REDIS,
@@ -81,8 +84,8 @@ static const ctl_command commands[] = {
      "remove an NDR entry; 1 if there was none", "HDEL backstop:ndr DOMAIN"},
     {"ndr", "list", bs_ctl_ndr_list, 0, 0, COMMON, NEED_CONFIG | NEED_REDIS, "",
      "every NDR entry, and the config's ndr_default", "HGETALL backstop:ndr"},
-    {"ndr", "explain", bs_ctl_ndr_explain, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "DOMAIN|ADDRESS",
-     "which NDR entry decides for bounces to DOMAIN, and why",
+    {"ndr", "explain", bs_ctl_ndr_explain, 1, 1, COMMON | JSON, NEED_CONFIG | NEED_REDIS,
+     "DOMAIN|ADDRESS [--json]", "which NDR entry decides for bounces to DOMAIN, and why",
      "HMGET backstop:ndr DOMAIN .PARENT... '*'  (first one set wins, else ndr_default)"},
     {"block", "list", bs_ctl_block_list, 0, 0, COMMON, NEED_CONFIG | NEED_REDIS, "",
      "blocked clients with their reason and time left",
@@ -93,17 +96,17 @@ static const ctl_command commands[] = {
      "SET backstop:block:CLIENT manual PX 3600000"},
     {"block", "del", bs_ctl_block_del, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "CLIENT",
      "unblock a client; 1 if it was not blocked", "DEL backstop:block:CLIENT"},
-    {"client", NULL, bs_ctl_client, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "IP",
+    {"client", NULL, bs_ctl_client, 1, 1, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "IP [--json]",
      "block state, invalid recipients in the window, exemption; 1 if it is refused now",
      "GET / PTTL backstop:block:CLIENT\nZCOUNT backstop:rate:CLIENT (NOW-WINDOW +inf\n"
      "SMISMEMBER backstop:exempt IP CLIENT"},
-    {"stats", NULL, bs_ctl_stats, 0, 0, COMMON, NEED_CONFIG | NEED_REDIS, "",
+    {"stats", NULL, bs_ctl_stats, 0, 0, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "[--json]",
      "the cluster-wide decision counters", "HGETALL backstop:stats"},
     {"check", NULL, bs_ctl_check, 0, 0,
-     COMMON | O(BS_OPT_SENDER) | O(BS_OPT_RECIPIENT) | O(BS_OPT_CLIENT) | O(BS_OPT_HELO) |
+     COMMON | JSON | O(BS_OPT_SENDER) | O(BS_OPT_RECIPIENT) | O(BS_OPT_CLIENT) | O(BS_OPT_HELO) |
          O(BS_OPT_SERVER),
      NEED_CONFIG | NEED_REDIS,
-     "--sender S --recipient R --client IP [--helo H] [--server inet:H:P|unix:PATH]",
+     "--sender S --recipient R --client IP [--helo H] [--server inet:H:P|unix:PATH] [--json]",
      "send one real policy request to backstopd, print its action and explain it; 1 if no "
      "answer",
      "(no equivalent: it talks to backstopd, then reads what the daemon reads)"},
@@ -116,9 +119,8 @@ static const ctl_command commands[] = {
      "list (--yes: delete) queued bounces to domains whose NDR policy is deny",
      "(no equivalent: postqueue -j, ndr explain per domain, postsuper -d -)"},
     {"rbl-check", NULL, bs_ctl_rbl_check, 1, MANY,
-     O(BS_OPT_TIMEOUT) | O(BS_OPT_HELP) | O(BS_OPT_CONFIG) | O(BS_OPT_ZONE) | O(BS_OPT_NAMESERVER) |
-         O(BS_OPT_STRICT),
-     0, "IP... [--zone ZONE]... [--nameserver IP[:PORT]] [--strict]",
+     COMMON | JSON | O(BS_OPT_ZONE) | O(BS_OPT_NAMESERVER) | O(BS_OPT_STRICT), 0,
+     "IP... [--zone ZONE]... [--nameserver IP[:PORT]] [--strict] [--json]",
      "look IPs up in DNS blocklists; 1 if listed anywhere (--strict: or a lookup failed)",
      "(no equivalent: dig +short 1.2.0.192.zen.spamhaus.org A)"},
 };
@@ -195,6 +197,10 @@ static const struct {
      0,
      NULL,
      "rbl-check: a failed lookup is a failure too"},
+    {{"json", no_argument, NULL, BS_OPT_JSON},
+     0,
+     NULL,
+     "one JSON object on stdout instead of text (shapes: backstopctl(8))"},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -241,7 +247,7 @@ static void usage(FILE *fp, const ctl_command *only)
                 "  -c, --config FILE      configuration file (default " BS_CTL_DEFAULT_CONFIG ")\n"
                 "  -t, --timeout DURATION limit for each connect, reply, DNS query (default 5s)\n"
                 "  -h, --help             this text; COMMAND --help for one command\n"
-                "  -V                     version\n"
+                "  -V, --version          the version\n"
                 "Exit status: 0 done, 1 error or failed check, 2 bad command line.\n"
                 "Keys are shown with the default [redis] prefix backstop:.\n\n"
                 "commands:\n");
@@ -365,6 +371,7 @@ int main(int argc, char **argv)
     static const struct option glo[] = {{"config", required_argument, NULL, 'c'},
                                         {"timeout", required_argument, NULL, 't'},
                                         {"help", no_argument, NULL, 'h'},
+                                        {"version", no_argument, NULL, 'V'},
                                         {NULL, 0, NULL, 0}};
     int ch;
     opterr = 0;

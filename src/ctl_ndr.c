@@ -12,7 +12,7 @@
  *                       flagged, then the config's ndr_default.
  *   bs_ctl_ndr_explain  the daemon's NDR decision for a recipient domain,
  *                       candidate by candidate (ctl_explain.c runs
- *                       decide.c itself).
+ *                       decide.c itself); --json: the same as one object.
  *
  * NEVER
  *   Stores a value the daemon would not parse.
@@ -183,6 +183,28 @@ int bs_ctl_ndr_list(bs_ctl *c, int argc, char **argv)
     return BS_CTL_OK;
 }
 
+/* explain_json - what ndr explain prints, as one object (see backstopctl(8)) */
+static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const char *answer)
+{
+    json_t *cands = json_array(), *budget = json_null();
+    unsigned i;
+
+    for (i = 0; i < e->d.nndr; i++)
+        json_array_append_new(cands,
+                              json_pack("{s:s, s:s?}", "field", bs_decide_ndr_field(&e->d, i),
+                                        "value", e->ndr_present[i] ? e->ndr_raw[i] : NULL));
+    if (e->ndr_rule.action == BS_NDR_LIMIT)
+        budget = json_pack("{s:I, s:I, s:o}", "used", (json_int_t)e->ndr_used, "limit",
+                           (json_int_t)e->ndr_rule.limit, "ttl_ms",
+                           e->ndr_pttl >= 0 ? json_integer(e->ndr_pttl) : json_null());
+    return json_pack("{s:s, s:s++, s:o, s:o, s:s, s:b, s:o, s:o, s:b, s:s, s:s}", "domain",
+                     e->d.rcpt.domain, "recipient", e->d.rcpt.local, "@", e->d.rcpt.domain,
+                     "candidates", cands, "ndr_default", bs_ctl_json_rule(&c->cfg.ndr_default),
+                     "winner", e->ndr_winner, "winner_unusable", e->ndr_unusable, "rule",
+                     bs_ctl_json_rule(&e->ndr_rule), "budget", budget, "protected",
+                     e->f.protected_domain, "action", answer, "reason", bs_why_name(e->d.why));
+}
+
 /* bs_ctl_ndr_explain - a bounce to DOMAIN through decide.c, shown step by step */
 int bs_ctl_ndr_explain(bs_ctl *c, int argc, char **argv)
 {
@@ -224,6 +246,14 @@ int bs_ctl_ndr_explain(bs_ctl *c, int argc, char **argv)
         free(e);
         return BS_CTL_FAIL;
     }
+    len = (int)bs_decide_reply(&e->d, &c->cfg, reply);
+    while (len > 0 && reply[len - 1] == '\n')
+        reply[--len] = 0;
+    if (c->opt[BS_OPT_JSON]) {
+        rc = bs_ctl_json_print(explain_json(c, e, reply + 7), rc);
+        free(e);
+        return rc;
+    }
     printf("bounces (null sender) to %s:\n", e->d.rcpt.domain);
     bs_ctl_explain_ndr(c, e, stdout, "  ");
     if (e->f.protected_domain) {
@@ -231,9 +261,6 @@ int bs_ctl_ndr_explain(bs_ctl *c, int argc, char **argv)
                "it are accepted for its users only (rcpt:%s)\n",
                e->d.rcpt.domain, e->d.rcpt.domain);
     }
-    len = (int)bs_decide_reply(&e->d, &c->cfg, reply);
-    while (len > 0 && reply[len - 1] == '\n')
-        reply[--len] = 0;
     printf("a bounce to %s@%s gets: %s (reason %s)\n", e->d.rcpt.local, e->d.rcpt.domain, reply + 7,
            bs_why_name(e->d.why));
     free(e);

@@ -19,6 +19,7 @@
  *                                                   resolvers)
  *                     Exit 1 when listed anywhere (with --strict also when
  *                     a lookup failed), 0 otherwise, 2 for bad operands.
+ *                     --json: {"results": [...], "listed", "failed"}.
  *
  * RESOLVER
  *   res_ninit (resolv.conf), with --timeout per try and one retry.
@@ -46,6 +47,9 @@ static const char *const default_zones[] = {"zen.spamhaus.org", "bl.spamcop.net"
                                             "b.barracudacentral.org", "dnsbl.sorbs.net"};
 
 enum rbl_result { RBL_CLEAN = 0, RBL_LISTED, RBL_FAILED };
+/* --json "status" of each enum rbl_result */
+static const char *const result_names[] = {
+    [RBL_CLEAN] = "not_listed", [RBL_LISTED] = "listed", [RBL_FAILED] = "failed"};
 
 /* bs_ctl_rbl_name - RFC 5782 query name */
 int bs_ctl_rbl_name(const char *ip, const char *zone, char *out, size_t outsz)
@@ -100,8 +104,9 @@ static int set_nameserver(res_state res, const char *arg)
     return 0;
 }
 
-/* lookup - one query; the result and its text */
-static int lookup(res_state res, const char *name, char *text, size_t textsz)
+/* lookup - one query; the result and its text; when listed, each answer
+ * is appended to answers (a JSON array, or NULL) */
+static int lookup(res_state res, const char *name, char *text, size_t textsz, json_t *answers)
 {
     unsigned char ans[NS_PACKETSZ * 4];
     char addr[INET_ADDRSTRLEN];
@@ -152,6 +157,7 @@ static int lookup(res_state res, const char *name, char *text, size_t textsz)
         }
         if (n < textsz)
             n += (size_t)snprintf(text + n, textsz - n, "%s%s", listed ? ", " : "", addr);
+        json_array_append_new(answers, json_string(addr));
         listed++;
     }
     if (odd)
@@ -173,7 +179,8 @@ int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv)
     char name[NS_MAXDNAME], text[256], zone[BS_DOMAIN_MAX + 1];
     struct __res_state res;
     size_t i, wi = 0, wz = 0;
-    int a, listed = 0, failed = 0;
+    int a, listed = 0, failed = 0, rc;
+    json_t *results = NULL;
     uint8_t ip[16];
 
     for (a = 0; a < argc; a++) {
@@ -200,23 +207,36 @@ int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv)
         res_nclose(&res);
         return BS_CTL_USAGE;
     }
+    if (c->opt[BS_OPT_JSON])
+        results = json_array();
     res.retrans = (int)((c->timeout_ms + 999) / 1000);
     res.retry = 2;
     for (a = 0; a < argc; a++) {
         for (i = 0; i < nz; i++) {
+            json_t *answers = results ? json_array() : NULL;
             int r;
             bs_domain_norm(zones[i], strlen(zones[i]), zone);
             if (bs_ctl_rbl_name(argv[a], zone, name, sizeof(name)) < 0) {
                 snprintf(text, sizeof(text), "lookup failed (name too long)");
                 r = RBL_FAILED;
             } else {
-                r = lookup(&res, name, text, sizeof(text));
+                r = lookup(&res, name, text, sizeof(text), answers);
             }
             listed |= r == RBL_LISTED;
             failed |= r == RBL_FAILED;
-            printf("%-*s  %-*s  %s\n", (int)wi, argv[a], (int)wz, zones[i], text);
+            if (results)
+                json_array_append_new(results, json_pack("{s:s, s:s, s:s, s:o, s:s}", "ip", argv[a],
+                                                         "zone", zone, "status", result_names[r],
+                                                         "answers", answers, "detail", text));
+            else
+                printf("%-*s  %-*s  %s\n", (int)wi, argv[a], (int)wz, zones[i], text);
         }
     }
     res_nclose(&res);
-    return listed || (failed && c->opt[BS_OPT_STRICT]) ? BS_CTL_FAIL : BS_CTL_OK;
+    rc = listed || (failed && c->opt[BS_OPT_STRICT]) ? BS_CTL_FAIL : BS_CTL_OK;
+    if (results)
+        rc = bs_ctl_json_print(
+            json_pack("{s:o, s:b, s:b}", "results", results, "listed", listed, "failed", failed),
+            rc);
+    return rc;
 }

@@ -5,6 +5,8 @@
  * PROVIDES
  *   bs_ctl_err, bs_ctl_note   "backstopctl: ..." / "backstopctl: note: ..."
  *                             lines on stderr.
+ *   bs_ctl_last_err           the last bs_ctl_err message (for --json).
+ *   bs_ctl_utf8_char          decode one UTF-8 sequence, strictly.
  *   bs_ctl_safe               display copy of bytes from Redis or a file.
  *   bs_ctl_duration           ms -> "1h" (the config's syntax, exact).
  *   bs_ctl_remaining          ms -> "59m12s" (for TTLs).
@@ -26,15 +28,25 @@
 #include "backstop/cidr.h"
 #include "backstop/ctl.h"
 
+static char last_err[512]; /* the last bs_ctl_err message (cut to fit) */
+
 void bs_ctl_err(const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    vsnprintf(last_err, sizeof(last_err), fmt, ap);
+    va_end(ap);
     fputs("backstopctl: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+const char *bs_ctl_last_err(void)
+{
+    return last_err;
 }
 
 void bs_ctl_note(const char *fmt, ...)
@@ -48,28 +60,60 @@ void bs_ctl_note(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* bs_ctl_safe - bytes for a terminal: control bytes and the backslash escaped */
+/* bs_ctl_utf8_char - one UTF-8 sequence (RFC 3629) */
+long bs_ctl_utf8_char(const unsigned char *s, size_t n, size_t *len)
+{
+    static const struct {
+        unsigned char mask, lead;
+        long min; /* below it: an overlong form */
+    } forms[] = {{0x80, 0x00, 0}, {0xe0, 0xc0, 0x80}, {0xf0, 0xe0, 0x800}, {0xf8, 0xf0, 0x10000}};
+    size_t k, i;
+    long cp;
+
+    if (n == 0)
+        return -1;
+    for (k = 0; k < 4 && (s[0] & forms[k].mask) != forms[k].lead; k++)
+        ;
+    if (k == 4 || k + 1 > n)
+        return -1;
+    cp = k == 0 ? s[0] : s[0] & (0x3f >> k);
+    for (i = 1; i <= k; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return -1;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < forms[k].min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return -1;
+    *len = k + 1;
+    return cp;
+}
+
+/* bs_ctl_safe - bytes for a terminal: controls, the backslash and bytes
+ * that are not UTF-8 escaped; a character is copied whole or not at all */
 const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, n = 0;
+    size_t i, n = 0, clen;
 
     if (outsz == 0)
         return out;
-    for (i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    for (i = 0; i < len; i += clen) {
+        long cp = bs_ctl_utf8_char((const unsigned char *)s + i, len - i, &clen);
 
-        if (ch >= 0x20 && ch != 0x7f && ch != '\\') {
-            if (outsz - n < 2)
+        if (cp >= 0x20 && cp != 0x7f && cp != '\\' && !(cp >= 0x80 && cp <= 0x9f)) {
+            if (outsz - n < clen + 1)
                 break;
-            out[n++] = (char)ch;
+            memcpy(out + n, s + i, clen);
+            n += clen;
         } else {
+            unsigned char ch = (unsigned char)s[i];
             if (outsz - n < 5)
                 break;
             out[n++] = '\\';
             out[n++] = 'x';
             out[n++] = hex[ch >> 4];
             out[n++] = hex[ch & 15];
+            clen = 1;
         }
     }
     out[n] = 0;

@@ -17,9 +17,10 @@
  *                  rules (decide.c), for ndr explain, client, check and
  *                  purge-queue
  *   ctl_client.c   block list|add|del, client, stats
- *   ctl_check.c    check: one real policy request to a running backstopd
+ *   ctl_check.c    check: one real policy request to a running backstopd,
+ *                  whatever the state of Redis
  *   ctl_queue.c    purge-queue: queued bounces to NDR-denied domains
- *   ctl_json.c     the minimal JSON scanner for "postqueue -j" lines
+ *   ctl_json.c     JSON with jansson: "postqueue -j" lines in, --json out
  *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
  *
  * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
@@ -37,6 +38,7 @@
 #include <stdio.h>
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 
 #include "backstop/addr.h"
 #include "backstop/config.h"
@@ -75,6 +77,7 @@ enum bs_ctl_opt {
     BS_OPT_ZONE,
     BS_OPT_NAMESERVER,
     BS_OPT_STRICT,
+    BS_OPT_JSON,
     BS_OPT_COUNT
 };
 
@@ -140,8 +143,16 @@ int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
 /* ------------------------------------------------------------ ctl_util.c */
 void bs_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bs_ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* bs_ctl_safe - copy for display: control bytes, DEL and '\\' become
- * "\xHH", anything else (UTF-8 too) is kept. Always NUL-terminated. */
+/* bs_ctl_last_err - the text of the last bs_ctl_err ("" if none), without
+ * the "backstopctl: " head; valid until the next bs_ctl_err. */
+const char *bs_ctl_last_err(void);
+/* bs_ctl_utf8_char - the code point of the UTF-8 sequence at s (n bytes
+ * left), its length in *len; -1 when it is not UTF-8 (an overlong form, a
+ * surrogate, past U+10FFFF, truncated, a stray byte). */
+long bs_ctl_utf8_char(const unsigned char *s, size_t n, size_t *len);
+/* bs_ctl_safe - copy for display: control bytes (C0, DEL, C1), '\\' and
+ * bytes that are not UTF-8 become "\xHH", other UTF-8 is kept. Always
+ * NUL-terminated; a character is never cut. */
 const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz);
 /* bs_ctl_duration - ms as the shortest exact config form: "1h", "90s",
  * "1500ms". bs_ctl_remaining - ms as "2d3h", "59m12s", "800ms". */
@@ -168,11 +179,13 @@ enum bs_ctl_line { BS_LINE_SKIP = 0, BS_LINE_USER, BS_LINE_BAD };
  * on the next line when it starts with a blank. Zero it before line 1. */
 typedef struct bs_ctl_lines {
     int in_map_entry; /* the last logical line had a value column */
+    size_t lines;     /* lines seen: a byte order mark is dropped from line 1 */
 } bs_ctl_lines;
 
 /*
- * bs_ctl_import_line - one line of an import file (no line end) for domain
- * (normalised). BS_LINE_USER with the normalised local part ("*" for a
+ * bs_ctl_import_line - one line of an import file (without its "\n"; a
+ * "\r" before it is dropped, as is a UTF-8 BOM at the start of line 1) for
+ * domain (normalised). BS_LINE_USER with the normalised local part ("*" for a
  * "@domain" catch-all) in local; BS_LINE_SKIP for blank lines, comments,
  * continuation lines and a "DOMAIN value" line; BS_LINE_BAD with *why.
  */
@@ -222,7 +235,7 @@ void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, cons
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
 
 /* ------------------------------------------------------------ ctl_json.c */
-/* One "postqueue -j" line. Strings are decoded (UTF-8). */
+/* One "postqueue -j" line. Strings are decoded (UTF-8, no NUL). */
 typedef struct bs_ctl_qmsg {
     char queue_name[32];
     char queue_id[64];
@@ -233,9 +246,19 @@ typedef struct bs_ctl_qmsg {
 } bs_ctl_qmsg;
 
 /* bs_ctl_qjson_parse - parse one line into m (zeroed first). 0, or -1 with
- * *why; m must be freed with bs_ctl_qmsg_free either way. */
+ * *why (valid until the next call); m must be freed with bs_ctl_qmsg_free
+ * either way. */
 int bs_ctl_qjson_parse(const char *line, size_t len, bs_ctl_qmsg *m, const char **why);
 void bs_ctl_qmsg_free(bs_ctl_qmsg *m);
+/* bs_ctl_jstr - a new JSON string of len bytes: as they are when UTF-8,
+ * else as bs_ctl_safe shows them. NULL: out of memory. */
+json_t *bs_ctl_jstr(const char *s, size_t len);
+/* bs_ctl_json_rule - a new {"action", "limit", "period_ms"} object (limit
+ * and period_ms null unless action is "limit"). */
+json_t *bs_ctl_json_rule(const bs_ndr_rule *r);
+/* bs_ctl_json_print - write doc as one line on stdout and free it. Returns
+ * rc, or BS_CTL_FAIL when doc is NULL or cannot be written (printed). */
+int bs_ctl_json_print(json_t *doc, int rc);
 
 /* ------------------------------------------------------------ ctl_rbl.c */
 /* bs_ctl_rbl_name - "<reversed ip>.<zone>" (IPv4 per octet, IPv6 per

@@ -14,7 +14,9 @@ Areas: cli domain import ndr block check queue rbl (default: all).
 Exit 0 all passed, 1 a check failed, 77 skipped (a tool is missing).
 """
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,6 +137,29 @@ class Env:
         if "Sanitizer" in e or "runtime error" in e:
             self.check(False, "%s: sanitizer report\n%s" % (label, e))
 
+    def json(self, res, rc, what):
+        """res from a --json run: exit rc, one JSON object on one line of
+        stdout; the parsed object (or {} after a failed check)."""
+        code, o, e = res
+        self.check(code == rc, "%s: exit %d, wanted %d\nstderr: %s" % (what, code, rc, e))
+        self.check(o.count("\n") == 1 and o.endswith("\n"), "%s: one line: %r" % (what, o))
+        try:
+            doc = json.loads(o)
+        except ValueError as ex:
+            self.check(False, "%s: not JSON (%s): %r" % (what, ex, o))
+            return {}
+        self.check(isinstance(doc, dict), "%s: not an object: %r" % (what, doc))
+        return doc if isinstance(doc, dict) else {}
+
+    def fields(self, doc, want, what):
+        """every key of want is in doc with that value (a type: of that type)"""
+        for k, v in want.items():
+            got = doc.get(k, KeyError)
+            ok = isinstance(got, v) if isinstance(v, (type, tuple)) else got == v
+            if isinstance(v, type) and v is int and isinstance(got, bool):
+                ok = False
+            self.check(ok, "%s: %s = %r, wanted %r" % (what, k, got, v))
+
     def members(self, key, db=None):
         return sorted(x for x in self.rcli("SMEMBERS", key, db=db).split("\n") if x)
 
@@ -161,6 +186,13 @@ def area_cli(env):
                out=["ndr explain DOMAIN", "HMGET backstop:ndr"])
     env.expect(env.ctl("domain", "--help"), 0, out=["domain add", "domain del", "--purge"])
     env.expect(env.ctl("-V"), 0, out="backstopctl ")
+    r = env.ctl("--version")
+    env.expect(r, 0, out="backstopctl ")
+    env.check(re.fullmatch(r"backstopctl \d+\.\d+\.\d+\n", r[1]) is not None and
+              r[1] == env.ctl("-V")[1], "--version: the version, as -V: %r" % r[1])
+    env.expect(env.ctl("--help"), 0, out=["--version", "--json"])
+    env.expect(env.ctl("stats", "--help"), 0, out="--json")
+    env.expect(env.ctl("domain", "add", "--json", "x.org"), 2, err="unknown option")
     env.expect(env.ctl("frobnicate"), 2, err="unknown command: frobnicate")
     env.expect(env.ctl("domain"), 2, err="domain: which one?")
     env.expect(env.ctl("domain", "rename", "x"), 2, err="unknown subcommand: rename")
@@ -253,6 +285,15 @@ def area_domain(env):
               "domain list: %r" % r[1])
     env.expect(env.ctl("domain", "list", "example.com", "nope.example"), 1,
                out="example.com  3 users", err="nope.example: not a protected domain")
+    doc = env.json(env.ctl("domain", "list", "--json"), 0, "domain list --json")
+    env.check(doc.get("domains") == [
+        {"domain": "example.com", "users": 3, "catch_all": False},
+        {"domain": "example.net", "users": 1, "catch_all": True}] and doc.get("missing") == [],
+        "domain list --json: %r" % doc)
+    doc = env.json(env.ctl("domain", "list", "--json", "example.net", "nope.example"), 1,
+                   "domain list --json with a missing domain")
+    env.check(doc.get("domains") == [{"domain": "example.net", "users": 1, "catch_all": True}]
+              and doc.get("missing") == ["nope.example"], "missing listed: %r" % doc)
 
     env.expect(env.ctl("domain", "del", "example.net"), 0, out="example.net: no longer protected",
                err=["backstop:rcpt:example.net (1 user(s)) is kept",
@@ -327,6 +368,22 @@ def area_import(env):
     env.expect(env.ctl("import", "new.example", "-", stdin="u1\n"), 0,
                err="new.example is not a protected domain")
 
+    # a Windows export (UTF-8 BOM, CRLF): alice is alice; bytes no local
+    # part has are bad lines, with their numbers
+    win = os.path.join(env.dir, "ad-export.txt")
+    with open(win, "wb") as fp:
+        fp.write(b"\xef\xbb\xbfalice\r\nbob@bom.example\r\n")
+    env.expect(env.ctl("import", "bom.example", win), 0,
+               out="imported 2 users into bom.example (0 already present), 0 bad lines")
+    env.check(env.members("backstop:rcpt:bom.example") == ["alice", "bob"],
+              "BOM and CR not stored: %r" % env.members("backstop:rcpt:bom.example"))
+    with open(win, "wb") as fp:
+        fp.write(b"alice\r\nren\xe9\r\n\xef\xbb\xbfzed\r\nd\x7fel\r\n\"q\"@bom.example\r\n")
+    env.expect(env.ctl("import", "bom.example", win), 1,
+               err=[win + ":2: not UTF-8: ren\\xe9",
+                    win + ":3: byte order mark", win + ":4: control character",
+                    win + ":5: quoted local part", "4 bad lines: nothing imported"])
+
     # a wrong-typed key: refused before writing, temp key cleaned, key intact
     env.rcli("SET", "backstop:rcpt:str.example", "x")
     env.expect(env.ctl("import", "str.example", "-", stdin="a\nb\n"), 1, err="not a set")
@@ -381,6 +438,19 @@ def area_ndr(env):
                out=["a.b.partner.example          -", ".b.partner.example           -",
                     ".partner.example             allow          <- decides",
                     "result: allow (from .partner.example)", "gets: DUNNO (reason ndr_allow)"])
+    doc = env.json(env.ctl("ndr", "explain", "--json", "A.B.partner.example"), 0,
+                   "ndr explain --json")
+    env.fields(doc, {"domain": "a.b.partner.example",
+                     "recipient": "postmaster@a.b.partner.example",
+                     "ndr_default": {"action": "deny", "limit": None, "period_ms": None},
+                     "winner": ".partner.example", "winner_unusable": False,
+                     "rule": {"action": "allow", "limit": None, "period_ms": None},
+                     "budget": None, "protected": False, "action": "DUNNO",
+                     "reason": "ndr_allow"}, "ndr explain --json")
+    env.check([(x.get("field"), x.get("value")) for x in doc.get("candidates", [])] ==
+              [("a.b.partner.example", None), (".b.partner.example", None),
+               (".partner.example", "allow"), (".example", None), ("*", "deny")],
+              "ndr explain --json candidates: %r" % doc.get("candidates"))
     env.expect(env.ctl("ndr", "explain", "partner.example"), 0,
                out=["*                            deny           <- decides",
                     "reason ndr_deny"], not_out=".partner.example")
@@ -393,6 +463,15 @@ def area_ndr(env):
     env.expect(env.ctl("ndr", "explain", "lists.example.org"), 0,
                out=["5 of 5 used in this period", "the next bounce is refused",
                     "reason ndr_limit", "Too many delivery status notifications"])
+    doc = env.json(env.ctl("ndr", "explain", "--json", "lists.example.org"), 0,
+                   "ndr explain --json, limit")
+    env.fields(doc, {"rule": {"action": "limit", "limit": 5, "period_ms": 86400000},
+                     "winner": "lists.example.org", "reason": "ndr_limit"},
+               "ndr explain --json, limit")
+    budget = doc.get("budget") or {}
+    env.check(budget.get("used") == 5 and budget.get("limit") == 5 and
+              0 < budget.get("ttl_ms", 0) <= 600000, "budget: %r" % budget)
+    env.check(doc.get("action", "").startswith("550 5.7.1 Too many"), "action: %r" % doc)
     env.expect(env.ctl("ndr", "del", "*"), 0, out="ndr * deleted")
     env.expect(env.ctl("ndr", "del", "*"), 1, err="no such entry")
     env.expect(env.ctl("ndr", "explain", "else.example"), 0,
@@ -461,6 +540,20 @@ def area_block(env):
     env.expect(env.ctl("client", "2001:db8:9:9::1"), 0,
                out=["(counted and blocked as 2001:db8:9:9::/64)", "blocked:  no",
                     "3 invalid recipients in the last 10m"])
+    doc = env.json(env.ctl("client", "--json", "2001:db8:9:9::1"), 0, "client --json")
+    env.fields(doc, {"client": "2001:db8:9:9::1", "key": "2001:db8:9:9::/64", "exempt": False,
+                     "exempt_reason": None, "blocked": False, "block_reason": None,
+                     "block_ttl_ms": None, "invalid_tracked": True, "invalid": 3,
+                     "invalid_limit": int, "invalid_window_ms": 600000,
+                     "block_time_ms": 3600000, "refused": False}, "client --json")
+    doc = env.json(env.ctl("client", "192.0.2.1", "--json"), 1, "client --json, blocked")
+    env.fields(doc, {"blocked": True, "block_reason": "manual", "block_ttl_ms": int,
+                     "refused": True}, "client --json, blocked")
+    env.check(0 < doc.get("block_ttl_ms", 0) <= 3600000, "block_ttl_ms in ms: %r" % doc)
+    doc = env.json(env.ctl("client", "127.0.0.5", "--json"), 0, "client --json, exempt")
+    env.fields(doc, {"exempt": True, "exempt_reason": "[ratelimit] exempt 127.0.0.0/8",
+                     "blocked": True, "invalid_tracked": False, "invalid": None,
+                     "refused": False}, "client --json, exempt")
     env.expect(env.ctl("client", "192.0.2.0/24"), 2)
     off = env.write_config("off.ini", extra="[ratelimit]\ninvalid_recipients = 0\n")
     env.expect(env.ctl("client", "198.51.100.99", config=off), 0, out="not tracked")
@@ -471,6 +564,12 @@ def area_block(env):
     env.expect(r, 0)
     env.check(r[1] == "blocked           3\nunknown_user  12345\nvalid             7\n",
               "stats sorted and aligned: %r" % r[1])
+    doc = env.json(env.ctl("stats", "--json"), 0, "stats --json")
+    env.check(doc == {"counters": {"blocked": 3, "unknown_user": 12345, "valid": 7}},
+              "stats --json: %r" % doc)
+    env.rcli("HSET", "backstop:stats", "odd", "x1")
+    doc = env.json(env.ctl("stats", "--json"), 0, "stats --json, a bad value")
+    env.check(doc.get("counters", {}).get("odd", 0) is None, "not an integer: null: %r" % doc)
 
 
 def start_backstopd(env, extra_listen):
@@ -546,6 +645,47 @@ def area_check(env):
     env.check(env.last_time < 5, "mute server: gave up in %.1fs" % env.last_time)
     s.close()
 
+    # --json: the answer and the re-derived explanation, machine-checked
+    psock = "unix:" + os.path.join(env.dir, "p.sock")
+    doc = env.json(check("a@remote.example", "nobody2@example.com", "192.0.2.77", "--json"), 0,
+                   "check --json")
+    env.fields(doc, {"server": psock, "answered": True, "action": "550 5.1.1 User unknown",
+                     "error": None, "redis": {"ok": True, "error": None},
+                     "request": {"sender": "a@remote.example",
+                                 "recipient": "nobody2@example.com", "client": "192.0.2.77",
+                                 "helo": None}}, "check --json")
+    env.fields(doc.get("explanation") or {},
+               {"rule": "unknown_user", "action": "550 5.1.1 User unknown", "matches": True,
+                "blocked": False, "exempt": False, "protected_domain": True,
+                "null_sender": False, "counts_invalid": True}, "check --json explanation")
+    doc = env.json(check("", "x@a.partner.example", "192.0.2.9", "--helo", "h\u00e9.test", "--json"),
+                   0, "check --json, a bounce with a HELO")
+    env.fields(doc, {"action": "DUNNO", "request": {"sender": "", "recipient": "x@a.partner.example",
+                                                     "client": "192.0.2.9", "helo": "h\u00e9.test"}},
+               "check --json, a bounce with a HELO")
+    env.fields(doc.get("explanation") or {}, {"rule": "ndr_allow", "null_sender": True,
+                                              "matches": True}, "check --json, ndr_allow")
+    doc = env.json(check("", "x@denied.example", "192.0.2.9", "--json", "--server",
+                         "unix:" + os.path.join(env.dir, "none.sock")), 1, "check --json, no daemon")
+    env.fields(doc, {"answered": False, "action": None, "redis": {"ok": True, "error": None}},
+               "check --json, no daemon")
+    env.check("cannot connect" in (doc.get("error") or ""), "why no answer: %r" % doc)
+    env.check((doc.get("explanation") or {}).get("matches", 0) is None,
+              "no answer: matches is null: %r" % doc)
+
+    # Redis down: the daemon is asked all the same, and both are reported
+    env.stop(env.redis)
+    r = check("a@b.example", "alice@example.com")
+    env.expect(r, 0, out=["action=", "explanation: none: backstopctl could not read Redis",
+                          "on_redis_error"], err="redis: cannot connect")
+    doc = env.json(check("a@b.example", "alice@example.com", "192.0.2.9", "--json"), 0,
+                   "check --json, Redis down")
+    env.fields(doc, {"answered": True, "action": str, "error": None, "explanation": None},
+               "check --json, Redis down")
+    redis = doc.get("redis") or {}
+    env.check(redis.get("ok") is False and "cannot connect" in (redis.get("error") or ""),
+              "check --json, Redis down: %r" % redis)
+
 
 def area_queue(env):
     env.rcli("SADD", "backstop:domains", "example.com")
@@ -601,7 +741,8 @@ def area_queue(env):
                err="cannot run")
     bad = os.path.join(HERE, "postqueue-bad.json")
     r = env.ctl("purge-queue", "--yes", "--from-json", bad, "--postsuper", fake)
-    env.expect(r, 1, out="1 of", err=[":2: ", ":3: ", ":5: ", "not a Postfix queue id"])
+    env.expect(r, 1, out="1 of", err=[":2: not JSON: ", ":3: not JSON: ", ":5: ",
+                                      "not a Postfix queue id"])
     env.check(ids() == ["G0001"], "only the good line of the bad file: %r" % ids())
     env.expect(env.ctl("purge-queue", "--queue", "nosuch", "--from-json", fixture), 2)
     env.expect(env.ctl("purge-queue", "--from-json", "-", stdin=open(fixture).read()), 0,
@@ -679,6 +820,20 @@ def area_rbl(env):
                out="lookup failed (127.255.255.254: an error code of the list")
     env.expect(rbl("8.8.8.8", "--zone", "zen.example"), 0,
                out="lookup failed (10.0.0.1: not a blocklist answer)")
+    doc = env.json(rbl("127.0.0.2", "127.0.0.1", "--zone", "zen.example", "--zone",
+                       "refused.example", "--json"), 1, "rbl-check --json")
+    res = [(x.get("ip"), x.get("zone"), x.get("status"), x.get("answers"))
+           for x in doc.get("results", [])]
+    env.check(res == [("127.0.0.2", "zen.example", "listed", ["127.0.0.2"]),
+                      ("127.0.0.2", "refused.example", "failed", []),
+                      ("127.0.0.1", "zen.example", "not_listed", []),
+                      ("127.0.0.1", "refused.example", "failed", [])],
+              "rbl-check --json results: %r" % res)
+    env.check(doc.get("listed") is True and doc.get("failed") is True and
+              all(isinstance(x.get("detail"), str) for x in doc.get("results", [])),
+              "rbl-check --json: %r" % doc)
+    doc = env.json(rbl("127.0.0.1", "--zone", "zen.example", "--json"), 0, "rbl-check --json, clean")
+    env.check(doc.get("listed") is False and doc.get("failed") is False, "clean: %r" % doc)
     env.expect(rbl("127.0.0.1", "--zone", "refused.example"), 0, out="lookup failed (")
     env.expect(rbl("127.0.0.1", "--zone", "refused.example", "--strict"), 1, out="lookup failed")
     env.expect(env.ctl("rbl-check", "127.0.0.2", "--zone", "zen.example", "--nameserver",

@@ -1,8 +1,9 @@
 /*
  * test_ctl.c - unit tests of backstopctl's pure parts, table-driven
  *
- * The postqueue -j scanner (good lines, every escape, every syntax error we
- * promise to catch), the import line classifier, DNSBL query names and the
+ * The postqueue -j reader (jansson: good lines, every escape, every syntax
+ * error we promise to catch), the --json string helper, the import line
+ * classifier, DNSBL query names and the
  * duration formatters. No Redis, no network: tests/ctl/run.py drives the
  * commands themselves.
  */
@@ -109,19 +110,29 @@ static void test_json_bad(void)
 
 static void test_json_limits(void)
 {
-    char *deep = malloc(200), *longid = malloc(300);
+    char *deep = malloc(10000), *longid = malloc(300);
     bs_ctl_qmsg m;
     const char *why;
     size_t i, n = 0;
 
-    /* nesting beyond the limit is refused, not recursed into */
+    /* nesting beyond jansson's limit (2048) is refused, not recursed into */
     n += (size_t)sprintf(deep, "{\"a\": ");
-    for (i = 0; i < 40; i++)
+    for (i = 0; i < 4000; i++)
         deep[n++] = '[';
-    for (i = 0; i < 40; i++)
+    for (i = 0; i < 4000; i++)
         deep[n++] = ']';
     deep[n++] = '}';
     CHECK_EQ_INT(bs_ctl_qjson_parse(deep, n, &m, &why), -1);
+    bs_ctl_qmsg_free(&m);
+    /* a member we skip may nest 100 deep (the old scanner gave up at 32) */
+    n = (size_t)sprintf(deep, "{\"queue_id\": \"D1\", \"x\": ");
+    for (i = 0; i < 100; i++)
+        deep[n++] = '[';
+    for (i = 0; i < 100; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    CHECK_EQ_INT(bs_ctl_qjson_parse(deep, n, &m, &why), 0);
+    CHECK_EQ_STR(m.queue_id, "D1");
     bs_ctl_qmsg_free(&m);
     /* a queue id longer than its field is an error, never truncated */
     n = (size_t)sprintf(longid, "{\"queue_id\": \"");
@@ -140,6 +151,33 @@ static void test_json_limits(void)
     bs_ctl_qmsg_free(&m);
     free(deep);
     free(longid);
+}
+
+/* --json strings: UTF-8 as it is, other bytes shown escaped, never NULL */
+static void test_jstr(void)
+{
+    static const struct {
+        const char *in, *want;
+        size_t len;
+    } cases[] = {
+        {"caf\xc3\xa9", "caf\xc3\xa9", 5},
+        {"a\nb\"c", "a\nb\"c", 5}, /* jansson escapes it when dumping */
+        {"\xef\xbb\xbf"
+         "alice",
+         "\xef\xbb\xbf"
+         "alice",
+         8},
+        {"ren\xe9", "ren\\xe9", 4},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *v = bs_ctl_jstr(cases[i].in, cases[i].len);
+        CHECK(json_is_string(v));
+        if (v)
+            CHECK_EQ_STR(json_string_value(v), cases[i].want);
+        json_decref(v);
+    }
 }
 
 /* ------------------------------------------------------------ import lines */
@@ -179,6 +217,26 @@ static void test_import_lines(void)
          BS_LINE_BAD, NULL},
         {"o'brien", BS_LINE_USER, "o'brien"},
         {"j\xc3\xb6rg", BS_LINE_USER, "j\xc3\xb6rg"},
+        {"a@b@example.com", BS_LINE_USER, "a@b"}, /* split at the last '@', as the daemon */
+        {"frank\r", BS_LINE_USER, "frank"},       /* CRLF */
+        /* bytes no local part has */
+        {"a\x7f"
+         "b",
+         BS_LINE_BAD, NULL},
+        {"caf\xe9", BS_LINE_BAD, NULL},          /* Latin-1, not UTF-8 */
+        {"\xc0\xafx", BS_LINE_BAD, NULL},        /* overlong '/' */
+        {"\xed\xa0\x80x", BS_LINE_BAD, NULL},    /* a surrogate */
+        {"\xf4\x90\x80\x80", BS_LINE_BAD, NULL}, /* past U+10FFFF */
+        {"ab\xc3", BS_LINE_BAD, NULL},           /* truncated */
+        {"a\xc2\x85"
+         "b",
+         BS_LINE_BAD, NULL}, /* C1 control NEL */
+        {"a\xef\xbb\xbf"
+         "b",
+         BS_LINE_BAD, NULL}, /* U+FEFF inside */
+        {"\"john smith\"@example.com", BS_LINE_BAD, NULL},
+        {"x\\y", BS_LINE_BAD, NULL},
+        {"# caf\xe9 in a comment is fine", BS_LINE_SKIP, NULL},
     };
     bs_ctl_lines st = {0};
     char local[BS_LOCAL_MAX + 1], longl[BS_LOCAL_MAX + 2];
@@ -206,6 +264,44 @@ static void test_import_lines(void)
     longl[sizeof(longl) - 2] = 0; /* exactly BS_LOCAL_MAX */
     CHECK_EQ_INT(bs_ctl_import_line(&st, longl, strlen(longl), "example.com", local, &why),
                  BS_LINE_USER);
+}
+
+/* A Windows export: a byte order mark on line 1 only, CRLF line ends. */
+static void test_import_bom(void)
+{
+    static const struct {
+        const char *line;
+        int kind;
+        const char *local;
+    } lines[] = {
+        {"\xef\xbb\xbf"
+         "alice\r",
+         BS_LINE_USER, "alice"},
+        {"bob@example.com\r", BS_LINE_USER, "bob"},
+        {"\xef\xbb\xbf"
+         "carol\r",
+         BS_LINE_BAD, NULL}, /* not the start of the file */
+    };
+    bs_ctl_lines st = {0};
+    char local[BS_LOCAL_MAX + 1];
+    const char *why;
+    size_t i;
+
+    for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        why = NULL;
+        local[0] = 0;
+        int kind = bs_ctl_import_line(&st, lines[i].line, strlen(lines[i].line), "example.com",
+                                      local, &why);
+        CHECK_EQ_INT(kind, lines[i].kind);
+        if (lines[i].local)
+            CHECK_EQ_STR(local, lines[i].local);
+        else
+            CHECK(why != NULL);
+    }
+    /* a file that is only a BOM and a line end: a blank line */
+    memset(&st, 0, sizeof(st));
+    CHECK_EQ_INT(bs_ctl_import_line(&st, "\xef\xbb\xbf\r", 4, "example.com", local, &why),
+                 BS_LINE_SKIP);
 }
 
 /* ------------------------------------------------------------ DNSBL names */
@@ -270,7 +366,10 @@ static void test_safe(void)
 
     CHECK_EQ_STR(bs_ctl_safe("a\nb\\c", 5, out, sizeof(out)), "a\\x0ab\\x5cc");
     CHECK_EQ_STR(bs_ctl_safe("caf\xc3\xa9", 5, out, sizeof(out)), "caf\xc3\xa9");
-    CHECK_EQ_STR(bs_ctl_safe("\x01\x01\x01\x01", 4, out, 10), "\\x01\\x01"); /* never half */
+    CHECK_EQ_STR(bs_ctl_safe("\x01\x01\x01\x01", 4, out, 10), "\\x01\\x01");  /* never half */
+    CHECK_EQ_STR(bs_ctl_safe("ren\xe9", 4, out, sizeof(out)), "ren\\xe9");    /* not UTF-8 */
+    CHECK_EQ_STR(bs_ctl_safe("\xc2\x85", 2, out, sizeof(out)), "\\xc2\\x85"); /* C1 */
+    CHECK_EQ_STR(bs_ctl_safe("ab\xc3\xa9", 4, out, 4), "ab");                 /* never cut */
 }
 
 static void test_request_text(void)
@@ -297,7 +396,9 @@ int main(void)
     test_json_escapes();
     test_json_bad();
     test_json_limits();
+    test_jstr();
     test_import_lines();
+    test_import_bom();
     test_rbl_names();
     test_durations();
     test_safe();
