@@ -813,6 +813,7 @@ static const option options[] = {
     ENUM    ("policy", "on_redis_error", on_redis_error, on_errors, "defer"),
     STRING  ("policy", "recipient_delimiter", recipient_delimiter, str_delim, "+", 0),
     NDR     ("policy", "ndr_default", ndr_default, "deny"),
+    DURATION("policy", "max_directory_age", max_directory_age_ms, 0, 365 * MS_DAY, "0"),
 
     RATE    ("ratelimit", "invalid_recipients", invalid_limit, invalid_window_ms, "20/10m"),
     DURATION("ratelimit", "block_time", block_time_ms, MS_SEC, 30 * MS_DAY, "1h"),

@@ -38,6 +38,7 @@
 #include "server_int.h"
 
 #define BS_UNREADABLE_WARN_MS 60000 /* at most one unreadable-recipient warning */
+#define BS_DIRECTORY_WARN_MS 60000  /* at most one warning a minute per directory reason */
 
 static void process(bs_conn *c);
 static void respond(bs_conn *c);
@@ -263,6 +264,41 @@ static void note_unreadable(bs_conn *c)
     last_count = bs_stat.ndr_unreadable;
 }
 
+/* note_directory - a 4xx because a protected domain's directory is empty
+ * or out of date: warn at most once a minute per reason, naming the domain
+ * (the last one seen) and the number of such answers since the last
+ * warning; by_why counts them all */
+static void note_directory(bs_conn *c)
+{
+    static uint64_t last_warn_ms[2], last_count[2];
+    const bs_decision *d = &c->d;
+    int k = d->why == BS_WHY_DIR_STALE;
+    uint64_t now = uv_now(c->srv->loop), n = bs_stat.by_why[d->why];
+    char since[64] = "never";
+
+    if (last_warn_ms[k] && now - last_warn_ms[k] < BS_DIRECTORY_WARN_MS)
+        return;
+    if (d->facts.dir_synced_at > 0)
+        snprintf(since, sizeof(since), "%llds ago",
+                 d->facts.dir_now > d->facts.dir_synced_at
+                     ? d->facts.dir_now - d->facts.dir_synced_at
+                     : 0);
+    if (k)
+        bs_warn("recipient directory of %s is out of date (last successful sync: %s, "
+                "max_directory_age %llus): unknown recipients get 450 4.7.1, not 550 (%llu such "
+                "answers since the last warning)",
+                d->rcpt.domain, since,
+                (unsigned long long)(c->srv->cfg->max_directory_age_ms / 1000),
+                (unsigned long long)(n - last_count[k]));
+    else
+        bs_warn(
+            "recipient directory of %s is empty (rcpt:%s missing or empty): unknown "
+            "recipients get DEFER_IF_PERMIT, not 550 (%llu such answers since the last warning)",
+            d->rcpt.domain, d->rcpt.domain, (unsigned long long)(n - last_count[k]));
+    last_warn_ms[k] = now;
+    last_count[k] = n;
+}
+
 /* respond - count, log, and write the decided answer */
 static void respond(bs_conn *c)
 {
@@ -281,6 +317,8 @@ static void respond(bs_conn *c)
         s->store->ops->note_invalid(s->store, d->client_key, d->client_ip);
     if (d->unreadable)
         note_unreadable(c);
+    if (d->action == BS_ACT_DEFER_DIR)
+        note_directory(c);
     n = bs_decide_log_line(d, cfg, line, sizeof(line));
     if (n) {
         bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);

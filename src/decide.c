@@ -17,6 +17,16 @@
  * an address literal is looked up as itself, then "*". A null-sender
  * recipient whose domain cannot be read gets the "*" policy (unreadable()),
  * never a silent DUNNO.
+ *
+ * Failing safe: a 550 5.1.1 is final (the sender bounces the mail), so it
+ * is given only when the directory can be trusted. Before it, a second
+ * lookup (only on that path: the common one stays one round trip) asks
+ * for the size of rcpt:<domain> and, with [policy] max_directory_age, the
+ * time of the domain's last successful sync. An empty or missing set, or
+ * a sync older than that (or none), answers 4xx: the sender retries, and a
+ * real user's mail is delayed, never lost. The age is the store's wall
+ * clock minus the sync writer's (hosts of a mail cluster run NTP); a sync
+ * time in the future counts as age 0.
  */
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +50,8 @@ static const struct {
     [BS_WHY_NDR_DENY] = {"ndr_deny", BS_ACT_REJECT_NDR},
     [BS_WHY_NDR_LIMIT] = {"ndr_limit", BS_ACT_REJECT_NDR},
     [BS_WHY_BLOCKED] = {"blocked", BS_ACT_DEFER_CLIENT},
+    [BS_WHY_DIR_EMPTY] = {"directory_empty", BS_ACT_DEFER_DIR},
+    [BS_WHY_DIR_STALE] = {"directory_stale", BS_ACT_DEFER_DIR},
     [BS_WHY_REDIS_DOWN] = {"redis_down", BS_ACT_FALLBACK},
     [BS_WHY_REDIS_TIMEOUT] = {"redis_timeout", BS_ACT_FALLBACK},
     [BS_WHY_REDIS_ERROR] = {"redis_error", BS_ACT_FALLBACK},
@@ -49,7 +61,7 @@ static const struct {
 static const char *const action_names[BS_ACT_COUNT] = {
     [BS_ACT_DUNNO] = "dunno",       [BS_ACT_REJECT_USER] = "reject",
     [BS_ACT_REJECT_NDR] = "reject", [BS_ACT_DEFER_CLIENT] = "defer",
-    [BS_ACT_FALLBACK] = "fallback",
+    [BS_ACT_DEFER_DIR] = "defer",   [BS_ACT_FALLBACK] = "fallback",
 };
 
 const char *bs_why_name(int why)
@@ -276,6 +288,7 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     memset(q, 0, sizeof(*q));
     d->note_invalid = 0;
     d->exempt_pending = 0;
+    d->dir_pending = 0;
     d->unreadable = 0;
     d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
@@ -342,16 +355,47 @@ static void ndr_rule_for(bs_decision *d, const bs_config *cfg, const bs_facts *f
     d->ndr_rule = cfg->ndr_default;
 }
 
-/* apply_rules - the rules over the facts gathered */
-static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f)
+/* directory_doubt - why the directory of a protected domain cannot be
+ * trusted to refuse an unknown user (BS_WHY_DIR_*), or BS_WHY_UNKNOWN_USER
+ * when it can */
+static int directory_doubt(const bs_config *cfg, const bs_facts *f)
+{
+    long long age;
+
+    if (!f->dir_known)
+        return BS_WHY_UNKNOWN_USER;
+    if (f->dir_size <= 0)
+        return BS_WHY_DIR_EMPTY;
+    if (!cfg->max_directory_age_ms)
+        return BS_WHY_UNKNOWN_USER;
+    if (f->dir_synced_at <= 0)
+        return BS_WHY_DIR_STALE;
+    age = f->dir_now > f->dir_synced_at ? f->dir_now - f->dir_synced_at : 0;
+    return (unsigned long long)age * 1000 > cfg->max_directory_age_ms ? BS_WHY_DIR_STALE
+                                                                      : BS_WHY_UNKNOWN_USER;
+}
+
+/* apply_rules - the rules over the facts gathered; q (may be NULL) gets
+ * the directory lookup when an unknown user's refusal needs it */
+static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q)
 {
     int exempt = d->cidr_exempt || f->exempt || !d->client_key[0];
+    int why;
 
     if (f->blocked && !exempt)
         return finish(d, BS_WHY_BLOCKED);
     if (f->protected_domain) {
         if (f->rcpt_known)
             return finish(d, BS_WHY_VALID);
+        if (q && !f->dir_known) {
+            memset(q, 0, sizeof(*q));
+            q->directory = d->rcpt.domain;
+            q->directory_synced = cfg->max_directory_age_ms > 0;
+            d->dir_pending = 1;
+            return BS_DECIDE_LOOKUP;
+        }
+        if ((why = directory_doubt(cfg, f)) != BS_WHY_UNKNOWN_USER)
+            return finish(d, why);
         /* the store's counter skips members of the exempt SET itself */
         d->note_invalid = !exempt && cfg->invalid_limit > 0;
         return finish(d, BS_WHY_UNKNOWN_USER);
@@ -370,15 +414,24 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f)
 }
 
 /* bs_decide_facts - apply the rules to what the store found. The exempt SET
- * matters only for a blocked client, so it is asked about only then (a
+ * matters only for a blocked client, and the directory's size and age only
+ * before refusing an unknown user, so each is asked about only then (a
  * second lookup, on that rare path) and the common path stays at one round
- * trip with one command less. */
+ * trip. */
 int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q)
 {
     if (d->exempt_pending) {
         d->exempt_pending = 0;
         d->facts.exempt = f->exempt;
-        return apply_rules(d, cfg, &d->facts);
+        return apply_rules(d, cfg, &d->facts, q);
+    }
+    if (d->dir_pending) {
+        d->dir_pending = 0;
+        d->facts.dir_known = 1;
+        d->facts.dir_size = f->dir_size;
+        d->facts.dir_synced_at = f->dir_synced_at;
+        d->facts.dir_now = f->dir_now;
+        return apply_rules(d, cfg, &d->facts, q);
     }
     d->facts = *f;
     if (q && f->blocked && !f->exempt && d->client_key[0] && !d->cidr_exempt) {
@@ -389,7 +442,7 @@ int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_
         d->exempt_pending = 1;
         return BS_DECIDE_LOOKUP;
     }
-    return apply_rules(d, cfg, &d->facts);
+    return apply_rules(d, cfg, &d->facts, q);
 }
 
 /* bs_decide_taken - the answer to an NDR budget take */
@@ -414,14 +467,28 @@ void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why)
  */
 static const struct {
     int why;
-    const char *code; /* "550 5.1.1" */
+    const char *action; /* what Postfix is told: "550 5.1.1", "DEFER_IF_PERMIT 4.7.1" */
+    const char *code;   /* what the client sees */
     const char *text;
 } refusals[] = {
-    {BS_WHY_UNKNOWN_USER, "550 5.1.1", "User unknown"},
-    {BS_WHY_NDR_DENY, "550 5.7.1", "Delivery status notifications to this domain are not accepted"},
-    {BS_WHY_NDR_LIMIT, "550 5.7.1", "Too many delivery status notifications to this domain"},
-    {BS_WHY_BLOCKED, "450 4.7.1", "Too many invalid recipients from your host, try again later"},
+    {BS_WHY_UNKNOWN_USER, "550 5.1.1", "550 5.1.1", "User unknown"},
+    {BS_WHY_NDR_DENY, "550 5.7.1", "550 5.7.1",
+     "Delivery status notifications to this domain are not accepted"},
+    {BS_WHY_NDR_LIMIT, "550 5.7.1", "550 5.7.1",
+     "Too many delivery status notifications to this domain"},
+    {BS_WHY_BLOCKED, "450 4.7.1", "450 4.7.1",
+     "Too many invalid recipients from your host, try again later"},
+    /* DEFER_IF_PERMIT: a later restriction that rejects still wins */
+    {BS_WHY_DIR_EMPTY, "DEFER_IF_PERMIT 4.7.1", "450 4.7.1",
+     "Recipient directory of this domain is empty, try again later"},
+    {BS_WHY_DIR_STALE, "450 4.7.1", "450 4.7.1", "Recipient directory is out of date"},
 };
+
+/* is_defer - a refusal that asks the sender to retry */
+static int is_defer(const bs_decision *d)
+{
+    return d->action == BS_ACT_DEFER_CLIENT || d->action == BS_ACT_DEFER_DIR;
+}
 
 /* refusal_text - the SMTP reply of a refusal (full = as the client sees it),
  * or 0 and "" for DUNNO and fallback */
@@ -439,7 +506,7 @@ static size_t refusal_text(const bs_decision *d, int full, char *out, size_t out
             n = snprintf(out, outsz, "%s <%s>: Recipient address rejected: %s", refusals[i].code,
                          to, refusals[i].text);
         } else
-            n = snprintf(out, outsz, "%s %s", refusals[i].code, refusals[i].text);
+            n = snprintf(out, outsz, "%s %s", refusals[i].action, refusals[i].text);
         return n < 0 ? 0 : (size_t)n;
     }
     out[0] = 0;
@@ -465,8 +532,7 @@ static void answer_text(const bs_decision *d, const bs_config *cfg, int full, ch
         return;
     }
     if (cfg->mode == BS_MODE_REPORT)
-        snprintf(out, outsz, "WARN would %s: %s",
-                 d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject", text);
+        snprintf(out, outsz, "WARN would %s: %s", is_defer(d) ? "defer" : "reject", text);
     else
         snprintf(out, outsz, "%s", text);
 }
@@ -505,7 +571,7 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
     else if (cfg->mode == BS_MODE_REPORT)
         verb = "reject_warning";
     else
-        verb = d->action == BS_ACT_DEFER_CLIENT ? "defer" : "reject";
+        verb = is_defer(d) ? "defer" : "reject";
     n = snprintf(
         out, outsz,
         "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s%s",

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -204,6 +205,22 @@ static void op_done(bs_redis_op *op)
     op_put(r, op);
 }
 
+/* bs__redis_unix_time - see store_redis.h */
+long long bs__redis_unix_time(const char *s, size_t len)
+{
+    long long t = 0;
+    size_t i;
+
+    if (len == 0 || len > 12) /* 12 digits: well past the year 30000 */
+        return 0;
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        t = t * 10 + (s[i] - '0');
+    }
+    return t;
+}
+
 /* bs__redis_apply_reply - see store_redis.h */
 int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *result)
 {
@@ -253,6 +270,19 @@ int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *res
                 f->ndr_index = (int)i;
             }
         }
+        return 0;
+    case BS_REPLY_DIR_SIZE:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            return -1;
+        f->dir_known = 1;
+        f->dir_size = rep->integer;
+        return 0;
+    case BS_REPLY_DIR_SYNC:
+        if (rep->type == REDIS_REPLY_NIL)
+            return 0;
+        if (rep->type != REDIS_REPLY_STRING)
+            return -1;
+        f->dir_synced_at = bs__redis_unix_time(rep->str, rep->len);
         return 0;
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
@@ -307,6 +337,8 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (op->pending)
         return;
+    if (op->facts.dir_known)
+        op->facts.dir_now = (long long)time(NULL); /* the sync writer's clock is a wall clock too */
     if (op->kind == OP_NOTE && !op->status && op->result > 0) {
         bs_stat.clients_blocked++;
         bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)",
@@ -345,6 +377,30 @@ static int finish_queueing(bs_redis *r, bs_redis_op *op, int failed)
     op_put(r, op);
     return BS_WHY_REDIS_ERROR;
 }
+/* queue_directory - SCARD rcpt:<domain> [HGET sync <domain>:ok]; 0 / -1 */
+static int queue_directory(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
+{
+    char buf[BS_REDIS_CMD_MAX], field[BS_DOMAIN_MAX + sizeof(BS_SYNC_OK_FIELD)];
+    bs_resp b;
+    int failed = 0;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_str(&b, "SCARD");
+    arg_key(&b, r, BS_KEY_RCPT, q->directory);
+    failed |= queue(op, BS_REPLY_DIR_SIZE, &b);
+    if (q->directory_synced) {
+        snprintf(field, sizeof(field), "%s%s", q->directory, BS_SYNC_OK_FIELD);
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 3);
+        bs_resp_str(&b, "HGET");
+        arg_key(&b, r, BS_KEY_SYNC, NULL);
+        bs_resp_str(&b, field);
+        failed |= queue(op, BS_REPLY_DIR_SYNC, &b);
+    }
+    return failed ? -1 : 0;
+}
+
 /* r_lookup - the pipelined read queries of one RCPT request */
 static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
 {
@@ -404,6 +460,9 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         for (i = 0; i < q->nndr; i++)
             bs_resp_str(&b, q->ndr_fields[i]);
         failed |= queue(op, BS_REPLY_NDR, &b);
+    }
+    if (q->directory) {
+        failed |= queue_directory(r, op, q);
     }
     return finish_queueing(r, op, failed);
 }

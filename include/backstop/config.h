@@ -84,6 +84,8 @@ typedef struct bs_config {
     int on_redis_error;                         /* enum bs_on_error, default defer */
     char recipient_delimiter[BS_CFG_DELIM_MAX]; /* default "+", "" = none */
     bs_ndr_rule ndr_default;                    /* default deny */
+    uint64_t max_directory_age_ms; /* 0 = off: an unknown user of a domain synced longer ago
+                                      (or never) gets 450 4.7.1, not 550 */
 
     /* [ratelimit] */
     uint32_t invalid_limit;            /* "20/10m": 20; 0 disables */

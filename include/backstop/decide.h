@@ -9,7 +9,9 @@
  *   LOOKUP: run q against the store, then
  *   bs_decide_facts(d, cfg, &facts, &q) -> BS_DECIDE_DONE | BS_DECIDE_NDR_TAKE
  *                                         | BS_DECIDE_LOOKUP (a blocked
- *   client: run q, the exempt SET check, and call bs_decide_facts again)
+ *   client: run q, the exempt SET check; an unknown recipient of a
+ *   protected domain: run q, the directory check; then call
+ *   bs_decide_facts again, which may ask once more)
  *   NDR_TAKE: take one from the NDR budget d->ndr_count_domain, then
  *   bs_decide_taken(d, cfg, result)    -> BS_DECIDE_DONE
  *   Any step may instead end with bs_decide_fallback(d, cfg, why) when the
@@ -28,7 +30,13 @@
  *  3. recipient domain protected: local part, or local part without its
  *     extension, or "*" must be a member of rcpt:<domain>, else 550 5.1.1
  *     (a local part that is no valid local part only passes a catch-all)
- *     (and the client's invalid-recipient count goes up unless exempt)
+ *     (and the client's invalid-recipient count goes up unless exempt) --
+ *     but only when the directory can be trusted (a second lookup, on that
+ *     path alone): an empty or missing rcpt:<domain> -> DEFER_IF_PERMIT
+ *     4.7.1, a directory whose last successful sync is older than
+ *     [policy] max_directory_age (or that was never synced, when that is
+ *     set) -> 450 4.7.1; neither counts an invalid recipient. Refusing a
+ *     real user loses mail; a 4xx only delays it.
  *  4. anything else                                -> DUNNO
  * mode = report turns a refusal into "WARN would ..." (counted and logged).
  */
@@ -61,6 +69,7 @@ enum bs_action {
     BS_ACT_REJECT_USER,  /* 550 5.1.1 */
     BS_ACT_REJECT_NDR,   /* 550 5.7.1 */
     BS_ACT_DEFER_CLIENT, /* 450 4.7.1 */
+    BS_ACT_DEFER_DIR,    /* 4xx: the recipient directory is in doubt */
     BS_ACT_FALLBACK,     /* on_redis_error: DEFER_IF_PERMIT or DUNNO */
     BS_ACT_COUNT
 };
@@ -77,6 +86,8 @@ enum bs_why {
     BS_WHY_NDR_DENY,      /* 550 5.7.1 */
     BS_WHY_NDR_LIMIT,     /* 550 5.7.1, over limit */
     BS_WHY_BLOCKED,       /* 450 4.7.1 */
+    BS_WHY_DIR_EMPTY,     /* DEFER_IF_PERMIT 4.7.1: rcpt:<domain> empty */
+    BS_WHY_DIR_STALE,     /* 450 4.7.1: last sync older than max_directory_age */
     BS_WHY_REDIS_DOWN,    /* no usable Redis connection */
     BS_WHY_REDIS_TIMEOUT, /* no answer within [redis] timeout */
     BS_WHY_REDIS_ERROR,   /* Redis answered with an error */
@@ -97,6 +108,9 @@ typedef struct bs_lookup {
     unsigned nlocals;
     const char *ndr_fields[BS_NDR_MAX_FIELDS]; /* HMGET ndr f1 f2 ... */
     unsigned nndr;
+    const char *directory; /* SCARD rcpt:<directory> (only for an unknown
+                              recipient: bs_decide_facts) */
+    int directory_synced;  /* and HGET sync <directory>:ok */
 } bs_lookup;
 
 /* What the store found; filled by the store for one bs_lookup. */
@@ -109,6 +123,12 @@ typedef struct bs_facts {
     int ndr_index;         /* first ndr field present, -1 none */
     char ndr_value[64];    /* its value (raw, NUL-terminated, truncated) */
     size_t ndr_value_len;
+    /* the directory lookup (bs_lookup.directory) */
+    int dir_known;           /* it was answered: the fields below are set */
+    long long dir_size;      /* SCARD rcpt:<domain> (0: missing or empty) */
+    long long dir_synced_at; /* Unix seconds of the last successful sync,
+                                0: no (readable) sync record */
+    long long dir_now;       /* the store's wall clock when it answered */
 } bs_facts;
 
 /* One request's decision. Embedded in its connection; no heap. */
@@ -142,6 +162,7 @@ typedef struct bs_decision {
     /* outcome */
     bs_facts facts;     /* what the store found (kept across the exempt lookup) */
     int exempt_pending; /* waiting for the exempt SET answer */
+    int dir_pending;    /* waiting for the directory answer */
     int action;         /* enum bs_action */
     int why;            /* enum bs_why */
     int note_invalid;   /* caller counts an invalid recipient for client_key */
@@ -151,7 +172,9 @@ typedef struct bs_decision {
 } bs_decision;
 
 int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req, bs_lookup *q);
-/* q may be NULL when f->exempt is already known (then no second lookup) */
+/* q may be NULL when f->exempt and the directory facts (f->dir_known) are
+ * already known (then no second lookup); without dir_known the unknown
+ * recipient is then judged as if the directory were sound */
 int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q);
 /* result: 1 within the budget, 0 over it, -1 store error */
 int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result);

@@ -21,6 +21,8 @@
 #define BS_KEY_RATE "rate:"         /* + <client>: recent invalid recipients */
 #define BS_KEY_NDRCOUNT "ndrcount:" /* + <domain>: NDR budget use */
 #define BS_KEY_IMPORT "import:"     /* + <domain>:<pid>: backstopctl import staging */
+#define BS_KEY_SYNC "sync"          /* per-domain sync record (backstopctl sync) */
+#define BS_SYNC_OK_FIELD ":ok"      /* <domain> + this: Unix seconds of its last successful sync */
 
 /*
  * The schema as a table, in README order: X(name, argument or "", Redis
@@ -37,6 +39,7 @@
     X(BS_KEY_STATS, "", "HASH", 0, "backstopd")                                                    \
     X(BS_KEY_RATE, "<client>", "ZSET", 1, "backstopd")                                             \
     X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
-    X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")
+    X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")                                    \
+    X(BS_KEY_SYNC, "", "HASH", 0, "backstopctl")
 
 #endif

@@ -37,6 +37,8 @@ enum bs_redis_reply_kind {
     BS_REPLY_NDR,       /* HMGET ndr ... */
     BS_REPLY_TAKE,      /* the NDR budget script */
     BS_REPLY_NOTE,      /* the rate-tracking script */
+    BS_REPLY_DIR_SIZE,  /* SCARD rcpt:<domain> */
+    BS_REPLY_DIR_SYNC,  /* HGET sync <domain>:ok */
 };
 
 struct redisReply;
@@ -46,5 +48,10 @@ struct redisReply;
  * type that command cannot give (a key of the wrong type answers with an
  * error, which is -1 too). f must start with ndr_index = -1. */
 int bs__redis_apply_reply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
+
+/* bs__redis_unix_time - a sync record's time: decimal Unix seconds (at most
+ * 12 digits, nothing else), or 0 when it is not that (then the domain
+ * counts as never synced) */
+long long bs__redis_unix_time(const char *s, size_t len);
 
 #endif

@@ -3,11 +3,13 @@
  *
  * The fake store answers a bs_lookup from small in-memory tables exactly as
  * the Redis store reads its keys (block, exempt, domains, rcpt:<domain>,
- * ndr), and keeps NDR budgets per recipient domain. Each case runs one
+ * ndr, and for the directory check the size of rcpt:<domain> and the sync
+ * record), and keeps NDR budgets per recipient domain. Each case runs one
  * request through bs_decide_begin/_facts/_taken and checks the verdict, the
  * reply line and the log line.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backstop/decide.h"
@@ -21,8 +23,11 @@ static const char *f_rcpt[16][2]; /* domain, local */
 static const char *f_ndr[8][2];   /* field, value */
 static int f_budget_used[8];
 static char f_budget_domain[8][BS_DOMAIN_MAX + 1];
-static int f_fail; /* lookup answers with an error */
-static int f_lookups, f_takes;
+static const char *f_sync[8][2];     /* domain, last successful sync (Unix s) */
+static long long f_now = 1700000000; /* the store's wall clock */
+static int f_fail;                   /* lookup answers with an error */
+static int f_fail_second;            /* the second lookup answers with an error */
+static int f_lookups, f_takes, f_dir_lookups;
 
 static void fake_reset(void)
 {
@@ -33,7 +38,8 @@ static void fake_reset(void)
     memset(f_ndr, 0, sizeof(f_ndr));
     memset(f_budget_used, 0, sizeof(f_budget_used));
     memset(f_budget_domain, 0, sizeof(f_budget_domain));
-    f_fail = f_lookups = f_takes = 0;
+    memset(f_sync, 0, sizeof(f_sync));
+    f_fail = f_fail_second = f_lookups = f_takes = f_dir_lookups = 0;
 }
 
 static int in_list(const char *const *list, size_t n, const char *s)
@@ -65,6 +71,16 @@ static void fake_lookup(const bs_lookup *q, bs_facts *f)
                     strlen(f_rcpt[j][1]) == q->local_lens[i] &&
                     memcmp(f_rcpt[j][1], q->locals[i], q->local_lens[i]) == 0)
                     f->rcpt_known = 1;
+    }
+    if (q->directory) { /* SCARD rcpt:<domain>, HGET sync <domain>:ok */
+        f_dir_lookups++;
+        f->dir_known = 1;
+        f->dir_now = f_now;
+        for (j = 0; j < 16 && f_rcpt[j][0]; j++)
+            f->dir_size += strcmp(f_rcpt[j][0], q->directory) == 0;
+        for (j = 0; j < 8 && f_sync[j][0] && q->directory_synced; j++)
+            if (strcmp(f_sync[j][0], q->directory) == 0)
+                f->dir_synced_at = atoll(f_sync[j][1]);
     }
     for (i = 0; i < q->nndr && f->ndr_index < 0; i++)
         for (j = 0; j < 8 && f_ndr[j][0]; j++)
@@ -126,8 +142,16 @@ static int run(const bs_config *cfg, const char *state, const char *sender, cons
         }
         fake_lookup(&q, &f);
         step = bs_decide_facts(&d, cfg, &f, &q);
-        if (step == BS_DECIDE_LOOKUP) { /* a blocked client: the exempt SET */
-            CHECK(q.nexempt > 0 && !q.domain && !q.client_key && !q.nndr);
+        /* a blocked client: the exempt SET; then, or else, an unknown user:
+         * the directory; each asked at most once */
+        for (int more = 0; step == BS_DECIDE_LOOKUP; more++) {
+            CHECK(more < 2);
+            CHECK(!q.domain && !q.client_key && !q.nndr);
+            CHECK((q.nexempt > 0) != (q.directory != NULL));
+            if (f_fail_second) {
+                bs_decide_fallback(&d, cfg, BS_WHY_REDIS_TIMEOUT);
+                return d.why;
+            }
             fake_lookup(&q, &f);
             step = bs_decide_facts(&d, cfg, &f, &q);
         }
@@ -143,6 +167,14 @@ static const char *reply(const bs_config *cfg)
     static char out[BS_REPLY_MAX];
     bs_decide_reply(&d, cfg, out);
     return out;
+}
+
+/* check_fallback_defer - the last answer was on_redis_error = defer */
+static void check_fallback_defer(const bs_config *cfg)
+{
+    CHECK_EQ_STR(reply(cfg),
+                 "action=DEFER_IF_PERMIT Recipient verification temporarily unavailable\n\n");
+    CHECK(!d.note_invalid);
 }
 
 static void seed(void)
@@ -187,7 +219,8 @@ static void test_recipients(bs_config *cfg)
                  BS_WHY_UNPROTECTED);
     CHECK_EQ_INT(run(cfg, "MAIL", "s@remote.example", "nobody@example.com", "192.0.2.1"),
                  BS_WHY_NOT_RCPT);
-    CHECK_EQ_INT(f_lookups, 8);
+    CHECK_EQ_INT(f_lookups, 10); /* 8 requests; the 2 unknown users ask for the directory */
+    CHECK_EQ_INT(f_dir_lookups, 2);
     CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "postmaster", "192.0.2.1"), BS_WHY_BAD_RCPT);
     /* an address literal is an address, not ours */
     CHECK_EQ_INT(run(cfg, "RCPT", "s@remote.example", "x@[192.0.2.9]", "192.0.2.1"),
@@ -455,14 +488,149 @@ static void test_report_and_fallback(bs_config *cfg)
     f_fail = 1;
     CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2"),
                  BS_WHY_REDIS_ERROR);
-    CHECK_EQ_STR(reply(cfg),
-                 "action=DEFER_IF_PERMIT Recipient verification temporarily unavailable\n\n");
-    CHECK(!d.note_invalid);
+    check_fallback_defer(cfg);
     cfg->on_redis_error = BS_ON_ERROR_DUNNO;
     run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2");
     CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
     cfg->on_redis_error = BS_ON_ERROR_DEFER;
     f_fail = 0;
+}
+
+/* the directory check before a 550 5.1.1: empty, missing, stale, fresh */
+static void test_directory(bs_config *cfg)
+{
+    static const char empty_text[] = "Recipient directory of this domain is empty, try again later";
+    char line[1024], want[512];
+    bs_facts f;
+    int dirs;
+
+    seed();
+    f_domains[2] = "empty.example"; /* protected, no rcpt:empty.example */
+    /* given a protected domain without any recipient: a 4xx, never 550 */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@empty.example", "192.0.2.1"),
+                 BS_WHY_DIR_EMPTY);
+    snprintf(want, sizeof(want), "action=DEFER_IF_PERMIT 4.7.1 %s\n\n", empty_text);
+    CHECK_EQ_STR(reply(cfg), want);
+    CHECK(!d.note_invalid);
+    CHECK_EQ_INT(d.action, BS_ACT_DEFER_DIR);
+    CHECK_EQ_STR(bs_action_name(d.action), "defer");
+    CHECK_EQ_STR(bs_why_name(d.why), "directory_empty");
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line,
+                 "NOQUEUE: defer: RCPT from mx.example[192.0.2.1]: 450 4.7.1 "
+                 "<alice@empty.example>: Recipient address rejected: Recipient directory") == line);
+    CHECK(strstr(line, " reason=directory_empty") != NULL);
+    /* a null sender too (recipient validation, not NDR policy) */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@empty.example", "192.0.2.1"), BS_WHY_DIR_EMPTY);
+    /* one recipient added: unknown users are refused again */
+    f_rcpt[3][0] = "empty.example";
+    f_rcpt[3][1] = "bob";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@empty.example", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(d.note_invalid);
+    /* a catch-all-only set is not empty, and is never asked about */
+    dirs = f_dir_lookups;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "any@catchall.example", "192.0.2.1"),
+                 BS_WHY_VALID);
+    CHECK_EQ_INT(f_dir_lookups, dirs);
+    /* valid users and unprotected domains never cost a second lookup */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "bob@empty.example", "192.0.2.1"), BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "a@other.example", "192.0.2.1"),
+                 BS_WHY_UNPROTECTED);
+    CHECK_EQ_INT(f_dir_lookups, dirs);
+
+    /* max_directory_age off: the sync record is not even read */
+    f_sync[0][0] = "example.com";
+    f_sync[0][1] = "1600000000"; /* years before f_now */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    /* never synced, max_directory_age off: 550 as before (import by hand) */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+
+    cfg->max_directory_age_ms = 86400 * 1000ULL;
+    /* stale: 450 4.7.1, not counted */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_DIR_STALE);
+    CHECK_EQ_STR(reply(cfg), "action=450 4.7.1 Recipient directory is out of date\n\n");
+    CHECK(!d.note_invalid);
+    CHECK_EQ_STR(bs_why_name(d.why), "directory_stale");
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: defer: ") == line && strstr(line, " reason=directory_stale"));
+    /* known users of a stale domain still pass */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1"), BS_WHY_VALID);
+    /* exactly max_directory_age old: still fresh; a second more: stale */
+    f_sync[0][1] = "1699913600";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(d.note_invalid);
+    f_sync[0][1] = "1699913599";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_DIR_STALE);
+    /* fresh (an hour ago), and a sync time ahead of our clock: 550 */
+    f_sync[0][1] = "1699996400";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    f_sync[0][1] = "1700000100";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    /* never synced, max_directory_age set: stale (documented: opt in) */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.1"),
+                 BS_WHY_DIR_STALE);
+    /* empty wins over stale: its text says what to fix */
+    f_rcpt[3][0] = NULL;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.1"),
+                 BS_WHY_DIR_EMPTY);
+
+    /* Redis fails in the second lookup: on_redis_error, never 550 */
+    f_fail_second = 1;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_REDIS_TIMEOUT);
+    check_fallback_defer(cfg);
+    f_fail_second = 0;
+
+    /* a blocked client of the exempt SET: exempt lookup, then directory */
+    f_blocked[0] = "192.0.2.66";
+    f_exempt[0] = "192.0.2.66";
+    dirs = f_dir_lookups;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.66"),
+                 BS_WHY_DIR_EMPTY);
+    CHECK_EQ_INT(f_dir_lookups, dirs + 1);
+
+    /* report mode: "WARN would defer", with the client-visible text */
+    cfg->mode = BS_MODE_REPORT;
+    f_sync[0][1] = "1600000000";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.1"),
+                 BS_WHY_DIR_EMPTY);
+    snprintf(want, sizeof(want),
+             "action=WARN would defer: 450 4.7.1 <nobody@empty.example>: Recipient address "
+             "rejected: %s\n\n",
+             empty_text);
+    CHECK_EQ_STR(reply(cfg), want);
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: reject_warning: ") == line);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_DIR_STALE);
+    CHECK(strncmp(reply(cfg), "action=WARN would defer: 450 4.7.1 <nobody@example.com>", 55) == 0);
+    cfg->mode = BS_MODE_ENFORCE;
+
+    /* facts given whole (backstopctl explain: q NULL, no second lookup) */
+    run(cfg, "RCPT", "s@x.example", "nobody@empty.example", "192.0.2.1");
+    bs_decide_begin(&d, cfg, &parser, &(bs_lookup){0});
+    memset(&f, 0, sizeof(f));
+    f.ndr_index = -1;
+    f.protected_domain = 1;
+    f.dir_known = 1;
+    CHECK_EQ_INT(bs_decide_facts(&d, cfg, &f, NULL), BS_DECIDE_DONE);
+    CHECK_EQ_INT(d.why, BS_WHY_DIR_EMPTY);
+    bs_decide_begin(&d, cfg, &parser, &(bs_lookup){0});
+    f.dir_size = 1;
+    f.dir_now = f_now;
+    f.dir_synced_at = f_now - 60;
+    CHECK_EQ_INT(bs_decide_facts(&d, cfg, &f, NULL), BS_DECIDE_DONE);
+    CHECK_EQ_INT(d.why, BS_WHY_UNKNOWN_USER);
+    cfg->max_directory_age_ms = 0;
 }
 
 static void test_hostile(bs_config *cfg)
@@ -538,6 +706,7 @@ int main(void)
     test_unreadable(&cfg);
     test_clients(&cfg);
     test_report_and_fallback(&cfg);
+    test_directory(&cfg);
     test_hostile(&cfg);
     return check_summary();
 }
