@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backstop/log.h"
 #include "backstop/metrics.h"
@@ -25,7 +26,7 @@
 #define BS_METRICS_MAX_CONNS 16
 #define BS_METRICS_REQ_MAX 4096
 #define BS_METRICS_TIMEOUT_MS 5000
-#define BS_METRICS_BODY_MAX 32768
+#define BS_METRICS_BODY_MAX 131072 /* with BS_DIR_GAUGES_MAX domains of 253 bytes, 2 lines each */
 
 struct bs_metrics {
     uv_tcp_t listener;
@@ -125,6 +126,40 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
             len = put(buf, bufsz, len, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c->metric,
                       c->help, c->metric, c->metric, (unsigned long long)bs_counter_value(c));
     }
+    return len;
+}
+
+/* label_safe - a domain that can be a label value as it is (Redis holds
+ * what an admin wrote: anything else is left out rather than escaped) */
+static int label_safe(const char *s)
+{
+    for (; *s; s++)
+        if (*s <= 0x20 || *s >= 0x7f || *s == '"' || *s == '\\')
+            return 0;
+    return 1;
+}
+
+size_t bs_metrics_render_directory(char *buf, size_t bufsz, size_t len, const bs_dir_gauge *g,
+                                   size_t n, long long now)
+{
+    size_t i;
+
+    len = put(buf, bufsz, len,
+              "# HELP backstop_directory_age_seconds Seconds since the last successful sync of a "
+              "protected domain's recipients (no sample: never synced).\n"
+              "# TYPE backstop_directory_age_seconds gauge\n");
+    for (i = 0; i < n; i++)
+        if (g[i].synced_at > 0 && label_safe(g[i].domain))
+            len = put(buf, bufsz, len, "backstop_directory_age_seconds{domain=\"%s\"} %lld\n",
+                      g[i].domain, now > g[i].synced_at ? now - g[i].synced_at : 0);
+    len = put(buf, bufsz, len,
+              "# HELP backstop_directory_size Members of a protected domain's recipient set "
+              "(0: missing or empty, its unknown users are deferred).\n"
+              "# TYPE backstop_directory_size gauge\n");
+    for (i = 0; i < n; i++)
+        if (label_safe(g[i].domain))
+            len = put(buf, bufsz, len, "backstop_directory_size{domain=\"%s\"} %lld\n", g[i].domain,
+                      g[i].size);
     return len;
 }
 
@@ -232,6 +267,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     bs_stat.metrics_scrapes++;
     n = bs_metrics_render(body, BS_METRICS_BODY_MAX, c->m->store->ops->ready(c->m->store));
+    if (c->m->store->ops->directory) {
+        size_t ng;
+        const bs_dir_gauge *g = c->m->store->ops->directory(c->m->store, &ng);
+        n = bs_metrics_render_directory(body, BS_METRICS_BODY_MAX, n, g, ng, (long long)time(NULL));
+    }
     respond(c, "200 OK", body, n);
     free(body);
 }

@@ -46,8 +46,9 @@
 #include "redis_conn.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
-#define BS_REDIS_CMD_MAX 8192 /* one pipelined command, built on the stack */
-#define BS_REDIS_MAX_CMDS 6   /* commands in one op */
+#define BS_REDIS_CMD_MAX 8192   /* one pipelined command, built on the stack */
+#define BS_REDIS_MAX_CMDS 6     /* commands in one op */
+#define BS_DIR_REFRESH_MS 15000 /* directory gauges: SMEMBERS domains, HGETALL sync, SCARDs */
 
 /*
  * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
@@ -125,6 +126,13 @@ struct bs_redis {
     uint64_t pending_stats[BS_WHY_COUNT];
     bs_redis_op *ops;
     bs_redis_op *free_ops;
+    /* directory gauges: dir is published, dir_next is being refreshed */
+    bs_dir_gauge dir[BS_DIR_GAUGES_MAX], dir_next[BS_DIR_GAUGES_MAX];
+    size_t ndir, ndir_next;
+    unsigned dir_pending; /* refresh replies still expected */
+    unsigned dir_sized;   /* SCARD replies seen */
+    int dir_failed;
+    uint64_t dir_last;
 };
 
 /* arg_key - prefix + name (+ sub), as one argument */
@@ -554,12 +562,15 @@ static int r_ready(const bs_store *s)
     return check_ready((const bs_redis *)s) == 0;
 }
 
+static const bs_dir_gauge *r_directory(const bs_store *s, size_t *n);
+
 static const bs_store_ops redis_ops = {
     .lookup = r_lookup,
     .ndr_take = r_ndr_take,
     .note_invalid = r_note_invalid,
     .count = r_count,
     .ready = r_ready,
+    .directory = r_directory,
 };
 
 /* on_stats_reply - a failed HINCRBY loses those counts: say so */
@@ -593,6 +604,173 @@ static void flush_stats(bs_redis *r)
         if (bs__redis_conn_send(&r->conn, &b, on_stats_reply, r, 0) == 0)
             r->pending_stats[i] = 0;
     }
+}
+
+/* ------------------------------------------------------------ directory gauges */
+
+/*
+ * Every BS_DIR_REFRESH_MS: SMEMBERS domains and HGETALL sync, then one
+ * SCARD rcpt:<domain> per domain kept (the first BS_DIR_GAUGES_MAX in byte
+ * order; more are left out and counted). Tracked commands, so the stall
+ * detector is their deadline; one refresh at a time; a failed one keeps
+ * the last snapshot. Off the policy path: a few commands every 15 s.
+ */
+
+/* dir_reply_ok - common checks of a refresh reply; 1 when usable */
+static int dir_reply_ok(bs_redis *r, const redisReply *rep, int type)
+{
+    bs__redis_conn_replied(&r->conn, rep);
+    r->dir_pending--;
+    if (!rep || bs__redis_conn_closed(&r->conn))
+        r->dir_failed = 1;
+    else if (rep->type != type) {
+        r->dir_failed = 1;
+        bs_stat.redis_errors++;
+        warn_rate_limited(r, "directory gauges",
+                          rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
+    }
+    return !r->dir_failed;
+}
+
+/* dir_find - the entry of dir_next for domain (len bytes), or NULL */
+static bs_dir_gauge *dir_find(bs_redis *r, const char *domain, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < r->ndir_next; i++)
+        if (strlen(r->dir_next[i].domain) == len && memcmp(r->dir_next[i].domain, domain, len) == 0)
+            return &r->dir_next[i];
+    return NULL;
+}
+
+/* memcmp_str - order of C string a and len bytes at b, as strcmp */
+static int memcmp_str(const char *a, const char *b, size_t len)
+{
+    size_t al = strlen(a);
+    int c = memcmp(a, b, al < len ? al : len);
+
+    return c ? c : (al > len) - (al < len);
+}
+
+/* dir_keep - insert domain into the sorted, bounded dir_next; 0, or 1 when
+ * a domain had to be left out */
+static int dir_keep(bs_redis *r, const char *domain, size_t len)
+{
+    size_t i, j;
+    int full = r->ndir_next == BS_DIR_GAUGES_MAX;
+
+    if (len > BS_DOMAIN_MAX || len == 0)
+        return 0; /* no domain of ours: addr.c would never ask for it */
+    for (i = 0; i < r->ndir_next && memcmp_str(r->dir_next[i].domain, domain, len) < 0; i++)
+        ;
+    if (i == BS_DIR_GAUGES_MAX)
+        return 1;
+    j = r->ndir_next < BS_DIR_GAUGES_MAX ? r->ndir_next++ : BS_DIR_GAUGES_MAX - 1;
+    memmove(&r->dir_next[i + 1], &r->dir_next[i], (j - i) * sizeof(r->dir_next[0]));
+    memset(&r->dir_next[i], 0, sizeof(r->dir_next[i]));
+    memcpy(r->dir_next[i].domain, domain, len);
+    return full; /* the last one fell off */
+}
+
+static void on_dir_domains(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = privdata;
+    const redisReply *rep = reply;
+    size_t i;
+    int dropped = 0;
+
+    if (!dir_reply_ok(r, rep, REDIS_REPLY_ARRAY))
+        return;
+    for (i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type == REDIS_REPLY_STRING)
+            dropped |= dir_keep(r, rep->element[i]->str, rep->element[i]->len);
+    if (dropped)
+        bs_stat.dir_gauges_truncated++;
+}
+
+static void on_dir_size(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = privdata;
+    const redisReply *rep = reply;
+
+    if (dir_reply_ok(r, rep, REDIS_REPLY_INTEGER) && r->dir_sized < r->ndir_next)
+        r->dir_next[r->dir_sized++].size = rep->integer;
+    if (r->dir_pending == 0 && !r->dir_failed) {
+        memcpy(r->dir, r->dir_next, r->ndir_next * sizeof(r->dir[0]));
+        r->ndir = r->ndir_next;
+    }
+}
+
+static void on_dir_sync(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = privdata;
+    const redisReply *rep = reply;
+    char buf[512];
+    bs_dir_gauge *g;
+    size_t i, flen, oklen = sizeof(BS_SYNC_OK_FIELD) - 1;
+    bs_resp b;
+
+    if (!dir_reply_ok(r, rep, REDIS_REPLY_ARRAY))
+        return;
+    for (i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        flen = f->len;
+        if (flen <= oklen || memcmp(f->str + flen - oklen, BS_SYNC_OK_FIELD, oklen) != 0 ||
+            !(g = dir_find(r, f->str, flen - oklen)))
+            continue;
+        g->synced_at = bs__redis_unix_time(v->str, v->len);
+    }
+    for (i = 0; i < r->ndir_next; i++) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 2);
+        bs_resp_str(&b, "SCARD");
+        arg_key(&b, r, BS_KEY_RCPT, r->dir_next[i].domain);
+        if (bs__redis_conn_send(&r->conn, &b, on_dir_size, r, 1) < 0) {
+            r->dir_failed = 1;
+            return;
+        }
+        r->dir_pending++;
+    }
+    if (r->ndir_next == 0)
+        r->ndir = 0; /* no protected domain left */
+}
+
+/* dir_refresh - start a refresh (at most one at a time) */
+static void dir_refresh(bs_redis *r)
+{
+    char buf[512];
+    bs_resp b;
+
+    if (r->dir_pending)
+        return;
+    r->ndir_next = 0;
+    r->dir_sized = 0;
+    r->dir_failed = 0;
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_str(&b, "SMEMBERS");
+    arg_key(&b, r, BS_KEY_DOMAINS, NULL);
+    if (bs__redis_conn_send(&r->conn, &b, on_dir_domains, r, 1) < 0)
+        return;
+    r->dir_pending++;
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_str(&b, "HGETALL");
+    arg_key(&b, r, BS_KEY_SYNC, NULL);
+    if (bs__redis_conn_send(&r->conn, &b, on_dir_sync, r, 1) == 0)
+        r->dir_pending++;
+    else
+        r->dir_failed = 1;
+}
+
+static const bs_dir_gauge *r_directory(const bs_store *s, size_t *n)
+{
+    const bs_redis *r = (const bs_redis *)s;
+
+    *n = r->ndir;
+    return r->dir;
 }
 
 /* ------------------------------------------------------------ connection hooks */
@@ -629,6 +807,10 @@ static void on_conn_tick(void *owner, uint64_t now)
     if (now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
         r->last_flush = now;
         flush_stats(r);
+    }
+    if (!r->dir_last || now - r->dir_last >= BS_DIR_REFRESH_MS) {
+        r->dir_last = now;
+        dir_refresh(r);
     }
 }
 

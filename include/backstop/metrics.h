@@ -23,6 +23,12 @@ bs_metrics *bs_metrics_start(uv_loop_t *loop, const bs_config *cfg, const bs_end
  * (truncated to bufsz - 1 if ever too long). Pure: for tests. */
 size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up);
 
+/* bs_metrics_render_directory - append the directory gauges of n domains
+ * (age against now, Unix seconds) after len bytes of buf; returns the new
+ * length. Pure: for tests. */
+size_t bs_metrics_render_directory(char *buf, size_t bufsz, size_t len, const bs_dir_gauge *g,
+                                   size_t n, long long now);
+
 /* bs_metrics_stop - close the listener and every scrape connection; the
  * object is freed once libuv released them. */
 void bs_metrics_stop(bs_metrics *m);

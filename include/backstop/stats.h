@@ -56,6 +56,8 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
       "Clients blocked by this process's rate tracking.")                                          \
     X(ndr_unreadable, "backstop_ndr_unreadable_total",                                             \
       "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.")           \
+    X(dir_gauges_truncated, "backstop_directory_gauges_truncated_total",                           \
+      "Directory gauge refreshes that left protected domains out (over BS_DIR_GAUGES_MAX).")       \
     X(reloads, "backstop_reloads_total", "Configuration reloads.")                                 \
     X(reload_errors, "backstop_reload_errors_total", "Configuration reloads refused.")
 

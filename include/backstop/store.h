@@ -29,6 +29,15 @@ typedef void bs_store_take_cb(void *arg, uint64_t id, int status, int result);
 
 typedef struct bs_store bs_store;
 
+/* One protected domain's directory, for the metrics (refreshed in the
+ * background; at most BS_DIR_GAUGES_MAX domains, the first in byte order). */
+#define BS_DIR_GAUGES_MAX 100
+typedef struct bs_dir_gauge {
+    char domain[BS_DOMAIN_MAX + 1];
+    long long size;      /* SCARD rcpt:<domain> */
+    long long synced_at; /* Unix seconds of its last successful sync, 0: none */
+} bs_dir_gauge;
+
 typedef struct bs_store_ops {
     int (*lookup)(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id);
     /* take one from the NDR budget of recipient domain `domain` */
@@ -42,6 +51,9 @@ typedef struct bs_store_ops {
     void (*count)(bs_store *s, int why);
     /* 1 when the store can take queries now */
     int (*ready)(const bs_store *s);
+    /* the last directory snapshot: *n entries (0 before the first); may be
+     * NULL in stores that keep none */
+    const bs_dir_gauge *(*directory)(const bs_store *s, size_t *n);
 } bs_store_ops;
 
 struct bs_store {
