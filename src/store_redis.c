@@ -22,7 +22,10 @@
  * TIME), loaded with the connection's handshake, run with EVALSHA and
  * re-sent with EVAL on NOSCRIPT. They run only on the invalid-recipient and
  * NDR-limit paths; the common path is GET/SISMEMBER/SMISMEMBER/HMGET
- * (Redis >= 6.2). A -READONLY reply (a failover demoted our server) drops
+ * (Redis >= 6.2); an unknown user adds SCARD rcpt:<domain> (and HGET
+ * sync <domain>:ok with max_directory_age) in a second round trip, and
+ * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
+ * the directory gauges. A -READONLY reply (a failover demoted our server) drops
  * the connection, which rediscovers the master. Decision counts are added
  * to the stats hash once a second and at close.
  *
@@ -784,6 +787,7 @@ static int on_conn_handshake(void *owner)
     int rc = 0;
 
     r->sha_rate[0] = r->sha_ndr[0] = 0;
+    r->dir_last = 0; /* the directory gauges are refreshed first thing on a new connection */
     bs_resp_init(&b, buf, sizeof(buf));
     bs_resp_cmd(&b, 3);
     bs_resp_str(&b, "SCRIPT");

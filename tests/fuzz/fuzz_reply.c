@@ -72,6 +72,7 @@ enum {
     F_RCPT = 1 << 4,
     F_NDR = 1 << 5, /* ndr_index, ndr_value, ndr_value_len */
     F_RESULT = 1 << 6,
+    F_DIR = 1 << 7, /* dir_known, dir_size, dir_synced_at */
 };
 
 static unsigned writable(int kind)
@@ -90,6 +91,9 @@ static unsigned writable(int kind)
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
         return F_RESULT;
+    case BS_REPLY_DIR_SIZE:
+    case BS_REPLY_DIR_SYNC:
+        return F_DIR;
     default:
         return 0;
     }
@@ -113,6 +117,9 @@ static int unchanged(const bs_facts *a, int ra, const bs_facts *b, int rb, unsig
                             memcmp(a->ndr_value, b->ndr_value, sizeof(a->ndr_value))))
         return 0;
     if (!(mask & F_RESULT) && ra != rb)
+        return 0;
+    if (!(mask & F_DIR) && (a->dir_known != b->dir_known || a->dir_size != b->dir_size ||
+                            a->dir_synced_at != b->dir_synced_at))
         return 0;
     return 1;
 }
@@ -138,7 +145,10 @@ static int accepts(int kind, const redisReply *r)
     case BS_REPLY_DOMAIN:
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
+    case BS_REPLY_DIR_SIZE:
         return r->type == REDIS_REPLY_INTEGER;
+    case BS_REPLY_DIR_SYNC:
+        return r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING;
     case BS_REPLY_EXEMPT:
     case BS_REPLY_RCPT:
         return r->type == REDIS_REPLY_ARRAY &&
@@ -220,6 +230,13 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
         REQUIRE(f->ndr_value_len == n);
         REQUIRE(memcmp(f->ndr_value, r->element[i]->str, n) == 0);
         break;
+    case BS_REPLY_DIR_SIZE:
+        REQUIRE(f->dir_known == 1 && f->dir_size == r->integer);
+        break;
+    case BS_REPLY_DIR_SYNC:
+        REQUIRE(f->dir_synced_at >= 0 && (r->type == REDIS_REPLY_STRING || !f->dir_synced_at ||
+                                          f->dir_synced_at == was->dir_synced_at));
+        break;
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
         if (r->integer > INT_MAX) {
@@ -240,7 +257,7 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
  */
 static void apply(int kind, const redisReply *r, bs_facts *f, int *result)
 {
-    static const int bad_kinds[] = {0, BS_REPLY_NOTE + 1, -1, INT_MAX, INT_MIN};
+    static const int bad_kinds[] = {0, BS_REPLY_DIR_SYNC + 1, -1, INT_MAX, INT_MIN};
     bs_facts was, scratch;
     int was_result = *result, scratch_result, rc;
     size_t i;

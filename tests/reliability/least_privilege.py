@@ -49,8 +49,10 @@ from rel import (BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN,  # noqa: E40
 # permission), SELECT, ROLE, SCRIPT LOAD; lookups GET, SMISMEMBER,
 # SISMEMBER, HMGET; EVALSHA (EVAL after NOSCRIPT) of two Lua scripts whose
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY
-# (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush.
-COMMANDS = ["get", "sismember", "smismember", "hmget", "hincrby", "evalsha", "eval", "script|load",
+# (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush; SCARD
+# before a 550 (and HGET with [policy] max_directory_age, not set here);
+# SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s).
+COMMANDS = ["get", "sismember", "smismember", "hmget", "scard", "smembers", "hgetall", "hincrby", "evalsha", "eval", "script|load",
             "select", "role", "time", "zremrangebyscore", "zcard", "zadd", "pexpire", "set", "del",
             "incr", "pttl"]
 CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
