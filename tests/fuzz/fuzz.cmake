@@ -23,7 +23,7 @@ set(BACKSTOP_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
 
 foreach(t IN LISTS BACKSTOP_FUZZ_TARGETS)
   add_executable(fuzz_replay_${t} ${BACKSTOP_FUZZ_DIR}/fuzz_${t}.c ${BACKSTOP_FUZZ_DIR}/replay.c)
-  target_link_libraries(fuzz_replay_${t} PRIVATE backstop)
+  target_link_libraries(fuzz_replay_${t} PRIVATE backstopd_core)
   add_test(NAME fuzz_replay_${t}
            COMMAND fuzz_replay_${t} ${BACKSTOP_FUZZ_DIR}/corpus/${t})
   set_tests_properties(fuzz_replay_${t} PROPERTIES TIMEOUT 300)
@@ -40,15 +40,17 @@ if(BACKSTOP_FUZZ)
   set(_fuzz_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined
                   -fno-omit-frame-pointer -g -O1)
 
-  get_target_property(_fuzz_srcs backstop SOURCES)
-  add_library(backstop_fuzz STATIC EXCLUDE_FROM_ALL ${_fuzz_srcs})
+  get_target_property(_fuzz_srcs backstop_common SOURCES)
+  get_target_property(_fuzz_srcs_d backstopd_core SOURCES)
+  add_library(backstop_fuzz STATIC EXCLUDE_FROM_ALL ${_fuzz_srcs} ${_fuzz_srcs_d})
   foreach(p INCLUDE_DIRECTORIES COMPILE_DEFINITIONS COMPILE_OPTIONS LINK_LIBRARIES
             INTERFACE_INCLUDE_DIRECTORIES INTERFACE_COMPILE_DEFINITIONS INTERFACE_LINK_LIBRARIES)
-    get_target_property(_v backstop ${p})
+    get_target_property(_v backstop_common ${p})
     if(_v)
       set_property(TARGET backstop_fuzz PROPERTY ${p} "${_v}")
     endif()
   endforeach()
+  target_include_directories(backstop_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src/backstopd)
   target_compile_options(backstop_fuzz PRIVATE -fsanitize=fuzzer-no-link ${_fuzz_flags})
 
   # extra libFuzzer flags per target (proto: room past BS_PROTO_MAX_REQUEST)

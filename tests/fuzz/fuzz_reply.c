@@ -1,6 +1,6 @@
 /*
  * fuzz_reply.c - libFuzzer target for the Redis reply interpreter
- * (bs__redis_apply_reply in src/store_redis.c)
+ * (bs__redis_apply_reply in src/backstopd/store_redis.c)
  *
  * The input is byte 0, the kind of the first reply, then a RESP2 byte
  * stream as Redis might send it. Byte 0: kind = 1 + (b & 0x7f) % 7, so

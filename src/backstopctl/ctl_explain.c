@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
+#include "ctl.h"
 #include "backstop/store_redis.h"
 
 /* What each pipelined reply is. */

@@ -10,7 +10,7 @@
 
 #include "backstop/decide.h"
 #include "backstop/proto.h"
-#include "backstop/server.h"
+#include "server.h"
 
 #define BS_READ_BUF 65536           /* shared read buffer, one per server */
 #define BS_PARTIAL_TIMEOUT_MS 10000 /* a request must be complete within */

@@ -37,7 +37,7 @@
 
 #include "backstop/cidr.h"
 #include "backstop/log.h"
-#include "backstop/stats.h"
+#include "stats.h"
 #include "server_int.h"
 
 #define BS_LISTEN_BACKLOG 256

@@ -39,8 +39,8 @@
 
 #include "backstop/keys.h"
 #include "backstop/log.h"
-#include "backstop/resp.h"
-#include "backstop/stats.h"
+#include "resp.h"
+#include "stats.h"
 #include "backstop/store_redis.h"
 #include "redis_conn.h"
 

@@ -17,10 +17,10 @@
 #include <string.h>
 
 #include "backstop/log.h"
-#include "backstop/metrics.h"
+#include "metrics.h"
 #include "backstop/proto.h"
-#include "backstop/server.h"
-#include "backstop/stats.h"
+#include "server.h"
+#include "stats.h"
 
 #define BS_METRICS_MAX_CONNS 16
 #define BS_METRICS_REQ_MAX 4096

@@ -34,7 +34,7 @@
 
 #include "backstop/cidr.h"
 #include "backstop/log.h"
-#include "backstop/stats.h"
+#include "stats.h"
 #include "server_int.h"
 
 #define BS_UNREADABLE_WARN_MS 60000 /* at most one unreadable-recipient warning */
