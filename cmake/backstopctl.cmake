@@ -19,8 +19,7 @@ add_library(backstopctl_core STATIC
   src/backstopctl/ctl_rbl.c
 )
 target_include_directories(backstopctl_core PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src/backstopctl)
-# backstopd_core: ctl_explain.c reads replies with store_redis.c's decoder.
-target_link_libraries(backstopctl_core PUBLIC backstopd_core PkgConfig::DEPS PkgConfig::JANSSON resolv)
+target_link_libraries(backstopctl_core PUBLIC backstop_common PkgConfig::DEPS PkgConfig::JANSSON resolv)
 
 add_executable(backstopctl src/backstopctl/ctl_main.c)
 target_link_libraries(backstopctl PRIVATE backstopctl_core)

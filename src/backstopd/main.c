@@ -28,7 +28,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "stats.h"
-#include "backstop/store_redis.h"
+#include "store_redis.h"
 
 #define DEFAULT_CONFIG "/etc/backstop/backstop.ini"
 

@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "backstop/config.h"
-#include "backstop/store.h"
+#include "store.h"
 
 /* bs_store_redis_new - allocate and start connecting (in the background).
  * cfg must stay valid and may change in place (see _reconfigure). NULL on
@@ -27,24 +27,5 @@ void bs_store_redis_reconfigure(bs_store *s, const bs_config *old);
  * queries are abandoned: their callbacks are not called), close the timers,
  * free s once libuv has released its handles. */
 void bs_store_redis_close(bs_store *s);
-
-/* What each pipelined reply of a query means (internal; for tests). */
-enum bs_redis_reply_kind {
-    BS_REPLY_BLOCK = 1, /* GET block:<client> */
-    BS_REPLY_EXEMPT,    /* SMISMEMBER exempt ... */
-    BS_REPLY_DOMAIN,    /* SISMEMBER domains <domain> */
-    BS_REPLY_RCPT,      /* SMISMEMBER rcpt:<domain> ... */
-    BS_REPLY_NDR,       /* HMGET ndr ... */
-    BS_REPLY_TAKE,      /* the NDR budget script */
-    BS_REPLY_NOTE,      /* the rate-tracking script */
-};
-
-struct redisReply;
-/* bs__redis_apply_reply - interpret one reply of kind into f (lookups) or
- * *result (scripts). Pure, bounded by the reply itself (strings are copied
- * truncated into f's fixed fields). Returns 0, or -1 when the reply has a
- * type that command cannot give (a key of the wrong type answers with an
- * error, which is -1 too). f must start with ndr_index = -1. */
-int bs__redis_apply_reply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
 
 #endif
