@@ -17,9 +17,9 @@
 #include <string.h>
 
 #include "backstop/log.h"
+#include "conn.h"
 #include "metrics.h"
 #include "backstop/proto.h"
-#include "server.h"
 #include "stats.h"
 
 #define BS_METRICS_MAX_CONNS 16
@@ -259,7 +259,7 @@ static void on_connection(uv_stream_t *l, int status)
         scrape_close(c);
         return;
     }
-    if (!bs_server_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
+    if (!bs_conn_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
         bs_stat.conn_denied++;
         bs_warn("metrics: connection from %s refused: not in [server] allow",
                 peer[0] ? peer : "unknown address");
