@@ -6,21 +6,22 @@ pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 
 # Everything of backstopctl but main(), so the unit test links the same code.
 add_library(backstopctl_core STATIC
-  src/ctl_redis.c
-  src/ctl_util.c
-  src/ctl_domain.c
-  src/ctl_import.c
-  src/ctl_ndr.c
-  src/ctl_explain.c
-  src/ctl_client.c
-  src/ctl_check.c
-  src/ctl_queue.c
-  src/ctl_json.c
-  src/ctl_rbl.c
+  src/backstopctl/ctl_redis.c
+  src/backstopctl/ctl_util.c
+  src/backstopctl/ctl_domain.c
+  src/backstopctl/ctl_import.c
+  src/backstopctl/ctl_ndr.c
+  src/backstopctl/ctl_explain.c
+  src/backstopctl/ctl_client.c
+  src/backstopctl/ctl_check.c
+  src/backstopctl/ctl_queue.c
+  src/backstopctl/ctl_json.c
+  src/backstopctl/ctl_rbl.c
 )
-target_link_libraries(backstopctl_core PUBLIC backstop PkgConfig::DEPS PkgConfig::JANSSON resolv)
+target_include_directories(backstopctl_core PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src/backstopctl)
+target_link_libraries(backstopctl_core PUBLIC backstop_common PkgConfig::DEPS PkgConfig::JANSSON resolv)
 
-add_executable(backstopctl src/ctl_main.c)
+add_executable(backstopctl src/backstopctl/ctl_main.c)
 target_link_libraries(backstopctl PRIVATE backstopctl_core)
 install(TARGETS backstopctl RUNTIME DESTINATION bin)
 # man/backstopctl.8 is installed by cmake/install.cmake, with the other pages.

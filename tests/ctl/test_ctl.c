@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 #include "check.h"
 
 /* ------------------------------------------------------------ JSON */

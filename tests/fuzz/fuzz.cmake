@@ -5,7 +5,7 @@
 #
 #   fuzz_replay_T  always: fuzz_T.c + replay.c, built with the normal flags
 #                  (any compiler, the ASan/UBSan test build included) and
-#                  linked with backstop. ctest fuzz_replay_T replays the corpus.
+#                  linked with backstop_common. ctest fuzz_replay_T replays the corpus.
 #   fuzz_T         only with -DBACKSTOP_FUZZ=ON and clang: the libFuzzer
 #                  binary. ctest fuzz_run_T fuzzes a fresh copy of the corpus
 #                  (in the build dir, never the source tree) for
@@ -14,8 +14,9 @@
 #
 # libFuzzer wants every instrumented object built with
 # -fsanitize=fuzzer-no-link: the fuzz targets link backstop_fuzz, a copy of
-# the backstop library built from the same sources with those flags, so
-# backstop itself and everything else in the build dir stay as they are.
+# the backstop_common library (every parser the targets reach is in
+# src/common) built from the same sources with those flags, so
+# backstop_common itself and everything else in the build dir stay as they are.
 # scripts/fuzz configures build/fuzz this way and runs the targets longer.
 
 set(BACKSTOP_FUZZ_TARGETS proto addr config reply)
@@ -23,7 +24,7 @@ set(BACKSTOP_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
 
 foreach(t IN LISTS BACKSTOP_FUZZ_TARGETS)
   add_executable(fuzz_replay_${t} ${BACKSTOP_FUZZ_DIR}/fuzz_${t}.c ${BACKSTOP_FUZZ_DIR}/replay.c)
-  target_link_libraries(fuzz_replay_${t} PRIVATE backstop)
+  target_link_libraries(fuzz_replay_${t} PRIVATE backstop_common)
   add_test(NAME fuzz_replay_${t}
            COMMAND fuzz_replay_${t} ${BACKSTOP_FUZZ_DIR}/corpus/${t})
   set_tests_properties(fuzz_replay_${t} PROPERTIES TIMEOUT 300)
@@ -40,11 +41,11 @@ if(BACKSTOP_FUZZ)
   set(_fuzz_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined
                   -fno-omit-frame-pointer -g -O1)
 
-  get_target_property(_fuzz_srcs backstop SOURCES)
+  get_target_property(_fuzz_srcs backstop_common SOURCES)
   add_library(backstop_fuzz STATIC EXCLUDE_FROM_ALL ${_fuzz_srcs})
   foreach(p INCLUDE_DIRECTORIES COMPILE_DEFINITIONS COMPILE_OPTIONS LINK_LIBRARIES
             INTERFACE_INCLUDE_DIRECTORIES INTERFACE_COMPILE_DEFINITIONS INTERFACE_LINK_LIBRARIES)
-    get_target_property(_v backstop ${p})
+    get_target_property(_v backstop_common ${p})
     if(_v)
       set_property(TARGET backstop_fuzz PROPERTY ${p} "${_v}")
     endif()

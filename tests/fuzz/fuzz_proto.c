@@ -10,7 +10,7 @@
  *   - in random chunks (seeded from the input, so a crash replays), and in
  *     two pieces at every offset (sampled for long inputs);
  *   - by ref_parse(), a byte-at-a-time model written from the SEMANTICS
- *     section of src/proto.c, as simple as it can be.
+ *     section of src/common/proto.c, as simple as it can be.
  * All must agree on result, *consumed and every attribute's (offset,
  * length), and the byte-at-a-time run must decide at exactly the byte the
  * model does (no error or DONE before its byte has arrived, no NEED_MORE
@@ -79,7 +79,7 @@ static void same(const char *what, const struct outcome *want, const struct outc
 /*
  * ref_parse - the reference model: one byte at a time, no cleverness
  *
- * Mirrors SEMANTICS in src/proto.c line by line; fills o->off itself.
+ * Mirrors SEMANTICS in src/common/proto.c line by line; fills o->off itself.
  */
 static void ref_parse(const char *buf, size_t len, struct outcome *o)
 {

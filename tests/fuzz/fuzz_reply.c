@@ -1,6 +1,6 @@
 /*
  * fuzz_reply.c - libFuzzer target for the Redis reply interpreter
- * (bs__redis_apply_reply in src/store_redis.c)
+ * (bs_store_reply_apply in src/common/store_reply.c)
  *
  * The input is byte 0, the kind of the first reply, then a RESP2 byte
  * stream as Redis might send it. Byte 0: kind = 1 + (b & 0x7f) % 7, so
@@ -9,7 +9,7 @@
  * pipelined lookup do), else every reply has the same kind. The stream
  * goes through hiredis's own redisReader, and every complete reply is
  * applied to one bs_facts and one result, as the replies of one query are
- * in on_op_reply(). Each call must keep the contract in store_redis.h and
+ * in on_op_reply(). Each call must keep the contract in store_reply.h and
  * what decide.c relies on, else abort() (libFuzzer keeps the input):
  *   - it returns 0 or -1, and 0 exactly when the reply has a type the
  *     command can give (GET: bulk or nil; SISMEMBER and the scripts: an
@@ -51,7 +51,7 @@
 #include <hiredis/hiredis.h>
 
 #include "backstop/addr.h"
-#include "backstop/store_redis.h"
+#include "backstop/store_reply.h"
 
 #define REQUIRE(cond)                                                                              \
     do {                                                                                           \
@@ -268,11 +268,11 @@ static void apply(int kind, const redisReply *r, bs_facts *f, int *result)
     for (i = 0; i < sizeof(bad_kinds) / sizeof(bad_kinds[0]); i++) {
         memcpy(&scratch, f, sizeof(scratch));
         scratch_result = *result;
-        REQUIRE(bs__redis_apply_reply(bad_kinds[i], r, &scratch, &scratch_result) == -1);
+        REQUIRE(bs_store_reply_apply(bad_kinds[i], r, &scratch, &scratch_result) == -1);
         REQUIRE(unchanged(&was, was_result, &scratch, scratch_result, 0));
     }
 
-    rc = bs__redis_apply_reply(kind, r, f, result);
+    rc = bs_store_reply_apply(kind, r, f, result);
     REQUIRE(rc == 0 || rc == -1);
     REQUIRE((rc == 0) == accepts(kind, r));
     REQUIRE(unchanged(&was, was_result, f, *result, writable(kind)));

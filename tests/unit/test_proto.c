@@ -1,5 +1,5 @@
 /*
- * test_proto.c - unit tests for the policy protocol parser (src/proto.c)
+ * test_proto.c - unit tests for the policy protocol parser (src/common/proto.c)
  *
  * Every input is parsed three ways: whole, one byte at a time, and split in
  * two at every offset (sampled for the big limit cases). The three must

@@ -1,7 +1,7 @@
 /* test_resp.c - RESP builder: exact wire bytes, binary safety, overflow */
 #include <string.h>
 
-#include "backstop/resp.h"
+#include "resp.h"
 #include "check.h"
 
 static void test_basic(void)

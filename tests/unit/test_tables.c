@@ -24,9 +24,9 @@
 #include "backstop/config.h"
 #include "backstop/keys.h"
 #include "backstop/log.h"
-#include "backstop/metrics.h"
+#include "metrics.h"
 #include "backstop/proto.h"
-#include "backstop/stats.h"
+#include "stats.h"
 #include "check.h"
 
 #define NAMES_MAX 128
@@ -209,7 +209,7 @@ static void check_keys(const char *readme)
 
 static void check_options(const char *readme, const char *man)
 {
-    static names table = {.from = "src/config.c options[]"}, doc, page;
+    static names table = {.from = "src/common/config.c options[]"}, doc, page;
     const char *name, *sec;
     char brackets[64];
 

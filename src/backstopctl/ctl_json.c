@@ -36,7 +36,7 @@
 
 #include <jansson.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 /* copy_str - a JSON string member into a fixed field; 0, 1 absent or not a
  * string (left empty), -1 too long */

@@ -1,7 +1,10 @@
 /*
  * server.c - listeners, the connection table, and shutdown (see server.h)
  *
- * Provides bs_server_* and the bs__server_* helpers for conn.c.
+ * Provides bs_server_*. Calls down into conn.c (conn.h): bs_conn_accept,
+ * _close, _shutdown; conn.c reaches back only through the bs_conn_env
+ * embedded here and the hooks below (the slot table, "a connection is
+ * gone"). Nothing here reads or writes a connection's socket.
  *
  * The connection limit sheds load at accept: at [server] max_connections a
  * listener's pending connection is left unaccepted (libuv then stops
@@ -26,6 +29,7 @@
  * at start; the config check refuses host names).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,10 +41,42 @@
 
 #include "backstop/cidr.h"
 #include "backstop/log.h"
-#include "backstop/stats.h"
-#include "server_int.h"
+#include "stats.h"
+#include "conn.h"
+#include "server.h"
 
 #define BS_LISTEN_BACKLOG 256
+#define BS_SHUTDOWN_GRACE_MS 2000 /* beyond [redis] timeout, at shutdown */
+
+typedef struct bs_listener {
+    bs_stream_handle h;
+    bs_server *srv;
+    bs_endpoint ep;
+    int waiting; /* a connection is pending, not accepted (at the limit) */
+    int closing;
+    int created; /* unix: we bound the file at ep.path; it is (dev, ino) */
+    dev_t dev;
+    ino_t ino;
+    struct bs_listener *next;
+} bs_listener;
+
+struct bs_server {
+    bs_conn_env env; /* loop, cfg, store, shared buffers: lent to conn.c */
+    bs_listener *listeners;
+    bs_conn **slots; /* the connection table */
+    uint32_t *gens;  /* generation kept per slot across reuse */
+    uint32_t nslots;
+    uint32_t *free_slots; /* stack of free slot indexes */
+    uint32_t nfree;
+    uint32_t nconns;
+    int shutting_down; /* 1 draining, 2 closing the last handle */
+    int open_handles;  /* listeners + shutdown timer still open */
+    uv_timer_t shutdown_timer;
+    void (*done)(void *);
+    void *done_arg;
+};
+
+static const bs_conn_hooks conn_hooks;
 
 bs_server *bs_server_new(uv_loop_t *loop, const bs_config *cfg, bs_store *store)
 {
@@ -48,9 +84,10 @@ bs_server *bs_server_new(uv_loop_t *loop, const bs_config *cfg, bs_store *store)
 
     if (!s)
         return NULL;
-    s->loop = loop;
-    s->cfg = cfg;
-    s->store = store;
+    s->env.loop = loop;
+    s->env.cfg = cfg;
+    s->env.store = store;
+    s->env.hooks = &conn_hooks;
     uv_timer_init(loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
     s->open_handles = 1;
@@ -85,8 +122,23 @@ static int grow_table(bs_server *s, uint32_t n)
     return 0;
 }
 
-int bs__server_slot_get(bs_server *s, bs_conn *c)
+/* owner - the server a connection's env is embedded in */
+static bs_server *owner(bs_conn_env *env)
 {
+    return (bs_server *)((char *)env - offsetof(bs_server, env));
+}
+
+/* accept_one - let one pending connection of l in (limit checked) */
+static void accept_one(bs_listener *l)
+{
+    l->waiting = 0;
+    bs_conn_accept(&l->srv->env, &l->h.stream, &l->ep);
+}
+
+/* slot_get - hook: enter c in the connection table */
+static int slot_get(bs_conn_env *env, bs_conn *c)
+{
+    bs_server *s = owner(env);
     uint32_t slot;
 
     if (s->nfree == 0 && grow_table(s, s->nslots ? s->nslots * 2 : 64) < 0)
@@ -99,37 +151,31 @@ int bs__server_slot_get(bs_server *s, bs_conn *c)
     return 0;
 }
 
-void bs__server_slot_put(bs_server *s, bs_conn *c)
+/* slot_put - hook: take c out of the table */
+static void slot_put(bs_conn_env *env, bs_conn *c)
 {
+    bs_server *s = owner(env);
+
     s->gens[c->slot] = c->gen + 1; /* the slot's next owner starts fresh */
     s->slots[c->slot] = NULL;
     s->free_slots[s->nfree++] = c->slot;
 }
 
-static void maybe_done(bs_server *s);
-
-int bs_server_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz)
+/* slot_at - hook: the connection in slot i, or NULL */
+static bs_conn *slot_at(bs_conn_env *env, uint32_t i)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    uint8_t ip[16];
+    bs_server *s = owner(env);
 
-    peer[0] = 0;
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
-    if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, peer, peersz);
-    else
-        uv_ip6_name((struct sockaddr_in6 *)&ss, peer, peersz);
-    if (bs_ip_parse(peer, strlen(peer), ip) < 0)
-        return 0;
-    return bs_cidr_list_match(cfg->allow, cfg->nallow, ip);
+    return i < s->nslots ? s->slots[i] : NULL;
 }
 
-/* bs__server_conn_gone - a connection's memory is freed: accept a waiting
+static void maybe_done(bs_server *s);
+
+/* conn_gone - hook: a connection's memory is freed: accept a waiting
  * connection, or finish the shutdown */
-void bs__server_conn_gone(bs_server *s)
+static void conn_gone(bs_conn_env *env)
 {
+    bs_server *s = owner(env);
     bs_listener *l;
 
     s->nconns--;
@@ -138,29 +184,19 @@ void bs__server_conn_gone(bs_server *s)
         return;
     }
     for (l = s->listeners; l; l = l->next) {
-        if (l->waiting && !l->closing && s->nconns < s->cfg->max_connections) {
-            bs__conn_accept(l);
+        if (l->waiting && !l->closing && s->nconns < s->env.cfg->max_connections) {
+            accept_one(l);
             break;
         }
     }
 }
 
-bs_partial *bs__server_part_get(bs_server *s)
-{
-    bs_partial *p = s->free_parts;
-
-    if (p) {
-        s->free_parts = p->next_free;
-        return p;
-    }
-    return malloc(sizeof(*p));
-}
-
-void bs__server_part_put(bs_server *s, bs_partial *p)
-{
-    p->next_free = s->free_parts;
-    s->free_parts = p;
-}
+static const bs_conn_hooks conn_hooks = {
+    .slot_get = slot_get,
+    .slot_put = slot_put,
+    .slot = slot_at,
+    .gone = conn_gone,
+};
 
 static void on_connection(uv_stream_t *st, int status)
 {
@@ -173,13 +209,13 @@ static void on_connection(uv_stream_t *st, int status)
     }
     if (s->shutting_down)
         return;
-    if (s->nconns >= s->cfg->max_connections) {
+    if (s->nconns >= s->env.cfg->max_connections) {
         if (!l->waiting)
             bs_stat.conn_limit_waits++;
         l->waiting = 1; /* libuv stops polling it until we accept */
         return;
     }
-    bs__conn_accept(l);
+    accept_one(l);
 }
 
 /* endpoint_text - "inet:H:P" or "unix:/p" for messages */
@@ -394,9 +430,9 @@ static bs_listener *open_listener(bs_server *s, const bs_endpoint *ep, const bs_
     l->srv = s;
     l->ep = *ep;
     if (ep->type == BS_EP_UNIX)
-        uv_pipe_init(s->loop, &l->h.pipe, 0);
+        uv_pipe_init(s->env.loop, &l->h.pipe, 0);
     else
-        uv_tcp_init(s->loop, &l->h.tcp);
+        uv_tcp_init(s->env.loop, &l->h.tcp);
     l->h.handle.data = l;
     s->open_handles++;
     rc = ep->type == BS_EP_UNIX ? open_unix(l, cfg, err, errsz) : open_inet(l, err, errsz);
@@ -459,16 +495,16 @@ int bs_server_open_new(bs_server *s, const bs_config *next, char *err, size_t er
 
 int bs_server_listen(bs_server *s, char *err, size_t errsz)
 {
-    if (grow_table(s, s->cfg->max_connections < 64 ? s->cfg->max_connections : 64) < 0) {
+    if (grow_table(s, s->env.cfg->max_connections < 64 ? s->env.cfg->max_connections : 64) < 0) {
         snprintf(err, errsz, "out of memory");
         return -1;
     }
-    return bs_server_open_new(s, s->cfg, err, errsz);
+    return bs_server_open_new(s, s->env.cfg, err, errsz);
 }
 
 void bs_server_reconfigure(bs_server *s, const bs_config *old)
 {
-    const bs_config *cfg = s->cfg;
+    const bs_config *cfg = s->env.cfg;
     bs_listener *l, *next;
     char err[512];
     size_t i;
@@ -493,7 +529,7 @@ void bs_server_reconfigure(bs_server *s, const bs_config *old)
     /* a raised limit lets waiting connections in */
     for (l = s->listeners; l; l = l->next)
         if (l->waiting && s->nconns < cfg->max_connections)
-            bs__conn_accept(l);
+            accept_one(l);
 }
 
 /* on_server_closed - the last handle is closed: free and report */
@@ -502,12 +538,8 @@ static void on_server_closed(uv_handle_t *h)
     bs_server *s = h->data;
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
-    bs_partial *p;
 
-    while ((p = s->free_parts)) {
-        s->free_parts = p->next_free;
-        free(p);
-    }
+    bs_conn_env_free(&s->env);
     free(s->slots);
     free(s->gens);
     free(s->free_slots);
@@ -533,7 +565,7 @@ static void on_shutdown_deadline(uv_timer_t *t)
     bs_warn("shutdown: closing %u connection(s) still busy", s->nconns);
     for (i = 0; i < s->nslots; i++)
         if (s->slots[i])
-            bs__conn_close(s->slots[i], "shutdown deadline");
+            bs_conn_close(s->slots[i], "shutdown deadline");
 }
 
 void bs_server_shutdown(bs_server *s, void (*done)(void *), void *arg)
@@ -541,14 +573,15 @@ void bs_server_shutdown(bs_server *s, void (*done)(void *), void *arg)
     uint32_t i;
 
     s->shutting_down = 1;
+    s->env.draining = 1;
     s->done = done;
     s->done_arg = arg;
     while (s->listeners)
         close_listener(s, s->listeners);
     for (i = 0; i < s->nslots; i++)
         if (s->slots[i])
-            bs__conn_shutdown(s->slots[i]);
+            bs_conn_shutdown(s->slots[i]);
     uv_timer_start(&s->shutdown_timer, on_shutdown_deadline,
-                   s->cfg->timeout_ms + BS_SHUTDOWN_GRACE_MS, 0);
+                   s->env.cfg->timeout_ms + BS_SHUTDOWN_GRACE_MS, 0);
     maybe_done(s);
 }

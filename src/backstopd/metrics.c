@@ -18,10 +18,10 @@
 #include <time.h>
 
 #include "backstop/log.h"
-#include "backstop/metrics.h"
+#include "conn.h"
+#include "metrics.h"
 #include "backstop/proto.h"
-#include "backstop/server.h"
-#include "backstop/stats.h"
+#include "stats.h"
 
 #define BS_METRICS_MAX_CONNS 16
 #define BS_METRICS_REQ_MAX 4096
@@ -299,7 +299,7 @@ static void on_connection(uv_stream_t *l, int status)
         scrape_close(c);
         return;
     }
-    if (!bs_server_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
+    if (!bs_conn_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
         bs_stat.conn_denied++;
         bs_warn("metrics: connection from %s refused: not in [server] allow",
                 peer[0] ? peer : "unknown address");

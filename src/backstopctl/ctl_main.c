@@ -29,7 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 #include "backstop/log.h"
 
 #define MANY -1 /* max_args: no limit */

@@ -2,8 +2,8 @@
  * store_redis.c - the Redis store: what backstopd asks Redis (see store.h
  * and store_redis.h); the link itself is redis_conn.c
  *
- * Provides bs_store_redis_new/_reconfigure/_close, the bs_store ops, and
- * bs__redis_apply_reply (reply decoding, pure: fuzzed and unit tested).
+ * Provides bs_store_redis_new/_reconfigure/_close and the bs_store ops;
+ * replies are read by store_reply.c (shared with backstopctl).
  *
  * Every key is built from keys.h under [redis] prefix. The queries of one
  * request are pipelined (sent together, one round trip) and hiredis
@@ -32,7 +32,6 @@
  * Never: blocks, formats commands with printf, exits because of Redis, or
  * calls a caller back after bs_store_redis_close.
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +42,10 @@
 
 #include "backstop/keys.h"
 #include "backstop/log.h"
-#include "backstop/resp.h"
-#include "backstop/stats.h"
-#include "backstop/store_redis.h"
+#include "backstop/store_reply.h"
+#include "resp.h"
+#include "stats.h"
+#include "store_redis.h"
 #include "redis_conn.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
@@ -216,98 +216,6 @@ static void op_done(bs_redis_op *op)
     op_put(r, op);
 }
 
-/* bs__redis_unix_time - see store_redis.h */
-long long bs__redis_unix_time(const char *s, size_t len)
-{
-    long long t = 0;
-    size_t i;
-
-    if (len == 0 || len > 12) /* 12 digits: well past the year 30000 */
-        return 0;
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        t = t * 10 + (s[i] - '0');
-    }
-    return t;
-}
-
-/* bs__redis_apply_reply - see store_redis.h */
-int bs__redis_apply_reply(int kind, const redisReply *rep, bs_facts *f, int *result)
-{
-    size_t i;
-
-    if (rep->type == REDIS_REPLY_ERROR)
-        return -1;
-    switch (kind) {
-    case BS_REPLY_BLOCK:
-        if (rep->type == REDIS_REPLY_NIL)
-            return 0;
-        if (rep->type != REDIS_REPLY_STRING)
-            return -1;
-        f->blocked = 1;
-        bs_escape(rep->str, rep->len, f->block_reason, sizeof(f->block_reason));
-        return 0;
-    case BS_REPLY_DOMAIN:
-        if (rep->type != REDIS_REPLY_INTEGER)
-            return -1;
-        f->protected_domain = rep->integer == 1;
-        return 0;
-    case BS_REPLY_EXEMPT:
-    case BS_REPLY_RCPT:
-        if (rep->type != REDIS_REPLY_ARRAY)
-            return -1;
-        for (i = 0; i < rep->elements; i++) {
-            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-                return -1;
-            if (rep->element[i]->integer == 1)
-                *(kind == BS_REPLY_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
-        }
-        return 0;
-    case BS_REPLY_NDR:
-        if (rep->type != REDIS_REPLY_ARRAY)
-            return -1;
-        for (i = 0; i < rep->elements; i++) {
-            const redisReply *e = rep->element[i];
-            if (e->type == REDIS_REPLY_NIL)
-                continue;
-            if (e->type != REDIS_REPLY_STRING)
-                return -1;
-            if (f->ndr_index < 0) {
-                size_t n = e->len < sizeof(f->ndr_value) - 1 ? e->len : sizeof(f->ndr_value) - 1;
-                memcpy(f->ndr_value, e->str, n);
-                f->ndr_value[n] = 0;
-                f->ndr_value_len = n;
-                f->ndr_index = (int)i;
-            }
-        }
-        return 0;
-    case BS_REPLY_DIR_SIZE:
-        if (rep->type != REDIS_REPLY_INTEGER)
-            return -1;
-        f->dir_known = 1;
-        f->dir_size = rep->integer;
-        return 0;
-    case BS_REPLY_DIR_SYNC:
-        if (rep->type == REDIS_REPLY_NIL)
-            return 0;
-        if (rep->type != REDIS_REPLY_STRING)
-            return -1;
-        f->dir_synced_at = bs__redis_unix_time(rep->str, rep->len);
-        return 0;
-    case BS_REPLY_TAKE:
-    case BS_REPLY_NOTE:
-        if (rep->type != REDIS_REPLY_INTEGER)
-            return -1;
-        *result = (int)(rep->integer > INT_MAX   ? INT_MAX
-                        : rep->integer < INT_MIN ? INT_MIN
-                                                 : rep->integer);
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 static int send_script(bs_redis_op *op, int eval);
 
 /* on_op_reply - hiredis callback for every command of every op */
@@ -339,7 +247,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 op->status = BS_WHY_REDIS_ERROR;
             bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
         }
-        if (bs__redis_apply_reply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
+        if (bs_store_reply_apply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
             op->status = BS_WHY_REDIS_ERROR;
             bs_stat.redis_errors++;
             warn_rate_limited(r, "unexpected reply",
@@ -723,7 +631,7 @@ static void on_dir_sync(redisAsyncContext *ac, void *reply, void *privdata)
         if (flen <= oklen || memcmp(f->str + flen - oklen, BS_SYNC_OK_FIELD, oklen) != 0 ||
             !(g = dir_find(r, f->str, flen - oklen)))
             continue;
-        g->synced_at = bs__redis_unix_time(v->str, v->len);
+        g->synced_at = bs_store_unix_time(v->str, v->len);
     }
     for (i = 0; i < r->ndir_next; i++) {
         bs_resp_init(&b, buf, sizeof(buf));

@@ -32,7 +32,7 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define BS_CTL_MAX_VARARGS 16
 

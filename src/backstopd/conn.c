@@ -1,7 +1,9 @@
 /*
  * conn.c - one policy client connection (an smtpd process, usually)
  *
- * Provides bs__conn_accept/_close/_shutdown for server.c.
+ * Provides bs_conn_accept/_close/_shutdown/_env_free/_peer_allowed (conn.h)
+ * for server.c, which owns the connections; conn.c reaches it only through
+ * bs_conn_env and its hooks, never through server.h.
  *
  * Each connection moves through enter_state(): READING -> DECIDING ->
  * (WRITING ->) READING ... -> CLOSING. One request is decided at a time:
@@ -16,9 +18,9 @@
  *   DECIDING                   [redis] timeout -> the on_redis_error answer
  *   WRITING                    BS_WRITE_TIMEOUT_MS         -> close
  *
- * Store answers are routed by (server, id): id = slot << 32 | generation;
+ * Store answers are routed by (env, id): id = slot << 32 | generation;
  * an answer whose connection is gone, or has moved on, is dropped and
- * counted (late_replies). One close path: bs__conn_close(); the memory is
+ * counted (late_replies). One close path: bs_conn_close(); the memory is
  * freed in the last uv_close callback, never in a callback of its own.
  *
  * A malformed or oversized request, or request= other than
@@ -26,16 +28,19 @@
  * without a reply (SMTPD_POLICY_README); it never gets a made-up action.
  *
  * Steady state allocates nothing: a request that arrives in one read is
- * parsed in the server's shared buffer; only an incomplete one takes a
- * partial buffer (recycled through the server's free list).
+ * parsed in the owner's shared buffer (env->rbuf); only an incomplete one
+ * takes a partial buffer (recycled through env->free_parts).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "backstop/addr.h"
 #include "backstop/cidr.h"
 #include "backstop/log.h"
-#include "backstop/stats.h"
-#include "server_int.h"
+#include "stats.h"
+#include "conn.h"
 
 #define BS_UNREADABLE_WARN_MS 60000 /* at most one unreadable-recipient warning */
 #define BS_DIRECTORY_WARN_MS 60000  /* at most one warning a minute per directory reason */
@@ -52,17 +57,34 @@ static uint64_t conn_id(const bs_conn *c)
 }
 
 /* find - the connection an id names, if it still waits for that answer */
-static bs_conn *find(bs_server *s, uint64_t id)
+static bs_conn *find(bs_conn_env *env, uint64_t id)
 {
-    uint32_t slot = (uint32_t)(id >> 32);
-    bs_conn *c;
+    bs_conn *c = env->hooks->slot(env, (uint32_t)(id >> 32));
 
-    if (slot >= s->nslots || !(c = s->slots[slot]) || c->gen != (uint32_t)id ||
-        c->state != BS_CONN_DECIDING) {
+    if (!c || c->gen != (uint32_t)id || c->state != BS_CONN_DECIDING) {
         bs_stat.late_replies++;
         return NULL;
     }
     return c;
+}
+
+/* part_get - a partial buffer from the free list, or a new one (NULL on
+ * out of memory) */
+static bs_partial *part_get(bs_conn_env *env)
+{
+    bs_partial *p = env->free_parts;
+
+    if (p) {
+        env->free_parts = p->next_free;
+        return p;
+    }
+    return malloc(sizeof(*p));
+}
+
+static void part_put(bs_conn_env *env, bs_partial *p)
+{
+    p->next_free = env->free_parts;
+    env->free_parts = p;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -70,14 +92,14 @@ static void on_timer(uv_timer_t *t);
 /* enter_state - every state change passes here, with its deadline */
 static void enter_state(bs_conn *c, int state)
 {
-    const bs_config *cfg = c->srv->cfg;
+    const bs_config *cfg = c->env->cfg;
     uint64_t ms = 0;
 
     c->state = state;
     switch (state) {
     case BS_CONN_READING:
         if (c->part) {
-            uint64_t now = uv_now(c->srv->loop);
+            uint64_t now = uv_now(c->env->loop);
             uint64_t end = c->part->deadline_set + BS_PARTIAL_TIMEOUT_MS;
             ms = end > now ? end - now : 1;
         } else {
@@ -109,7 +131,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     bs_conn *c = h->data;
 
-    if (!c->part && c->state != BS_CONN_READING && (c->part = bs__server_part_get(c->srv))) {
+    if (!c->part && c->state != BS_CONN_READING && (c->part = part_get(c->env))) {
         c->part->len = 0; /* bytes while a request is decided: kept for later */
         bs_proto_reset(&c->part->parser);
     }
@@ -120,8 +142,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         buf->base = NULL; /* no buffer: libuv reports UV_ENOBUFS, we close */
         buf->len = 0;
     } else {
-        buf->base = c->srv->rbuf;
-        buf->len = sizeof(c->srv->rbuf);
+        buf->base = c->env->rbuf;
+        buf->len = sizeof(c->env->rbuf);
     }
 }
 
@@ -132,7 +154,7 @@ static void protocol_error(bs_conn *c, int err)
         bs_stat.proto_errors[-err]++;
     bs_warn("conn=%llu client=%s: malformed policy request (%s): closing connection",
             (unsigned long long)c->cid, c->peer, bs_proto_strerror(err));
-    bs__conn_close(c, NULL);
+    bs_conn_close(c, NULL);
 }
 
 static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f);
@@ -141,7 +163,7 @@ static void on_taken(void *arg, uint64_t id, int status, int result);
 /* decide - a complete request: start its decision (parser holds it) */
 static void decide(bs_conn *c, const bs_proto_parser *p)
 {
-    bs_server *s = c->srv;
+    bs_conn_env *env = c->env;
     const bs_proto_attr *req = bs_proto_get(p, "request");
     bs_lookup q;
     int rc;
@@ -153,73 +175,73 @@ static void decide(bs_conn *c, const bs_proto_parser *p)
         bs_stat.bad_request_type++;
         bs_warn("conn=%llu client=%s: unsupported request type \"%s\": closing connection",
                 (unsigned long long)c->cid, c->peer, esc);
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
         return;
     }
     bs_stat.requests++;
     c->gen++;
     c->started = uv_hrtime();
     enter_state(c, BS_CONN_DECIDING);
-    if (bs_decide_begin(&c->d, s->cfg, p, &q) == BS_DECIDE_DONE) {
+    if (bs_decide_begin(&c->d, env->cfg, p, &q) == BS_DECIDE_DONE) {
         respond(c);
         return;
     }
-    rc = s->store->ops->lookup(s->store, &q, on_facts, s, conn_id(c));
+    rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
     if (rc) {
-        bs_decide_fallback(&c->d, s->cfg, rc);
+        bs_decide_fallback(&c->d, env->cfg, rc);
         respond(c);
     }
 }
 
 static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
 {
-    bs_server *s = arg;
-    bs_conn *c = find(s, id);
+    bs_conn_env *env = arg;
+    bs_conn *c = find(env, id);
     bs_lookup q;
     int rc, step;
 
     if (!c)
         return;
     if (status) {
-        bs_decide_fallback(&c->d, s->cfg, status);
+        bs_decide_fallback(&c->d, env->cfg, status);
         respond(c);
         return;
     }
-    step = bs_decide_facts(&c->d, s->cfg, f, &q);
+    step = bs_decide_facts(&c->d, env->cfg, f, &q);
     if (step == BS_DECIDE_LOOKUP) {
-        rc = s->store->ops->lookup(s->store, &q, on_facts, s, conn_id(c));
+        rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
         if (rc == 0)
             return;
-        bs_decide_fallback(&c->d, s->cfg, rc);
+        bs_decide_fallback(&c->d, env->cfg, rc);
     } else if (step == BS_DECIDE_NDR_TAKE) {
-        rc = s->store->ops->ndr_take(s->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, s,
-                                     conn_id(c));
+        rc = env->store->ops->ndr_take(env->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, env,
+                                       conn_id(c));
         if (rc == 0)
             return;
-        bs_decide_fallback(&c->d, s->cfg, rc);
+        bs_decide_fallback(&c->d, env->cfg, rc);
     }
     respond(c);
 }
 
 static void on_taken(void *arg, uint64_t id, int status, int result)
 {
-    bs_server *s = arg;
-    bs_conn *c = find(s, id);
+    bs_conn_env *env = arg;
+    bs_conn *c = find(env, id);
 
     if (!c)
         return;
     if (status)
-        bs_decide_fallback(&c->d, s->cfg, status);
+        bs_decide_fallback(&c->d, env->cfg, status);
     else
-        bs_decide_taken(&c->d, s->cfg, result);
+        bs_decide_taken(&c->d, env->cfg, result);
     respond(c);
 }
 
 /* after_reply - the reply is out: next request, or close when draining */
 static void after_reply(bs_conn *c)
 {
-    if (c->srv->shutting_down) {
-        bs__conn_close(c, NULL);
+    if (c->env->draining) {
+        bs_conn_close(c, NULL);
         return;
     }
     if (c->part && c->part->len == 0)
@@ -237,7 +259,7 @@ static void on_write(uv_write_t *w, int status)
         return; /* cancelled by close */
     if (status < 0) {
         bs_stat.write_errors++;
-        bs__conn_close(c, uv_strerror(status));
+        bs_conn_close(c, uv_strerror(status));
         return;
     }
     after_reply(c);
@@ -249,7 +271,7 @@ static void on_write(uv_write_t *w, int status)
 static void note_unreadable(bs_conn *c)
 {
     static uint64_t last_warn_ms, last_count;
-    uint64_t now = uv_now(c->srv->loop);
+    uint64_t now = uv_now(c->env->loop);
     bs_decision_text t;
 
     bs_stat.ndr_unreadable++;
@@ -273,7 +295,7 @@ static void note_directory(bs_conn *c)
     static uint64_t last_warn_ms[2], last_count[2];
     const bs_decision *d = &c->d;
     int k = d->why == BS_WHY_DIR_STALE;
-    uint64_t now = uv_now(c->srv->loop), n = bs_stat.by_why[d->why];
+    uint64_t now = uv_now(c->env->loop), n = bs_stat.by_why[d->why];
     char since[64] = "never";
 
     if (last_warn_ms[k] && now - last_warn_ms[k] < BS_DIRECTORY_WARN_MS)
@@ -288,7 +310,7 @@ static void note_directory(bs_conn *c)
                 "max_directory_age %llus): unknown recipients get 450 4.7.1, not 550 (%llu such "
                 "answers since the last warning)",
                 d->rcpt.domain, since,
-                (unsigned long long)(c->srv->cfg->max_directory_age_ms / 1000),
+                (unsigned long long)(c->env->cfg->max_directory_age_ms / 1000),
                 (unsigned long long)(n - last_count[k]));
     else
         bs_warn(
@@ -302,8 +324,8 @@ static void note_directory(bs_conn *c)
 /* respond - count, log, and write the decided answer */
 static void respond(bs_conn *c)
 {
-    bs_server *s = c->srv;
-    const bs_config *cfg = s->cfg;
+    bs_conn_env *env = c->env;
+    const bs_config *cfg = env->cfg;
     bs_decision *d = &c->d;
     char line[1536];
     size_t n;
@@ -312,9 +334,9 @@ static void respond(bs_conn *c)
     uv_timer_stop(&c->timer);
     bs_stats_latency((uv_hrtime() - c->started) / 1000);
     bs_stat.by_why[d->why]++;
-    s->store->ops->count(s->store, d->why);
+    env->store->ops->count(env->store, d->why);
     if (d->note_invalid)
-        s->store->ops->note_invalid(s->store, d->client_key, d->client_ip);
+        env->store->ops->note_invalid(env->store, d->client_key, d->client_ip);
     if (d->unreadable)
         note_unreadable(c);
     if (d->action == BS_ACT_DEFER_DIR)
@@ -339,7 +361,7 @@ static void respond(bs_conn *c)
     }
     if (w < 0 && w != UV_EAGAIN) {
         bs_stat.write_errors++;
-        bs__conn_close(c, uv_strerror(w));
+        bs_conn_close(c, uv_strerror(w));
         return;
     }
     if (w > 0) {
@@ -350,7 +372,7 @@ static void respond(bs_conn *c)
     c->wreq.data = c;
     if (uv_write(&c->wreq, &c->h.stream, &c->wbuf, 1, on_write) < 0) {
         bs_stat.write_errors++;
-        bs__conn_close(c, "write failed");
+        bs_conn_close(c, "write failed");
     }
 }
 
@@ -362,12 +384,12 @@ static int keep_partial(bs_conn *c, const char *data, size_t len)
     if (len > sizeof(c->part->buf))
         return -2; /* more than a request's worth waiting: never buffered */
     if (!c->part) {
-        if (!(c->part = bs__server_part_get(c->srv)))
+        if (!(c->part = part_get(c->env)))
             return -1;
     }
     memcpy(c->part->buf, data, len);
     c->part->len = len;
-    c->part->deadline_set = uv_now(c->srv->loop);
+    c->part->deadline_set = uv_now(c->env->loop);
     bs_proto_reset(&c->part->parser);
     return 0;
 }
@@ -376,7 +398,7 @@ static int keep_partial(bs_conn *c, const char *data, size_t len)
 static void drop_partial(bs_conn *c)
 {
     if (c->part) {
-        bs__server_part_put(c->srv, c->part);
+        part_put(c->env, c->part);
         c->part = NULL;
     }
 }
@@ -406,7 +428,7 @@ static void process(bs_conn *c)
         if (used < p->len) {
             memmove(p->buf, p->buf + used, p->len - used);
             p->len -= used;
-            p->deadline_set = uv_now(c->srv->loop);
+            p->deadline_set = uv_now(c->env->loop);
             bs_proto_reset(&p->parser);
         } else {
             drop_partial(c);
@@ -420,7 +442,7 @@ static void process(bs_conn *c)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     bs_conn *c = st->data;
-    bs_server *s = c->srv;
+    bs_conn_env *env = c->env;
     size_t used = 0;
     int rc, rc2;
 
@@ -433,7 +455,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         bs_warn("conn=%llu client=%s: more than a request pipelined while one is answered: "
                 "closing connection",
                 (unsigned long long)c->cid, c->peer);
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
         return;
     }
     if (nread == UV_EOF && c->state != BS_CONN_READING) {
@@ -448,26 +470,26 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (c->part && c->part->len && nread == UV_EOF)
             bs_warn("conn=%llu client=%s: connection closed inside a request",
                     (unsigned long long)c->cid, c->peer);
-        bs__conn_close(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        bs_conn_close(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
         return;
     }
     if (c->part) {
         if (c->part->len == 0)
-            c->part->deadline_set = uv_now(s->loop);
+            c->part->deadline_set = uv_now(env->loop);
         c->part->len += (size_t)nread;
         if (c->state == BS_CONN_READING)
             process(c);
         return;
     }
     /* the common case: parse in place in the shared buffer */
-    bs_proto_reset(&s->parser);
-    rc = bs_proto_feed(&s->parser, buf->base, (size_t)nread, &used);
+    bs_proto_reset(&env->parser);
+    rc = bs_proto_feed(&env->parser, buf->base, (size_t)nread, &used);
     if (rc < 0) {
         protocol_error(c, rc);
         return;
     }
     if (rc == BS_PROTO_DONE && used == (size_t)nread) {
-        decide(c, &s->parser);
+        decide(c, &env->parser);
         return;
     }
     /* incomplete, or more than one request: keep the bytes that are not
@@ -480,15 +502,15 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         bs_stat.pipelined_closed++;
         bs_warn("conn=%llu client=%s: %zd bytes pipelined behind a request: closing connection",
                 (unsigned long long)c->cid, c->peer, nread - (ssize_t)used);
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
         return;
     }
     if (rc2 < 0) {
-        bs__conn_close(c, "out of memory");
+        bs_conn_close(c, "out of memory");
         return;
     }
     if (rc == BS_PROTO_DONE)
-        decide(c, &s->parser); /* s->parser points into rbuf, still intact */
+        decide(c, &env->parser); /* env->parser points into rbuf, still intact */
     else
         process(c); /* rescans the copy once; sets the partial deadline */
 }
@@ -499,7 +521,7 @@ static void on_timer(uv_timer_t *t)
 
     switch (c->state) {
     case BS_CONN_DECIDING:
-        bs_decide_fallback(&c->d, c->srv->cfg, BS_WHY_REDIS_TIMEOUT);
+        bs_decide_fallback(&c->d, c->env->cfg, BS_WHY_REDIS_TIMEOUT);
         c->gen++; /* the store's answer, when it comes, is late */
         respond(c);
         break;
@@ -511,11 +533,11 @@ static void on_timer(uv_timer_t *t)
         } else {
             bs_stat.idle_timeouts++;
         }
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
         break;
     case BS_CONN_WRITING:
         bs_stat.write_errors++;
-        bs__conn_close(c, "reply not taken in time");
+        bs_conn_close(c, "reply not taken in time");
         break;
     default:
         break;
@@ -527,14 +549,14 @@ static void on_closed(uv_handle_t *h)
     bs_conn *c = h->data;
 
     if (--c->open_handles == 0) {
-        bs_server *s = c->srv;
+        bs_conn_env *env = c->env;
         free(c);
-        bs__server_conn_gone(s);
+        env->hooks->gone(env);
     }
 }
 
-/* bs__conn_close - the one close path; why = NULL for an ordinary close */
-void bs__conn_close(bs_conn *c, const char *why)
+/* bs_conn_close - the one close path; why = NULL for an ordinary close */
+void bs_conn_close(bs_conn *c, const char *why)
 {
     if (c->state == BS_CONN_CLOSING)
         return;
@@ -542,69 +564,96 @@ void bs__conn_close(bs_conn *c, const char *why)
         bs_debug("conn=%llu client=%s: closing: %s", (unsigned long long)c->cid, c->peer, why);
     enter_state(c, BS_CONN_CLOSING);
     drop_partial(c);
-    bs__server_slot_put(c->srv, c); /* late store answers now find nothing */
+    c->env->hooks->slot_put(c->env, c); /* late store answers now find nothing */
     bs_stat.conn_closed++;
     bs_stat.conn_active--;
     uv_close(&c->h.handle, on_closed);
     uv_close((uv_handle_t *)&c->timer, on_closed);
 }
 
-/* bs__conn_shutdown - at server shutdown: close now unless a request is
+/* bs_conn_shutdown - at server shutdown: close now unless a request is
  * being answered (after_reply closes those) */
-void bs__conn_shutdown(bs_conn *c)
+void bs_conn_shutdown(bs_conn *c)
 {
     if (c->state == BS_CONN_READING)
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
+}
+
+/* bs_conn_peer_allowed - see conn.h */
+int bs_conn_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uint8_t ip[16];
+
+    peer[0] = 0;
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, peer, peersz);
+    else
+        uv_ip6_name((struct sockaddr_in6 *)&ss, peer, peersz);
+    if (bs_ip_parse(peer, strlen(peer), ip) < 0)
+        return 0;
+    return bs_cidr_list_match(cfg->allow, cfg->nallow, ip);
 }
 
 /* peer_allowed - inet peers must be inside [server] allow */
-static int peer_allowed(bs_conn *c, const bs_listener *l)
+static int peer_allowed(bs_conn *c, const bs_endpoint *ep)
 {
-    if (l->ep.type != BS_EP_INET) {
-        snprintf(c->peer, sizeof(c->peer), "unix:%.50s", l->ep.path);
+    if (ep->type != BS_EP_INET) {
+        snprintf(c->peer, sizeof(c->peer), "unix:%.50s", ep->path);
         return 1;
     }
-    return bs_server_peer_allowed(&c->h.tcp, c->srv->cfg, c->peer, sizeof(c->peer));
+    return bs_conn_peer_allowed(&c->h.tcp, c->env->cfg, c->peer, sizeof(c->peer));
 }
 
-/* bs__conn_accept - accept one pending connection of l (the caller checked
- * the connection limit) */
-void bs__conn_accept(bs_listener *l)
+/* bs_conn_accept - see conn.h */
+void bs_conn_accept(bs_conn_env *env, uv_stream_t *listener, const bs_endpoint *ep)
 {
-    bs_server *s = l->srv;
     bs_conn *c = calloc(1, sizeof(*c));
 
-    l->waiting = 0;
-    if (!c || bs__server_slot_get(s, c) < 0) {
+    if (!c || env->hooks->slot_get(env, c) < 0) {
         free(c);
         bs_warn("cannot accept a connection: out of memory");
         return;
     }
-    c->srv = s;
-    c->cid = ++s->next_cid;
-    if (l->ep.type == BS_EP_INET)
-        uv_tcp_init(s->loop, &c->h.tcp);
+    c->env = env;
+    c->cid = ++env->next_cid;
+    if (ep->type == BS_EP_INET)
+        uv_tcp_init(env->loop, &c->h.tcp);
     else
-        uv_pipe_init(s->loop, &c->h.pipe, 0);
-    uv_timer_init(s->loop, &c->timer);
+        uv_pipe_init(env->loop, &c->h.pipe, 0);
+    uv_timer_init(env->loop, &c->timer);
     c->h.handle.data = c->timer.data = c;
     c->open_handles = 2;
     c->state = BS_CONN_READING;
     bs_stat.conn_accepted++;
     bs_stat.conn_active++;
-    if (uv_accept(&l->h.stream, &c->h.stream) != 0) {
-        bs__conn_close(c, "accept failed");
+    if (uv_accept(listener, &c->h.stream) != 0) {
+        bs_conn_close(c, "accept failed");
         return;
     }
-    if (!peer_allowed(c, l)) {
+    if (!peer_allowed(c, ep)) {
         bs_stat.conn_denied++;
         bs_warn("conn=%llu: connection from %s refused: not in [server] allow",
                 (unsigned long long)c->cid, c->peer[0] ? c->peer : "unknown address");
-        bs__conn_close(c, NULL);
+        bs_conn_close(c, NULL);
         return;
     }
-    if (l->ep.type == BS_EP_INET)
+    if (ep->type == BS_EP_INET)
         uv_tcp_nodelay(&c->h.tcp, 1);
     bs_debug("conn=%llu: connect from %s", (unsigned long long)c->cid, c->peer);
     enter_state(c, BS_CONN_READING);
+}
+
+/* bs_conn_env_free - see conn.h */
+void bs_conn_env_free(bs_conn_env *env)
+{
+    bs_partial *p;
+
+    while ((p = env->free_parts)) {
+        env->free_parts = p->next_free;
+        free(p);
+    }
 }

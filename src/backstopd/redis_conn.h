@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "backstop/config.h"
-#include "backstop/resp.h"
+#include "resp.h"
 
 /* What the owner of a connection is told, and asked, by the connection. */
 typedef struct bs_redis_conn_hooks {

@@ -41,7 +41,7 @@
 #include <string.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 static const char *const default_zones[] = {"zen.spamhaus.org", "bl.spamcop.net",
                                             "b.barracudacentral.org", "dnsbl.sorbs.net"};

@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "backstop/config.h"
-#include "backstop/store.h"
+#include "store.h"
 
 typedef struct bs_metrics bs_metrics;
 

@@ -38,7 +38,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define BS_QUEUE_LINE_MAX (1 << 20)
 

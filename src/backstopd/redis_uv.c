@@ -17,7 +17,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "backstop/redis_uv.h"
+#include "redis_uv.h"
 
 typedef struct bs_redis_uv {
     uv_poll_t poll;

@@ -25,10 +25,10 @@
 
 #include "backstop/config.h"
 #include "backstop/log.h"
-#include "backstop/metrics.h"
-#include "backstop/server.h"
-#include "backstop/stats.h"
-#include "backstop/store_redis.h"
+#include "metrics.h"
+#include "server.h"
+#include "stats.h"
+#include "store_redis.h"
 
 #define DEFAULT_CONFIG "/etc/backstop/backstop.ini"
 

@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define BS_CHECK_REPLY_MAX 4096
 

@@ -11,7 +11,7 @@
 
 #include "backstop/log.h"
 #include "backstop/proto.h"
-#include "backstop/stats.h"
+#include "stats.h"
 
 bs_stats bs_stat;
 

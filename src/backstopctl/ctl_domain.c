@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 /* One user operand, normalised. */
 typedef struct user_item {

@@ -58,7 +58,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define BS_IMPORT_LINE_MAX 4096
 #define BS_IMPORT_BATCH 1000

@@ -42,9 +42,9 @@
 #include <hiredis/hiredis.h>
 
 #include "backstop/log.h"
-#include "backstop/redis_reply.h"
-#include "backstop/redis_uv.h"
-#include "backstop/stats.h"
+#include "redis_reply.h"
+#include "redis_uv.h"
+#include "stats.h"
 #include "redis_conn.h"
 
 #define BS_REDIS_BACKOFF_MIN_MS 100

@@ -16,7 +16,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "backstop/redis_reply.h"
+#include "redis_reply.h"
 
 typedef struct bs_reply_node {
     redisReply r; /* first: the object hiredis and its callers see */

@@ -1,9 +1,10 @@
 /*
  * server.h - the listeners and the connection table of backstopd
  *
- * A bs_server owns its listeners (inet and unix), every client connection
- * (conn.c) and the shared read buffer and parser. It borrows the config
- * (which may change in place on reload) and the store.
+ * A bs_server owns its listeners (inet and unix), the connection table and
+ * the shared read buffer and parser it lends its connections (conn.h: the
+ * server calls conn.c, never the other way). It borrows the config (which
+ * may change in place on reload) and the store.
  */
 #ifndef BACKSTOP_SERVER_H
 #define BACKSTOP_SERVER_H
@@ -11,7 +12,7 @@
 #include <uv.h>
 
 #include "backstop/config.h"
-#include "backstop/store.h"
+#include "store.h"
 
 typedef struct bs_server bs_server;
 
@@ -35,11 +36,6 @@ int bs_server_open_new(bs_server *s, const bs_config *next, char *err, size_t er
  * sockets (a warning if it cannot: then it takes effect at restart), lets
  * waiting connections in under a raised limit. Existing connections stay. */
 void bs_server_reconfigure(bs_server *s, const bs_config *old);
-
-/* bs_server_peer_allowed - write the TCP peer's address into peer (peersz
- * bytes) and say whether [server] allow admits it: 1 yes, 0 no (also when
- * the address cannot be had). Used for policy and metrics connections. */
-int bs_server_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz);
 
 /* bs_server_shutdown - stop accepting, close idle connections, answer the
  * requests in flight, then call done(arg) once every connection and

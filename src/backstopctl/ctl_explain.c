@@ -8,8 +8,8 @@
  *                        the facts read from Redis by the same queries the
  *                        daemon's store sends (GET block, SMISMEMBER exempt,
  *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr),
- *                        and interpreted by store_redis.c's own reader
- *                        (bs__redis_apply_reply). 0, or -1 on an I/O error
+ *                        and interpreted by store_reply.c, the daemon's own reader
+ *                        (bs_store_reply_apply). 0, or -1 on an I/O error
  *                        (printed).
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
  *   bs_ctl_explain_print print every fact and the rule that decided.
@@ -33,8 +33,8 @@
 #include <unistd.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
-#include "backstop/store_redis.h"
+#include "ctl.h"
+#include "backstop/store_reply.h"
 
 /* What each pipelined reply is. */
 enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR };
@@ -177,7 +177,7 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
 }
 
 /* apply - one reply into the facts with the daemon's own reader
- * (bs__redis_apply_reply), plus the per-member detail shown to the admin;
+ * (bs_store_reply_apply), plus the per-member detail shown to the admin;
  * 0 / -1 */
 static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
 {
@@ -193,7 +193,7 @@ static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
         return 0;
     }
     if (kind < R_BLOCK || kind > R_NDR ||
-        bs__redis_apply_reply(store_kind[kind], rep, &e->f, &unused) < 0)
+        bs_store_reply_apply(store_kind[kind], rep, &e->f, &unused) < 0)
         return -1;
     if (kind == R_EXEMPT || kind == R_RCPT) {
         for (i = 0; i < rep->elements && i < 3; i++)

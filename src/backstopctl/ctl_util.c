@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 static char last_err[512]; /* the last bs_ctl_err message (cut to fit) */
 

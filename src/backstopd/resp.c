@@ -6,7 +6,7 @@
  */
 #include <string.h>
 
-#include "backstop/resp.h"
+#include "resp.h"
 
 void bs_resp_init(bs_resp *b, char *buf, size_t cap)
 {

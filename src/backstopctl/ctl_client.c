@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "backstop/cidr.h"
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define BS_SCAN_COUNT "1000"
 #define BS_REASON_MAX 200

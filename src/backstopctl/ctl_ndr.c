@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backstop/ctl.h"
+#include "ctl.h"
 
 #define NDR_FIELD_MAX (BS_DOMAIN_MAX + 2)
 
