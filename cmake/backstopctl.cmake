@@ -14,8 +14,29 @@ add_library(backstopctl_core STATIC
   src/ctl_queue.c
   src/ctl_json.c
   src/ctl_rbl.c
+  src/ctl_sync.c
+  src/sync.c
+  src/source_file.c
+  src/source_command.c
+  src/source_postfix.c
 )
 target_link_libraries(backstopctl_core PUBLIC backstop PkgConfig::DEPS resolv)
+
+# The LDAP directory reader (src/source_ldap.c) needs libldap (Debian:
+# libldap-dev, which ships lber.pc and ldap.pc). Without it, or with
+# -DBACKSTOP_LDAP=OFF, "type = ldap" sources still parse but sync reports
+# them as failed ("built without LDAP").
+option(BACKSTOP_LDAP "Build the LDAP directory source for backstopctl sync (libldap)" ON)
+if(BACKSTOP_LDAP AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/src/source_ldap.c)
+  pkg_check_modules(LDAP IMPORTED_TARGET lber ldap)
+  if(LDAP_FOUND)
+    target_sources(backstopctl_core PRIVATE src/source_ldap.c)
+    target_compile_definitions(backstopctl_core PRIVATE BACKSTOP_HAVE_LDAP=1)
+    target_link_libraries(backstopctl_core PUBLIC PkgConfig::LDAP)
+  else()
+    message(STATUS "libldap not found: backstopctl sync without LDAP sources")
+  endif()
+endif()
 
 add_executable(backstopctl src/ctl_main.c)
 target_link_libraries(backstopctl PRIVATE backstopctl_core)
@@ -28,6 +49,14 @@ target_include_directories(test_ctl PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/un
 target_link_libraries(test_ctl PRIVATE backstopctl_core)
 add_test(NAME ctl_unit COMMAND test_ctl)
 
+# The sync engine against fake sources, the file/command readers, and the
+# [source NAME] / [sync] config.
+add_executable(test_sync tests/unit/test_sync.c)
+target_include_directories(test_sync PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit
+                                             ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_link_libraries(test_sync PRIVATE backstopctl_core)
+add_test(NAME unit_sync COMMAND test_sync WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
+
 # The command against a private redis-server (and backstopd, dnsmasq), one
 # ctest per area; exit 77 = skipped (e.g. no redis-server, no dnsmasq).
 find_package(Python3 COMPONENTS Interpreter)
@@ -39,4 +68,9 @@ if(Python3_FOUND)
               --only ${area})
     set_tests_properties(ctl_${area} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
   endforeach()
+  # backstopctl sync against a private redis-server, real postmap/postconf
+  add_test(NAME ctl_sync
+    COMMAND ${Python3_EXECUTABLE} -m pytest -q ${CMAKE_CURRENT_SOURCE_DIR}/tests/sync
+            --backstopctl $<TARGET_FILE:backstopctl>)
+  set_tests_properties(ctl_sync PROPERTIES TIMEOUT 600)
 endif()

@@ -153,7 +153,7 @@ def area_cli(env):
     words = ["domain add", "domain del", "domain list", "user add", "user del", "user list",
              "import", "ndr set", "ndr del", "ndr list", "ndr explain", "block list",
              "block add", "block del", "client IP", "stats", "check", "purge-queue",
-             "rbl-check"]
+             "rbl-check", "sync"]
     env.expect(r, 0, out=words + ["SADD backstop:domains", "HSET backstop:ndr",
                                   "SET backstop:block:CLIENT", "HGETALL backstop:stats"])
     env.check(r[1].count("redis-cli:") == len(words), "--help: one redis-cli line per command")
