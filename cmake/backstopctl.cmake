@@ -57,20 +57,9 @@ target_include_directories(test_sync PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/u
 target_link_libraries(test_sync PRIVATE backstopctl_core)
 add_test(NAME unit_sync COMMAND test_sync WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
 
-# The command against a private redis-server (and backstopd, dnsmasq), one
-# ctest per area; exit 77 = skipped (e.g. no redis-server, no dnsmasq).
-find_package(Python3 COMPONENTS Interpreter)
-if(Python3_FOUND)
-  foreach(area cli domain import ndr block check queue rbl)
-    add_test(NAME ctl_${area}
-      COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/ctl/run.py
-              --ctl $<TARGET_FILE:backstopctl> --backstopd $<TARGET_FILE:backstopd>
-              --only ${area})
-    set_tests_properties(ctl_${area} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
-  endforeach()
-  # backstopctl sync against a private redis-server, real postmap/postconf
-  add_test(NAME ctl_sync
-    COMMAND ${Python3_EXECUTABLE} -m pytest -q ${CMAKE_CURRENT_SOURCE_DIR}/tests/sync
-            --backstopctl $<TARGET_FILE:backstopctl>)
-  set_tests_properties(ctl_sync PROPERTIES TIMEOUT 600)
-endif()
+# The command against a private redis-server (and backstopd, dnsmasq):
+# tests/ctl/test_*.py on pytest (cmake/pytest.cmake); a missing dnsmasq skips
+# the rbl test, reported in pytest's summary.
+backstop_add_pytest(NAME ctl PATHS ctl TIMEOUT 600)
+# backstopctl sync: tests/sync/test_*.py against real postmap/postconf
+backstop_add_pytest(NAME ctl_sync PATHS sync TIMEOUT 600)
