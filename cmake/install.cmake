@@ -8,6 +8,8 @@
 #                                             when absent: an existing one is kept
 #   P/lib/systemd/system/backstopd.service    BACKSTOP_SYSTEMD_UNITDIR; ExecStart=
 #                                             and -c follow P and the config dir
+#   P/lib/systemd/system/backstop-sync.service, backstop-sync.timer
+#                                             the same for backstopctl sync
 #   P/share/man/man8/backstopd.8, man5/backstop.ini.5, man8/backstopctl.8 (if present)
 #   P/share/doc/backstop/postfix/main.cf.snippet, main.cf.chroot-snippet
 #   P/share/doc/backstop/example-data.redis, README.md
@@ -66,6 +68,15 @@ file(WRITE "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstopd.service" "${_un
 file(INSTALL DESTINATION "${_unit_dir}" TYPE FILE
      PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
      FILES "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstopd.service")
+# backstop-sync.service (backstopctl sync, every 15 min by its timer)
+file(READ "@PROJECT_SOURCE_DIR@/etc/backstop-sync.service" _unit)
+string(REPLACE "/usr/bin/backstopctl" "${CMAKE_INSTALL_PREFIX}/bin/backstopctl" _unit "${_unit}")
+string(REPLACE "/etc/backstop/backstop.ini" "${_conf_dir}/backstop.ini" _unit "${_unit}")
+file(WRITE "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstop-sync.service" "${_unit}")
+file(INSTALL DESTINATION "${_unit_dir}" TYPE FILE
+     PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
+     FILES "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstop-sync.service"
+           "@PROJECT_SOURCE_DIR@/etc/backstop-sync.timer")
 ]=])
 install(SCRIPT "${_bs_install_script}")
 
