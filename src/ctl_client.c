@@ -382,5 +382,5 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
         bs_ctl_note("no statistics yet (%s is empty)", key);
     free(rows);
     freeReplyObject(rep);
-    return BS_CTL_OK;
+    return bs_ctl_sync_show(c, NULL, 0) < 0 ? BS_CTL_FAIL : BS_CTL_OK;
 }

@@ -420,3 +420,57 @@ int bs_ctl_sync(bs_ctl *c, int argc, char **argv)
     bs_sync_free(&r.s);
     return r.failed ? BS_SYNC_EXIT_FAIL : r.refused ? BS_SYNC_EXIT_REFUSED : BS_SYNC_EXIT_OK;
 }
+
+/* record_field - the value of "name=" in a record (up to ';'), or "?" */
+static const char *record_field(const char *rec, const char *name, char *out, size_t outsz)
+{
+    size_t nlen = strlen(name);
+
+    for (const char *p = rec; p && *p; p = strchr(p, ';') ? strchr(p, ';') + 1 : NULL) {
+        if (strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            size_t len = strcspn(p + nlen + 1, ";");
+            bs_ctl_safe(p + nlen + 1, len, out, outsz);
+            return out;
+        }
+    }
+    return "?";
+}
+
+/* bs_ctl_sync_show - the backstop:sync records of the n domains (all when
+ * n is 0), one line each, after a heading; nothing when there are none */
+int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n)
+{
+    redisReply *rep = bs_ctl_hgetall(c, BS_SYNC_KEY_RECORD);
+    char dom[BS_DOMAIN_MAX * 4 + 1], outcome[32], count[32], source[BS_SYNC_SOURCES_MAX * 4];
+    char t[32], age[32];
+    uint64_t now_ms;
+    int heading = 0;
+
+    if (!rep || bs_ctl_redis_ms(c, &now_ms) < 0) {
+        if (rep)
+            freeReplyObject(rep);
+        return -1;
+    }
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+        size_t k = 0;
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        while (k < n && strcmp(domains[k], f->str) != 0)
+            k++;
+        if (n > 0 && k == n)
+            continue;
+        if (!heading++)
+            printf("last directory sync (backstopctl sync):\n");
+        uint64_t when = strtoull(record_field(v->str, "time", t, sizeof t), NULL, 10) * 1000;
+        printf("  %s  %s, %s users, from %s, %s ago\n",
+               bs_ctl_safe(f->str, f->len, dom, sizeof dom),
+               record_field(v->str, "outcome", outcome, sizeof outcome),
+               record_field(v->str, "count", count, sizeof count),
+               record_field(v->str, "source", source, sizeof source),
+               bs_ctl_remaining(now_ms > when ? now_ms - when : 0, age, sizeof age));
+    }
+    freeReplyObject(rep);
+    return 0;
+}

@@ -116,6 +116,9 @@ int bs_ctl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
 int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
+/* bs_ctl_sync_show - the last sync of these domains (all when n is 0) from
+ * backstop:sync, for domain list and stats; 0 / -1 (printed) */
+int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */

@@ -1,4 +1,5 @@
 """backstopctl sync: what is written, when, and how (atomic, guarded, recorded)."""
+import subprocess
 import threading
 import time
 
@@ -146,3 +147,17 @@ def test_50000_from_a_file(sync, record):
     record("50,000 addresses from a file: first sync %.2fs, unchanged re-run %.2fs "
            "(sanitizer build)" % (first, again))
     assert r.seconds < 60
+
+
+def test_record_shown_by_domain_list_and_stats(sync):
+    one_file(sync, users(3), extra="[sync]\nadd_domains = yes")
+    sync.run().expect(0)
+    line = "example.com  ok, 3 users, from dir, "
+    sync.ctl.run("domain", "list", config=sync.ini).expect(0, out=["example.com", line])
+    sync.ctl.run("stats", config=sync.ini).expect(0, out=line)
+    # and with redis-cli (the documented format)
+    out = subprocess.run(
+        ["redis-cli", "-s", sync.server.sock, "HGET", "backstop:sync", "example.com"],
+        capture_output=True, text=True).stdout
+    assert out.startswith("time=") and out.rstrip().endswith(
+        ";source=dir;count=3;added=3;removed=0;outcome=ok"), out
