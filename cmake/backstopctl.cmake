@@ -25,14 +25,21 @@ target_link_libraries(backstopctl_core PUBLIC backstop PkgConfig::DEPS resolv)
 # The LDAP directory reader (src/source_ldap.c) needs libldap (Debian:
 # libldap-dev, which ships lber.pc and ldap.pc). Without it, or with
 # -DBACKSTOP_LDAP=OFF, "type = ldap" sources still parse but sync reports
-# them as failed ("built without LDAP").
+# them as failed ("built without LDAP"). When tests/ldap/ldap.cmake builds
+# the reader as the library backstop_source_ldap (it is included after this
+# file: the name is resolved when the build is generated), that is linked;
+# else the file is compiled in here.
 option(BACKSTOP_LDAP "Build the LDAP directory source for backstopctl sync (libldap)" ON)
 if(BACKSTOP_LDAP AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/src/source_ldap.c)
-  pkg_check_modules(LDAP IMPORTED_TARGET lber ldap)
+  pkg_check_modules(LDAP IMPORTED_TARGET ldap lber)
   if(LDAP_FOUND)
-    target_sources(backstopctl_core PRIVATE src/source_ldap.c)
     target_compile_definitions(backstopctl_core PRIVATE BACKSTOP_HAVE_LDAP=1)
-    target_link_libraries(backstopctl_core PUBLIC PkgConfig::LDAP)
+    if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/ldap/ldap.cmake)
+      target_link_libraries(backstopctl_core PUBLIC backstop_source_ldap)
+    else()
+      target_sources(backstopctl_core PRIVATE src/source_ldap.c)
+      target_link_libraries(backstopctl_core PUBLIC PkgConfig::LDAP)
+    endif()
   else()
     message(STATUS "libldap not found: backstopctl sync without LDAP sources")
   endif()

@@ -73,7 +73,7 @@ typedef struct bs_sync {
     size_t ndom;
     /* counters of the last bs_sync_read */
     size_t entries, bad, foreign;
-    char bad_shown[BS_SYNC_SHOW_BAD][80]; /* the first bad entries, escaped */
+    char bad_shown[BS_SYNC_SHOW_BAD][128]; /* the first bad entries, escaped */
     /* internal: the source being read */
     const bs_source *cur;
     size_t *stage_dom; /* per staged entry: index in dom */
