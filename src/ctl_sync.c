@@ -301,7 +301,8 @@ static redisReply *current(sync_run *r, const char *rkey)
 static void report(sync_run *r, const bs_sync_domain *d)
 {
     const char *dry = r->dry_run ? " (dry run: nothing written)" : "";
-    unsigned shrink = d->nhave ? (unsigned)((d->nhave - d->nwant) * 100 / d->nhave) : 0;
+    /* shrink-refused implies nhave > nwant */
+    unsigned shrink = d->nhave > d->nwant ? (unsigned)((d->nhave - d->nwant) * 100 / d->nhave) : 0;
 
     switch (d->outcome) {
     case BS_SYNC_OK:
