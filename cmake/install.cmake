@@ -8,6 +8,8 @@
 #                                             when absent: an existing one is kept
 #   P/lib/systemd/system/backstopd.service    BACKSTOP_SYSTEMD_UNITDIR; ExecStart=
 #                                             and -c follow P and the config dir
+#   P/lib/systemd/system/backstop-sync.service, backstop-sync.timer
+#                                             the same for backstopctl sync
 #   P/share/man/man8/backstopd.8, man5/backstop.ini.5, man8/backstopctl.8 (if present)
 #   P/share/doc/backstop/postfix/main.cf.snippet, main.cf.chroot-snippet
 #   P/share/doc/backstop/example-data.redis, README.md
@@ -59,13 +61,20 @@ set(_unit_dir "@BACKSTOP_SYSTEMD_UNITDIR@")
 if(NOT IS_ABSOLUTE "${_unit_dir}")
   set(_unit_dir "${CMAKE_INSTALL_PREFIX}/${_unit_dir}")
 endif()
-file(READ "@PROJECT_SOURCE_DIR@/etc/backstopd.service" _unit)
-string(REPLACE "/usr/sbin/backstopd" "${CMAKE_INSTALL_PREFIX}/sbin/backstopd" _unit "${_unit}")
-string(REPLACE "/etc/backstop/backstop.ini" "${_conf_dir}/backstop.ini" _unit "${_unit}")
-file(WRITE "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstopd.service" "${_unit}")
-file(INSTALL DESTINATION "${_unit_dir}" TYPE FILE
-     PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
-     FILES "@CMAKE_CURRENT_BINARY_DIR@/install-staging/backstopd.service")
+# a macro, not a function: file(INSTALL) records into this scope's manifest
+macro(_bs_install_unit name program)
+  file(READ "@PROJECT_SOURCE_DIR@/etc/${name}" _unit)
+  string(REPLACE "/usr/${program}" "${CMAKE_INSTALL_PREFIX}/${program}" _unit "${_unit}")
+  string(REPLACE "/etc/backstop/backstop.ini" "${_conf_dir}/backstop.ini" _unit "${_unit}")
+  file(WRITE "@CMAKE_CURRENT_BINARY_DIR@/install-staging/${name}" "${_unit}")
+  file(INSTALL DESTINATION "${_unit_dir}" TYPE FILE
+       PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
+       FILES "@CMAKE_CURRENT_BINARY_DIR@/install-staging/${name}")
+endmacro()
+_bs_install_unit(backstopd.service sbin/backstopd)
+# backstopctl sync every 15 minutes: the timer starts the service
+_bs_install_unit(backstop-sync.service bin/backstopctl)
+_bs_install_unit(backstop-sync.timer bin/backstopctl)
 ]=])
 install(SCRIPT "${_bs_install_script}")
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "backstop/cidr.h"
+#include "backstop/source.h"
 
 #define BS_CFG_MAX_LISTEN 8
 #define BS_CFG_MAX_EXEMPT 64
@@ -28,6 +29,7 @@
 #define BS_CFG_STR_MAX 128
 #define BS_CFG_PREFIX_MAX 64
 #define BS_CFG_DELIM_MAX 8
+#define BS_CFG_MAX_SOURCES 8 /* [source NAME] sections */
 
 enum bs_endpoint_type { BS_EP_INET = 1, BS_EP_UNIX = 2 };
 
@@ -102,6 +104,14 @@ typedef struct bs_config {
     /* [log] */
     int log_level;            /* enum bs_log_level (log.h), default info */
     char syslog_facility[16]; /* default "mail" */
+
+    /* [sync] (backstopctl sync) */
+    unsigned sync_max_shrink; /* percent a domain may lose without --force, default 20 */
+    int sync_add_domains;     /* yes: a source's domain joins "domains"; default no */
+
+    /* [source NAME], in file order; only backstopctl sync reads them */
+    bs_source sources[BS_CFG_MAX_SOURCES];
+    size_t nsources;
 } bs_config;
 
 /* bs_config_defaults - fill cfg with every default (no listener yet). */

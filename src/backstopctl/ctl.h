@@ -22,6 +22,7 @@
  *   ctl_queue.c    purge-queue: queued bounces to NDR-denied domains
  *   ctl_json.c     JSON with jansson: "postqueue -j" lines in, --json out
  *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
+ *   ctl_sync.c     sync: directory sources (sync.c) into rcpt:<domain>
  *
  * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
  * check that failed: documented per command), BS_CTL_USAGE (bad command
@@ -78,6 +79,9 @@ enum bs_ctl_opt {
     BS_OPT_NAMESERVER,
     BS_OPT_STRICT,
     BS_OPT_JSON,
+    BS_OPT_DRY_RUN,
+    BS_OPT_FORCE,
+    BS_OPT_QUIET,
     BS_OPT_COUNT
 };
 
@@ -115,6 +119,10 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv);
 int bs_ctl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
 int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
+int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
+/* bs_ctl_sync_show - the last sync of these domains (all when n is 0) from
+ * backstop:sync, for domain list and stats; 0 / -1 (printed) */
+int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */
@@ -139,6 +147,14 @@ int bs_ctl_reply_ok(const redisReply *rep, int type, const char *what);
 redisReply *bs_ctl_hgetall(bs_ctl *c, const char *name);
 /* bs_ctl_redis_ms - Redis's clock (TIME) in ms; 0 / -1. */
 int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms);
+/* bs_ctl_fill_set - key becomes exactly the n members (DEL, then pipelined
+ * SADD batches), with a TTL of ttl_ms (decimal text) renewed each batch;
+ * progress (may be NULL) after each batch. 0, or -1 (printed): the key then
+ * holds part of the members until it expires. */
+#define BS_CTL_FILL_BATCH 1000  /* members per round trip */
+#define BS_CTL_FILL_PER_CMD 100 /* members per SADD */
+int bs_ctl_fill_set(bs_ctl *c, const char *key, char *const *members, size_t n, const char *ttl_ms,
+                    void (*progress)(void *arg, size_t done, size_t total), void *arg);
 
 /* ------------------------------------------------------------ ctl_util.c */
 void bs_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -423,5 +423,7 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
         bs_ctl_note("no statistics yet (%s is empty)", key);
     free(rows);
     freeReplyObject(rep);
+    if (rc == BS_CTL_OK && !c->opt[BS_OPT_JSON] && bs_ctl_sync_show(c, NULL, 0) < 0)
+        rc = BS_CTL_FAIL;
     return rc;
 }

@@ -281,6 +281,8 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
     }
     if (rc == 0)
         rc = list_rows(c, rows, n, jrows);
+    if (rc == 0 && !jrows && n > 0 && bs_ctl_sync_show(c, rows, argc > 0 ? n : 0) < 0)
+        rc = BS_CTL_FAIL;
     if (all)
         freeReplyObject(all);
     free(rows);

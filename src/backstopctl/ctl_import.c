@@ -38,9 +38,8 @@
  *      Bad lines and no --skip-bad: stop, write nothing, exit 1.
  *   2. Sort and de-duplicate in memory.
  *   3. Pipeline SADDs into a temporary key (prefix "import:<domain>:<pid>",
- *      1h TTL so a killed import leaves nothing behind for long), in
- *      batches of BS_IMPORT_BATCH members: BS_IMPORT_PER_CMD members per
- *      SADD, every command of a batch sent before its replies are read.
+ *      1h TTL so a killed import leaves nothing behind for long) with
+ *      bs_ctl_fill_set: BS_CTL_FILL_BATCH members a round trip.
  *   4. One MULTI/EXEC moves it into place: SUNIONSTORE rcpt rcpt tmp (add),
  *      or with --replace SDIFFSTORE (to count the removed) + RENAME +
  *      PERSIST. Until EXEC, rcpt:<domain> is untouched; a failure before it
@@ -61,8 +60,6 @@
 #include "ctl.h"
 
 #define BS_IMPORT_LINE_MAX 4096
-#define BS_IMPORT_BATCH 1000
-#define BS_IMPORT_PER_CMD 100
 #define BS_IMPORT_SHOW_BAD 100
 #define BS_IMPORT_TMP_TTL "3600000"
 
@@ -265,20 +262,27 @@ static int read_file(const char *name, const char *domain, import_set *s)
     return rc;
 }
 
+/* Progress bar state for bs_ctl_fill_set. */
+typedef struct import_progress {
+    const bs_ctl *c;
+    const char *domain;
+} import_progress;
+
 /* progress - a bar on the terminal */
-static void progress(const bs_ctl *c, const char *domain, size_t done, size_t total, int last)
+static void progress(void *arg, size_t done, size_t total)
 {
+    const import_progress *ip = arg;
     char bar[31];
     size_t fill = total ? done * 30 / total : 30;
 
-    if (!c->tty)
+    if (!ip->c->tty)
         return;
     memset(bar, '#', fill);
     memset(bar + fill, '.', 30 - fill);
     bar[30] = 0;
-    fprintf(stderr, "\rimporting %s [%s] %3zu%% %zu/%zu", domain, bar,
+    fprintf(stderr, "\rimporting %s [%s] %3zu%% %zu/%zu", ip->domain, bar,
             total ? done * 100 / total : 100, done, total);
-    if (last)
+    if (done == total)
         fputc('\n', stderr);
     fflush(stderr);
 }
@@ -286,39 +290,9 @@ static void progress(const bs_ctl *c, const char *domain, size_t done, size_t to
 /* load_tmp - SADD every user into tmp, a batch at a time; 0 / -1 */
 static int load_tmp(bs_ctl *c, const char *domain, const char *tmp, const import_set *s)
 {
-    const char *argv[2 + BS_IMPORT_PER_CMD];
-    size_t off = 0, i, ncmds;
-    redisReply *rep;
-    int rc = 0;
+    import_progress ip = {c, domain};
 
-    if (!(rep = bs_ctl_cmd(c, "DEL", tmp, (char *)NULL)))
-        return -1;
-    freeReplyObject(rep);
-    while (off < s->n && rc == 0) {
-        size_t end = off + BS_IMPORT_BATCH < s->n ? off + BS_IMPORT_BATCH : s->n;
-
-        for (ncmds = 0; off < end; ncmds++) {
-            size_t k = 0;
-            argv[k++] = "SADD";
-            argv[k++] = tmp;
-            while (off < end && k < 2 + BS_IMPORT_PER_CMD)
-                argv[k++] = s->users[off++];
-            if (bs_ctl_append(c, (int)k, argv, NULL) < 0)
-                return -1;
-        }
-        const char *exp[] = {"PEXPIRE", tmp, BS_IMPORT_TMP_TTL};
-        if (bs_ctl_append(c, 3, exp, NULL) < 0)
-            return -1;
-        for (i = 0; i <= ncmds; i++) {
-            if (!(rep = bs_ctl_read(c)))
-                return -1;
-            if (!bs_ctl_reply_ok(rep, REDIS_REPLY_INTEGER, i < ncmds ? "SADD" : "PEXPIRE"))
-                rc = -1;
-            freeReplyObject(rep);
-        }
-        progress(c, domain, off, s->n, off == s->n);
-    }
-    return rc;
+    return bs_ctl_fill_set(c, tmp, s->users, s->n, BS_IMPORT_TMP_TTL, progress, &ip);
 }
 
 /* exec_all - run n commands in one MULTI/EXEC; the EXEC reply when every

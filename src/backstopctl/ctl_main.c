@@ -123,6 +123,13 @@ static const ctl_command commands[] = {
      "IP... [--zone ZONE]... [--nameserver IP[:PORT]] [--strict] [--json]",
      "look IPs up in DNS blocklists; 1 if listed anywhere (--strict: or a lookup failed)",
      "(no equivalent: dig +short 1.2.0.192.zen.spamhaus.org A)"},
+    {"sync", NULL, bs_ctl_sync, 0, MANY,
+     COMMON | O(BS_OPT_DRY_RUN) | O(BS_OPT_FORCE) | O(BS_OPT_QUIET), NEED_CONFIG | NEED_REDIS,
+     "[--dry-run] [--force] [--quiet] [SOURCE...]",
+     "make each domain's users what its [source NAME] directories hold; 1 if a source or a "
+     "write failed, 3 if a guard (max_shrink, empty) refused a domain",
+     "SADD backstop:tmp:sync:DOMAIN:PID LOCAL...\nMULTI, RENAME ... backstop:rcpt:DOMAIN, "
+     "HSET backstop:sync DOMAIN RECORD, EXEC"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -201,6 +208,15 @@ static const struct {
      0,
      NULL,
      "one JSON object on stdout instead of text (shapes: backstopctl(8))"},
+    {{"dry-run", no_argument, NULL, BS_OPT_DRY_RUN},
+     0,
+     NULL,
+     "sync: read and compare, write nothing"},
+    {{"force", no_argument, NULL, BS_OPT_FORCE},
+     0,
+     NULL,
+     "sync: write a domain even if it shrinks past max_shrink or becomes empty"},
+    {{"quiet", no_argument, NULL, BS_OPT_QUIET}, 0, NULL, "sync: print only failures and refusals"},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 

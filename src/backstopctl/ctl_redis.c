@@ -13,6 +13,8 @@
  *   bs_ctl_reply_ok    type check with a message.
  *   bs_ctl_hgetall     a whole hash of ours.
  *   bs_ctl_redis_ms    Redis's clock, as the daemon's Lua scripts read it.
+ *   bs_ctl_fill_set    a staging set from a member list: pipelined SADD
+ *                      batches with a TTL (import, sync).
  *
  * Uses hiredis's synchronous API: redisConnectWithTimeout or
  * redisConnectUnixWithTimeout, then redisSetTimeout, so a dead or frozen
@@ -227,5 +229,46 @@ int bs_ctl_redis_ms(bs_ctl *c, uint64_t *now_ms)
         bs_ctl_err("redis: TIME: unexpected reply");
     }
     freeReplyObject(rep);
+    return rc;
+}
+
+/* bs_ctl_fill_set - DEL key, then SADD the members BS_CTL_FILL_BATCH at a
+ * round trip (BS_CTL_FILL_PER_CMD per SADD), PEXPIRE ttl_ms after each */
+int bs_ctl_fill_set(bs_ctl *c, const char *key, char *const *members, size_t n, const char *ttl_ms,
+                    void (*progress)(void *arg, size_t done, size_t total), void *arg)
+{
+    const char *argv[2 + BS_CTL_FILL_PER_CMD];
+    size_t off = 0, i, ncmds;
+    redisReply *rep;
+    int rc = 0;
+
+    if (!(rep = bs_ctl_cmd(c, "DEL", key, (char *)NULL)))
+        return -1;
+    freeReplyObject(rep);
+    while (off < n && rc == 0) {
+        size_t end = off + BS_CTL_FILL_BATCH < n ? off + BS_CTL_FILL_BATCH : n;
+        const char *exp[] = {"PEXPIRE", key, ttl_ms};
+
+        for (ncmds = 0; off < end; ncmds++) {
+            size_t k = 0;
+            argv[k++] = "SADD";
+            argv[k++] = key;
+            while (off < end && k < 2 + BS_CTL_FILL_PER_CMD)
+                argv[k++] = members[off++];
+            if (bs_ctl_append(c, (int)k, argv, NULL) < 0)
+                return -1;
+        }
+        if (bs_ctl_append(c, 3, exp, NULL) < 0)
+            return -1;
+        for (i = 0; i <= ncmds; i++) {
+            if (!(rep = bs_ctl_read(c)))
+                return -1;
+            if (!bs_ctl_reply_ok(rep, REDIS_REPLY_INTEGER, i < ncmds ? "SADD" : "PEXPIRE"))
+                rc = -1;
+            freeReplyObject(rep);
+        }
+        if (progress)
+            progress(arg, off, n);
+    }
     return rc;
 }

@@ -58,6 +58,7 @@
  */
 #include "backstop/config.h"
 
+#include "backstop/addr.h"
 #include "backstop/log.h"
 
 #include <arpa/inet.h>
@@ -110,6 +111,10 @@ typedef struct opt_type {
 } opt_type;
 
 enum { F_LIST = 1, F_SECRET = 2 };
+/* [source NAME] rows: the source types a key belongs to (bit 2 + type) */
+#define F_SRC(t) (1u << (1 + (t)))
+#define F_SRC_ALL                                                                                  \
+    (F_SRC(BS_SRC_LDAP) | F_SRC(BS_SRC_POSTFIX) | F_SRC(BS_SRC_FILE) | F_SRC(BS_SRC_COMMAND))
 
 struct option {
     const char *section;
@@ -732,6 +737,42 @@ static void rate_format(const option *o, const void *src, char *buf, size_t size
         snprintf(buf, size, "%" PRIu32 "/%s", n, window);
 }
 
+/* percent_parse - "20%" or "20", within the row's bounds */
+static int percent_parse(const option *o, const char *v, void *dst, char *why, size_t whysz)
+{
+    size_t len = strlen(v);
+    uint64_t n;
+
+    if (len > 0 && v[len - 1] == '%')
+        len--;
+    if (parse_digits(v, len, &n) == -1)
+        return reason(why, whysz, "is not a percentage (e.g. 20%%)");
+    if (n < o->min || n > o->max)
+        return reason(why, whysz, "is out of range (%" PRIu64 "%%..%" PRIu64 "%%)", o->min, o->max);
+    *(unsigned *)dst = (unsigned)n;
+    return 0;
+}
+
+static void percent_format(const option *o, const void *src, char *buf, size_t size)
+{
+    (void)o;
+    snprintf(buf, size, "%u%%", *(const unsigned *)src);
+}
+
+/* domain_parse - a domain in the daemon's normal form (addr.h), stored so */
+static int domain_parse(const option *o, const char *v, void *dst, char *why, size_t whysz)
+{
+    char norm[BS_DOMAIN_MAX + 1];
+    int len = bs_domain_norm(v, strlen(v), norm);
+
+    if (len < 0)
+        return reason(why, whysz, "is not a domain name (ASCII; write an IDN as its xn-- form)");
+    if ((size_t)len >= o->size)
+        return reason(why, whysz, "is longer than %zu characters", o->size - 1);
+    copy_field(dst, o->size, norm, (size_t)len);
+    return 0;
+}
+
 static const opt_type t_uint = {uint_parse, uint_format};
 static const opt_type t_octal = {octal_parse, octal_format};
 static const opt_type t_duration = {duration_parse, duration_format};
@@ -743,6 +784,8 @@ static const opt_type t_sentinel = {sentinel_parse, sentinel_format};
 static const opt_type t_cidr = {cidr_parse, cidr_format};
 static const opt_type t_ndr = {ndr_parse, ndr_format};
 static const opt_type t_rate = {rate_parse, rate_format};
+static const opt_type t_percent = {percent_parse, percent_format};
+static const opt_type t_domain = {domain_parse, string_format};
 
 /* ------------------------------------------------------------ the table */
 
@@ -785,6 +828,8 @@ static const enum_name levels[] = {{"error", BS_LOG_ERROR},
 
 #define LOOPBACK "127.0.0.0/8 ::1/128"
 
+static const enum_name yes_no[] = {{"yes", 1}, {"no", 0}, {NULL, 0}};
+
 /* The keys, in the order bs_config_dump prints them. Durations in ms. */
 /* clang-format off */
 static const option options[] = {
@@ -824,6 +869,9 @@ static const option options[] = {
 
     ENUM    ("log", "level", log_level, levels, "info"),
     FACILITY("log", "syslog_facility", syslog_facility, "mail"),
+
+    ROW     ("sync", "max_shrink", t_percent, FIELD(sync_max_shrink), 0, 100, NULL, "20%", 0),
+    ENUM    ("sync", "add_domains", sync_add_domains, yes_no, "no"),
 };
 /* clang-format on */
 
@@ -883,7 +931,9 @@ const char *bs_config_option(size_t i, const char **section)
     return options[i].name;
 }
 
-static size_t *list_count(const option *o, bs_config *cfg)
+/* The list helpers take the struct a row's offsets are in: bs_config, or a
+ * bs_source for the [source NAME] rows. */
+static size_t *list_count(const option *o, void *cfg)
 {
     return (size_t *)((char *)cfg + o->aux);
 }
@@ -892,7 +942,7 @@ static size_t *list_count(const option *o, bs_config *cfg)
  * list_slot - the next free element of a list, zeroed, or NULL when full.
  * The caller bumps the count once the value parsed.
  */
-static void *list_slot(const option *o, bs_config *cfg)
+static void *list_slot(const option *o, void *cfg)
 {
     size_t n = *list_count(o, cfg);
     char *slot;
@@ -905,7 +955,7 @@ static void *list_slot(const option *o, bs_config *cfg)
 }
 
 /* list_has - 1 if the n-th (just parsed) element equals an earlier one */
-static int list_has(const option *o, const bs_config *cfg, size_t n)
+static int list_has(const option *o, const void *cfg, size_t n)
 {
     const char *base = (const char *)cfg + o->off;
 
@@ -916,14 +966,13 @@ static int list_has(const option *o, const bs_config *cfg, size_t n)
     return 0;
 }
 
-/* bs_config_defaults - every row's default, through the row's own parser */
-void bs_config_defaults(bs_config *cfg)
+/* apply_defaults - every row's default into base, through the row's own parser */
+static void apply_defaults(const option *table, size_t n, void *cfg)
 {
     char why[256], word[BS_CFG_STR_MAX];
 
-    memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        const option *o = &options[i];
+    for (size_t i = 0; i < n; i++) {
+        const option *o = &table[i];
         const char *d = o->def;
         if (d == NULL)
             continue;
@@ -944,6 +993,92 @@ void bs_config_defaults(bs_config *cfg)
     }
 }
 
+/* bs_config_defaults - every row's default; no source */
+void bs_config_defaults(bs_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    apply_defaults(options, NOPTIONS, cfg);
+}
+
+/* ------------------------------------------------------------ [source NAME] */
+
+/*
+ * A [source NAME] section fills one bs_source (source.h) from its own table,
+ * src_options[], whose offsets are into bs_source. A row's F_SRC() bits say
+ * which source types take the key: a key of another type is an error after
+ * the last line (the type may come after it), and bs_config_dump prints only
+ * the type's rows.
+ */
+#define BS_SRC_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+#define BS_SRC_NAME_LEN 32 /* inih keeps 49 bytes of "source NAME" */
+
+static const enum_name src_types[] = {{"ldap", BS_SRC_LDAP},
+                                      {"postfix", BS_SRC_POSTFIX},
+                                      {"file", BS_SRC_FILE},
+                                      {"command", BS_SRC_COMMAND},
+                                      {NULL, 0}};
+
+#define SFIELD_SIZE(f) sizeof(((bs_source *)0)->f)
+#define SFIELD(f) offsetof(bs_source, f), SFIELD_SIZE(f), 0, 0
+#define SLIST_WHERE(f, n)                                                                          \
+    offsetof(bs_source, f), SFIELD_SIZE(f[0]), offsetof(bs_source, n),                             \
+        SFIELD_SIZE(f) / SFIELD_SIZE(f[0])
+/* f is a field name: the offsets are built inside, after ROW took its arguments */
+#define S_ROW(key, type, f, lo, hi, extra, def, fl)                                                \
+    ROW("source", key, type, SFIELD(f), lo, hi, extra, def, fl)
+#define S_STRING(key, f, cls, def, types) S_ROW(key, t_string, f, 0, 0, &cls, def, types)
+#define S_LIST(key, type, f, n, extra, def, types)                                                 \
+    ROW("source", key, type, SLIST_WHERE(f, n), 0, 0, extra, def, F_LIST | (types))
+
+#define F_LDAP F_SRC(BS_SRC_LDAP)
+#define F_POSTFIX F_SRC(BS_SRC_POSTFIX)
+
+/* clang-format off */
+static const option src_options[] = {
+    S_ROW   ("type", t_enum, type, 0, 0, src_types, NULL, F_SRC_ALL),
+    S_LIST  ("domain", t_domain, domains, ndomains, NULL, NULL, F_SRC_ALL),
+    S_ROW   ("timeout", t_duration, timeout_ms, MS_SEC, MS_DAY, NULL, "30s", F_SRC_ALL),
+
+    S_LIST  ("uri", t_string, uris, nuris, &str_token, NULL, F_LDAP),
+    S_ROW   ("start_tls", t_enum, start_tls, 0, 0, yes_no, "no", F_LDAP),
+    S_STRING("tls_ca_file", tls_ca_file, str_text, "", F_LDAP),
+    S_STRING("bind_dn", bind_dn, str_text, "", F_LDAP),
+    S_STRING("bind_password_file", bind_password_file, str_text, "", F_LDAP),
+    S_STRING("base", base, str_text, "", F_LDAP),
+    S_STRING("filter", filter, str_text, "(objectClass=*)", F_LDAP),
+    S_LIST  ("attribute", t_string, attributes, nattributes, &str_token, "mail", F_LDAP),
+    S_ROW   ("page_size", t_uint, page_size, 1, 100000, NULL, "500", F_LDAP),
+
+    S_LIST  ("map", t_string, maps, nmaps, &str_token, NULL, F_POSTFIX),
+    S_STRING("maps", maps_parameter, str_token, "", F_POSTFIX),
+    S_STRING("config_directory", config_directory, str_token, "", F_POSTFIX),
+
+    S_STRING("path", path, str_text, "", F_SRC(BS_SRC_FILE)),
+    S_STRING("command", command, str_text, "", F_SRC(BS_SRC_COMMAND)),
+};
+/* clang-format on */
+
+#define NSRC_OPTIONS (sizeof src_options / sizeof src_options[0])
+
+static const option *find_src_option(const char *name)
+{
+    for (size_t i = 0; i < NSRC_OPTIONS; i++) {
+        if (strcmp(src_options[i].name, name) == 0)
+            return &src_options[i];
+    }
+    return NULL;
+}
+
+/* src_type_name - "ldap", "file", ... for messages */
+static const char *src_type_name(int type)
+{
+    for (const enum_name *e = src_types; e->name != NULL; e++) {
+        if (e->value == type)
+            return e->name;
+    }
+    return "?";
+}
+
 /* ------------------------------------------------------------ loading */
 
 /* One load: the reader's and the handler's shared state. */
@@ -951,10 +1086,13 @@ typedef struct cfg_parse {
     bs_config *cfg;
     const char *path;
     FILE *fp;
-    int lineno;                     /* lines handed to inih so far */
-    char section[16];               /* last valid [section], "" before any */
-    int seen[NOPTIONS];             /* line of a key's first setting, 0 = not set */
-    char line[BS_CFG_LINE_MAX + 3]; /* the current line, without "\r\n" */
+    int lineno;                                     /* lines handed to inih so far */
+    char section[16];                               /* last valid [section], "" before any */
+    int seen[NOPTIONS];                             /* line of a key's first setting, 0 = not set */
+    int source;                                     /* [source NAME] being read: index, or -1 */
+    int src_line[BS_CFG_MAX_SOURCES];               /* its "[source NAME]" line */
+    int src_seen[BS_CFG_MAX_SOURCES][NSRC_OPTIONS]; /* as seen[], per source */
+    char line[BS_CFG_LINE_MAX + 3];                 /* the current line, without "\r\n" */
     char *err;
     size_t errsz;
     int failed;
@@ -1027,6 +1165,43 @@ static int lint_key_line(cfg_parse *p, const char *start)
     return 0;
 }
 
+/*
+ * source_section - "[source NAME]": a new source with every default, named
+ * [A-Za-z0-9_.-]{1,BS_SRC_NAME_LEN}, not used before. 0, or -1 (recorded).
+ */
+static int source_section(cfg_parse *p, const char *name, const char *end)
+{
+    bs_config *cfg = p->cfg;
+    size_t len = (size_t)(end - name);
+    char q[BS_QUOTE_MAX * 4 + 8];
+    bs_source *src;
+
+    if (len == 0 || len > BS_SRC_NAME_LEN || strspn(name, BS_SRC_NAME_CHARS) < len) {
+        load_error(p, "[source %s]: a source name is 1 to %d characters of A-Z a-z 0-9 _ . -",
+                   quote(name, len, q, sizeof q), BS_SRC_NAME_LEN);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nsources; i++) {
+        if (strlen(cfg->sources[i].name) == len && memcmp(cfg->sources[i].name, name, len) == 0) {
+            load_error(p, "[source %.*s]: a second section of that name (the first is at line %d)",
+                       (int)len, name, p->src_line[i]);
+            return -1;
+        }
+    }
+    if (cfg->nsources == BS_CFG_MAX_SOURCES) {
+        load_error(p, "[source %.*s]: more than %d sources", (int)len, name, BS_CFG_MAX_SOURCES);
+        return -1;
+    }
+    p->source = (int)cfg->nsources++;
+    p->src_line[p->source] = p->lineno;
+    src = &cfg->sources[p->source];
+    memset(src, 0, sizeof *src);
+    apply_defaults(src_options, NSRC_OPTIONS, src);
+    copy_field(src->name, sizeof src->name, name, len);
+    copy_field(p->section, sizeof p->section, "source", 6);
+    return 0;
+}
+
 /* lint_section_line - "[name]", a section of the table, nothing after it */
 static int lint_section_line(cfg_parse *p, const char *start, const char *end)
 {
@@ -1041,9 +1216,13 @@ static int lint_section_line(cfg_parse *p, const char *start, const char *end)
         load_error(p, "text after \"[section]\"; put comments on lines of their own");
         return -1;
     }
+    if (close - start > 7 && memcmp(start + 1, "source", 6) == 0 && is_blank(start[7]))
+        return source_section(p, start + 8, close);
+    p->source = -1;
     if (!known_section(start + 1, (size_t)(close - start - 1))) {
         char known[128];
-        section_names(known, sizeof known);
+        section_names(known, sizeof known - 16);
+        strcat(known, ", source NAME");
         load_error(p, "unknown section %s (known: %s)",
                    quote(start, (size_t)(close - start + 1), q, sizeof q), known);
         return -1;
@@ -1144,19 +1323,30 @@ static char *cfg_reader(char *str, int num, void *stream)
  * cfg_handler - one "key = value" from inih, on line p->lineno. Returns 1,
  * or 0 with the error recorded (the reader then ends the parse).
  */
+static int set_option(cfg_parse *p, const option *o, void *base, int *seen, const char *section,
+                      const char *name, const char *value);
+
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     cfg_parse *p = user;
     const option *o, *elsewhere;
-    char why[256], q[BS_QUOTE_MAX * 4 + 8];
-    void *dst;
-    size_t idx;
+    char q[BS_QUOTE_MAX * 4 + 8];
 
     if (p->failed)
         return 0;
     if (section[0] == '\0') {
         load_error(p, "%s: key before any [section]", keyname(name, q, sizeof q));
         return 0;
+    }
+    if (p->source >= 0) {
+        bs_source *src = &p->cfg->sources[p->source];
+        o = find_src_option(name);
+        if (o == NULL) {
+            load_error(p, "[source %s] %s: unknown key", src->name, keyname(name, q, sizeof q));
+            return 0;
+        }
+        return set_option(p, o, src, &p->src_seen[p->source][o - src_options], section, name,
+                          value);
     }
     o = find_option(section, name);
     if (o == NULL) {
@@ -1168,24 +1358,37 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
             load_error(p, "[%s] %s: unknown key", section, keyname(name, q, sizeof q));
         return 0;
     }
-    idx = (size_t)(o - options);
+    return set_option(p, o, p->cfg, &p->seen[o - options], section, name, value);
+}
+
+/*
+ * set_option - store one value of row o into base (the bs_config, or a
+ * bs_source); *seen is the row's first line. Returns 1, or 0 with the
+ * error recorded.
+ */
+static int set_option(cfg_parse *p, const option *o, void *base, int *seen, const char *section,
+                      const char *name, const char *value)
+{
+    char why[256], q[BS_QUOTE_MAX * 4 + 8];
+    void *dst;
+
     if (o->flags & F_LIST) {
-        if (p->seen[idx] == 0)
-            *list_count(o, p->cfg) = 0; /* the first line replaces the default list */
-        dst = list_slot(o, p->cfg);
+        if (*seen == 0)
+            *list_count(o, base) = 0; /* the first line replaces the default list */
+        dst = list_slot(o, base);
         if (dst == NULL) {
             load_error(p, "[%s] %s: more than %zu entries", section, name, o->cap);
             return 0;
         }
     } else {
-        if (p->seen[idx] != 0) {
-            load_error(p, "[%s] %s: set twice, first at line %d", section, name, p->seen[idx]);
+        if (*seen != 0) {
+            load_error(p, "[%s] %s: set twice, first at line %d", section, name, *seen);
             return 0;
         }
-        dst = (char *)p->cfg + o->off;
+        dst = (char *)base + o->off;
     }
-    if (p->seen[idx] == 0)
-        p->seen[idx] = p->lineno;
+    if (*seen == 0)
+        *seen = p->lineno;
     if (o->flags & F_SECRET)
         snprintf(q, sizeof q, "the value");
     else
@@ -1195,11 +1398,11 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
         return 0;
     }
     if (o->flags & F_LIST) {
-        if (list_has(o, p->cfg, *list_count(o, p->cfg))) {
+        if (list_has(o, base, *list_count(o, base))) {
             load_error(p, "[%s] %s: %s is listed twice", section, name, q);
             return 0;
         }
-        ++*list_count(o, p->cfg);
+        ++*list_count(o, base);
     }
     return 1;
 }
@@ -1248,6 +1451,49 @@ static int check_host_names(cfg_parse *p)
     return 0;
 }
 
+/* src_required - the keys a source of each type cannot do without */
+static const char *src_missing(const bs_source *src)
+{
+    if (src->type == 0)
+        return "type (ldap, postfix, file or command)";
+    if (src->ndomains == 0)
+        return "domain (the domains it is the directory of)";
+    switch (src->type) {
+    case BS_SRC_LDAP:
+        return src->nuris == 0 ? "uri" : src->base[0] == '\0' ? "base" : NULL;
+    case BS_SRC_POSTFIX:
+        return src->nmaps == 0 && src->maps_parameter[0] == '\0' ? "map or maps" : NULL;
+    case BS_SRC_FILE:
+        return src->path[0] == '\0' ? "path" : NULL;
+    default:
+        return src->command[0] == '\0' ? "command" : NULL;
+    }
+}
+
+/* check_sources - each source has what its type needs and no key of another type */
+static int check_sources(cfg_parse *p)
+{
+    for (size_t i = 0; i < p->cfg->nsources; i++) {
+        const bs_source *src = &p->cfg->sources[i];
+        const char *missing = src_missing(src);
+
+        if (missing != NULL) {
+            p->lineno = p->src_line[i];
+            load_error(p, "[source %s]: missing %s", src->name, missing);
+            return -1;
+        }
+        for (size_t k = 0; k < NSRC_OPTIONS; k++) {
+            if (p->src_seen[i][k] != 0 && !(src_options[k].flags & F_SRC(src->type))) {
+                p->lineno = p->src_seen[i][k];
+                load_error(p, "[source %s] %s: not a key of type = %s sources", src->name,
+                           src_options[k].name, src_type_name(src->type));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* check_whole - rules across keys, after the last line */
 static int check_whole(cfg_parse *p)
 {
@@ -1269,7 +1515,9 @@ static int check_whole(cfg_parse *p)
         load_error(p, "[redis] master_name: no sentinel line");
         return -1;
     }
-    return check_host_names(p);
+    if (check_host_names(p) < 0)
+        return -1;
+    return check_sources(p);
 }
 
 /* bs_config_load - see config.h; the first problem is the one reported */
@@ -1279,6 +1527,7 @@ int bs_config_load(const char *path, bs_config *cfg, char *err, size_t errsz)
     int rc;
 
     memset(&p, 0, sizeof p);
+    p.source = -1;
     p.cfg = cfg;
     p.path = path;
     p.err = err;
@@ -1324,6 +1573,23 @@ static void dump_line(const option *o, const void *src, FILE *fp)
         fprintf(fp, "%s = %s\n", o->name, buf);
 }
 
+/* dump_rows - the rows of table whose flags share a bit with mask, from base */
+static void dump_rows(const option *table, size_t n, unsigned mask, const void *base, FILE *fp)
+{
+    for (size_t i = 0; i < n; i++) {
+        const option *o = &table[i];
+        if (!(o->flags & mask))
+            continue;
+        if (o->flags & F_LIST) {
+            size_t count = *(const size_t *)((const char *)base + o->aux);
+            for (size_t k = 0; k < count && k < o->cap; k++)
+                dump_line(o, (const char *)base + o->off + k * o->size, fp);
+        } else {
+            dump_line(o, (const char *)base + o->off, fp);
+        }
+    }
+}
+
 /* bs_config_dump - the table's order, one [section] block each */
 void bs_config_dump(const bs_config *cfg, FILE *fp, int how)
 {
@@ -1346,6 +1612,11 @@ void bs_config_dump(const bs_config *cfg, FILE *fp, int how)
         } else {
             dump_line(o, src, fp);
         }
+    }
+    for (size_t i = 0; i < cfg->nsources; i++) {
+        const bs_source *src = &cfg->sources[i];
+        fprintf(fp, "\n[source %s]\n", src->name);
+        dump_rows(src_options, NSRC_OPTIONS, F_SRC(src->type), src, fp);
     }
 }
 

@@ -6,7 +6,7 @@ def test_cli(env, redis_factory):
     words = ["domain add", "domain del", "domain list", "user add", "user del", "user list",
              "import", "ndr set", "ndr del", "ndr list", "ndr explain", "block list",
              "block add", "block del", "client IP", "stats", "check", "purge-queue",
-             "rbl-check"]
+             "rbl-check", "sync"]
     r.expect(0, out=words + ["SADD backstop:domains", "HSET backstop:ndr",
                                   "SET backstop:block:CLIENT", "HGETALL backstop:stats"])
     assert r.out.count("redis-cli:") == len(words), "--help: one redis-cli line per command"

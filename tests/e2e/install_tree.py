@@ -98,6 +98,15 @@ def tree(args, destdir, prefix):
                   r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr)
             os.unlink(probe)
 
+    unit = os.path.join(unit_dir, "backstop-sync.service")
+    if check(unit, os.path.isfile(unit), "missing"):
+        want = "ExecStart=%s/bin/backstopctl -c %s/backstop/backstop.ini sync --quiet" % (
+            prefix, args.sysconfdir)
+        check("backstop-sync.service: " + want, want in open(unit).read())
+    timer = os.path.join(unit_dir, "backstop-sync.timer")
+    check(timer, os.path.isfile(timer) and filecmp.cmp(
+        timer, os.path.join(src, "etc/backstop-sync.timer"), shallow=False), "missing or differs")
+
     pages = [("man8", "backstopd.8"), ("man5", "backstop.ini.5")]
     if os.path.exists(os.path.join(src, "man", "backstopctl.8")):
         pages.append(("man8", "backstopctl.8"))
