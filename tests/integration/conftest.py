@@ -1,0 +1,35 @@
+"""Fixtures of the integration suite (on top of tests/conftest.py).
+
+    redis        a private redis-server holding the standard data set (seed())
+    shared       (module scope) one seeded redis-server + one default
+                 backstopd, for tables of read-only cases: a case must not
+                 change Redis or the daemon's configuration
+"""
+import pytest
+
+from support.fixtures import backstopd_daemons, private_dir, redis_servers
+from support.backstopd import seed
+
+
+@pytest.fixture
+def redis(redis_server):
+    seed(redis_server.client)
+    return redis_server
+
+
+class Shared:
+    def __init__(self, redis, daemon):
+        self.redis = redis
+        self.daemon = daemon
+
+
+@pytest.fixture(scope="module")
+def shared(request, backstopd_bin):
+    def failed():
+        return request.session.testsfailed > 0
+    with private_dir(lambda: request.config.getoption("keep") or failed()) as dirs, \
+            redis_servers(dirs) as make_redis, \
+            backstopd_daemons(dirs, backstopd_bin, failed) as make_daemon:
+        r = make_redis()
+        seed(r.client)
+        yield Shared(r, make_daemon(r))

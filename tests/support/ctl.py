@@ -1,0 +1,56 @@
+"""ctl - run backstopctl and keep what it said.
+
+Ctl(binary, config).run(*args, stdin=, config=) returns a Result (rc, out,
+err, seconds); Result.expect(rc, out=..., err=..., not_out=...) asserts the
+exit status and that each string appears (or not) in stdout/stderr, and
+that no sanitizer report is in stderr.
+"""
+import subprocess
+import time
+
+SANITIZER_MARKS = ("Sanitizer", "runtime error")
+
+
+def _strings(x):
+    return [x] if isinstance(x, str) else list(x)
+
+
+class Result:
+    def __init__(self, args, proc, seconds):
+        self.args = args
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+        self.seconds = seconds
+
+    def __repr__(self):
+        return "$ backstopctl %s\n[rc=%d]\nstdout: %s\nstderr: %s" % (
+            " ".join(self.args), self.rc, self.out, self.err)
+
+    def expect(self, rc, out=(), err=(), not_out=()):
+        assert self.rc == rc, "exit %d, wanted %d\n%r" % (self.rc, rc, self)
+        for s in _strings(out):
+            assert s in self.out, "stdout lacks %r\n%r" % (s, self)
+        for s in _strings(err):
+            assert s in self.err, "stderr lacks %r\n%r" % (s, self)
+        for s in _strings(not_out):
+            assert s not in self.out, "stdout has %r\n%r" % (s, self)
+        assert not any(m in self.err for m in SANITIZER_MARKS), "sanitizer report\n%r" % self
+        return self
+
+
+class Ctl:
+    def __init__(self, binary, config=None):
+        self.binary = binary
+        self.config = config
+        self.last = None
+
+    def run(self, *args, stdin=None, config=None, timeout=120):
+        argv = [self.binary] + (["-c", config or self.config] if (config or self.config) else [])
+        t0 = time.monotonic()
+        p = subprocess.run(argv + list(args), input=stdin, capture_output=True, text=True,
+                           timeout=timeout)
+        self.last = Result(args, p, time.monotonic() - t0)
+        return self.last
+
+    __call__ = run
