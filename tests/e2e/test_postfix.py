@@ -51,7 +51,8 @@ import time
 
 import pytest
 
-from support.postfix import Log, free_port
+from support import procs
+from support.postfix import Log, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
@@ -289,13 +290,14 @@ def backstop_config(redis_sock, listen, on_redis_error, mode="enforce", extra_se
 class Cluster:
     """Two MTAs, two backstopds, one Redis; the SMTP replies seen (rows)."""
 
-    def __init__(self, work, binary, postfix, e2e_redis):
+    def __init__(self, work, binary, postfix, e2e_redis, e2e_db):
         self.work = work
         self.rows = []      # (scenario, mta, client, sender, rcpt, expected, seen, ms, ok)
         self.measured = []  # "what: value" lines for the summary
         self.current = ""   # the running scenario's name
         self._next_ip = 100
         self.redis = e2e_redis
+        self.db = e2e_db
         self.bs_port = free_port()
         # A: the inet snippet, on a free port; B: the chroot snippet as it is
         # (unix:backstop/backstopd.sock, relative to B's queue directory)
@@ -315,8 +317,7 @@ class Cluster:
         shutil.chown(sockdir, "root", "postfix")
 
     def start(self):
-        self.db = self.redis.client()
-        self.redis.load(DATA)
+        self.db.load(DATA)
         self.configure_backstops()
         self.bsd_a.start()
         self.bsd_b.start()
@@ -415,10 +416,10 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(backstopd_path, e2e_work, postfix, e2e_redis, e2e_report):
+def cluster(backstopd_bin, e2e_work, postfix, e2e_redis, e2e_db, e2e_report):
     if not shutil.which("swaks"):
         pytest.skip("e2e SKIPPED: swaks missing (scripts/deps installs it)")
-    c = Cluster(e2e_work, backstopd_path, postfix, e2e_redis)
+    c = Cluster(e2e_work, backstopd_bin, postfix, e2e_redis, e2e_db)
     try:
         c.start()
         yield c
@@ -426,7 +427,8 @@ def cluster(backstopd_path, e2e_work, postfix, e2e_redis, e2e_report):
         problems = c.stop()
         e2e_report.extend(c.report())
         if problems:
-            for x in (c.redis, c.bsd_a, c.bsd_b, c.mta_a, c.mta_b):
+            print("--- last lines of %s:\n%s" % (c.redis.log_path, procs.tail(c.redis.log_path, 15)))
+            for x in (c.bsd_a, c.bsd_b, c.mta_a, c.mta_b):
                 print("--- last lines of %s:\n%s" % (x.log.path, x.log.tail(15)))
         check(not problems, "; ".join(problems))
 
@@ -814,11 +816,11 @@ def recovered(cluster):
 
 def test_redis_frozen(cluster):
     """Redis frozen (SIGSTOP): the on_redis_error answer within [redis] timeout; SIGCONT heals."""
-    cluster.redis.signal(signal.SIGSTOP)
+    cluster.redis.freeze()
     try:
         redis_outage_answers(cluster, "redis_timeout|redis_down", fast=False)
     finally:
-        cluster.redis.signal(signal.SIGCONT)
+        cluster.redis.thaw()
     cluster.measured.append("redis_frozen: mail flows again %.1fs after SIGCONT" % recovered(cluster))
 
 

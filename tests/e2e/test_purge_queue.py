@@ -134,9 +134,8 @@ class Ctl:
 class PurgeQueue:
     """The Postfix instance, Redis, backstopctl and what the steps found."""
 
-    def __init__(self, mta, redis_, ctl):
-        self.mta, self.redis, self.ctl = mta, redis_, ctl
-        self.db = redis_.client()
+    def __init__(self, mta, db, ctl):
+        self.mta, self.db, self.ctl = mta, db, ctl
 
     def report(self):
         if not hasattr(self, "ids"):
@@ -163,10 +162,10 @@ class PurgeQueue:
 
 
 @pytest.fixture(scope="module")
-def pq(backstopctl_path, e2e_work, postfix, e2e_redis, e2e_report):
-    e2e_redis.load(DATA)
+def pq(backstopctl_bin, e2e_work, postfix, e2e_redis, e2e_db, e2e_report):
+    e2e_db.load(DATA)
     mta = postfix("pq", MAIN_CF).start()
-    p = PurgeQueue(mta, e2e_redis, Ctl(backstopctl_path, e2e_work, e2e_redis.sock, mta.etc))
+    p = PurgeQueue(mta, e2e_db, Ctl(backstopctl_bin, e2e_work, e2e_redis.sock, mta.etc))
     print("e2e: Postfix -c %s on 127.0.0.1:%d (everything on hold), Redis %s, work dir %s"
           % (mta.etc, mta.port, e2e_redis.sock, e2e_work))
     yield p
