@@ -10,6 +10,12 @@ tests/reliability/conftest.py - fixtures of the reliability tests
     sentinel_group  tests/support/sentinel.py: master + replica + 3 sentinels
                     on free loopback ports, in sync and ready; stopped by PID
 
+Options of test_soak.py (scripts/soak passes the long soak's):
+--soak-requests, --soak-connections, --soak-kill-every, --soak-freeze,
+--soak-rate (0 = as fast as possible), --soak-warmup-s (0 = one chaos cycle
++ 1 s), --soak-rss-growth-mib (sanitized build), --soak-rss-ratio
+(optimised build); the defaults are the short ctest variant.
+
 They run alone and take tens of seconds each: marked slow (and sentinel).
 """
 import pytest
@@ -17,6 +23,16 @@ import pytest
 from reliability.reltools import Checks, RelBackstopd
 from support import procs
 from support.sentinel import sentinel_group as _sentinel_group
+
+
+SOAK_OPTIONS = (("requests", int), ("connections", int), ("kill-every", float), ("freeze", float),
+                ("rate", float), ("warmup-s", float), ("rss-growth-mib", float), ("rss-ratio", float))
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("soak", "tests/reliability/test_soak.py (defaults: the short variant)")
+    for name, kind in SOAK_OPTIONS:
+        group.addoption("--soak-" + name, type=kind, dest="soak_" + name.replace("-", "_"))
 
 
 @pytest.fixture
