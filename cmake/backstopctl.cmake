@@ -28,15 +28,7 @@ target_include_directories(test_ctl PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/un
 target_link_libraries(test_ctl PRIVATE backstopctl_core)
 add_test(NAME ctl_unit COMMAND test_ctl)
 
-# The command against a private redis-server (and backstopd, dnsmasq), one
-# ctest per area; exit 77 = skipped (e.g. no redis-server, no dnsmasq).
-find_package(Python3 COMPONENTS Interpreter)
-if(Python3_FOUND)
-  foreach(area cli domain import ndr block check queue rbl)
-    add_test(NAME ctl_${area}
-      COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/ctl/run.py
-              --ctl $<TARGET_FILE:backstopctl> --backstopd $<TARGET_FILE:backstopd>
-              --only ${area})
-    set_tests_properties(ctl_${area} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
-  endforeach()
-endif()
+# The command against a private redis-server (and backstopd, dnsmasq):
+# tests/ctl/test_*.py on pytest (cmake/pytest.cmake); a missing dnsmasq skips
+# the rbl test, reported in pytest's summary.
+backstop_add_pytest(NAME ctl PATHS ctl TIMEOUT 600)

@@ -186,6 +186,10 @@ class Backstopd:
         """SIGTERM as an expected exit; the exit status (fails after timeout s)."""
         self.expected_exit = True
         self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout=5.0):
+        """The exit status once it has exited; fails after timeout s."""
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

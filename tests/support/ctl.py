@@ -27,8 +27,14 @@ class Result:
         return "$ backstopctl %s\n[rc=%d]\nstdout: %s\nstderr: %s" % (
             " ".join(self.args), self.rc, self.out, self.err)
 
-    def expect(self, rc, out=(), err=(), not_out=()):
-        assert self.rc == rc, "exit %d, wanted %d\n%r" % (self.rc, rc, self)
+    def expect(self, rc, out=(), err=(), not_out=(), what=""):
+        """what: a label for the failure message (the command is quoted anyway)."""
+        if what:
+            return self._expect(rc, out, err, not_out, what + ": ")
+        return self._expect(rc, out, err, not_out, "")
+
+    def _expect(self, rc, out, err, not_out, label):
+        assert self.rc == rc, "%sexit %d, wanted %d\n%r" % (label, self.rc, rc, self)
         for s in _strings(out):
             assert s in self.out, "stdout lacks %r\n%r" % (s, self)
         for s in _strings(err):

@@ -69,7 +69,8 @@ def backstopd_daemons(dirs, binary, failed):
     Backstopd; at exit each is stopped, and problems() fail the test."""
     daemons = []
 
-    def make(redis, name="backstopd", unix_listen=False, start=True, wait_redis=True, **sections):
+    def make(redis, /, name="backstopd", unix_listen=False, start=True, wait_redis=True,
+             **sections):
         ep = redis if isinstance(redis, str) else redis.endpoint
         d = Backstopd(binary, dirs.make(name), ep, name=name, unix_listen=unix_listen, **sections)
         daemons.append(d)

@@ -34,7 +34,7 @@ def free_port(kind=socket.SOCK_STREAM):
             return port
 
 
-def short_tmpdir(prefix="bs-"):
+def short_tmpdir(prefix="bspy-"):
     """A fresh directory directly under /tmp: unix socket paths in it stay
     well under the 108-byte limit (pytest's tmp_path can be longer)."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")

@@ -1,0 +1,77 @@
+"""backstopctl check against a running backstopd: the answer and its explanation."""
+import os
+import socket
+
+from support.procs import free_port
+
+def start_backstopd(env, extra_listen):
+    ini = env.write_config("d.ini", server="listen = unix:%s\nlisten = %s" % (
+        os.path.join(env.dir, "p.sock"), extra_listen))
+    env.start("backstopd", [env.backstopd, "-f", "-c", ini])
+    env.wait_for(lambda: os.path.exists(os.path.join(env.dir, "p.sock")), "backstopd")
+    return ini
+
+
+def test_check(env, backstopd_bin):
+    env.backstopd = backstopd_bin
+    port = free_port()
+    start_backstopd(env, "inet:127.0.0.1:%d" % port)
+    env.rcli("SADD", "backstop:domains", "example.com")
+    env.rcli("SADD", "backstop:rcpt:example.com", "alice")
+    env.rcli("HSET", "backstop:ndr", "*", "deny", ".partner.example", "allow",
+             "lists.example.org", "limit 2/1h")
+
+    def check(sender, rcpt, client="192.0.2.9", *more):
+        return env.ctl("check", "--sender", sender, "--recipient", rcpt, "--client", client, *more)
+
+    explained = "explanation (re-derived by backstopctl"
+    check("a@remote.example", "nobody@example.com").expect(0,
+               out=["action=550 5.1.1 User unknown",
+                    explained, "nobody               not in backstop:rcpt:example.com",
+                    "rule:      unknown_user"],
+               err="counted this unknown recipient against client 192.0.2.9")
+    assert env.rcli("ZCARD", "backstop:rate:192.0.2.9") == "1", "the daemon counted it"
+    env.ctl("client", "192.0.2.9").expect(0, out="1 invalid recipients")
+    check("a@remote.example", "Alice+tag@Example.com").expect(0,
+               out=["action=DUNNO", "alice                in backstop:rcpt:example.com "
+                    "(without its extension)", "rule:      valid"])
+    check("", "x@denied.example").expect(0,
+               out=["action=550 5.7.1 Delivery status notifications", "*                            deny"
+                    "           <- decides", "rule:      ndr_deny"], not_out="differs")
+    check("<>", "x@a.partner.example", "192.0.2.9", "--helo", "mx.test").expect(0,
+               out=["action=DUNNO", "rule:      ndr_allow"])
+    for i, want in enumerate(("ndr_under_limit", "ndr_under_limit", "ndr_limit")):
+        r = check("", "b%d@lists.example.org" % i)
+        r.expect(0, out="rule:      " + want, what="limit %d" % i)
+        assert "differs" not in r.err, "limit %d: prediction matches the daemon" % i
+    env.rcli("SET", "backstop:block:192.0.2.66", "manual", "EX", "600")
+    check("a@b.example", "alice@example.com", "192.0.2.66").expect(0,
+               out=["action=450 4.7.1", "blocked:   yes", "rule:      blocked"])
+    check("a@b.example", "x@example.com", "127.0.0.1", "--server",
+                     "inet:127.0.0.1:%d" % port).expect(0,
+               out=["action=550 5.1.1", "exempt:    yes, [ratelimit] exempt 127.0.0.0/8"])
+    assert env.rcli("EXISTS", "backstop:rate:127.0.0.1") == "0", "exempt client not counted"
+    # a backstop.ini that differs from the daemon's: the mismatch is reported
+    rep = env.write_config("report.ini", extra="[policy]\nmode = report\n")
+    env.ctl("check", "--sender", "a@b.example", "--recipient", "zz@example.com",
+                       "--client", "192.0.2.10", "--server",
+                       "unix:" + os.path.join(env.dir, "p.sock"), config=rep).expect(0,
+               out="action=550 5.1.1", err="differs from the re-derived one")
+    # usage and connection errors
+    env.ctl("check", "--sender", "a@b.c", "--recipient", "x@example.com").expect(2,
+               err="check needs")
+    check("a@b.c", "x@example.com", "not-an-ip").expect(2, err="not an IP address")
+    check("a@b.c\nrecipient=evil@x", "x@example.com").expect(2, err="control characters")
+    check("a@b.c", "x@example.com", "192.0.2.9", "--server", "unix:" +
+                     os.path.join(env.dir, "none.sock")).expect(1, err="cannot connect")
+    check("a@b.c", "x@example.com", "192.0.2.9", "--server", "bogus").expect(2)
+    # a server that accepts but never answers: the timeout ends it
+    mute = os.path.join(env.dir, "mute.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(mute)
+    s.listen(1)
+    env.ctl("-t", "500ms", "check", "--sender", "a@b.c", "--recipient", "x@example.com",
+                       "--client", "192.0.2.9", "--server", "unix:" + mute).expect(1,
+               err="no complete answer within the timeout")
+    assert env.ctl.last.seconds < 5, "mute server: gave up in %.1fs" % env.ctl.last.seconds
+    s.close()

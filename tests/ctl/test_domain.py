@@ -1,0 +1,140 @@
+"""backstopctl domain/user and import: the sets they write, bad operands, big imports."""
+import os
+
+def test_domain(env):
+    env.ctl("domain", "add", "Example.COM", "example.net.").expect(0,
+               out=["example.com: protected", "example.net: protected"],
+               err="example.com has no users yet")
+    assert env.members("backstop:domains") == ["example.com", "example.net"], "domains set"
+    env.ctl("domain", "add", "example.com").expect(0, out="example.com: already protected")
+    env.ctl("domain", "add", "ok.example", "bad domain", "x..y").expect(2,
+               err=["bad domain: not a domain name", "x..y: not a domain name"])
+    assert "ok.example" not in env.members("backstop:domains"), "a bad operand: nothing added"
+
+    env.ctl("user", "add", "example.com", "Alice", "bob", "o'brien").expect(0,
+               out=["alice@example.com: added", "bob@example.com: added",
+                    "o'brien@example.com: added"])
+    env.ctl("user", "add", "carol@EXAMPLE.com", "@example.net").expect(0,
+               out=["carol@example.com: added", "*@example.net: added"])
+    env.ctl("user", "add", "alice@example.com").expect(0, out="already present")
+    env.ctl("user", "add", "example.com", "dave@other.org").expect(2,
+               err="not an address at example.com")
+    env.ctl("user", "add", "example.com").expect(2, err="which users?")
+    env.ctl("user", "add", "nobody").expect(2)
+    env.ctl("user", "add", "example.com", "a" * 129).expect(2, err="too long")
+    env.ctl("user", "add", "example.com", "a\x01b").expect(2)
+    assert env.members("backstop:rcpt:example.com") == ["alice", "bob", "carol", "o'brien"], "rcpt:example.com"
+    assert env.members("backstop:rcpt:example.net") == ["*"], "catch-all member"
+    env.ctl("user", "add", "example.org", "zed").expect(0,
+               err="example.org is not a protected domain")
+
+    r = env.ctl("user", "list", "example.com")
+    r.expect(0)
+    assert r.out == "alice\nbob\ncarol\no'brien\n", "user list: sorted, one a line: %r" % r.out
+    env.ctl("user", "del", "example.com", "bob", "nobody").expect(1,
+               out=["bob@example.com: removed", "nobody@example.com: was not there"])
+    assert "bob" not in env.members("backstop:rcpt:example.com"), "bob removed"
+
+    r = env.ctl("domain", "list")
+    r.expect(0)
+    assert r.out == "example.com  3 users\nexample.net  catch-all (1 member)\n", "domain list: %r" % r.out
+    env.ctl("domain", "list", "example.com", "nope.example").expect(1,
+               out="example.com  3 users", err="nope.example: not a protected domain")
+
+    env.ctl("domain", "del", "example.net").expect(0, out="example.net: no longer protected",
+               err=["backstop:rcpt:example.net (1 user(s)) is kept",
+                    "redis-cli DEL backstop:rcpt:example.net"])
+    assert env.rcli("EXISTS", "backstop:rcpt:example.net") == "1", "users kept without --purge"
+    env.ctl("domain", "del", "example.net").expect(1, out="was not protected")
+    env.ctl("domain", "del", "--purge", "example.net").expect(0,
+               out="backstop:rcpt:example.net deleted (1 user)")
+    assert env.rcli("EXISTS", "backstop:rcpt:example.net") == "0", "--purge deleted users"
+    env.ctl("domain", "del", "--purge", "example.net").expect(1, out="no backstop:rcpt")
+    env.ctl("domain", "del", "example.com", "--purge").expect(0)  # options after operands
+    assert env.rcli("EXISTS", "backstop:rcpt:example.com") == "0", "purge after operand"
+    env.ctl("domain", "list").expect(0, err="no protected domains")
+
+    # a key of the wrong type is reported, not a crash
+    env.rcli("SET", "backstop:domains", "oops")
+    env.ctl("domain", "add", "example.com").expect(1, err="WRONGTYPE")
+    env.rcli("DEL", "backstop:domains")
+
+
+IMPORT_FILE = """# users of example.org
+alice
+Bob@Example.ORG    example.org/bob/
+   continuation of bob's value
+@example.org       catch-all
+carol@other.net
+example.org        virtual domain line
+
+dave
+eve\r
+x\x01y
+"""
+
+
+def test_import(env):
+    f = os.path.join(env.dir, "users.txt")
+    with open(f, "w") as fp:
+        fp.write(IMPORT_FILE)
+    env.rcli("SADD", "backstop:domains", "example.org")
+    env.rcli("SADD", "backstop:rcpt:example.org", "old")
+
+    # bad lines: reported with their numbers; by default nothing is written
+    env.ctl("import", "example.org", f).expect(1,
+               err=[f + ":6: address of another domain: carol@other.net",
+                    f + ":11: control character: x\\x01y", "2 bad lines: nothing imported",
+                    "--skip-bad to import the 5 valid users"])
+    assert env.members("backstop:rcpt:example.org") == ["old"], "bad lines: set unchanged"
+    # --skip-bad: the rest is imported
+    env.ctl("import", "--skip-bad", "example.org", f).expect(0,
+               out="imported 5 users into example.org (0 already present), 2 bad lines",
+               err=f + ":6:")
+    assert env.members("backstop:rcpt:example.org") == ["*", "alice", "bob", "dave", "eve", "old"]
+    env.ctl("import", "--skip-bad", "example.org", f).expect(0,
+               out="imported 0 users into example.org (5 already present), 2 bad lines")
+    # --replace from stdin, atomically, no TTL left behind, no temp key left
+    env.ctl("import", "--replace", "example.org", "-",
+                       stdin="alice\nzoe@example.org\nzoe\n").expect(0,
+               out="replaced the users of example.org: 2 users (1 new, 5 removed, 1 kept), "
+                   "0 bad lines", err="1 duplicate entries")
+    assert env.members("backstop:rcpt:example.org") == ["alice", "zoe"], "replaced set"
+    assert env.rcli("TTL", "backstop:rcpt:example.org") == "-1", "no TTL after RENAME"
+    assert env.rcli("KEYS", "backstop:import:*") == "", "no temporary key left"
+    env.ctl("import", "--replace", "example.org", "-", stdin="# nothing\n").expect(1,
+               err="refusing to empty the set")
+    assert env.members("backstop:rcpt:example.org") == ["alice", "zoe"], "empty --replace refused"
+    env.ctl("import", "example.org", "-", stdin="\n# only comments\n").expect(0,
+               out="imported 0 users into example.org (0 already present), 0 bad lines")
+    env.ctl("import", "example.org", os.path.join(env.dir, "nope.txt")).expect(1,
+               err="nope.txt")
+    env.ctl("import", "bad..domain", f).expect(2)
+    env.ctl("import", "new.example", "-", stdin="u1\n").expect(0,
+               err="new.example is not a protected domain")
+
+    # a wrong-typed key: refused before writing, temp key cleaned, key intact
+    env.rcli("SET", "backstop:rcpt:str.example", "x")
+    env.ctl("import", "str.example", "-", stdin="a\nb\n").expect(1, err="not a set")
+    assert env.rcli("GET", "backstop:rcpt:str.example") == "x", "wrong type untouched"
+    assert env.rcli("KEYS", "backstop:import:*") == "", "no temporary key after failure"
+
+    # 10,000 lines, a Postfix virtual_mailbox_maps file: pipelined batches
+    big = os.path.join(env.dir, "vmailbox")
+    with open(big, "w") as fp:
+        fp.write("# generated\n")
+        for i in range(10000):
+            fp.write("user%05d@big.example\tbig.example/user%05d/\n" % (i, i))
+    env.rcli("CONFIG", "RESETSTAT")
+    env.ctl("import", "big.example", big).expect(0,
+               out="imported 10000 users into big.example (0 already present), 0 bad lines")
+    assert env.rcli("SCARD", "backstop:rcpt:big.example") == "10000", "10,000 members"
+    assert env.rcli("SISMEMBER", "backstop:rcpt:big.example", "user09999") == "1", "last one"
+    sadd = env.client().info("commandstats").get("cmdstat_sadd", {})
+    assert sadd.get("calls") == 100, "100 SADDs of 100 members: %s" % sadd
+    assert env.ctl.last.seconds < 20, "10,000 lines in %.1fs" % env.ctl.last.seconds
+    # --replace with the same 10,000 plus one: exact counts
+    with open(big, "a") as fp:
+        fp.write("extra@big.example x\n")
+    env.ctl("import", "--replace", "big.example", big).expect(0,
+               out="replaced the users of big.example: 10001 users (1 new, 0 removed, 10000 kept)")
