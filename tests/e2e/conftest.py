@@ -14,12 +14,16 @@ tests/e2e/conftest.py - fixtures of the end-to-end tests (real Postfix)
                     dump.rdb play a crash and its recovery
     e2e_db          a redis-py client (str) on it, with load(TEXT) for lines in
                     redis-cli syntax
+    (watchdog)      each module must end within BACKSTOP_E2E_DEADLINE s (540,
+                    under ctest's TIMEOUT): SIGALRM fails the running test, so
+                    the finalisers still stop every Postfix and daemon
     e2e_report      lines printed in pytest's terminal summary (the SMTP reply
                     tables, the measured figures)
 """
 import os
 import shlex
 import shutil
+import signal
 
 import pytest
 import redis
@@ -29,6 +33,20 @@ from support.postfix import Postfix, postfix_missing
 from support.redis_server import RedisServer
 
 _REPORT = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def watchdog():
+    deadline = int(os.environ.get("BACKSTOP_E2E_DEADLINE", "540"))
+
+    def fire(signum, frame):
+        pytest.fail("e2e watchdog: %ds since the module started, stopping everything" % deadline,
+                    pytrace=False)
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(deadline)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="module")

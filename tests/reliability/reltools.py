@@ -5,7 +5,8 @@ reltools - what the reliability tests need beyond tests/support
                         listener at once (inet=, unix_listen=), a Prometheus
                         listener on a free port (metrics=True: metrics(),
                         metrics_text()), the start-up probe over the unix
-                        socket (probe_unix), rss_kib(), fds()
+                        socket (probe_unix), rss_kib(), fds(); ready when
+                        its log says "redis: connected" (no probe request)
     Checks              soft assertions: one "ok"/"FAIL"/"XFAIL" line per
                         check and the figures measured; verdict() fails the
                         test with every failed check at once
@@ -24,6 +25,7 @@ import pytest
 
 from support import procs
 from support.backstopd import Backstopd
+from support.wait import poll
 
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "UndefinedBehaviorSanitizer")
 
@@ -128,6 +130,12 @@ class RelBackstopd(Backstopd):
     @property
     def addr(self):
         return self.unix_path if (self.probe_unix or not self.inet) else ("127.0.0.1", self.port)
+
+    def wait_redis(self, timeout=15.0):
+        """Ready when the log says "redis: connected" (no probe request: these
+        tests check counters, and a probe's fallback answer would count)."""
+        poll(lambda: self.assert_alive() or "redis: connected" in self.log(), timeout,
+             what="%s to connect to Redis" % self.name)
 
     def listeners(self):
         listen = ["inet:127.0.0.1:%d" % self.port] if self.inet else []
