@@ -18,7 +18,7 @@
 # prefix) because backstopd reads /etc/backstop/backstop.ini unless told
 # otherwise; an absolute CMAKE_INSTALL_SYSCONFDIR replaces the default.
 #
-# Tests defined here (see tests/e2e/):
+# Tests defined here (tests/e2e/test_install.py, through cmake/pytest.cmake):
 #   install_tree      install into two DESTDIR trees (--prefix /usr and
 #                     /opt/backstop) and check every file lands where the
 #                     list above says, nothing outside DESTDIR, and an
@@ -86,19 +86,13 @@ install(FILES etc/postfix/main.cf.snippet etc/postfix/main.cf.chroot-snippet
 install(FILES etc/backstop.ini etc/example-data.redis README.md
         DESTINATION ${BACKSTOP_DOCDIR} OPTIONAL)
 
-if(Python3_FOUND)
-  add_test(NAME install_tree
-    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/e2e/install_tree.py
-            --cmake ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --source ${PROJECT_SOURCE_DIR}
-            --sysconfdir ${BACKSTOP_SYSCONFDIR} --unitdir ${BACKSTOP_SYSTEMD_UNITDIR}
-            --mandir ${CMAKE_INSTALL_MANDIR} --docdir ${BACKSTOP_DOCDIR})
-  set_tests_properties(install_tree PROPERTIES TIMEOUT 300 RESOURCE_LOCK backstop_install)
-  add_test(NAME systemd_security
-    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/e2e/systemd_security.py
-            --max 2.0 ${PROJECT_SOURCE_DIR}/etc/backstopd.service)
-  set_tests_properties(systemd_security PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 RUN_SERIAL TRUE)
-  add_test(NAME man_pages
-    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/e2e/man_pages.py
-            ${PROJECT_SOURCE_DIR}/man/backstopd.8 ${PROJECT_SOURCE_DIR}/man/backstop.ini.5)
-  set_tests_properties(man_pages PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
-endif()
+set(_bs_install_env CMAKE=${CMAKE_COMMAND} BACKSTOP_BUILD_DIR=${CMAKE_BINARY_DIR}
+    BACKSTOP_SYSCONFDIR=${BACKSTOP_SYSCONFDIR} BACKSTOP_UNITDIR=${BACKSTOP_SYSTEMD_UNITDIR}
+    BACKSTOP_MANDIR=${CMAKE_INSTALL_MANDIR} BACKSTOP_DOCDIR=${BACKSTOP_DOCDIR})
+backstop_add_pytest(NAME install_tree TIMEOUT 300 PATHS e2e/test_install.py::test_install_tree
+                    e2e/test_install.py::test_reinstall_keeps_config)
+set_tests_properties(install_tree PROPERTIES RESOURCE_LOCK backstop_install
+                     ENVIRONMENT "${_bs_install_env}")
+backstop_add_pytest(NAME systemd_security TIMEOUT 600 PATHS e2e/test_install.py::test_systemd_security)
+set_tests_properties(systemd_security PROPERTIES RUN_SERIAL TRUE)
+backstop_add_pytest(NAME man_pages TIMEOUT 120 PATHS e2e/test_install.py::test_man_page)

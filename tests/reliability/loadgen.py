@@ -19,15 +19,14 @@ by this process after that is recorded too (user_max_latency).
 A request that has no reply after hang_s counts as unanswered (its
 connection is closed and reopened); a connection the server closes counts
 its request in flight as unanswered. Every reply is checked against the
-allowed replies of its kind. Standard library only.
+allowed replies of its kind (bytes). Standard library only: scripts and
+tests/reliability/test_soak.py import it.
 """
 import collections
 import selectors
 import socket
 import struct
 import time
-
-import rel
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 
@@ -140,7 +139,7 @@ class LoadGen:
             except OSError:
                 res.connect_errors += 1
                 time.sleep(0.1)
-        raise rel.TestFailure("cannot reconnect to backstopd")
+        raise AssertionError("cannot reconnect to backstopd")
 
     def close(self):
         for c in self.conns:

@@ -1,44 +1,37 @@
 # tests/reliability/reliability.cmake - reliability tests (included by the top
-# CMakeLists.txt when present). Each is a stdlib-only python3 script that
-# starts its own redis-server / redis-server --sentinel processes on free
-# loopback ports (never 6379 or 10040) and its own backstopd, stops them by
-# PID whatever happens, and ends with "N passed, N failed" (exit 1 on any
-# failure). Timing-sensitive: they run alone (RUN_SERIAL).
+# CMakeLists.txt when present). Each is a pytest module (cmake/pytest.cmake:
+# /usr/bin/python3 -m pytest) that starts its own redis-server /
+# redis-server --sentinel processes on free loopback ports (never 6379 or
+# 10040) and its own backstopd through the tests/support fixtures, which stop
+# them by PID whatever happens. Every check prints "ok"/"FAIL" and every
+# figure is printed and repeated in pytest's "measurements" summary.
+# Timing-sensitive: they run alone (RUN_SERIAL). All are marked slow.
 #
-#   sentinel_failover  master + replica + 3 sentinels; kill -9 the master
-#                      under load; answers in time, writes follow the new
-#                      master, the old one (back as a replica) gets nothing
-#   soak_short         30,000 requests over 64 connections while Redis is
-#                      SIGKILLed+restarted every 6 s and SIGSTOPped 2 s in
-#                      between; deadlines, answers, RSS, fds, sanitizers
-#                      (scripts/soak runs the long one: 1,000,000 / 256)
-#   abuse              1,000 slowloris + idle + malformed clients; limits,
-#                      timers, counters, bounded memory, normal clients served
-#   least_privilege    user/group drop, socket mode/group, [server] allow,
-#                      minimal Redis ACL users (daemon and admins)
+#   sentinel_failover  test_sentinel_failover.py: master + replica + 3
+#                      sentinels; kill -9 the master under load; answers in
+#                      time, writes follow the new master, the old one (back
+#                      as a replica) gets nothing
+#   soak_short         test_soak.py: 30,000 requests over 64 connections
+#                      while Redis is SIGKILLed+restarted every 6 s and
+#                      SIGSTOPped 2 s in between; deadlines, answers, RSS, fds,
+#                      sanitizers (scripts/soak runs the long one: 1,000,000 / 256)
+#   abuse              test_abuse.py: 1,000 slowloris + idle + malformed
+#                      clients; limits, timers, counters, bounded memory,
+#                      normal clients served
+#   least_privilege    test_least_privilege.py: user/group drop, socket
+#                      mode/group, [server] allow, minimal Redis ACL users
+#                      (daemon and admins)
 #
-# A failure that is a known, reported backstopd bug prints XFAIL and is not
-# counted as a failure; run with BACKSTOP_REL_STRICT=1 to fail on those too.
+# A failure that is a known, reported backstopd bug prints XFAIL and makes
+# the test xfail; run with BACKSTOP_REL_STRICT=1 to fail on those too.
 
-if(Python3_FOUND)
-  set(_rel ${CMAKE_CURRENT_LIST_DIR})
-  set(_ctl_arg "")
-  if(TARGET backstopctl)
-    set(_ctl_arg --backstopctl $<TARGET_FILE:backstopctl>)
-  endif()
-  add_test(NAME sentinel_failover
-    COMMAND ${Python3_EXECUTABLE} ${_rel}/sentinel_failover.py --backstopd $<TARGET_FILE:backstopd>)
-  add_test(NAME soak_short
-    COMMAND ${Python3_EXECUTABLE} ${_rel}/soak.py --backstopd $<TARGET_FILE:backstopd>
-            --requests 30000 --connections 64 --kill-every 6 --freeze 2 --rate 800)
-  add_test(NAME abuse
-    COMMAND ${Python3_EXECUTABLE} ${_rel}/abuse.py --backstopd $<TARGET_FILE:backstopd>)
-  add_test(NAME least_privilege
-    COMMAND ${Python3_EXECUTABLE} ${_rel}/least_privilege.py --backstopd $<TARGET_FILE:backstopd> ${_ctl_arg})
-  set_tests_properties(sentinel_failover soak_short abuse least_privilege PROPERTIES
-    TIMEOUT 150
-    RUN_SERIAL TRUE
-    LABELS "reliability")
-else()
-  message(WARNING "python3 not found: the reliability tests are not defined")
-endif()
+set(_rel_tests
+  sentinel_failover reliability/test_sentinel_failover.py
+  soak_short reliability/test_soak.py
+  abuse reliability/test_abuse.py
+  least_privilege reliability/test_least_privilege.py)
+while(_rel_tests)
+  list(POP_FRONT _rel_tests _name _path)
+  backstop_add_pytest(NAME ${_name} PATHS ${_path} TIMEOUT 150)
+  set_tests_properties(${_name} PROPERTIES RUN_SERIAL TRUE LABELS "reliability")
+endwhile()

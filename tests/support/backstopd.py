@@ -84,11 +84,14 @@ class Backstopd:
         for sec, kv in sections.items():
             self.sections.setdefault(sec, {}).update(kv)
 
+    def listeners(self):
+        """[server] listen: the unix socket if asked for, else the inet port."""
+        return "unix:" + self.unix_path if self.unix_path else "inet:127.0.0.1:%d" % self.port
+
     def write_config(self, **sections):
         """Overlay sections, then (re)write the file atomically."""
         self.update(**sections)
-        self.sections["server"]["listen"] = (
-            "unix:" + self.unix_path if self.unix_path else "inet:127.0.0.1:%d" % self.port)
+        self.sections["server"]["listen"] = self.listeners()
         tmp = self.conf_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(render_config(self.sections))

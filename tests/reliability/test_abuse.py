@@ -1,8 +1,5 @@
-#!/usr/bin/env python3
 """
-abuse.py - slowloris and malformed clients must not hurt the normal ones
-
-    python3 tests/reliability/abuse.py --backstopd BUILD/backstopd [-v] [--keep]
+tests/reliability/test_abuse.py - slowloris and malformed clients must not hurt the normal ones
 
 The soft RLIMIT_NOFILE is raised (to 8192 or the hard limit) before
 backstopd starts, so it inherits it; [server] max_connections = 2000,
@@ -25,20 +22,26 @@ Then the Prometheus counters must match exactly what was sent, the
 connection gauge must return to 0, and memory must stay bounded: RSS growth
 at the peak at most 64 KiB per abusive connection, the second wave's peak
 no higher than the first's (+10 %, +2 MiB), and RSS back under the peak.
+Every check is reported (reltools.Checks); the test fails with all failed ones.
 """
-import os
 import resource
 import select
 import selectors
 import socket
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rel  # noqa: E402
-from rel import DUNNO, USER_UNKNOWN, policy_request, poll  # noqa: E402
+import pytest
 
+from reliability.reltools import asan_options
+from support.policy import PolicyConn
+from support.policy import request as policy_request
+from support.replies import DUNNO, USER_UNKNOWN
+from support.wait import poll
+
+pytestmark = pytest.mark.slow
+
+UNKNOWN = USER_UNKNOWN("nobody@example.com")
 TIMEOUT_MS = 300
 SLOWLORIS = 1000
 IDLE = 50
@@ -61,6 +64,26 @@ def malformed_cases():
         "bad_request_type": policy_request(request="junk_policy"),
         "no_terminator": good[:-1],  # held open: the partial timeout closes it
     }
+
+
+def wait_closed(c, timeout):
+    """Wait for EOF/reset on PolicyConn c: (closed, bytes received before it)."""
+    deadline = time.monotonic() + timeout
+    got = c.buf
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, got
+        c.sock.settimeout(left)
+        try:
+            chunk = c.sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            chunk = b""
+        if not chunk:
+            return True, got
+        got += chunk
 
 
 class Normal(threading.Thread):
@@ -90,7 +113,7 @@ class Normal(threading.Thread):
                         return
                     self.n += 1
                     self.lat.append(c.last_latency)
-                    if r != (DUNNO if valid else USER_UNKNOWN):
+                    if r != (DUNNO if valid else UNKNOWN):
                         self.bad.append(r)
                 self.stop.wait(0.02)
         finally:
@@ -109,11 +132,11 @@ class Malformed(threading.Thread):
         self.error = None
 
     def one(self, kind, data, hold):
-        c = rel.PolicyConn(self.d.addr, timeout=5.0)
+        c = PolicyConn(self.d.addr, timeout=5.0)
         try:
             t0 = time.monotonic()
             c.send(data)
-            closed, got = c.wait_closed(timeout=PARTIAL_S + 3 if hold else 5.0)
+            closed, got = wait_closed(c, timeout=PARTIAL_S + 3 if hold else 5.0)
             return closed, got, time.monotonic() - t0
         finally:
             c.close()
@@ -175,7 +198,7 @@ class Malformed(threading.Thread):
             self.error = e
 
 
-def slowloris_wave(suite, d, rss_samples):
+def slowloris_wave(d, rss_samples):
     """SLOWLORIS byte-a-second connections and IDLE silent ones; returns
     (close delays since first byte, bytes received, idle close delays, not closed)."""
     data = policy_request(client_address="192.0.2.99")
@@ -235,45 +258,38 @@ def slowloris_wave(suite, d, rss_samples):
     return slow_delays, got, idle_delays, open_left
 
 
-def main():
-    suite = rel.Suite("abuse")
-    with suite:
-        run(suite)
-    sys.exit(suite.finish())
-
-
-def run(suite):
+def test_abuse(redis_factory, rel_backstopd, checks, monkeypatch):
+    """Given normal clients at work, when two waves of slowloris, silent,
+    malformed and never-reading clients hit backstopd, then each abusive one
+    is closed as its limit says, the normal ones are served in time, the
+    counters match and memory stays bounded."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    suite.measure("RLIMIT_NOFILE soft (inherited by backstopd)", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    checks.measure("RLIMIT_NOFILE soft (inherited by backstopd)", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * (SLOWLORIS + IDLE) + 200:
-        suite.skip("abuse", "the hard RLIMIT_NOFILE (%d) is too low for %d connections" % (
+        pytest.skip("the hard RLIMIT_NOFILE (%d) is too low for %d connections" % (
             hard, SLOWLORIS + IDLE))
-        return
 
-    r = suite.redis("redis")
-    r.many([
-        ("SADD", "backstop:domains", "example.com"),
-        ("SADD", "backstop:rcpt:example.com", "user", "alice"),
-    ])
-    d = suite.backstopd({
-        "server": {"max_connections": "2000", "idle_timeout": "%ds" % IDLE_S},
-        "redis": {"server": r.endpoint, "timeout": "%dms" % TIMEOUT_MS},
-        "ratelimit": {"invalid_recipients": "100000/1m"},
-        "log": {"level": "info"},
-    }, metrics=True, unix_listen=True, env=rel.asan_env(ASAN_EXTRA))
-    d.start()
-    suite.measure("backstopd Max open files", [ln for ln in open("/proc/%d/limits" % d.proc.pid)
-                                               if ln.startswith("Max open files")][0].split()[3])
+    r = redis_factory("redis", tcp=True)
+    r.client.sadd("backstop:domains", "example.com")
+    r.client.sadd("backstop:rcpt:example.com", "user", "alice")
+    monkeypatch.setenv("ASAN_OPTIONS", asan_options(ASAN_EXTRA))
+    d = rel_backstopd(r, metrics=True, unix_listen=True,
+                      server={"max_connections": "2000", "idle_timeout": "%ds" % IDLE_S},
+                      redis={"timeout": "%dms" % TIMEOUT_MS},
+                      ratelimit={"invalid_recipients": "100000/1m"},
+                      log={"level": "info"})
+    checks.measure("backstopd Max open files", [ln for ln in open("/proc/%d/limits" % d.pid)
+                                                if ln.startswith("Max open files")][0].split()[3])
     # warm up the allocator a little, then take the baseline
     with d.conn() as c:
         for _ in range(200):
             c.ask(recipient="user@example.com")
     time.sleep(0.5)
     rss_base = d.rss_kib()
-    suite.measure("RSS baseline", "%.1f MiB" % (rss_base / 1024))
+    checks.measure("RSS baseline", "%.1f MiB" % (rss_base / 1024))
 
     normal = Normal(d)
     normal.start()
@@ -283,26 +299,26 @@ def run(suite):
         mal = Malformed(d)
         mal.start()
         samples = []
-        slow, got, idle, open_left = slowloris_wave(suite, d, samples)
+        slow, got, idle, open_left = slowloris_wave(d, samples)
         mal.join(PARTIAL_S + 20)
         if mal.error:
             raise mal.error
         peak = max(samples) if samples else d.rss_kib()
         peaks.append(peak)
-        suite.measure("wave %d: RSS peak" % wave, "%.1f MiB (%+.1f MiB over the baseline, %.1f KiB per "
-                      "abusive connection)" % (peak / 1024, (peak - rss_base) / 1024,
-                                                (peak - rss_base) / (SLOWLORIS + IDLE + 7 * PER_KIND + NEVER_READS)))
-        suite.measure("wave %d: slowloris closed after their first byte" % wave,
-                      "min %.2fs, max %.2fs" % (min(slow), max(slow)) if slow else "none")
-        suite.check("wave %d: all %d slowloris connections closed 9.5..11.5 s after their first byte" % (
-            wave, SLOWLORIS), len(slow) == SLOWLORIS and all(9.5 <= t <= 11.5 for t in slow),
-            "%d closed, %d still open, outside: %s" % (len(slow), open_left,
-                                                       sorted(t for t in slow if not 9.5 <= t <= 11.5)[:5]))
-        suite.check("wave %d: %d silent connections closed at idle_timeout (%.0fs)" % (wave, IDLE, IDLE_S),
-                    len(idle) == IDLE and all(IDLE_S - 0.5 <= t <= IDLE_S + 1.5 for t in idle),
-                    "%d closed, range %.2f..%.2fs" % (len(idle), min(idle, default=0), max(idle, default=0)))
-        suite.check("wave %d: no byte of reply to a slowloris or silent connection" % wave, got == 0,
-                    "%d bytes" % got)
+        checks.measure("wave %d: RSS peak" % wave, "%.1f MiB (%+.1f MiB over the baseline, %.1f KiB per "
+                       "abusive connection)" % (peak / 1024, (peak - rss_base) / 1024,
+                                                 (peak - rss_base) / (SLOWLORIS + IDLE + 7 * PER_KIND + NEVER_READS)))
+        checks.measure("wave %d: slowloris closed after their first byte" % wave,
+                       "min %.2fs, max %.2fs" % (min(slow), max(slow)) if slow else "none")
+        checks.check("wave %d: all %d slowloris connections closed 9.5..11.5 s after their first byte" % (
+             wave, SLOWLORIS), len(slow) == SLOWLORIS and all(9.5 <= t <= 11.5 for t in slow),
+             "%d closed, %d still open, outside: %s" % (len(slow), open_left,
+                                                        sorted(t for t in slow if not 9.5 <= t <= 11.5)[:5]))
+        checks.check("wave %d: %d silent connections closed at idle_timeout (%.0fs)" % (wave, IDLE, IDLE_S),
+                     len(idle) == IDLE and all(IDLE_S - 0.5 <= t <= IDLE_S + 1.5 for t in idle),
+                     "%d closed, range %.2f..%.2fs" % (len(idle), min(idle, default=0), max(idle, default=0)))
+        checks.check("wave %d: no byte of reply to a slowloris or silent connection" % wave, got == 0,
+                     "%d bytes" % got)
         for kind, res in sorted(mal.results.items()):
             totals[kind] += len(res)
             bad = [x for x in res if not x[0] or x[1]]
@@ -314,26 +330,26 @@ def run(suite):
                 # the time its socket fills, and is closed for that at once (or
                 # by the 10 s write deadline, should its requests stay small)
                 ok = len(res) == NEVER_READS and not bad and slowest <= PARTIAL_S + 2
-                suite.check("wave %d: never_reads x%d closed within 12 s of their socket filling" % (
-                    wave, len(res)), ok, "closed after %.2f..%.2fs" % (fastest, slowest))
+                checks.check("wave %d: never_reads x%d closed within 12 s of their socket filling" % (
+                     wave, len(res)), ok, "closed after %.2f..%.2fs" % (fastest, slowest))
                 continue
             limit = PARTIAL_S + 1.5 if kind == "no_terminator" else 1.0
-            suite.check("wave %d: %s x%d closed without a reply" % (wave, kind, len(res)),
-                        len(res) == PER_KIND and not bad and slowest <= limit,
-                        "slowest close %.2fs (limit %.1fs)%s" % (
-                            slowest, limit, ", bad: %s" % bad[:2] if bad else ""))
+            checks.check("wave %d: %s x%d closed without a reply" % (wave, kind, len(res)),
+                         len(res) == PER_KIND and not bad and slowest <= limit,
+                         "slowest close %.2fs (limit %.1fs)%s" % (
+                             slowest, limit, ", bad: %s" % bad[:2] if bad else ""))
     normal.stop.set()
     normal.join(10)
 
     # --- the normal clients
     lat = sorted(normal.lat)
-    suite.measure("normal requests answered", normal.n)
-    suite.measure("normal latency max / p99 / median", "%.1f / %.1f / %.1f ms" % (
-        lat[-1] * 1000, lat[int(len(lat) * .99)] * 1000, lat[len(lat) // 2] * 1000) if lat else "-")
-    suite.check("normal clients: every request answered correctly, no fallback", normal.n > 0 and not normal.bad,
-                "%d answered; problems: %s" % (normal.n, normal.bad[:3]))
-    suite.check("normal clients: each answer within timeout + 50 ms",
-                lat and lat[-1] <= (TIMEOUT_MS + 50) / 1000, "max %.1f ms" % (lat[-1] * 1000 if lat else -1))
+    checks.measure("normal requests answered", normal.n)
+    checks.measure("normal latency max / p99 / median", "%.1f / %.1f / %.1f ms" % (
+         lat[-1] * 1000, lat[int(len(lat) * .99)] * 1000, lat[len(lat) // 2] * 1000) if lat else "-")
+    checks.check("normal clients: every request answered correctly, no fallback", normal.n > 0 and not normal.bad,
+                 "%d answered; problems: %s" % (normal.n, normal.bad[:3]))
+    checks.check("normal clients: each answer within timeout + 50 ms",
+                 lat and lat[-1] <= (TIMEOUT_MS + 50) / 1000, "max %.1f ms" % (lat[-1] * 1000 if lat else -1))
 
     # --- the counters
     poll(lambda: d.metrics().get("backstop_connections") == 0, 10, what="backstop_connections 0")
@@ -354,31 +370,28 @@ def run(suite):
     }
     for k, v in want.items():
         got = sum((m.get(part) or 0) for part in k.split(" + ")) if " + " in k else m.get(k)
-        suite.check("metric %s == %d" % (k, v), got == v, "got %s" % got)
+        checks.check("metric %s == %d" % (k, v), got == v, "got %s" % got)
     acc, clo = m.get("backstop_connections_accepted_total"), m.get("backstop_connections_closed_total")
-    suite.check("every accepted connection closed", acc == clo and acc >= 2 * (SLOWLORIS + IDLE),
-                "accepted %s, closed %s" % (acc, clo))
+    checks.check("every accepted connection closed", acc == clo and acc >= 2 * (SLOWLORIS + IDLE),
+                 "accepted %s, closed %s" % (acc, clo))
     log = d.log()
-    suite.check("each malformed request logged", log.count("malformed policy request") ==
-                sum(totals[k] for k in ("line", "attrs", "request", "syntax", "nul")),
-                "%d lines" % log.count("malformed policy request"))
+    checks.check("each malformed request logged", log.count("malformed policy request") ==
+                 sum(totals[k] for k in ("line", "attrs", "request", "syntax", "nul")),
+                 "%d lines" % log.count("malformed policy request"))
 
     # --- memory
     time.sleep(1.0)
     rss_end = d.rss_kib()
-    suite.measure("RSS after the abuse", "%.1f MiB" % (rss_end / 1024))
+    checks.measure("RSS after the abuse", "%.1f MiB" % (rss_end / 1024))
     per_conn = (peaks[0] - rss_base) / float(SLOWLORIS + IDLE + 7 * PER_KIND + NEVER_READS)
-    suite.check("RSS growth at the peak <= 64 KiB per abusive connection", per_conn <= 64,
-                "%.1f KiB" % per_conn)
-    suite.check("second wave's RSS peak no higher than the first's (+10 %, +2 MiB)",
-                peaks[1] <= peaks[0] * 1.10 + 2048,
-                "%.1f MiB then %.1f MiB" % (peaks[0] / 1024, peaks[1] / 1024))
-    suite.check("RSS after the abuse not above the peak", rss_end <= max(peaks) + 1024,
-                "%.1f MiB" % (rss_end / 1024))
-    rc = d.stop()
-    suite.check("backstopd exits 0 on SIGTERM", rc == 0, "status %s" % rc)
-    suite.check("no sanitizer report", not d.sanitizer_reports(), str(d.sanitizer_reports()))
-
-
-if __name__ == "__main__":
-    main()
+    checks.check("RSS growth at the peak <= 64 KiB per abusive connection", per_conn <= 64,
+                 "%.1f KiB" % per_conn)
+    checks.check("second wave's RSS peak no higher than the first's (+10 %, +2 MiB)",
+                 peaks[1] <= peaks[0] * 1.10 + 2048,
+                 "%.1f MiB then %.1f MiB" % (peaks[0] / 1024, peaks[1] / 1024))
+    checks.check("RSS after the abuse not above the peak", rss_end <= max(peaks) + 1024,
+                 "%.1f MiB" % (rss_end / 1024))
+    rc = d.terminate(15.0)
+    checks.check("backstopd exits 0 on SIGTERM", rc == 0, "status %s" % rc)
+    checks.check("no sanitizer report", not d.sanitizer_reports(), str(d.sanitizer_reports()))
+    checks.verdict()
