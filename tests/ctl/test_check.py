@@ -2,6 +2,7 @@
 import os
 import socket
 
+from support.ctl import fields
 from support.procs import free_port
 
 def start_backstopd(env, extra_listen):
@@ -75,3 +76,42 @@ def test_check(env, backstopd_bin):
                err="no complete answer within the timeout")
     assert env.ctl.last.seconds < 5, "mute server: gave up in %.1fs" % env.ctl.last.seconds
     s.close()
+
+    # --json: the answer and the re-derived explanation, machine-checked
+    psock = "unix:" + os.path.join(env.dir, "p.sock")
+    doc = check("a@remote.example", "nobody2@example.com", "192.0.2.77", "--json").json(0)
+    fields(doc, {"server": psock, "answered": True, "action": "550 5.1.1 User unknown",
+                 "error": None, "redis": {"ok": True, "error": None},
+                 "request": {"sender": "a@remote.example", "recipient": "nobody2@example.com",
+                             "client": "192.0.2.77", "helo": None}}, "check --json")
+    fields(doc.get("explanation") or {},
+           {"rule": "unknown_user", "action": "550 5.1.1 User unknown", "matches": True,
+            "blocked": False, "exempt": False, "protected_domain": True,
+            "null_sender": False, "counts_invalid": True}, "check --json explanation")
+    doc = check("", "x@a.partner.example", "192.0.2.9", "--helo", "h\u00e9.test", "--json").json(
+        0, "check --json, a bounce with a HELO")
+    fields(doc, {"action": "DUNNO", "request": {"sender": "", "recipient": "x@a.partner.example",
+                                                 "client": "192.0.2.9", "helo": "h\u00e9.test"}},
+           "check --json, a bounce with a HELO")
+    fields(doc.get("explanation") or {}, {"rule": "ndr_allow", "null_sender": True,
+                                          "matches": True}, "check --json, ndr_allow")
+    doc = check("", "x@denied.example", "192.0.2.9", "--json", "--server",
+                "unix:" + os.path.join(env.dir, "none.sock")).json(1, "check --json, no daemon")
+    fields(doc, {"answered": False, "action": None, "redis": {"ok": True, "error": None}},
+           "check --json, no daemon")
+    assert "cannot connect" in (doc.get("error") or ""), "why no answer: %r" % doc
+    assert (doc.get("explanation") or {}).get("matches", 0) is None, \
+        "no answer: matches is null: %r" % doc
+
+    # Redis down: the daemon is asked all the same, and both are reported
+    env.server.stop()
+    check("a@b.example", "alice@example.com").expect(0,
+        out=["action=", "explanation: none: backstopctl could not read Redis", "on_redis_error"],
+        err="redis: cannot connect")
+    doc = check("a@b.example", "alice@example.com", "192.0.2.9", "--json").json(
+        0, "check --json, Redis down")
+    fields(doc, {"answered": True, "action": str, "error": None, "explanation": None},
+           "check --json, Redis down")
+    redis = doc.get("redis") or {}
+    assert redis.get("ok") is False and "cannot connect" in (redis.get("error") or ""), \
+        "check --json, Redis down: %r" % redis

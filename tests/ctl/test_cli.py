@@ -1,5 +1,6 @@
 """backstopctl: usage, the configuration, Redis down or frozen, ACL/db/prefix."""
 import os
+import re
 
 def test_cli(env, redis_factory):
     r = env.ctl("--help")
@@ -13,7 +14,13 @@ def test_cli(env, redis_factory):
     env.ctl("ndr", "explain", "--help").expect(0,
                out=["ndr explain DOMAIN", "HMGET backstop:ndr"])
     env.ctl("domain", "--help").expect(0, out=["domain add", "domain del", "--purge"])
-    env.ctl("-V").expect(0, out="backstopctl ")
+    version = env.ctl("-V").expect(0, out="backstopctl ").out
+    r = env.ctl("--version").expect(0, out="backstopctl ")
+    assert re.fullmatch(r"backstopctl \d+\.\d+\.\d+\n", r.out) and r.out == version, \
+        "--version: the version, as -V: %r" % r.out
+    env.ctl("--help").expect(0, out=["--version", "--json"])
+    env.ctl("stats", "--help").expect(0, out="--json")
+    env.ctl("domain", "add", "--json", "x.org").expect(2, err="unknown option")
     env.ctl("frobnicate").expect(2, err="unknown command: frobnicate")
     env.ctl("domain").expect(2, err="domain: which one?")
     env.ctl("domain", "rename", "x").expect(2, err="unknown subcommand: rename")

@@ -40,6 +40,15 @@ def test_domain(env):
     assert r.out == "example.com  3 users\nexample.net  catch-all (1 member)\n", "domain list: %r" % r.out
     env.ctl("domain", "list", "example.com", "nope.example").expect(1,
                out="example.com  3 users", err="nope.example: not a protected domain")
+    doc = env.ctl("domain", "list", "--json").json(0)
+    assert doc.get("domains") == [
+        {"domain": "example.com", "users": 3, "catch_all": False},
+        {"domain": "example.net", "users": 1, "catch_all": True}] and doc.get("missing") == [], \
+        "domain list --json: %r" % doc
+    doc = env.ctl("domain", "list", "--json", "example.net", "nope.example").json(
+        1, "domain list --json with a missing domain")
+    assert doc.get("domains") == [{"domain": "example.net", "users": 1, "catch_all": True}] \
+        and doc.get("missing") == ["nope.example"], "missing listed: %r" % doc
 
     env.ctl("domain", "del", "example.net").expect(0, out="example.net: no longer protected",
                err=["backstop:rcpt:example.net (1 user(s)) is kept",
@@ -112,6 +121,21 @@ def test_import(env):
     env.ctl("import", "bad..domain", f).expect(2)
     env.ctl("import", "new.example", "-", stdin="u1\n").expect(0,
                err="new.example is not a protected domain")
+
+    # a Windows export (UTF-8 BOM, CRLF): alice is alice; bytes no local
+    # part has are bad lines, with their numbers
+    win = os.path.join(env.dir, "ad-export.txt")
+    with open(win, "wb") as fp:
+        fp.write(b"\xef\xbb\xbfalice\r\nbob@bom.example\r\n")
+    env.ctl("import", "bom.example", win).expect(0,
+               out="imported 2 users into bom.example (0 already present), 0 bad lines")
+    assert env.members("backstop:rcpt:bom.example") == ["alice", "bob"], "BOM and CR not stored"
+    with open(win, "wb") as fp:
+        fp.write(b"alice\r\nren\xe9\r\n\xef\xbb\xbfzed\r\nd\x7fel\r\n\"q\"@bom.example\r\n")
+    env.ctl("import", "bom.example", win).expect(1,
+               err=[win + ":2: not UTF-8: ren\\xe9", win + ":3: byte order mark",
+                    win + ":4: control character", win + ":5: quoted local part",
+                    "4 bad lines: nothing imported"])
 
     # a wrong-typed key: refused before writing, temp key cleaned, key intact
     env.rcli("SET", "backstop:rcpt:str.example", "x")

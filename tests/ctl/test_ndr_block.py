@@ -1,4 +1,6 @@
-"""backstopctl ndr set/del/list/explain, block add/del/list, client, stats."""
+"""backstopctl ndr set/del/list/explain, block add/del/list, client, stats;
+their --json documents."""
+from support.ctl import fields
 
 def test_ndr(env):
     env.ctl("ndr", "set", "*", "deny").expect(0, out="ndr * = deny (new)")
@@ -25,6 +27,17 @@ def test_ndr(env):
                out=["a.b.partner.example          -", ".b.partner.example           -",
                     ".partner.example             allow          <- decides",
                     "result: allow (from .partner.example)", "gets: DUNNO (reason ndr_allow)"])
+    doc = env.ctl("ndr", "explain", "--json", "A.B.partner.example").json(0)
+    fields(doc, {"domain": "a.b.partner.example", "recipient": "postmaster@a.b.partner.example",
+                 "ndr_default": {"action": "deny", "limit": None, "period_ms": None},
+                 "winner": ".partner.example", "winner_unusable": False,
+                 "rule": {"action": "allow", "limit": None, "period_ms": None},
+                 "budget": None, "protected": False, "action": "DUNNO", "reason": "ndr_allow"},
+           "ndr explain --json")
+    assert [(x.get("field"), x.get("value")) for x in doc.get("candidates", [])] == [
+        ("a.b.partner.example", None), (".b.partner.example", None),
+        (".partner.example", "allow"), (".example", None), ("*", "deny")], \
+        "ndr explain --json candidates: %r" % doc.get("candidates")
     env.ctl("ndr", "explain", "partner.example").expect(0,
                out=["*                            deny           <- decides",
                     "reason ndr_deny"], not_out=".partner.example")
@@ -37,6 +50,13 @@ def test_ndr(env):
     env.ctl("ndr", "explain", "lists.example.org").expect(0,
                out=["5 of 5 used in this period", "the next bounce is refused",
                     "reason ndr_limit", "Too many delivery status notifications"])
+    doc = env.ctl("ndr", "explain", "--json", "lists.example.org").json(0)
+    fields(doc, {"rule": {"action": "limit", "limit": 5, "period_ms": 86400000},
+                 "winner": "lists.example.org", "reason": "ndr_limit"}, "ndr explain --json, limit")
+    budget = doc.get("budget") or {}
+    assert budget.get("used") == 5 and budget.get("limit") == 5 and \
+        0 < budget.get("ttl_ms", 0) <= 600000, "budget: %r" % budget
+    assert doc.get("action", "").startswith("550 5.7.1 Too many"), "action: %r" % doc
     env.ctl("ndr", "del", "*").expect(0, out="ndr * deleted")
     env.ctl("ndr", "del", "*").expect(1, err="no such entry")
     env.ctl("ndr", "explain", "else.example").expect(0,
@@ -103,6 +123,20 @@ def test_block(env):
     env.ctl("client", "2001:db8:9:9::1").expect(0,
                out=["(counted and blocked as 2001:db8:9:9::/64)", "blocked:  no",
                     "3 invalid recipients in the last 10m"])
+    doc = env.ctl("client", "--json", "2001:db8:9:9::1").json(0)
+    fields(doc, {"client": "2001:db8:9:9::1", "key": "2001:db8:9:9::/64", "exempt": False,
+                 "exempt_reason": None, "blocked": False, "block_reason": None,
+                 "block_ttl_ms": None, "invalid_tracked": True, "invalid": 3,
+                 "invalid_limit": int, "invalid_window_ms": 600000,
+                 "block_time_ms": 3600000, "refused": False}, "client --json")
+    doc = env.ctl("client", "192.0.2.1", "--json").json(1)
+    fields(doc, {"blocked": True, "block_reason": "manual", "block_ttl_ms": int,
+                 "refused": True}, "client --json, blocked")
+    assert 0 < doc["block_ttl_ms"] <= 3600000, "block_ttl_ms in ms: %r" % doc
+    doc = env.ctl("client", "127.0.0.5", "--json").json(0)
+    fields(doc, {"exempt": True, "exempt_reason": "[ratelimit] exempt 127.0.0.0/8",
+                 "blocked": True, "invalid_tracked": False, "invalid": None,
+                 "refused": False}, "client --json, exempt")
     env.ctl("client", "192.0.2.0/24").expect(2)
     off = env.write_config("off.ini", extra="[ratelimit]\ninvalid_recipients = 0\n")
     env.ctl("client", "198.51.100.99", config=off).expect(0, out="not tracked")
@@ -112,3 +146,9 @@ def test_block(env):
     r = env.ctl("stats")
     r.expect(0)
     assert r.out == "blocked           3\nunknown_user  12345\nvalid             7\n", "stats sorted and aligned: %r" % r.out
+    doc = env.ctl("stats", "--json").json(0)
+    assert doc == {"counters": {"blocked": 3, "unknown_user": 12345, "valid": 7}}, \
+        "stats --json: %r" % doc
+    env.rcli("HSET", "backstop:stats", "odd", "x1")
+    doc = env.ctl("stats", "--json").json(0, "stats --json, a bad value")
+    assert doc.get("counters", {}).get("odd", 0) is None, "not an integer: null: %r" % doc

@@ -75,6 +75,20 @@ def test_rbl(env):
                out="lookup failed (127.255.255.254: an error code of the list")
     rbl("8.8.8.8", "--zone", "zen.example").expect(0,
                out="lookup failed (10.0.0.1: not a blocklist answer)")
+    doc = rbl("127.0.0.2", "127.0.0.1", "--zone", "zen.example", "--zone", "refused.example",
+              "--json").json(1, "rbl-check --json")
+    res = [(x.get("ip"), x.get("zone"), x.get("status"), x.get("answers"))
+           for x in doc.get("results", [])]
+    assert res == [("127.0.0.2", "zen.example", "listed", ["127.0.0.2"]),
+                   ("127.0.0.2", "refused.example", "failed", []),
+                   ("127.0.0.1", "zen.example", "not_listed", []),
+                   ("127.0.0.1", "refused.example", "failed", [])], \
+        "rbl-check --json results: %r" % res
+    assert doc.get("listed") is True and doc.get("failed") is True and \
+        all(isinstance(x.get("detail"), str) for x in doc.get("results", [])), \
+        "rbl-check --json: %r" % doc
+    doc = rbl("127.0.0.1", "--zone", "zen.example", "--json").json(0, "rbl-check --json, clean")
+    assert doc.get("listed") is False and doc.get("failed") is False, "clean: %r" % doc
     rbl("127.0.0.1", "--zone", "refused.example").expect(0, out="lookup failed (")
     rbl("127.0.0.1", "--zone", "refused.example", "--strict").expect(1, out="lookup failed")
     env.ctl("rbl-check", "127.0.0.2", "--zone", "zen.example", "--nameserver",

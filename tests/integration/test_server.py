@@ -3,21 +3,16 @@ the connection limit; the metrics endpoint and the stats hash."""
 import re
 import time
 import urllib.error
-import urllib.request
 
 import pytest
 
+from support.metrics import scrape
 from support.policy import request
 from support.procs import free_port
 from support.replies import BLOCKED, DUNNO, PREFIX, USER_UNKNOWN
 from support.wait import poll
 
 UNKNOWN = USER_UNKNOWN("nobody@example.com")
-
-
-def scrape(port, path="/metrics"):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as resp:
-        return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
 
 
 def test_unix_listener(redis, backstopd):

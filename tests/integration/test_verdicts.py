@@ -1,5 +1,8 @@
 """The basic decisions: known and unknown users, catch-all, unprotected
-domains, non-RCPT states, address extensions, case, report mode."""
+domains, non-RCPT states, address extensions, case, UTF-8 domains,
+report mode; decision log lines."""
+import re
+
 import pytest
 
 from support.replies import (BLOCKED_TEXT, DUNNO, NDR_DENY_TEXT, NDR_LIMIT_TEXT, PREFIX,
@@ -50,6 +53,37 @@ def test_unknown_user_logged_like_smtpd(redis, backstopd):
                r"<nobody@example\.com>: Recipient address rejected: User unknown; "
                r"from=<s@sender\.example> to=<nobody@example\.com> proto=ESMTP "
                r"helo=<helo\.sender\.example> reason=unknown_user conn=\d+")
+
+
+def test_log_lines_queue_id_first(redis, backstopd):
+    """Decision lines, DUNNO debug lines included, start with the queue id
+    (or NOQUEUE) as smtpd's do; conn= comes last."""
+    d = backstopd(redis, log={"level": "debug"})
+    with d.conn() as c:
+        c.ask(queue_id="4XyZ1k2Lq9zB", recipient="user@example.com")
+        c.ask(queue_id="4XyZ1k2Lq9zC", recipient="nobody@example.com")
+        c.ask(queue_id="", recipient="someone@elsewhere.example")
+    d.wait_log(r"backstopd\[\d+\]: 4XyZ1k2Lq9zB: dunno: RCPT from mx\.sender\.example"
+               r"\[192\.0\.2\.1\]: from=<someone@sender\.example> to=<user@example\.com> "
+               r"reason=valid conn=\d+\n")
+    d.wait_log(r"backstopd\[\d+\]: 4XyZ1k2Lq9zC: reject: RCPT from .* reason=unknown_user conn=\d+\n")
+    d.wait_log(r"backstopd\[\d+\]: NOQUEUE: dunno: RCPT from .* reason=unprotected conn=\d+\n")
+    assert not re.search(r"\]: conn=\d+ ", d.log()), "a decision line starts with conn="
+
+
+def test_utf8_protected_domain(redis, backstopd):
+    """Every spelling of a protected domain that Postfix routes to it is
+    checked: an unknown user at the UTF-8 form is refused."""
+    d = backstopd(redis)
+    redis.client.sadd(PREFIX + "domains", "xn--bcher-kva.example")
+    redis.client.sadd(PREFIX + "rcpt:xn--bcher-kva.example", "alice")
+    with d.conn() as c:
+        for rcpt in ("user@b\u00fccher.example", "user@B\u00dcCHER.example.",
+                     "user@bu\u0308cher.example", "user@xn--bcher-kva.example"):
+            assert c.ask(recipient=rcpt) == USER_UNKNOWN(rcpt), "unknown user at %s" % rcpt
+            assert c.ask(sender="", recipient=rcpt) == USER_UNKNOWN(rcpt), "bounce to %s" % rcpt
+        for rcpt in ("alice@b\u00fccher.example", "Alice@B\u00dcCHER.EXAMPLE."):
+            assert c.ask(recipient=rcpt) == DUNNO, "known user at %s" % rcpt
 
 
 def test_catch_all_added_to_a_domain(redis, backstopd):

@@ -8,6 +8,7 @@
     redis_server  a private redis-server; .client is a redis.Redis
     backstopd   backstopd with a rendered configuration, waited for, its log
     ctl         the backstopctl command runner
+    metrics     the Prometheus endpoint: scrape(), metric()
 
 The fixtures that own these objects live in tests/conftest.py.
 """

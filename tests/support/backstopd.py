@@ -7,6 +7,10 @@ with stderr to a log file, and waits until it accepts connections and has
 reached Redis. The policy listener is a free loopback port (retried when
 another process wins the race for it) or a unix socket in the directory.
 
+write_listen() + reload() move the listeners by SIGHUP and return what
+the reload logged; sections_with() and run_backstopd() serve tests that
+write a configuration and run backstopd -t / -f on it themselves.
+
 problems() lists what a test did not expect: the daemon died, ended by
 a signal other than TERM/KILL, or its log has a sanitizer or panic report.
 """
@@ -14,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 
 from . import procs
 from .policy import PolicyConn
@@ -55,6 +60,22 @@ def seed(client, prefix=PREFIX):
     client.sadd(prefix + "rcpt:example.net", "*")
 
 
+def sections_with(redis_endpoint, **sections):
+    """DEFAULT_CONFIG (copied) with [redis] server = redis_endpoint and the
+    given sections overlaid key by key."""
+    secs = {k: dict(v) for k, v in DEFAULT_CONFIG.items()}
+    secs["redis"]["server"] = redis_endpoint
+    for sec, kv in sections.items():
+        secs.setdefault(sec, {}).update(kv)
+    return secs
+
+
+def run_backstopd(binary, args, timeout=10):
+    """backstopd with args to its end: (exit status, stdout, stderr) as text."""
+    p = subprocess.run([binary] + list(args), capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
 class Backstopd:
     def __init__(self, binary, directory, redis_endpoint, name="backstopd", unix_listen=False,
                  **sections):
@@ -68,9 +89,7 @@ class Backstopd:
         self.port = None
         self.proc = None
         self.expected_exit = False
-        self.sections = {k: dict(v) for k, v in DEFAULT_CONFIG.items()}
-        self.sections["redis"]["server"] = redis_endpoint
-        self.update(**sections)
+        self.sections = sections_with(redis_endpoint, **sections)
 
     @property
     def addr(self):
@@ -92,10 +111,31 @@ class Backstopd:
         """Overlay sections, then (re)write the file atomically."""
         self.update(**sections)
         self.sections["server"]["listen"] = self.listeners()
+        self._write(self.sections)
+
+    def write_listen(self, listen, **sections):
+        """The config with [server] listen = listen (a string or a list),
+        for a reload that moves the listeners; self.addr is unchanged."""
+        self.update(**sections)
+        secs = {k: dict(v) for k, v in self.sections.items()}
+        secs["server"]["listen"] = listen
+        self._write(secs)
+
+    def _write(self, sections):
         tmp = self.conf_path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(render_config(self.sections))
+            f.write(render_config(sections))
         os.replace(tmp, self.conf_path)
+
+    def reload(self, timeout=5.0):
+        """SIGHUP; the log after it once a reload outcome is logged (and
+        0.2 s more: lines logged after the outcome are part of it)."""
+        off = self.log_size()
+        self.sighup()
+        self.wait_log(r"configuration reloaded|keeping the running configuration", offset=off,
+                      timeout=timeout)
+        time.sleep(0.2)
+        return self.log_since(off)
 
     def start(self, wait_redis=True, timeout=15.0):
         for attempt in range(3):
@@ -215,4 +255,5 @@ class Backstopd:
         return out
 
 
-__all__ = ["Backstopd", "DEFAULT_CONFIG", "render_config", "seed", "WaitTimeout"]
+__all__ = ["Backstopd", "DEFAULT_CONFIG", "render_config", "run_backstopd", "sections_with", "seed",
+           "WaitTimeout"]

@@ -3,8 +3,11 @@
 Ctl(binary, config).run(*args, stdin=, config=) returns a Result (rc, out,
 err, seconds); Result.expect(rc, out=..., err=..., not_out=...) asserts the
 exit status and that each string appears (or not) in stdout/stderr, and
-that no sanitizer report is in stderr.
+that no sanitizer report is in stderr. Result.json(rc) checks a --json
+run (exit rc, one JSON object on one line) and returns the object;
+fields(doc, want) checks some of its keys.
 """
+import json
 import subprocess
 import time
 
@@ -43,6 +46,31 @@ class Result:
             assert s not in self.out, "stdout has %r\n%r" % (s, self)
         assert not any(m in self.err for m in SANITIZER_MARKS), "sanitizer report\n%r" % self
         return self
+
+
+    def json(self, rc, what=""):
+        """A --json run: exit rc, stdout one line holding one JSON object;
+        the parsed object."""
+        self.expect(rc, what=what)
+        assert self.out.count("\n") == 1 and self.out.endswith("\n"), "%s: one line\n%r" % (what, self)
+        try:
+            doc = json.loads(self.out)
+        except ValueError as e:
+            raise AssertionError("%s: not JSON (%s)\n%r" % (what, e, self))
+        assert isinstance(doc, dict), "%s: not an object\n%r" % (what, self)
+        return doc
+
+
+def fields(doc, want, what=""):
+    """Every key of want is in doc with that value; a type as the value:
+    of that type (bool does not count as int)."""
+    for k, v in want.items():
+        got = doc.get(k, KeyError)
+        if isinstance(v, type):
+            ok = isinstance(got, v) and not (v is int and isinstance(got, bool))
+        else:
+            ok = got == v
+        assert ok, "%s: %s = %r, wanted %r\n%r" % (what, k, got, v, doc)
 
 
 class Ctl:
