@@ -74,6 +74,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -83,6 +84,9 @@
 #define BS_LDAP_CONNECT_MAX_MS 10000 /* one URI's TCP + TLS connect, so a dead one leaves time */
 #define BS_LDAP_TYPE_MAX 16          /* longest address type looked for before ':' */
 #define BS_LDAP_WHY_MAX 160          /* one URI's failure in the error line */
+/* deadline_read's place: above the socket (libldap pushes its TCP layer at
+ * PROVIDER after the connect callbacks) and below TLS (TRANSPORT) */
+#define BS_LDAP_SBIOD_LEVEL (LBER_SBIOD_LEVEL_PROVIDER + 1)
 #define BS_LDAP_DEFAULT_TIMEOUT_MS 30000 /* timeout_ms 0 (a bs_source not from the config) */
 #define BS_LDAP_DEFAULT_FILTER "(objectClass=*)"
 #define BS_LDAP_DEFAULT_ATTR "mail"
@@ -96,8 +100,9 @@ struct ldap_read {
     size_t errsz;
     uint64_t deadline; /* CLOCK_MONOTONIC ms */
     LDAP *ld;
-    const char *uri; /* the server bound to */
-    int stopped;     /* the emit callback stopped the read: err is its own */
+    const char *uri;           /* the server bound to */
+    int stopped;               /* the emit callback stopped the read: err is its own */
+    struct ldap_conncb conncb; /* socket_connected, on every connection of ld */
     /* counters, logged at the end */
     uint64_t entries, pages, values, emitted, other_types, references;
 };
@@ -146,6 +151,18 @@ static const char *ldap_why(LDAP *ld, int rc, char *buf, size_t size)
         snprintf(buf, size, "%s", ldap_err2string(rc));
     ldap_memfree(diag);
     return buf;
+}
+
+/* failed_why - ldap_why, or "timed out" when the read's time is over (a
+ * read cut by deadline_read looks like a lost connection to libldap) */
+static const char *failed_why(const struct ldap_read *r, int rc, char *buf, size_t size)
+{
+    struct timeval tv;
+    if (!left(r, 0, &tv)) {
+        snprintf(buf, size, "timed out (timeout %llu ms)", (unsigned long long)r->src->timeout_ms);
+        return buf;
+    }
+    return ldap_why(r->ld, rc, buf, size);
 }
 
 /* read_password - bind_password_file into buf (NUL-terminated, one trailing
@@ -238,6 +255,65 @@ static int range_cut(const char *name, size_t len)
     return 0;
 }
 
+/* deadline_read - a Sockbuf I/O layer right above the socket: wait for data
+ * no later than the read's deadline, then fail with ETIMEDOUT. libldap waits
+ * for results with poll() and a timeout, but its TLS handshake (ldaps:// and
+ * after StartTLS) does not: with a network timeout set it turns the socket
+ * non-blocking and calls the handshake again and again without polling
+ * (libldap 2.5 tls2.c, non-async), so a server that accepts and then stops
+ * answering would spin it for ever. */
+static ber_slen_t deadline_read(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_t len)
+{
+    const struct ldap_read *r = sbiod->sbiod_pvt;
+    ber_socket_t fd = -1;
+    ber_sockbuf_ctrl(sbiod->sbiod_sb, LBER_SB_OPT_GET_FD, &fd);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int n;
+    do {
+        uint64_t now = now_ms();
+        n = poll(&pfd, 1, r->deadline > now ? (int)(r->deadline - now) : 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    return LBER_SBIOD_READ_NEXT(sbiod, buf, len);
+}
+
+static int deadline_setup(Sockbuf_IO_Desc *sbiod, void *arg)
+{
+    sbiod->sbiod_pvt = arg;
+    return 0;
+}
+
+static int deadline_remove(Sockbuf_IO_Desc *sbiod)
+{
+    return 0;
+}
+
+static int deadline_ctrl(Sockbuf_IO_Desc *sbiod, int opt, void *arg)
+{
+    return LBER_SBIOD_CTRL_NEXT(sbiod, opt, arg);
+}
+
+static ber_slen_t deadline_write(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_t len)
+{
+    return LBER_SBIOD_WRITE_NEXT(sbiod, buf, len);
+}
+
+static Sockbuf_IO deadline_io = {deadline_setup, deadline_remove, deadline_ctrl,
+                                 deadline_read,  deadline_write,  NULL};
+
+/* socket_connected - libldap connect callback: deadline_read on the new
+ * socket, before any TLS. Returns 0 (go on), -1 (libldap drops it). */
+static int socket_connected(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr,
+                            struct ldap_conncb *ctx)
+{
+    return ber_sockbuf_add_io(sb, &deadline_io, BS_LDAP_SBIOD_LEVEL, ctx->lc_arg) == 0 ? 0 : -1;
+}
+
+static void socket_closed(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx) {}
+
 /* tls_options - certificate checking on this handle only; 0, or -1 with why */
 static int tls_options(struct ldap_read *r, char *why, size_t whysize)
 {
@@ -273,7 +349,8 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
     if (ldap_set_option(r->ld, LDAP_OPT_PROTOCOL_VERSION, &v3) != LDAP_OPT_SUCCESS ||
         ldap_set_option(r->ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF) != LDAP_OPT_SUCCESS ||
         ldap_set_option(r->ld, LDAP_OPT_NETWORK_TIMEOUT, &net) != LDAP_OPT_SUCCESS ||
-        ldap_set_option(r->ld, LDAP_OPT_TIMEOUT, &op) != LDAP_OPT_SUCCESS) {
+        ldap_set_option(r->ld, LDAP_OPT_TIMEOUT, &op) != LDAP_OPT_SUCCESS ||
+        ldap_set_option(r->ld, LDAP_OPT_CONNECT_CB, &r->conncb) != LDAP_OPT_SUCCESS) {
         snprintf(why, whysize, "cannot set client options");
         return -1;
     }
@@ -282,7 +359,7 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
         return -1;
     if (plain && r->src->start_tls && (rc = ldap_start_tls_s(r->ld, NULL, NULL)) != LDAP_SUCCESS) {
         char buf[BS_LDAP_WHY_MAX];
-        snprintf(why, whysize, "StartTLS: %s", ldap_why(r->ld, rc, buf, sizeof buf));
+        snprintf(why, whysize, "StartTLS: %s", failed_why(r, rc, buf, sizeof buf));
         return -1;
     }
     if (cred->bv_len && plain && !r->src->start_tls)
@@ -295,7 +372,7 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
     if (rc == LDAP_SUCCESS)
         return 0;
     char buf[BS_LDAP_WHY_MAX];
-    ldap_why(r->ld, rc, buf, sizeof buf);
+    failed_why(r, rc, buf, sizeof buf);
     if (rc < 0) { /* the client's own error: no answer from this server */
         snprintf(why, whysize, "bind: %s", buf);
         return -1;
@@ -455,7 +532,7 @@ static int page(struct ldap_read *r, char **attrs, struct berval *cookie)
         else if (rc != LDAP_RES_INTERMEDIATE) {
             ldap_msgfree(msg);
             ldap_abandon_ext(r->ld, msgid, NULL, NULL);
-            if (rc == 0)
+            if (rc == 0 || !left(r, 0, &tv))
                 return timeout(r);
             if (rc == LDAP_RES_SEARCH_ENTRY)
                 return -1; /* entry() set err, or emit stopped the read */
@@ -492,6 +569,7 @@ int bs_source_ldap_read(const bs_source *src, bs_source_emit emit, void *arg, ch
                         size_t errsz)
 {
     struct ldap_read r = {.src = src, .emit = emit, .arg = arg, .err = err, .errsz = errsz};
+    r.conncb = (struct ldap_conncb){socket_connected, socket_closed, &r};
     r.deadline = now_ms() + (src->timeout_ms ? src->timeout_ms : BS_LDAP_DEFAULT_TIMEOUT_MS);
     r.uri = src->nuris ? src->uris[0] : "";
     if (!src->nuris)
