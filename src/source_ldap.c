@@ -45,8 +45,10 @@
  *   - src->timeout_ms bounds the whole read: each connect gets at most
  *     BS_LDAP_CONNECT_MAX_MS of what is left, each synchronous call and each
  *     wait for a result what is left, and the deadline is checked before each
- *     page is asked for; a server that stops answering fails the read within
- *     the timeout.
+ *     page is asked for. A Sockbuf layer under TLS (deadline_read) makes
+ *     every read from the socket wait no longer than the deadline, because
+ *     libldap's own TLS handshake has no working timeout. A server that stops
+ *     answering fails the read within the timeout.
  *
  * NEVER
  *   Returns 0 for a partial read: a size or time limit, an admin limit, a
