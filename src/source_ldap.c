@@ -534,10 +534,12 @@ static int page(struct ldap_read *r, char **attrs, struct berval *cookie)
         else if (rc != LDAP_RES_INTERMEDIATE) {
             ldap_msgfree(msg);
             ldap_abandon_ext(r->ld, msgid, NULL, NULL);
-            if (rc == 0 || !left(r, 0, &tv))
-                return timeout(r);
             if (rc == LDAP_RES_SEARCH_ENTRY)
                 return -1; /* entry() set err, or emit stopped the read */
+            if (rc == 0 || !left(r, 0, &tv))
+                return timeout(r);
+            if (rc > 0)
+                return fail(r, "%s: unexpected message (type 0x%x) in a search", r->uri, rc);
             ldap_get_option(r->ld, LDAP_OPT_RESULT_CODE, &rc);
             return fail(r, "%s: search failed after %llu entries in %llu pages: %s", r->uri,
                         (unsigned long long)r->entries, (unsigned long long)r->pages,
