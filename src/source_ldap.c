@@ -104,6 +104,7 @@ struct ldap_read {
     LDAP *ld;
     const char *uri;           /* the server bound to */
     int stopped;               /* the emit callback stopped the read: err is its own */
+    int connected;             /* the TCP (or unix) connect to the current URI worked */
     struct ldap_conncb conncb; /* socket_connected, on every connection of ld */
     /* counters, logged at the end */
     uint64_t entries, pages, values, emitted, other_types, references;
@@ -155,16 +156,25 @@ static const char *ldap_why(LDAP *ld, int rc, char *buf, size_t size)
     return buf;
 }
 
-/* failed_why - ldap_why, or "timed out" when the read's time is over (a
- * read cut by deadline_read looks like a lost connection to libldap) */
-static const char *failed_why(const struct ldap_read *r, int rc, char *buf, size_t size)
+/* failed_why - why connecting, StartTLS or the bind failed: "timed out" when
+ * the read's time is over (a read cut by deadline_read looks like a lost
+ * connection to libldap); for a failed TLS handshake (tls), what to check,
+ * since libldap's GnuTLS backend only says "(unknown error code)"; else
+ * ldap_why. Returns buf. */
+static const char *failed_why(const struct ldap_read *r, int rc, int tls, char *buf, size_t size)
 {
     struct timeval tv;
-    if (!left(r, 0, &tv)) {
+    const char *ca = r->src->tls_ca_file;
+    if (!left(r, 0, &tv))
         snprintf(buf, size, "timed out (timeout %llu ms)", (unsigned long long)r->src->timeout_ms);
-        return buf;
-    }
-    return ldap_why(r->ld, rc, buf, size);
+    else if (tls && r->connected && (rc == LDAP_CONNECT_ERROR || rc == LDAP_SERVER_DOWN))
+        snprintf(buf, size,
+                 "%s: TLS failed (certificate not signed by %s%s, host name not in it, or no "
+                 "TLS there)",
+                 ldap_err2string(rc), *ca ? "tls_ca_file " : "a system CA", ca);
+    else
+        ldap_why(r->ld, rc, buf, size);
+    return buf;
 }
 
 /* read_password - bind_password_file into buf (NUL-terminated, one trailing
@@ -311,7 +321,9 @@ static Sockbuf_IO deadline_io = {deadline_setup, deadline_remove, deadline_ctrl,
 static int socket_connected(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr,
                             struct ldap_conncb *ctx)
 {
-    return ber_sockbuf_add_io(sb, &deadline_io, BS_LDAP_SBIOD_LEVEL, ctx->lc_arg) == 0 ? 0 : -1;
+    struct ldap_read *r = ctx->lc_arg;
+    r->connected = 1;
+    return ber_sockbuf_add_io(sb, &deadline_io, BS_LDAP_SBIOD_LEVEL, r) == 0 ? 0 : -1;
 }
 
 static void socket_closed(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx) {}
@@ -337,6 +349,7 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
                        size_t whysize)
 {
     int rc = ldap_initialize(&r->ld, uri);
+    r->connected = 0;
     if (rc != LDAP_SUCCESS) {
         snprintf(why, whysize, "%s", ldap_err2string(rc));
         return -1;
@@ -359,9 +372,10 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
     int ldaps = strncasecmp(uri, "ldaps:", 6) == 0, plain = strncasecmp(uri, "ldap:", 5) == 0;
     if ((ldaps || (plain && r->src->start_tls)) && tls_options(r, why, whysize) < 0)
         return -1;
+    int tls = ldaps || (plain && r->src->start_tls);
     if (plain && r->src->start_tls && (rc = ldap_start_tls_s(r->ld, NULL, NULL)) != LDAP_SUCCESS) {
         char buf[BS_LDAP_WHY_MAX];
-        snprintf(why, whysize, "StartTLS: %s", failed_why(r, rc, buf, sizeof buf));
+        snprintf(why, whysize, "StartTLS: %s", failed_why(r, rc, tls, buf, sizeof buf));
         return -1;
     }
     if (cred->bv_len && plain && !r->src->start_tls)
@@ -374,7 +388,7 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
     if (rc == LDAP_SUCCESS)
         return 0;
     char buf[BS_LDAP_WHY_MAX];
-    failed_why(r, rc, buf, sizeof buf);
+    failed_why(r, rc, ldaps, buf, sizeof buf);
     if (rc < 0) { /* the client's own error: no answer from this server */
         snprintf(why, whysize, "bind: %s", buf);
         return -1;

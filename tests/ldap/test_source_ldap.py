@@ -106,6 +106,7 @@ def test_no_uri_reachable_names_each(dump, closed_uri):
     res = dump([closed_uri, other])
     assert res.rc == 1
     assert "no LDAP server usable" in res.err and closed_uri in res.err and other in res.err
+    assert "TLS failed" not in res.err  # nothing listened: not a TLS problem
 
 
 @pytest.mark.parametrize("kind", ["starttls", "ldaps"])
@@ -121,6 +122,7 @@ def test_tls_with_a_wrong_ca_fails(directory, dump, kind):
     res = dump([uri], "--tls-ca-file", directory.wrong_ca, *opts)
     assert res.rc == 1 and res.lines == []
     assert "no LDAP server usable" in res.err
+    assert f"TLS failed (certificate not signed by tls_ca_file {directory.wrong_ca}" in res.err
     if kind == "starttls":
         assert "StartTLS" in res.err
 
