@@ -31,7 +31,8 @@
  *     src->page_size entries a page (AD serves at most 1000); page_size 0
  *     sends no control, so a server size limit fails the read instead of
  *     truncating it. Results are taken one message at a time, so memory
- *     does not grow with the page or the directory.
+ *     does not grow with the page or the directory. src->progress, when
+ *     set, is called before each page with the entries read so far.
  *   - Values: "smtp:"/"SMTP:" (any case) is stripped; any other address
  *     type ("X500:", "SIP:", "x400:", "EUM:" ...: letters and digits before
  *     a ':' that comes before any '@') is skipped and counted; a value
@@ -533,6 +534,8 @@ static int page(struct ldap_read *r, char **attrs, struct berval *cookie)
     if (rc != LDAP_SUCCESS)
         return fail(r, "%s: search: %s", r->uri, ldap_why(r->ld, rc, buf, sizeof buf));
     r->pages++;
+    if (src->progress)
+        src->progress(src->progress_arg, (size_t)r->entries);
     for (;;) {
         LDAPMessage *msg = NULL;
         if (!left(r, 0, &tv))

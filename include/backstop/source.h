@@ -71,13 +71,20 @@ typedef struct bs_source {
     /* postfix */
     char maps[BS_SRC_MAX_MAPS][BS_SRC_TEXT_MAX]; /* "hash:/etc/postfix/relay_recipients" */
     size_t nmaps;
-    char maps_parameter[BS_SRC_TEXT_MAX]; /* e.g. relay_recipient_maps: postconf -h */
+    char maps_parameter[BS_SRC_TEXT_MAX];   /* e.g. relay_recipient_maps: postconf -h */
+    char config_directory[BS_SRC_TEXT_MAX]; /* postconf/postmap -c DIR; "" = Postfix's default */
 
     /* file */
     char path[BS_SRC_TEXT_MAX];
 
     /* command */
     char command[BS_SRC_TEXT_MAX]; /* run with /bin/sh -c */
+
+    /* Not configuration: set by the sync engine on its copy for one read.
+     * A reader may call progress(progress_arg, entries read so far) now and
+     * then; NULL = nobody is watching. */
+    void (*progress)(void *arg, size_t entries);
+    void *progress_arg;
 } bs_source;
 
 /* Called once per address found; len bytes at addr (not NUL-terminated).

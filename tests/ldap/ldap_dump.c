@@ -6,11 +6,13 @@
  *             [--attribute A ...] [--bind-dn DN --bind-password-file FILE]
  *             [--start-tls] [--tls-ca-file FILE] [--page-size N]
  *             [--timeout-ms N] [--stop-after N] [--count] [--verbose]
+ *             [--progress]
  *
  * Exit 0: the read returned 0 (with --count, only the number of addresses
  * is printed). Exit 1: it returned -1; "ldap_dump: ERR" on stderr (what was
  * printed before is what the engine would have discarded). Exit 2: usage.
- * --stop-after N makes the emit callback return -1 at the Nth address.
+ * --stop-after N makes the emit callback return -1 at the Nth address;
+ * --progress prints "progress ENTRIES" on stderr at each progress call.
  */
 #include "backstop/log.h"
 #include "backstop/source.h"
@@ -26,6 +28,11 @@ struct dump {
     char *err;
     size_t errsz;
 };
+
+static void progress(void *arg, size_t entries)
+{
+    fprintf(stderr, "progress %zu\n", entries);
+}
 
 static int emit(void *arg, const char *addr, size_t len)
 {
@@ -69,6 +76,7 @@ int main(int argc, char **argv)
         {"stop-after", required_argument, NULL, 's'},
         {"count", no_argument, NULL, 'c'},
         {"verbose", no_argument, NULL, 'v'},
+        {"progress", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     char err[512] = "";
@@ -126,6 +134,9 @@ int main(int argc, char **argv)
             break;
         case 'v':
             bs_log_level = BS_LOG_DEBUG;
+            break;
+        case 'P':
+            src.progress = progress;
             break;
         default:
             return 2;

@@ -31,6 +31,13 @@ def test_paged_read_emits_exactly_the_directory(directory, dump, page_size):
     assert f"in {pages} pages" in res.err and "1 references skipped: complete" in res.err, res.err
 
 
+def test_progress_before_each_page(directory, dump):
+    res = dump([directory.uri], "--page-size", "1000", "--count", "--progress")
+    assert read_ok(res) == [str(len(directory.proxies))]
+    counts = [int(line.split()[1]) for line in res.err.splitlines() if line.startswith("progress ")]
+    assert counts == [1000 * i for i in range(46)]  # 45,002 entries: 46 pages
+
+
 def test_plain_mail_attribute(directory, dump):
     lines = read_ok(dump([directory.uri], attributes=("mail",)))
     assert sorted(lines) == sorted(directory.mails)
