@@ -20,6 +20,11 @@ USERS = 50_000
 def pytest_addoption(parser):
     parser.addoption("--ldap-dump", default=os.environ.get("LDAP_DUMP"),
                      help="the ldap_dump driver (tests/ldap/ldap_dump.c)")
+    try:
+        parser.addoption("--backstopctl", default=os.environ.get("BACKSTOPCTL"),
+                         help="backstopctl with the sync command (test_sync_ldap.py)")
+    except ValueError:
+        pass  # tests/conftest.py (the shared fixtures) already has it
 
 
 class Result:

@@ -30,8 +30,13 @@ add_test(NAME ldap_unit COMMAND test_ldap_unit)
 
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_FOUND)
+  # With the sync engine in the tree, test_sync_ldap.py also drives backstopctl sync.
+  set(LDAP_SYNC_ARG "")
+  if(TARGET backstopctl AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/src/ctl_sync.c)
+    set(LDAP_SYNC_ARG --backstopctl=$<TARGET_FILE:backstopctl>)
+  endif()
   add_test(NAME ldap_slapd
     COMMAND /usr/bin/python3 -m pytest -q -p no:cacheprovider ${CMAKE_CURRENT_SOURCE_DIR}/tests/ldap
-            --ldap-dump=$<TARGET_FILE:ldap_dump>)
+            --ldap-dump=$<TARGET_FILE:ldap_dump> ${LDAP_SYNC_ARG})
   set_tests_properties(ldap_slapd PROPERTIES TIMEOUT 600)
 endif()
