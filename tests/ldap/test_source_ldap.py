@@ -68,6 +68,7 @@ def test_wrong_password_fails(directory, dump, tmp_path):
     assert res.rc == 1
     assert "Invalid credentials" in res.err
     assert res.lines == []
+    assert "not-the-password" not in res.err
 
 
 def test_wrong_password_is_not_retried_on_the_next_server(directory, dump, tmp_path):
