@@ -231,10 +231,10 @@ static int commit(sync_run *r, bs_sync_domain *d, const char *rkey)
     int argcs[4];
     size_t n = 0;
 
-    bs_ctl_key(r->c, rec, sizeof rec, BS_SYNC_KEY_RECORD, NULL);
-    bs_ctl_key(r->c, doms, sizeof doms, "domains", NULL);
+    bs_ctl_key(r->c, rec, sizeof rec, BS_KEY_SYNC, NULL);
+    bs_ctl_key(r->c, doms, sizeof doms, BS_KEY_DOMAINS, NULL);
     snprintf(name, sizeof name, "%s:%ld", d->name, (long)getpid());
-    bs_ctl_key(r->c, tmp, sizeof tmp, BS_SYNC_KEY_TMP, name);
+    bs_ctl_key(r->c, tmp, sizeof tmp, BS_KEY_SYNC_TMP, name);
     if (write && d->nwant > 0) {
         if (bs_ctl_fill_set(r->c, tmp, d->want, d->nwant, BS_SYNC_TMP_TTL_MS,
                             r->progress ? write_progress : NULL, d) < 0)
@@ -344,7 +344,7 @@ static void domain_note(sync_run *r, const bs_sync_domain *d)
 
     if (r->c->cfg.sync_add_domains && !r->dry_run)
         return;
-    bs_ctl_key(r->c, key, sizeof key, "domains", NULL);
+    bs_ctl_key(r->c, key, sizeof key, BS_KEY_DOMAINS, NULL);
     if (!(rep = bs_ctl_cmd(r->c, "SISMEMBER", key, d->name, (char *)NULL)))
         return;
     if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0 && !r->quiet)
@@ -361,7 +361,7 @@ static void sync_domain(sync_run *r, bs_sync_domain *d)
     redisReply *rep;
     char **have;
 
-    bs_ctl_key(r->c, rkey, sizeof rkey, "rcpt:", d->name);
+    bs_ctl_key(r->c, rkey, sizeof rkey, BS_KEY_RCPT, d->name);
     if (!(rep = current(r, rkey))) {
         snprintf(d->why, sizeof d->why, "cannot read %.200s", rkey);
         d->outcome = BS_SYNC_WRITE_FAILED;
@@ -441,7 +441,7 @@ static const char *record_field(const char *rec, const char *name, char *out, si
  * n is 0), one line each, after a heading; nothing when there are none */
 int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n)
 {
-    redisReply *rep = bs_ctl_hgetall(c, BS_SYNC_KEY_RECORD);
+    redisReply *rep = bs_ctl_hgetall(c, BS_KEY_SYNC);
     char dom[BS_DOMAIN_MAX * 4 + 1], outcome[32], count[32], source[BS_SYNC_SOURCES_MAX * 4];
     char t[32], age[32];
     uint64_t now_ms;

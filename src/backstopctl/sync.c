@@ -140,20 +140,14 @@ static int grow(char ***v, size_t n, size_t *cap)
 /* ------------------------------------------------------------ reading */
 
 /*
- * canon_domain - THE canonical domain of an entry (ASCII, lowercased, the
- * daemon's normal form). A non-ASCII (UTF-8) domain is refused: this build
- * has no IDNA conversion to its A-label. Returns the length or -1 with *why.
+ * canon_domain - THE canonical domain of an entry: bs_domain_norm's (addr.h),
+ * so a UTF-8 domain becomes its A-label as in the daemon and in every other
+ * backstopctl command. Returns the length or -1 with *why.
  */
 static int canon_domain(const char *s, size_t len, char out[BS_DOMAIN_MAX + 1], const char **why)
 {
-    int n;
+    int n = bs_domain_norm(s, len, out);
 
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] >= 0x80) {
-            *why = "non-ASCII domain (write it as its xn-- A-label)";
-            return -1;
-        }
-    n = bs_domain_norm(s, len, out);
     if (n < 0)
         *why = "not a valid domain";
     return n;

@@ -29,12 +29,12 @@
 
 #include "backstop/addr.h"
 #include "backstop/config.h"
+#include "backstop/keys.h"
 #include "backstop/source.h"
 
-/* Redis keys of the sync (with the [redis] prefix; the rest of the schema is
- * in README's key table): */
-#define BS_SYNC_KEY_RECORD "sync"    /* HASH: <domain> -> bs_sync_record() */
-#define BS_SYNC_KEY_TMP "tmp:sync:"  /* + <domain>:<pid>: the set being built (1h TTL) */
+/* The keys are keys.h's: BS_KEY_SYNC (field <domain> = bs_sync_record(),
+ * field <domain>BS_SYNC_OK_FIELD = the last successful sync's time) and
+ * BS_KEY_SYNC_TMP (the set being built, with this TTL): */
 #define BS_SYNC_TMP_TTL_MS "3600000" /* a killed sync leaves nothing for long */
 
 #define BS_SYNC_SOURCES_MAX 128 /* "relay,hr" in a record */
