@@ -121,8 +121,9 @@ int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
 int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
 /* bs_ctl_sync_show - the last sync of these domains (all when n is 0) from
- * backstop:sync, for domain list and stats; 0 / -1 (printed) */
-int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n);
+ * backstop:sync, for domain list and stats: printed, or with --json set as
+ * member "sync" of into; 0 / -1 (printed) */
+int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n, json_t *into);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */

@@ -8,7 +8,7 @@
  *                       when the reader returned 0.
  *   bs_sync_plan        the diff of a domain against Redis's members and
  *                       the guard decision (sync.h).
- *   bs_sync_record      the backstop:sync value.
+ *   bs_sync_record      the backstop:sync value; bs_sync_count its count.
  *   bs_sync_reader_for  the reader table (type -> function).
  *
  * HOW AN ENTRY IS READ (emit)
@@ -384,12 +384,17 @@ int bs_sync_plan(bs_sync_domain *d, char **have, size_t nhave, unsigned max_shri
     return 0;
 }
 
+size_t bs_sync_count(const bs_sync_domain *d)
+{
+    return d->outcome == BS_SYNC_OK ? d->nwant : d->nhave;
+}
+
 int bs_sync_record(const bs_sync_domain *d, uint64_t unix_time, char *out, size_t outsz)
 {
     int written = d->outcome == BS_SYNC_OK;
 
     return snprintf(out, outsz, "time=%llu;source=%s;count=%zu;added=%zu;removed=%zu;outcome=%s",
-                    (unsigned long long)unix_time, d->sources, written ? d->nwant : d->nhave,
+                    (unsigned long long)unix_time, d->sources, bs_sync_count(d),
                     written ? d->nadded : 0, written ? d->nremoved : 0,
                     bs_sync_outcome_name(d->outcome));
 }
