@@ -222,6 +222,7 @@ typedef struct bs_ctl_explain {
     int redis_failed;  /* a reply had an error or the wrong type */
     int exempt_hit[2]; /* per q.exempt[] */
     int rcpt_hit[3];   /* per q.locals[] */
+    int dir_looked_up; /* the directory (e->f.dir_*) was read, as the daemon does */
     int ndr_present[BS_NDR_MAX_FIELDS];
     char ndr_raw[BS_NDR_MAX_FIELDS][80]; /* displayable values */
     /* The NDR verdict for the recipient domain as if it were not protected
