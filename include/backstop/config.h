@@ -149,8 +149,10 @@ enum bs_dump_how {
  * enum bs_dump_how. */
 void bs_config_dump(const bs_config *cfg, FILE *fp, int how);
 
-/* bs_config_option - the name of key number i of the option table (its
- * section in *section), in bs_config_dump's order; NULL past the last. */
+/* bs_config_option - the name of key number i of the option tables (its
+ * section in *section), in bs_config_dump's order: the fixed sections, then
+ * the keys of a [source NAME] section (section "source NAME"); NULL past
+ * the last. */
 const char *bs_config_option(size_t i, const char **section);
 
 #endif

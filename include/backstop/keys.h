@@ -23,6 +23,7 @@
 #define BS_KEY_IMPORT "import:"     /* + <domain>:<pid>: backstopctl import staging */
 #define BS_KEY_SYNC "sync"          /* per-domain sync record (backstopctl sync) */
 #define BS_SYNC_OK_FIELD ":ok"      /* <domain> + this: Unix seconds of its last successful sync */
+#define BS_KEY_SYNC_TMP "tmp:sync:" /* + <domain>:<pid>: the set backstopctl sync builds */
 
 /*
  * The schema as a table, in README order: X(name, argument or "", Redis
@@ -40,6 +41,7 @@
     X(BS_KEY_RATE, "<client>", "ZSET", 1, "backstopd")                                             \
     X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
     X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")                                    \
-    X(BS_KEY_SYNC, "", "HASH", 0, "backstopctl")
+    X(BS_KEY_SYNC, "", "HASH", 0, "backstopctl")                                                   \
+    X(BS_KEY_SYNC_TMP, "<domain>:<pid>", "SET", 1, "backstopctl")
 
 #endif

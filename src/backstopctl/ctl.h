@@ -121,8 +121,9 @@ int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
 int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
 /* bs_ctl_sync_show - the last sync of these domains (all when n is 0) from
- * backstop:sync, for domain list and stats; 0 / -1 (printed) */
-int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n);
+ * backstop:sync, for domain list and stats: printed, or with --json set as
+ * member "sync" of into; 0 / -1 (printed) */
+int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n, json_t *into);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */
@@ -221,6 +222,7 @@ typedef struct bs_ctl_explain {
     int redis_failed;  /* a reply had an error or the wrong type */
     int exempt_hit[2]; /* per q.exempt[] */
     int rcpt_hit[3];   /* per q.locals[] */
+    int dir_looked_up; /* the directory (e->f.dir_*) was read, as the daemon does */
     int ndr_present[BS_NDR_MAX_FIELDS];
     char ndr_raw[BS_NDR_MAX_FIELDS][80]; /* displayable values */
     /* The NDR verdict for the recipient domain as if it were not protected

@@ -412,9 +412,15 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
         wv = rows[i].value->len > wv ? rows[i].value->len : wv;
     }
     qsort(rows, n, sizeof(*rows), stat_order);
-    if (c->opt[BS_OPT_JSON])
-        rc = bs_ctl_json_print(stats_json(rows, n), rc);
-    else
+    if (c->opt[BS_OPT_JSON]) {
+        json_t *doc = stats_json(rows, n);
+        if (doc && bs_ctl_sync_show(c, NULL, 0, doc) < 0) {
+            json_decref(doc);
+            rc = BS_CTL_FAIL;
+        } else {
+            rc = bs_ctl_json_print(doc, rc);
+        }
+    } else
         for (i = 0; i < n; i++)
             printf("%-*s  %*s\n", (int)wn,
                    bs_ctl_safe(rows[i].name->str, rows[i].name->len, n1, sizeof(n1)), (int)wv,
@@ -423,7 +429,7 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
         bs_ctl_note("no statistics yet (%s is empty)", key);
     free(rows);
     freeReplyObject(rep);
-    if (rc == BS_CTL_OK && !c->opt[BS_OPT_JSON] && bs_ctl_sync_show(c, NULL, 0) < 0)
+    if (rc == BS_CTL_OK && !c->opt[BS_OPT_JSON] && bs_ctl_sync_show(c, NULL, 0, NULL) < 0)
         rc = BS_CTL_FAIL;
     return rc;
 }

@@ -10,7 +10,8 @@
  *                       protected nor had users to purge.
  *   bs_ctl_domain_list  domains with their user counts; with operands, only
  *                       those (1 when one is not protected). --json: one
- *                       {"domains": [...], "missing": [...]} object.
+ *                       {"domains": [...], "missing": [...], "sync": {...}}
+ *                       object ("sync": bs_ctl_sync_show).
  *   bs_ctl_user_add     SADD rcpt:<domain>: "DOMAIN LOCAL..." or
  *                       "ADDRESS...", "@domain" or "*" = catch-all.
  *   bs_ctl_user_del     SREM; 1 when a user was not there.
@@ -281,15 +282,22 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
     }
     if (rc == 0)
         rc = list_rows(c, rows, n, jrows);
-    if (rc == 0 && !jrows && n > 0 && bs_ctl_sync_show(c, rows, argc > 0 ? n : 0) < 0)
+    json_t *doc =
+        jrows && rc == 0 ? json_pack("{s:O, s:O}", "domains", jrows, "missing", jmissing) : NULL;
+    if (rc == 0 && doc && n == 0) /* none asked for is protected, or none at all */
+        json_object_set_new(doc, "sync", json_object());
+    else if (rc == 0 && (doc || (!jrows && n > 0)) &&
+             bs_ctl_sync_show(c, rows, argc > 0 ? n : 0, doc) < 0)
         rc = BS_CTL_FAIL;
     if (all)
         freeReplyObject(all);
     free(rows);
     free(prot);
     free(dom);
-    json_t *doc =
-        jrows && rc == 0 ? json_pack("{s:O, s:O}", "domains", jrows, "missing", jmissing) : NULL;
+    if (rc != 0 && doc) {
+        json_decref(doc);
+        doc = NULL;
+    }
     json_decref(jrows);
     json_decref(jmissing);
     rc = rc ? rc : missing ? BS_CTL_FAIL : BS_CTL_OK;

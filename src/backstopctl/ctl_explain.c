@@ -7,8 +7,13 @@
  *                        same normalisation, same NDR candidate list), with
  *                        the facts read from Redis by the same queries the
  *                        daemon's store sends (GET block, SMISMEMBER exempt,
- *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr),
- *                        and interpreted by store_reply.c, the daemon's own reader
+ *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr), and
+ *                        the follow-up lookups decide.c asks for as it asks
+ *                        the daemon (the exempt SET for a blocked client;
+ *                        for an unknown user of a protected domain the
+ *                        directory: SCARD rcpt:<domain>, HGET sync
+ *                        <domain>:ok with max_directory_age), interpreted by
+ *                        store_reply.c, the daemon's own reader
  *                        (bs_store_reply_apply). 0, or -1 on an I/O error
  *                        (printed).
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
@@ -23,6 +28,8 @@
  *   (the daemon's script INCRs it and refuses past N); nothing is taken.
  *
  * LIMITS
+ *   The directory's age is this host's clock minus the sync time, as the
+ *   daemon's is its own: a prediction near max_directory_age may differ.
  *   Predictions use this host's backstop.ini: a daemon started with another
  *   file (mode, ndr_default, exempt, recipient_delimiter) may differ; check
  *   says so when the daemon's answer is not the predicted one.
@@ -37,7 +44,9 @@
 #include "backstop/store_reply.h"
 
 /* What each pipelined reply is. */
-enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR };
+enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR, R_DIR_SIZE, R_DIR_SYNC };
+#define R_MAX 8          /* replies of one round trip: every kind once */
+#define BS_CTL_LOOKUPS 3 /* round trips: the first, exempt, directory */
 
 /* has_control - a value that would break the request's line structure */
 static int has_control(const char *s)
@@ -112,16 +121,36 @@ int bs_ctl_request_text(char *out, size_t outsz, const char *sender, const char 
     return (int)n;
 }
 
-/* send_lookup - pipeline the daemon's queries for e->q; kinds[] records
- * what each reply is. Returns the number queued, or -1. */
-static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
+/* send_directory - SCARD rcpt:<domain> [HGET sync <domain>:ok], as the
+ * daemon's store queues them; the number queued, or -1 */
+static int send_directory(bs_ctl *c, const bs_lookup *q, uint8_t *kinds)
 {
-    const bs_lookup *q = &e->q;
+    char rkey[BS_CTL_KEY_MAX], skey[BS_CTL_KEY_MAX], field[BS_DOMAIN_MAX + sizeof BS_SYNC_OK_FIELD];
+    const char *scard[] = {"SCARD", rkey}, *hget[] = {"HGET", skey, field};
+
+    bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, q->directory);
+    bs_ctl_key(c, skey, sizeof(skey), BS_KEY_SYNC, NULL);
+    snprintf(field, sizeof(field), "%s%s", q->directory, BS_SYNC_OK_FIELD);
+    if (bs_ctl_append(c, 2, scard, NULL) < 0)
+        return -1;
+    kinds[0] = R_DIR_SIZE;
+    if (!q->directory_synced)
+        return 1;
+    if (bs_ctl_append(c, 3, hget, NULL) < 0)
+        return -1;
+    kinds[1] = R_DIR_SYNC;
+    return 2;
+}
+
+/* send_lookup - pipeline the daemon's queries for q; kinds[] records what
+ * each reply is. Returns the number queued, or -1. */
+static int send_lookup(bs_ctl *c, const bs_lookup *q, uint8_t *kinds)
+{
     const char *argv[2 + BS_NDR_MAX_FIELDS];
     size_t lens[2 + BS_NDR_MAX_FIELDS];
     char bkey[BS_CTL_KEY_MAX], xkey[BS_CTL_KEY_MAX], dkey[BS_CTL_KEY_MAX], rkey[BS_CTL_KEY_MAX],
         nkey[BS_CTL_KEY_MAX];
-    int n = 0;
+    int n = 0, m;
     unsigned i;
 
     if (q->client_key) {
@@ -173,6 +202,11 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
             return -1;
         kinds[n++] = R_NDR;
     }
+    if (q->directory) {
+        if ((m = send_directory(c, q, kinds + n)) < 0)
+            return -1;
+        n += m;
+    }
     return n;
 }
 
@@ -182,8 +216,10 @@ static int send_lookup(bs_ctl *c, bs_ctl_explain *e, uint8_t *kinds)
 static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
 {
     static const int store_kind[] = {
-        [R_BLOCK] = BS_REPLY_BLOCK, [R_EXEMPT] = BS_REPLY_EXEMPT, [R_DOMAIN] = BS_REPLY_DOMAIN,
-        [R_RCPT] = BS_REPLY_RCPT,   [R_NDR] = BS_REPLY_NDR,
+        [R_BLOCK] = BS_REPLY_BLOCK,       [R_EXEMPT] = BS_REPLY_EXEMPT,
+        [R_DOMAIN] = BS_REPLY_DOMAIN,     [R_RCPT] = BS_REPLY_RCPT,
+        [R_NDR] = BS_REPLY_NDR,           [R_DIR_SIZE] = BS_REPLY_DIR_SIZE,
+        [R_DIR_SYNC] = BS_REPLY_DIR_SYNC,
     };
     int unused = 0;
     size_t i;
@@ -192,7 +228,7 @@ static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
         e->block_pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
         return 0;
     }
-    if (kind < R_BLOCK || kind > R_NDR ||
+    if (kind < R_BLOCK || kind > R_DIR_SYNC ||
         bs_store_reply_apply(store_kind[kind], rep, &e->f, &unused) < 0)
         return -1;
     if (kind == R_EXEMPT || kind == R_RCPT) {
@@ -257,26 +293,14 @@ static int ndr_budget(bs_ctl *c, bs_ctl_explain *e)
     return 0;
 }
 
-/* bs_ctl_explain_run - decide.c's steps, with facts read from Redis */
-int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
+/* round_trip - send q, read each reply into e->f (a bad one sets
+ * e->redis_failed); 0, or -1 on an I/O error */
+static int round_trip(bs_ctl *c, bs_ctl_explain *e, const bs_lookup *q)
 {
-    uint8_t kinds[8];
-    size_t used;
-    int n, i, rc = 0;
+    uint8_t kinds[R_MAX];
+    int n, i;
 
-    bs_proto_reset(&e->req);
-    if (bs_proto_feed(&e->req, e->text, e->len, &used) != BS_PROTO_DONE) {
-        bs_ctl_err("internal error: the request does not parse");
-        return -1;
-    }
-    memset(&e->f, 0, sizeof(e->f));
-    e->f.ndr_index = -1;
-    e->block_pttl = -1;
-    e->ndr_pttl = -2;
-    e->step = bs_decide_begin(&e->d, &c->cfg, &e->req, &e->q);
-    if (e->step == BS_DECIDE_DONE)
-        return 0;
-    if ((n = send_lookup(c, e, kinds)) < 0)
+    if ((n = send_lookup(c, q, kinds)) < 0)
         return -1;
     for (i = 0; i < n; i++) {
         redisReply *rep = bs_ctl_read(c);
@@ -288,16 +312,71 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         }
         freeReplyObject(rep);
     }
-    if (e->redis_failed) {
+    if (e->f.dir_known)
+        e->f.dir_now = (long long)time(NULL); /* as the daemon: its wall clock */
+    return 0;
+}
+
+/* follow_ups - the lookups decide.c asks for after the first (the exempt
+ * SET, the directory), each as the daemon runs it; 0 / -1 (I/O) */
+static int follow_ups(bs_ctl *c, bs_ctl_explain *e)
+{
+    bs_lookup q;
+
+    e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, &q);
+    for (int round = 1; e->step == BS_DECIDE_LOOKUP && round < BS_CTL_LOOKUPS; round++) {
+        if (round_trip(c, e, &q) < 0)
+            return -1;
+        if (e->redis_failed)
+            return 0;
+        if (q.nexempt) { /* shown by print_client */
+            memcpy(e->q.exempt, q.exempt, sizeof(q.exempt));
+            e->q.nexempt = q.nexempt;
+        }
+        e->dir_looked_up |= q.directory != NULL;
+        e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, &q);
+    }
+    if (e->step == BS_DECIDE_LOOKUP) { /* decide.c asked more than the daemon can */
+        bs_ctl_err("internal error: too many lookups");
+        return -1;
+    }
+    return 0;
+}
+
+/* bs_ctl_explain_run - decide.c's steps, with facts read from Redis */
+int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
+{
+    size_t used;
+    int rc = 0;
+
+    bs_proto_reset(&e->req);
+    if (bs_proto_feed(&e->req, e->text, e->len, &used) != BS_PROTO_DONE) {
+        bs_ctl_err("internal error: the request does not parse");
+        return -1;
+    }
+    memset(&e->f, 0, sizeof(e->f));
+    e->f.ndr_index = -1;
+    e->block_pttl = -1;
+    e->ndr_pttl = -2;
+    e->dir_looked_up = 0;
+    e->step = bs_decide_begin(&e->d, &c->cfg, &e->req, &e->q);
+    if (e->step == BS_DECIDE_DONE)
+        return 0;
+    if (round_trip(c, e, &e->q) < 0)
+        return -1;
+    if (!e->redis_failed) {
+        if (e->ndr_known)
+            ndr_verdict(c, e);
+        if (e->ndr_known && e->ndr_rule.action == BS_NDR_LIMIT)
+            rc = ndr_budget(c, e);
+        if (follow_ups(c, e) < 0)
+            return -1;
+    }
+    if (e->redis_failed) { /* in the first lookup or a follow-up */
         bs_decide_fallback(&e->d, &c->cfg, BS_WHY_REDIS_ERROR);
         e->step = BS_DECIDE_DONE;
         return 0;
     }
-    if (e->ndr_known)
-        ndr_verdict(c, e);
-    if (e->ndr_known && e->ndr_rule.action == BS_NDR_LIMIT)
-        rc = ndr_budget(c, e);
-    e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, NULL); /* exempt: read already */
     if (e->step == BS_DECIDE_NDR_TAKE) {
         bs_decide_taken(&e->d, &c->cfg, e->ndr_used + 1 <= (long long)e->d.ndr_rule.limit ? 1 : 0);
         e->step = BS_DECIDE_DONE;
@@ -419,6 +498,27 @@ static void print_rcpt(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     }
 }
 
+/* print_directory - the second lookup's facts (an unknown user only) */
+static void print_directory(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    char key[BS_CTL_KEY_MAX], age[32], max[32];
+    long long now = e->f.dir_now, at = e->f.dir_synced_at;
+
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_RCPT, e->d.rcpt.domain);
+    fprintf(fp, "  directory: %s has %lld member%s%s\n", key, e->f.dir_size,
+            e->f.dir_size == 1 ? "" : "s",
+            e->f.dir_size <= 0 ? " (empty or missing: the daemon defers, never refuses)" : "");
+    if (!c->cfg.max_directory_age_ms)
+        return;
+    bs_ctl_duration(c->cfg.max_directory_age_ms, max, sizeof(max));
+    if (at <= 0)
+        fprintf(fp, "  synced:    never successfully (max_directory_age %s)\n", max);
+    else
+        fprintf(fp, "  synced:    last successful sync %s ago (max_directory_age %s)\n",
+                bs_ctl_remaining(now > at ? (uint64_t)(now - at) * 1000 : 0, age, sizeof(age)),
+                max);
+}
+
 /* bs_ctl_explain_print - the facts of each rule, then the rule */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
 {
@@ -442,6 +542,8 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
         fprintf(fp, "  sender:    %s\n", d->null_sender ? "null (a bounce)" : t.from);
         if (e->f.protected_domain)
             print_rcpt(c, e, fp);
+        if (e->dir_looked_up)
+            print_directory(c, e, fp);
         else if (d->null_sender && e->ndr_known) {
             fprintf(fp, "  ndr policy for %s:\n", d->rcpt.domain);
             bs_ctl_explain_ndr(c, e, fp, "    ");
@@ -458,6 +560,13 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     case BS_WHY_UNKNOWN_USER:
         fprintf(fp, " (3: not a user of a protected domain%s)",
                 d->note_invalid ? "; counts an invalid recipient for the client" : "");
+        break;
+    case BS_WHY_DIR_EMPTY:
+        fprintf(fp, " (3: not a user, but the domain's user set is empty: a 4xx, not a 550)");
+        break;
+    case BS_WHY_DIR_STALE:
+        fprintf(fp, " (3: not a user, but the last successful sync is older than "
+                    "max_directory_age: a 4xx, not a 550)");
         break;
     case BS_WHY_UNPROTECTED:
         fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");

@@ -124,8 +124,8 @@ static const ctl_command commands[] = {
      "look IPs up in DNS blocklists; 1 if listed anywhere (--strict: or a lookup failed)",
      "(no equivalent: dig +short 1.2.0.192.zen.spamhaus.org A)"},
     {"sync", NULL, bs_ctl_sync, 0, MANY,
-     COMMON | O(BS_OPT_DRY_RUN) | O(BS_OPT_FORCE) | O(BS_OPT_QUIET), NEED_CONFIG | NEED_REDIS,
-     "[--dry-run] [--force] [--quiet] [SOURCE...]",
+     COMMON | JSON | O(BS_OPT_DRY_RUN) | O(BS_OPT_FORCE) | O(BS_OPT_QUIET),
+     NEED_CONFIG | NEED_REDIS, "[--dry-run] [--force] [--quiet] [--json] [SOURCE...]",
      "make each domain's users what its [source NAME] directories hold; 1 if a source or a "
      "write failed, 3 if a guard (max_shrink, empty) refused a domain",
      "SADD backstop:tmp:sync:DOMAIN:PID LOCAL...\nMULTI, RENAME ... backstop:rcpt:DOMAIN, "

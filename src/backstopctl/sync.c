@@ -8,7 +8,7 @@
  *                       when the reader returned 0.
  *   bs_sync_plan        the diff of a domain against Redis's members and
  *                       the guard decision (sync.h).
- *   bs_sync_record      the backstop:sync value.
+ *   bs_sync_record      the backstop:sync value; bs_sync_count its count.
  *   bs_sync_reader_for  the reader table (type -> function).
  *
  * HOW AN ENTRY IS READ (emit)
@@ -140,20 +140,14 @@ static int grow(char ***v, size_t n, size_t *cap)
 /* ------------------------------------------------------------ reading */
 
 /*
- * canon_domain - THE canonical domain of an entry (ASCII, lowercased, the
- * daemon's normal form). A non-ASCII (UTF-8) domain is refused: this build
- * has no IDNA conversion to its A-label. Returns the length or -1 with *why.
+ * canon_domain - THE canonical domain of an entry: bs_domain_norm's (addr.h),
+ * so a UTF-8 domain becomes its A-label as in the daemon and in every other
+ * backstopctl command. Returns the length or -1 with *why.
  */
 static int canon_domain(const char *s, size_t len, char out[BS_DOMAIN_MAX + 1], const char **why)
 {
-    int n;
+    int n = bs_domain_norm(s, len, out);
 
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] >= 0x80) {
-            *why = "non-ASCII domain (write it as its xn-- A-label)";
-            return -1;
-        }
-    n = bs_domain_norm(s, len, out);
     if (n < 0)
         *why = "not a valid domain";
     return n;
@@ -390,12 +384,17 @@ int bs_sync_plan(bs_sync_domain *d, char **have, size_t nhave, unsigned max_shri
     return 0;
 }
 
+size_t bs_sync_count(const bs_sync_domain *d)
+{
+    return d->outcome == BS_SYNC_OK ? d->nwant : d->nhave;
+}
+
 int bs_sync_record(const bs_sync_domain *d, uint64_t unix_time, char *out, size_t outsz)
 {
     int written = d->outcome == BS_SYNC_OK;
 
     return snprintf(out, outsz, "time=%llu;source=%s;count=%zu;added=%zu;removed=%zu;outcome=%s",
-                    (unsigned long long)unix_time, d->sources, written ? d->nwant : d->nhave,
+                    (unsigned long long)unix_time, d->sources, bs_sync_count(d),
                     written ? d->nadded : 0, written ? d->nremoved : 0,
                     bs_sync_outcome_name(d->outcome));
 }

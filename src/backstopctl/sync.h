@@ -10,7 +10,7 @@
  *   bs_sync_init      an empty run
  *   bs_sync_read      one source (all or nothing), merged into its domains
  *   bs_sync_plan      one domain against the members Redis holds
- *   bs_sync_record    the backstop:sync HASH value of a domain
+ *   bs_sync_record    the backstop:sync HASH value of a domain (bs_sync_count)
  *   bs_sync_free      everything
  *
  * Canonical forms: a local part as "backstopctl import" stores it (addr.h:
@@ -29,12 +29,12 @@
 
 #include "backstop/addr.h"
 #include "backstop/config.h"
+#include "backstop/keys.h"
 #include "backstop/source.h"
 
-/* Redis keys of the sync (with the [redis] prefix; the rest of the schema is
- * in README's key table): */
-#define BS_SYNC_KEY_RECORD "sync"    /* HASH: <domain> -> bs_sync_record() */
-#define BS_SYNC_KEY_TMP "tmp:sync:"  /* + <domain>:<pid>: the set being built (1h TTL) */
+/* The keys are keys.h's: BS_KEY_SYNC (field <domain> = bs_sync_record(),
+ * field <domain>BS_SYNC_OK_FIELD = the last successful sync's time) and
+ * BS_KEY_SYNC_TMP (the set being built, with this TTL): */
 #define BS_SYNC_TMP_TTL_MS "3600000" /* a killed sync leaves nothing for long */
 
 #define BS_SYNC_SOURCES_MAX 128 /* "relay,hr" in a record */
@@ -127,5 +127,9 @@ const char *bs_sync_outcome_name(int outcome);
  * "time=UNIX;source=a,b;count=N;added=N;removed=N;outcome=NAME", count the
  * members the domain holds after this run. Returns snprintf's length. */
 int bs_sync_record(const bs_sync_domain *d, uint64_t unix_time, char *out, size_t outsz);
+
+/* bs_sync_count - the members d holds after this run: the new set once
+ * written (BS_SYNC_OK), else what Redis held */
+size_t bs_sync_count(const bs_sync_domain *d);
 
 #endif

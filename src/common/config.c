@@ -9,7 +9,8 @@
  *                       bs_config_load reads back to the same bs_config;
  *                       secrets only with BS_DUMP_SECRETS (else a comment
  *                       line says a secret is set).
- *   bs_config_option    the table's keys, one by one (for the doc tests).
+ *   bs_config_option    the tables' keys, one by one (for the doc tests):
+ *                       options[], then src_options[] as "source NAME".
  *   bs_parse_duration, bs_parse_rate, bs_parse_ndr_rule, bs_parse_endpoint
  *                       value parsers; 0, or -1 with *out untouched.
  *
@@ -766,7 +767,7 @@ static int domain_parse(const option *o, const char *v, void *dst, char *why, si
     int len = bs_domain_norm(v, strlen(v), norm);
 
     if (len < 0)
-        return reason(why, whysz, "is not a domain name (ASCII; write an IDN as its xn-- form)");
+        return reason(why, whysz, "is not a domain name");
     if ((size_t)len >= o->size)
         return reason(why, whysz, "is longer than %zu characters", o->size - 1);
     copy_field(dst, o->size, norm, (size_t)len);
@@ -922,15 +923,6 @@ static void section_names(char *out, size_t outsz)
     }
 }
 
-/* bs_config_option - see config.h */
-const char *bs_config_option(size_t i, const char **section)
-{
-    if (i >= NOPTIONS)
-        return NULL;
-    *section = options[i].section;
-    return options[i].name;
-}
-
 /* The list helpers take the struct a row's offsets are in: bs_config, or a
  * bs_source for the [source NAME] rows. */
 static size_t *list_count(const option *o, void *cfg)
@@ -1010,7 +1002,8 @@ void bs_config_defaults(bs_config *cfg)
  * the type's rows.
  */
 #define BS_SRC_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
-#define BS_SRC_NAME_LEN 32 /* inih keeps 49 bytes of "source NAME" */
+#define BS_SRC_NAME_LEN 32           /* inih keeps 49 bytes of "source NAME" */
+#define BS_SRC_SECTION "source NAME" /* how the docs and bs_config_option name it */
 
 static const enum_name src_types[] = {{"ldap", BS_SRC_LDAP},
                                       {"postfix", BS_SRC_POSTFIX},
@@ -1059,6 +1052,19 @@ static const option src_options[] = {
 /* clang-format on */
 
 #define NSRC_OPTIONS (sizeof src_options / sizeof src_options[0])
+
+/* bs_config_option - see config.h: options[], then src_options[] */
+const char *bs_config_option(size_t i, const char **section)
+{
+    if (i < NOPTIONS) {
+        *section = options[i].section;
+        return options[i].name;
+    }
+    if (i - NOPTIONS >= NSRC_OPTIONS)
+        return NULL;
+    *section = BS_SRC_SECTION;
+    return src_options[i - NOPTIONS].name;
+}
 
 static const option *find_src_option(const char *name)
 {
@@ -1222,7 +1228,7 @@ static int lint_section_line(cfg_parse *p, const char *start, const char *end)
     if (!known_section(start + 1, (size_t)(close - start - 1))) {
         char known[128];
         section_names(known, sizeof known - 16);
-        strcat(known, ", source NAME");
+        strcat(known, ", " BS_SRC_SECTION);
         load_error(p, "unknown section %s (known: %s)",
                    quote(start, (size_t)(close - start + 1), q, sizeof q), known);
         return -1;

@@ -1,4 +1,5 @@
 """backstopctl check against a running backstopd: the answer and its explanation."""
+import json
 import os
 import socket
 
@@ -115,3 +116,47 @@ def test_check(env, backstopd_bin):
     redis = doc.get("redis") or {}
     assert redis.get("ok") is False and "cannot connect" in (redis.get("error") or ""), \
         "check --json, Redis down: %r" % redis
+
+def test_check_directory_doubt_matches_the_daemon(env, backstopd_bin):
+    """An unknown user of a protected domain whose directory is in doubt: the
+    daemon defers (second lookup: SCARD rcpt:, HGET sync <domain>:ok), and
+    check's re-derived answer says the same, not 550."""
+    sock = os.path.join(env.dir, "p.sock")
+    ini = env.write_config("dir.ini", server="listen = unix:" + sock,
+                           extra="[policy]\nmax_directory_age = 1h\n")
+    env.start("backstopd", [backstopd_bin, "-f", "-c", ini])
+    env.wait_for(lambda: os.path.exists(sock), "backstopd")
+    env.rcli("SADD", "backstop:domains", "empty.example", "stale.example", "fresh.example")
+    env.rcli("SADD", "backstop:rcpt:stale.example", "alice")
+    env.rcli("SADD", "backstop:rcpt:fresh.example", "alice")
+    now = int(env.client().time()[0])
+    env.rcli("HSET", "backstop:sync", "stale.example:ok", str(now - 7200),
+             "fresh.example:ok", str(now - 60), "empty.example:ok", str(now))
+
+    def check(rcpt):
+        r = env.ctl("check", "--sender", "a@remote.example", "--recipient", rcpt, "--client",
+                    "192.0.2.9", "--server", "unix:" + sock, config=ini)
+        assert "differs" not in r.err, r
+        return r
+
+    check("nobody@empty.example").expect(0, out=[
+        "action=DEFER_IF_PERMIT 4.7.1", "directory: backstop:rcpt:empty.example has 0 members",
+        "rule:      directory_empty"])
+    check("nobody@stale.example").expect(0, out=[
+        "action=450 4.7.1 Recipient directory is out of date",
+        "synced:    last successful sync 2h", "rule:      directory_stale"])
+    check("nobody@fresh.example").expect(0, out=[
+        "action=550 5.1.1", "has 1 member", "rule:      unknown_user"])
+    # the JSON explanation agrees too
+    r = env.ctl("check", "--sender", "a@remote.example", "--recipient", "x@empty.example",
+                "--client", "192.0.2.9", "--server", "unix:" + sock, "--json", config=ini)
+    doc = json.loads(r.expect(0).out)
+    assert doc["action"].startswith("DEFER_IF_PERMIT") and doc["explanation"]["matches"] is True
+    assert doc["explanation"]["rule"] == "directory_empty"
+    # the blocked-and-exempt-by-SET client: the exempt follow-up is read too
+    env.rcli("SET", "backstop:block:192.0.2.77", "manual", "EX", "600")
+    env.rcli("SADD", "backstop:exempt", "192.0.2.77")
+    r = env.ctl("check", "--sender", "a@remote.example", "--recipient", "alice@fresh.example",
+                "--client", "192.0.2.77", "--server", "unix:" + sock, config=ini)
+    r.expect(0, out=["action=DUNNO", "exempt:    yes, 192.0.2.77 is in backstop:exempt"])
+    assert "differs" not in r.err, r

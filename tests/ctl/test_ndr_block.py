@@ -65,6 +65,10 @@ def test_ndr(env):
     env.ctl("ndr", "explain", "else.example", config=allow).expect(0,
                out=["result: allow (from ndr_default)", "reason ndr_allow"])
     env.rcli("SADD", "backstop:domains", "prot.example")
+    # no users yet: the daemon defers (directory_empty), and so does the prediction
+    env.ctl("ndr", "explain", "prot.example").expect(0,
+               out=["prot.example is a protected domain", "reason directory_empty"])
+    env.rcli("SADD", "backstop:rcpt:prot.example", "alice")
     env.ctl("ndr", "explain", "prot.example").expect(0,
                out=["prot.example is a protected domain", "reason unknown_user"])
     env.ctl("ndr", "explain", ".example").expect(2)

@@ -105,6 +105,8 @@ def test_wrong_type_key_is_not_overwritten(sync):
     one_file(sync, users(3))
     sync.run().expect(1, err="is a string, not a set")
     assert sync.r.get("backstop:rcpt:example.com") == "oops"
+    assert sync.record("example.com")["outcome"] == "write-failed"
+    assert sync.r.hget("backstop:sync", "example.com:ok") is None
 
 
 def test_atomic_swap(sync, record):
@@ -161,3 +163,71 @@ def test_record_shown_by_domain_list_and_stats(sync):
         capture_output=True, text=True).stdout
     assert out.startswith("time=") and out.rstrip().endswith(
         ";source=dir;count=3;added=3;removed=0;outcome=ok"), out
+
+
+def ok_time(sync, domain="example.com"):
+    return sync.r.hget("backstop:sync", domain + ":ok")
+
+
+def test_daemon_field_follows_successful_syncs_only(sync):
+    # given a first sync: <domain>:ok (what max_directory_age reads) is its time
+    one_file(sync, users(100))
+    sync.run().expect(0)
+    first = ok_time(sync)
+    assert first is not None and first == sync.record("example.com")["time"]
+    assert abs(int(first) - int(sync.r.time()[0])) < 60
+    # an unchanged run is a successful sync too: the field moves with the record
+    time.sleep(1.1)
+    sync.run().expect(0, out="unchanged")
+    second = ok_time(sync)
+    assert int(second) > int(first) and second == sync.record("example.com")["time"]
+    # a refused shrink, an empty set and a failed source leave it alone
+    time.sleep(1.1)
+    one_file(sync, users(50))
+    sync.run().expect(3)
+    assert sync.record("example.com")["outcome"] == "shrink-refused"
+    assert int(sync.record("example.com")["time"]) > int(second)
+    one_file(sync, "")
+    sync.run().expect(3)
+    sync.config({"dir": {"type": "file", "domain": "example.com", "path": "/nonexistent"}})
+    sync.run().expect(1)
+    assert sync.record("example.com")["outcome"] == "source-failed"
+    assert ok_time(sync) == second
+    # the record list shows records, not the daemon's fields, and the last success's age
+    sync.r.sadd("backstop:domains", "example.com")
+    out = sync.ctl.run("domain", "list", config=sync.ini).expect(0).out
+    assert ":ok" not in out
+    assert "example.com  source-failed, 100 users, from dir, " in out
+    assert "; last successful sync " in out and "never" not in out
+
+
+def test_never_synced_successfully_says_never(sync):
+    sync.config({"dir": {"type": "file", "domain": "example.com", "path": "/nonexistent"}})
+    sync.run().expect(1)
+    assert ok_time(sync) is None
+    sync.ctl.run("stats", config=sync.ini).expect(
+        0, out="example.com  source-failed, 0 users, from dir, ", not_out=":ok")
+    assert "; last successful sync never" in sync.ctl.last.out
+
+
+def test_refused_write_is_recorded_and_keeps_the_daemon_field(sync):
+    # given a domain synced once, and a Redis user that may not RENAME
+    one_file(sync, users(10))
+    sync.run().expect(0)
+    before = ok_time(sync)
+    sync.r.execute_command("ACL", "SETUSER", "norename", "on", ">pw", "~*", "&*", "+@all",
+                           "-rename")
+    one_file(sync, users(11))
+    with open(sync.ini) as f:
+        text = f.read()
+    sync.write("backstop.ini", text.replace("[redis]\n", "[redis]\nusername = norename\n"
+                                            "password = pw\n", 1))
+    time.sleep(1.1)
+    # when the write fails inside the transaction
+    r = sync.run()
+    # then nothing changed but the record, which says so; the daemon's field stays
+    r.expect(1, err="example.com: not written")
+    assert len(sync.members("example.com")) == 10
+    assert sync.record("example.com")["outcome"] == "write-failed"
+    assert ok_time(sync) == before
+    assert sync.r.keys("backstop:tmp:*") == []
