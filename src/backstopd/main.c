@@ -3,7 +3,7 @@
  *
  *   backstopd [-f] [-c FILE]     run in the foreground (as systemd expects)
  *   backstopd -t [-v] [-c FILE]  check the config, exit 0/1 (-v: print it)
- *   backstopd -V | -h
+ *   backstopd -V | --version | -h | --help
  *
  * Signals: SIGHUP reloads the config (a bad one, or a new listener that
  * cannot open, is logged and the old config and listeners kept);
@@ -12,6 +12,7 @@
  * printed on stderr as well as logged.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -45,7 +46,7 @@ static void usage(FILE *fp)
 {
     fprintf(fp, "usage: backstopd [-f] [-c FILE]      run (in the foreground)\n"
                 "       backstopd -t [-v] [-c FILE]   check the configuration and exit\n"
-                "       backstopd -V                  print the version\n"
+                "       backstopd -V | --version      print the version\n"
                 "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
                 "  -f       log to stderr as well as syslog\n"
                 "  -t       test the configuration: exit 0 if it is valid, else 1\n"
@@ -151,8 +152,13 @@ int main(int argc, char **argv)
     int opt, test = 0, verbose = 0;
     char err[512];
     uv_loop_t *loop = uv_default_loop();
+    static const struct option long_opts[] = {
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
 
-    while ((opt = getopt(argc, argv, "c:ftvVh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:ftvVh", long_opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
