@@ -94,6 +94,14 @@ def directory(tmp_path_factory):
 
 
 @pytest.fixture
+def own_directory(tmp_path_factory):
+    """a 50,000-user slapd of the test's own, which it may change (delete)"""
+    server = _server(tmp_path_factory, USERS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def small_directory(tmp_path_factory):
     """a 5,000-user slapd of the test's own, which it may freeze"""
     server = _server(tmp_path_factory, 5_000)

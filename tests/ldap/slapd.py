@@ -6,7 +6,8 @@ Slapd(workdir, users).start() writes a test CA and a server certificate
 size limit that only paged searches get past, loads `users` generated users
 with slapadd, and runs slapd in the foreground (-d 0) on
 ldap://127.0.0.1:PORT, ldaps://127.0.0.1:PORT2 and ldapi://; stop() ends it
-by its PID. The system slapd is never touched.
+by its PID. The system slapd is never touched. delete(dns) removes entries
+with ldapdelete bound as the rootdn (ROOT_DN / ROOT_PASSWORD, test only).
 
 Limits (slapd.conf(5) "limits"): a search without the paged-results control
 gets at most SIZE_LIMIT entries (then sizeLimitExceeded); a paged search may
@@ -25,6 +26,8 @@ import gen_users
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE_LIMIT = 1000
+ROOT_DN = "cn=admin," + gen_users.BASE
+ROOT_PASSWORD = "admin-secret"  # the private test server's rootdn, never a real one
 
 
 def free_port():
@@ -95,7 +98,8 @@ TLSCertificateKeyFile {key}
 
 database mdb
 suffix "{gen_users.BASE}"
-rootdn "cn=admin,{gen_users.BASE}"
+rootdn "{ROOT_DN}"
+rootpw {ROOT_PASSWORD}
 directory {db}
 maxsize 8589934592
 index objectClass eq
@@ -133,6 +137,14 @@ access to * by * read
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("slapd did not listen within 30s")
+
+    def delete(self, dns):
+        """ldapdelete each DN (bound as the rootdn, over ldapi://)"""
+        listing = os.path.join(self.dir, "delete.dns")
+        with open(listing, "w") as f:
+            f.write("".join(dn + "\n" for dn in dns))
+        subprocess.run(["ldapdelete", "-x", "-H", self.ldapi_uri, "-D", ROOT_DN, "-w", ROOT_PASSWORD,
+                        "-f", listing], check=True, capture_output=True, timeout=300)
 
     def freeze(self):
         os.kill(self.proc.pid, signal.SIGSTOP)
