@@ -151,8 +151,8 @@ def test_block(env):
     r.expect(0)
     assert r.out == "blocked           3\nunknown_user  12345\nvalid             7\n", "stats sorted and aligned: %r" % r.out
     doc = env.ctl("stats", "--json").json(0)
-    assert doc == {"counters": {"blocked": 3, "unknown_user": 12345, "valid": 7}}, \
-        "stats --json: %r" % doc
+    assert doc == {"counters": {"blocked": 3, "unknown_user": 12345, "valid": 7}, "sync": {}}, \
+        "stats --json (no domain synced yet: an empty sync member): %r" % doc
     env.rcli("HSET", "backstop:stats", "odd", "x1")
     doc = env.ctl("stats", "--json").json(0, "stats --json, a bad value")
     assert doc.get("counters", {}).get("odd", 0) is None, "not an integer: null: %r" % doc
