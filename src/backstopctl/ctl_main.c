@@ -15,7 +15,8 @@
  * EXIT STATUS
  *   0 done; 1 an error, or a check that failed (see each command); 2 a bad
  *   command line (unknown command or option, wrong operands, a value that
- *   does not parse): nothing was done.
+ *   does not parse): nothing was done; 3 sync only: a guard refused a
+ *   domain (ctl_sync.c).
  *
  * NEVER
  *   Talks to Redis before the command line and the operands have been
