@@ -4,7 +4,7 @@
  * PROVIDES
  *   bs_ctl_domain_add   SADD domains; 0, a note per domain; warns when a
  *                       newly protected domain has no users (every recipient
- *                       would be refused).
+ *                       would be deferred: directory_empty).
  *   bs_ctl_domain_del   SREM domains (with --purge, DEL rcpt:<domain> too,
  *                       in the same MULTI/EXEC). 1 when a domain was neither
  *                       protected nor had users to purge.
