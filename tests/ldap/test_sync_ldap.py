@@ -1,7 +1,7 @@
 """test_sync_ldap.py - the LDAP source driven by `backstopctl sync` (the sync
 engine, branch sync) against the 50,000-user slapd and a private
 redis-server. Skipped unless run with --backstopctl=PATH (ldap.cmake passes
-it when the tree has src/ctl_sync.c)."""
+it when the tree has src/backstopctl/ctl_sync.c)."""
 import os
 import subprocess
 import time
