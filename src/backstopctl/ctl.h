@@ -26,7 +26,8 @@
  *
  * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
  * check that failed: documented per command), BS_CTL_USAGE (bad command
- * line, including an argument value that does not parse; nothing was done).
+ * line, including an argument value that does not parse; nothing was done);
+ * sync alone also returns 3 (BS_SYNC_EXIT_REFUSED: a guard refused a domain).
  *
  * Ownership: one bs_ctl per process, owned by main(). Replies returned by
  * bs_ctl_cmd*() and bs_ctl_read() belong to the caller (freeReplyObject).

@@ -4,7 +4,7 @@
  * PROVIDES
  *   bs_ctl_domain_add   SADD domains; 0, a note per domain; warns when a
  *                       newly protected domain has no users (every recipient
- *                       would be refused).
+ *                       would be deferred: directory_empty).
  *   bs_ctl_domain_del   SREM domains (with --purge, DEL rcpt:<domain> too,
  *                       in the same MULTI/EXEC). 1 when a domain was neither
  *                       protected nor had users to purge.
@@ -99,8 +99,9 @@ int bs_ctl_domain_add(bs_ctl *c, int argc, char **argv)
         } else {
             printf("%s: %s\n", dom[i], add->integer ? "protected" : "already protected");
             if (card->integer == 0)
-                bs_ctl_note("%s has no users yet: every recipient at %s is refused until you "
-                            "add some (backstopctl user add %s LOCAL..., or '*' for catch-all)",
+                bs_ctl_note("%s has no users yet: every recipient at %s is deferred (4xx) until "
+                            "you add some (backstopctl user add %s LOCAL..., '*' for catch-all, "
+                            "or backstopctl sync)",
                             dom[i], dom[i], dom[i]);
         }
         if (add)

@@ -180,7 +180,7 @@ int bs_ctl_json_print(json_t *doc, int rc)
         bs_ctl_err("cannot build the JSON output");
         return BS_CTL_FAIL;
     }
-    if (json_dumpf(doc, stdout, JSON_COMPACT) < 0) {
+    if (json_dumpf(doc, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6)) < 0) {
         bs_ctl_err("cannot write the JSON output");
         rc = BS_CTL_FAIL;
     }

@@ -15,7 +15,8 @@
  * EXIT STATUS
  *   0 done; 1 an error, or a check that failed (see each command); 2 a bad
  *   command line (unknown command or option, wrong operands, a value that
- *   does not parse): nothing was done.
+ *   does not parse): nothing was done; 3 sync only: a guard refused a
+ *   domain (ctl_sync.c).
  *
  * NEVER
  *   Talks to Redis before the command line and the operands have been
@@ -259,14 +260,16 @@ static void usage(FILE *fp, const ctl_command *only)
 {
     size_t i;
 
-    fprintf(fp, "usage: backstopctl [-c FILE] [-t DURATION] COMMAND [ARGS...]\n"
-                "  -c, --config FILE      configuration file (default " BS_CTL_DEFAULT_CONFIG ")\n"
-                "  -t, --timeout DURATION limit for each connect, reply, DNS query (default 5s)\n"
-                "  -h, --help             this text; COMMAND --help for one command\n"
-                "  -V, --version          the version\n"
-                "Exit status: 0 done, 1 error or failed check, 2 bad command line.\n"
-                "Keys are shown with the default [redis] prefix backstop:.\n\n"
-                "commands:\n");
+    fprintf(fp,
+            "usage: backstopctl [-c FILE] [-t DURATION] COMMAND [ARGS...]\n"
+            "  -c, --config FILE      configuration file (default " BS_CTL_DEFAULT_CONFIG ")\n"
+            "  -t, --timeout DURATION limit for each connect, reply, DNS query (default 5s)\n"
+            "  -h, --help             this text; COMMAND --help for one command\n"
+            "  -V, --version          the version\n"
+            "Exit status: 0 done, 1 error or failed check, 2 bad command line, 3 (sync) a guard\n"
+            "refused a domain.\n"
+            "Keys are shown with the default [redis] prefix backstop:.\n\n"
+            "commands:\n");
     for (i = 0; i < NCOMMANDS; i++) {
         if (!only || (strcmp(only->name, commands[i].name) == 0 && only->verb))
             print_command(fp, &commands[i], only != NULL);

@@ -1,5 +1,5 @@
 /*
- * ctl_sync.c - sync [--dry-run] [--force] [--quiet] [SOURCE...]: make each
+ * ctl_sync.c - sync [--dry-run] [--force] [--quiet] [--json] [SOURCE...]: make each
  * domain's user set what its directory sources say
  *
  * PROVIDES

@@ -1,7 +1,7 @@
 /*
  * metrics.c - Prometheus text endpoint (see metrics.h)
  *
- * Provides bs_metrics_start/_render/_stop.
+ * Provides bs_metrics_start/_render/_render_directory/_stop.
  *
  * A deliberately small HTTP/1.0-style server: one request per connection
  * ("GET /metrics"; anything else gets 404, a non-GET 405), answered and

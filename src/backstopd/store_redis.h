@@ -3,7 +3,7 @@
  * connection, with its own deadlines, reconnection and batching
  *
  * The key schema is keys.h; the connection itself (endpoint, Sentinel,
- * handshake, deadlines, reconnection) is src/redis_conn.c.
+ * handshake, deadlines, reconnection) is redis_conn.c.
  */
 #ifndef BACKSTOP_STORE_REDIS_H
 #define BACKSTOP_STORE_REDIS_H

@@ -4,7 +4,7 @@
  * The postqueue -j reader (jansson: good lines, every escape, every syntax
  * error we promise to catch), the --json string helper, the import line
  * classifier, DNSBL query names and the
- * duration formatters. No Redis, no network: tests/ctl/run.py drives the
+ * duration formatters. No Redis, no network: tests/ctl/test_*.py drive the
  * commands themselves.
  */
 #include <stdlib.h>

@@ -52,7 +52,7 @@ UNKNOWN = USER_UNKNOWN("nobody@example.com")
 NDR_DENIED = NDR_DENY("x@remote.example")
 NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 
-# What backstopd sends (src/store_redis.c): handshake AUTH (needs no
+# What backstopd sends (src/backstopd/store_redis.c): handshake AUTH (needs no
 # permission), SELECT, ROLE, SCRIPT LOAD; lookups GET, SMISMEMBER,
 # SISMEMBER, HMGET; EVALSHA (EVAL after NOSCRIPT) of two Lua scripts whose
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY
