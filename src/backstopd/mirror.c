@@ -760,6 +760,13 @@ int bs_mirror_answer(bs_mirror *m, const bs_lookup *q, uint64_t now, uint64_t ma
     return m->connected ? BS_MIRROR_EXACT : BS_MIRROR_STALE;
 }
 
+int bs_mirror_linked(const bs_mirror *m, uint64_t *stale_since)
+{
+    if (stale_since)
+        *stale_since = m->stale ? m->stale_since : 0;
+    return m->connected;
+}
+
 void bs_mirror_get_info(const bs_mirror *m, bs_mirror_info *info)
 {
     size_t i;

@@ -107,6 +107,11 @@ void bs_mirror_invalidate(bs_mirror *m, const char *key, size_t len);
 int bs_mirror_answer(bs_mirror *m, const bs_lookup *q, uint64_t now, uint64_t max_stale,
                      bs_facts *f);
 
+/* bs_mirror_linked - 1 when tracking is on; else 0, and *stale_since (if
+ * not NULL) is when the link was lost (0: never up) */
+int bs_mirror_linked(const bs_mirror *m, uint64_t *stale_since);
+
+/* bs_mirror_get_info - counters and sizes (walks every key: for metrics) */
 void bs_mirror_get_info(const bs_mirror *m, bs_mirror_info *info);
 
 #endif
