@@ -478,6 +478,11 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f)
     return rc;
 }
 
+void bs__redis_track_check(bs_redis_track *t)
+{
+    check_link(t, uv_now(t->data->loop));
+}
+
 int bs__redis_track_start(bs_redis_track *t, uv_loop_t *loop, const bs_config *cfg,
                           bs_redis_conn *data, void (*closed)(void *owner), void *owner)
 {

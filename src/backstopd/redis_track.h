@@ -53,6 +53,10 @@ void bs__redis_track_tick(bs_redis_track *t, uint64_t now);
  * first; logs the stale periods once; see enum bs_mirror_answer */
 int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f);
 
+/* bs__redis_track_check - mark the mirror stale now if the link is down
+ * (done by every answer and tick; for a metrics scrape in between) */
+void bs__redis_track_check(bs_redis_track *t);
+
 /* bs__redis_track_close - free the mirror, close the invalidation
  * connection; t->closed(owner) follows */
 void bs__redis_track_close(bs_redis_track *t);

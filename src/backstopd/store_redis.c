@@ -542,6 +542,7 @@ static int r_mirror(const bs_store *s, bs_mirror_gauges *g)
 
     if (!r->track || !r->track->m)
         return 0;
+    bs__redis_track_check(r->track);
     bs_mirror_get_info(r->track->m, &info);
     g->keys = info.keys;
     g->bytes = info.bytes;

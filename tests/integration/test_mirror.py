@@ -31,11 +31,11 @@ def metric(port, name):
     return float(m.group(1)) if m else None
 
 
-def mirrored(redis, backstopd, port=None, **redis_cfg):
+def mirrored(redis, backstopd, redis_cfg=None, **sections):
     """A daemon with the mirror on, once its mirror answers (loaded)."""
-    port = port or free_port()
-    d = backstopd(redis, redis=dict(MIRROR, **redis_cfg),
-                  metrics={"listen": "inet:127.0.0.1:%d" % port})
+    port = free_port()
+    d = backstopd(redis, redis=dict(MIRROR, **(redis_cfg or {})),
+                  metrics={"listen": "inet:127.0.0.1:%d" % port}, **sections)
     d.metrics_port = port
 
     def loaded():
@@ -58,3 +58,180 @@ def test_answers_come_from_the_mirror(redis, backstopd):
     # then the mirror answered them
     assert metric(d.metrics_port, "backstop_mirror_answers_total") >= before + 4
     assert metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0
+
+
+class Flow:
+    """Requests flowing on one connection in a thread while a test changes
+    Redis: every (time, answer) is kept."""
+
+    def __init__(self, daemon, **req):
+        self.daemon, self.req = daemon, req
+        self.answers = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        with self.daemon.conn() as c:
+            while not self.stopping:
+                self.answers.append((time.monotonic(), c.ask(**self.req)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.thread.join(10)
+
+    def after(self, t):
+        return [a for ts, a in self.answers if ts > t]
+
+
+BOUNCE = {"sender": "", "recipient": "postmaster@bounce.example", "client_address": "192.0.2.7"}
+
+# (what is changed, Redis commands, the request, its answer before, after)
+CHANGES = [
+    ("rcpt SREM", [("SREM", "rcpt:example.com", "alice")], {"recipient": "alice@example.com"},
+     DUNNO, USER_UNKNOWN("alice@example.com")),
+    ("rcpt SADD", [("SADD", "rcpt:example.com", "carol")], {"recipient": "carol@example.com"},
+     USER_UNKNOWN("carol@example.com"), DUNNO),
+    ("domains SREM", [("SREM", "domains", "example.com")], {"recipient": "carol@example.com"},
+     USER_UNKNOWN("carol@example.com"), DUNNO),
+    ("domains SADD with a new rcpt set",
+     [("SADD", "rcpt:new.example", "bob"), ("SADD", "domains", "new.example")],
+     {"recipient": "carol@new.example"}, DUNNO, USER_UNKNOWN("carol@new.example")),
+    ("ndr HSET", [("HSET", "ndr", "bounce.example", "allow")], BOUNCE, NDR_DENY, DUNNO),
+    ("block SET EX", [("SET", "block:192.0.2.1", "manual", "ex", "60")],
+     {"recipient": "user@example.com"}, DUNNO, BLOCKED),
+    ("block DEL", [("DEL", "block:192.0.2.9")],
+     {"recipient": "user@example.com", "client_address": "192.0.2.9"}, BLOCKED, DUNNO),
+    ("exempt SADD", [("SADD", "exempt", "192.0.2.9")],
+     {"recipient": "user@example.com", "client_address": "192.0.2.9"}, BLOCKED, DUNNO),
+    ("rcpt replaced by a hash (type change)",
+     [("DEL", "rcpt:example.com"), ("HSET", "rcpt:example.com", "user", "1")],
+     {"recipient": "user@example.com"}, DUNNO, FALLBACK_DEFER),
+    ("FLUSHDB", [("FLUSHDB",)], {"recipient": "nobody@example.com"},
+     USER_UNKNOWN("nobody@example.com"), DUNNO),
+]
+
+
+def apply(client, cmds):
+    """Each (COMMAND, key, args...) as redis-cli would send it."""
+    for name, *args in cmds:
+        args = [PREFIX + args[0]] + list(args[1:]) if args else []
+        client.execute_command(name, *args)
+
+
+@pytest.mark.parametrize("what,cmds,req,before,after", CHANGES, ids=[c[0] for c in CHANGES])
+def test_a_change_is_obeyed_while_requests_flow(redis, backstopd, what, cmds, req, before, after):
+    # given a loaded mirror (and a blocked client for the block cases)
+    redis.client.set(PREFIX + "block:192.0.2.9", "manual", ex=600)
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    assert d.ask(**req) == before
+    with Flow(d, **req) as flow:
+        time.sleep(0.05)
+        # when the admin changes Redis while requests flow
+        t0 = time.monotonic()
+        apply(redis.client, cmds)
+        poll(lambda: after in flow.after(t0), 5, what="the new answer")
+        t1 = next(ts for ts, a in flow.answers if ts > t0 and a == after)
+        time.sleep(0.1)
+    # then from the first new answer on, every answer is the new one
+    later = [a for ts, a in flow.answers if ts >= t1]
+    assert len(later) > 10
+    assert set(later) == {after}
+    assert t1 - t0 < 0.05, "%s took %.1f ms" % (what, (t1 - t0) * 1000)
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def test_propagation_to_two_daemons(redis, backstopd, record):
+    # given two daemons of one cluster, mirrors loaded
+    daemons = [mirrored(redis, backstopd, name="d%d" % i, ratelimit={"invalid_recipients": "0"})
+               for i in range(2)]
+    conns = [d.conn() for d in daemons]
+    req = {"recipient": "alice@example.com"}
+    samples = []
+    try:
+        for i in range(40):
+            # when alice is removed (then added back) with one write
+            removing = i % 2 == 0
+            want = USER_UNKNOWN("alice@example.com") if removing else DUNNO
+            t0 = time.monotonic()
+            (redis.client.srem if removing else redis.client.sadd)(
+                PREFIX + "rcpt:example.com", "alice")
+            # then each daemon answers the new way soon after
+            for c in conns:
+                while c.ask(**req) != want:
+                    assert time.monotonic() - t0 < 1.0, "not obeyed within 1 s"
+                samples.append((time.monotonic() - t0) * 1000)
+    finally:
+        for c in conns:
+            c.close()
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    record("mirror propagation, 2 daemons, %d samples: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+           % (len(samples), p50, p99, max(samples)))
+    assert p99 < 50
+
+
+def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
+    # given a loaded mirror with max_stale 2s
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "2s"})
+    off = d.log_size()
+    # when Redis dies
+    redis.kill()
+    t0 = time.monotonic()
+    # then the mirror answers, stale, until max_stale...
+    with d.conn() as c:
+        poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0, 2,
+             what="the mirror to notice")
+        assert c.ask(recipient="user@example.com") == DUNNO
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+        assert metric(d.metrics_port, "backstop_mirror_stale_answers_total") >= 2
+        while c.ask(recipient="user@example.com") == DUNNO:
+            assert time.monotonic() - t0 < 5, "still answering from the mirror after 5 s"
+            time.sleep(0.05)
+        stale_for = time.monotonic() - t0
+        # ...then the on_redis_error fallback, as without a mirror
+        assert c.ask(recipient="user@example.com") == FALLBACK_DEFER
+    assert 1.5 < stale_for < 3.0, stale_for
+    log = d.log_since(off)
+    assert log.count("invalidations lost") == 1  # logged once
+    assert log.count("longer than [redis] max_stale") == 1
+    # when Redis is back (empty: a new master lacking the old data)
+    redis.start()
+    redis.client.sadd(PREFIX + "domains", "example.com")
+    redis.client.sadd(PREFIX + "rcpt:example.com", "nobody")
+    # then the mirror is re-validated: the old data does not come back
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 10,
+         what="answers from the new data")
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 5,
+         what="the mirror exact again")
+    assert d.ask(recipient="nobody@example.com") == DUNNO
+
+
+def test_redis_frozen_answers_from_the_mirror_until_max_stale(redis, backstopd):
+    # given a loaded mirror with max_stale 2s
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "2s"})
+    # when Redis freezes (SIGSTOP)
+    redis.freeze()
+    t0 = time.monotonic()
+    try:
+        # then the mirror answers until the freeze is noticed plus max_stale...
+        with d.conn() as c:
+            while c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com"):
+                assert time.monotonic() - t0 < 8, "still answering from the mirror after 8 s"
+                time.sleep(0.05)
+            answered_for = time.monotonic() - t0
+            # ...then the fallback
+            assert c.ask(recipient="user@example.com") == FALLBACK_DEFER
+    finally:
+        redis.thaw()
+    assert 2.0 < answered_for < 5.0, answered_for
+    # and once Redis answers again, exact again
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 10,
+         what="the mirror exact again")
+    assert d.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
