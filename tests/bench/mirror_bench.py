@@ -83,10 +83,11 @@ def metrics(port):
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) (\S+)$", body, re.M)}
 
 
-def loadgen(port, conc, expect, redis_pid, secs=SECS):
+def loadgen(port, conc, expect, server_pid, redis_pid, secs=SECS):
     out = subprocess.run([os.path.join(BUILD, "bench_loadgen"), "-t", "inet:127.0.0.1:%d" % port,
                           "-c", str(conc), "-d", str(secs), "--warmup", "0.5", "--expect", expect,
-                          "--aux-pid", str(redis_pid), "-q"], capture_output=True, text=True)
+                          "--server-pid", str(server_pid), "--aux-pid", str(redis_pid), "-q"],
+                         capture_output=True, text=True)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), None)
     if out.returncode or not line:
         raise SystemExit("loadgen failed: %s %s" % (out.stdout, out.stderr))
@@ -120,14 +121,14 @@ def main():
 
         # (a) side by side
         nport = free_port()
-        spawn([os.path.join(BUILD, "bench_nullserver"), "-l", "inet:127.0.0.1:%d" % nport],
-              os.path.join(work, "null.log"))
+        null = spawn([os.path.join(BUILD, "bench_nullserver"), "-l", "inet:127.0.0.1:%d" % nport],
+                     os.path.join(work, "null.log"))
         wait_port(nport)
-        servers = [("null", nport, "dunno")]
+        servers = [("null", nport, "dunno", null.pid)]
         for mirror in ("no", "yes"):
             mp = free_port()
-            _, port = backstopd(work, "bs-" + mirror, rport, mirror, mp)
-            servers.append(("mirror=" + mirror, port, "backstop"))
+            p, port = backstopd(work, "bs-" + mirror, rport, mirror, mp)
+            servers.append(("mirror=" + mirror, port, "backstop", p.pid))
             if mirror == "yes":
                 end = time.monotonic() + 10
                 while time.monotonic() < end and metrics(mp).get("backstop_mirror_keys", 0) < 20:
@@ -137,8 +138,8 @@ def main():
         print("|---|---|---|---|---|---|---|---|")
         for conc in (1, 64):
             null_rps = None
-            for name, port, expect in servers:
-                r = loadgen(port, conc, expect, redis.pid)
+            for name, port, expect, pid in servers:
+                r = loadgen(port, conc, expect, pid, redis.pid)
                 rps = float(r["rps"])
                 null_rps = null_rps or rps
                 print("| %s | %d | %.0f | %.2f | %s | %s | %s | %s |" % (
@@ -177,9 +178,9 @@ def main():
         rss, hwm = rss_kib(bs.pid)
         flow.send_signal(signal.SIGINT)
         print()
-        print("(b) 1,000,000 users in 1,000 domains (%d users in the last): mirror loaded in %.2f s "
+        print("(b) 1,000,000 users in 1,000 domains (%d in each): mirror loaded in %.2f s "
               "while requests flowed; %d keys, %.1f MiB of data; backstopd RSS %.1f MiB (peak %.1f MiB)"
-              % (users * 1000, loaded, m["backstop_mirror_keys"], m["backstop_mirror_bytes"] / 2**20,
+              % (users, loaded, m["backstop_mirror_keys"], m["backstop_mirror_bytes"] / 2**20,
                  rss / 1024, hwm / 1024))
     finally:
         for p in reversed(procs):
