@@ -40,9 +40,11 @@
 #include "stats.h"
 #include "redis_track.h"
 
-#define BS_TRACK_READS_MAX 16  /* mirror reads in flight */
-#define BS_TRACK_PING_MS 1000  /* data connection liveness */
-#define BS_TRACK_RETRY_MS 5000 /* after CLIENT TRACKING was refused */
+#define BS_TRACK_READS_MAX 16      /* mirror reads in flight */
+#define BS_TRACK_PING_MS 1000      /* data connection liveness */
+#define BS_TRACK_RETRY_MS 5000     /* after CLIENT TRACKING was refused */
+#define BS_TRACK_SUBSCRIBE_MS 3000 /* CLIENT ID + SUBSCRIBE answered within */
+#define BS_TRACK_REFUSED_MS 60000  /* after a refused subscription */
 #define BS_TRACK_CHANNEL "__redis__:invalidate"
 #define BS_TRACK_VALUE_MAX 256 /* of a block's value: the reason, truncated anyway */
 
@@ -363,6 +365,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
         t->sub_state = SUB_SUBSCRIBED;
+        t->sub_refused = 0;
         t->sub_gen++;
         return;
     }
@@ -416,7 +419,18 @@ static void on_client_id(redisAsyncContext *ac, void *reply, void *privdata)
 static int sub_handshake(void *owner)
 {
     bs_redis_track *t = owner;
+    uint64_t now = uv_now(t->sub.loop);
 
+    if (t->sub_state == SUB_ASKING || t->sub_state == SUB_SUBSCRIBING) {
+        /* the connection went before the subscription was confirmed: an
+         * error reply (NOPERM) ends a subscribed hiredis connection */
+        t->sub_retry = now + BS_TRACK_REFUSED_MS;
+        if (!t->sub_refused++)
+            bs_warn("redis: mirror: the subscription to " BS_TRACK_CHANNEL
+                    " was refused (ACL: +client|id +subscribe &" BS_TRACK_CHANNEL
+                    "?): asking Redis for every request, trying again every %us",
+                    BS_TRACK_REFUSED_MS / 1000);
+    }
     t->sub_state = SUB_NEW;
     if (t->m)
         check_link(t, uv_now(t->sub.loop));
@@ -429,8 +443,18 @@ static void sub_tick(void *owner, uint64_t now)
     char buf[64];
     bs_resp b;
 
-    if (t->sub_state != SUB_NEW || !t->m)
+    if (!t->m)
         return;
+    if (t->sub_state == SUB_ASKING || t->sub_state == SUB_SUBSCRIBING) {
+        /* an ACL that refuses SUBSCRIBE gets no reply hiredis passes on */
+        if (now - t->sub_asked > BS_TRACK_SUBSCRIBE_MS)
+            bs__redis_conn_drop(&t->sub, "no subscription to " BS_TRACK_CHANNEL
+                                         " (ACL: +client|id +subscribe &" BS_TRACK_CHANNEL "?)");
+        return;
+    }
+    if (t->sub_state != SUB_NEW || now < t->sub_retry)
+        return;
+    t->sub_asked = now;
     bs_resp_init(&b, buf, sizeof(buf));
     bs_resp_cmd(&b, 2);
     bs_resp_str(&b, "CLIENT");

@@ -26,6 +26,9 @@ typedef struct bs_redis_track {
     void *owner;
     int sub_state;           /* enum sub_state (redis_track.c) */
     long long sub_id;        /* CLIENT ID of sub */
+    uint64_t sub_asked;      /* when CLIENT ID was sent */
+    uint64_t sub_retry;      /* no subscription before (after a refusal) */
+    unsigned sub_refused;    /* refusals in a row */
     uint64_t sub_gen;        /* subscriptions confirmed so far */
     uint64_t tracking_gen;   /* sub_gen that tracking redirects to, 0: off */
     int tracking_sent;       /* CLIENT TRACKING in flight */

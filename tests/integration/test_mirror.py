@@ -235,3 +235,20 @@ def test_redis_frozen_answers_from_the_mirror_until_max_stale(redis, backstopd):
     poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 10,
          what="the mirror exact again")
     assert d.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+
+
+def test_without_the_acl_for_tracking_it_asks_redis(redis, backstopd):
+    # given an ACL user that may not SUBSCRIBE (an ACL from before the mirror)
+    redis.client.execute_command("ACL", "SETUSER", "bs", "on", ">pw", "~*", "&*", "+@all",
+                                 "-subscribe")
+    d = backstopd(redis, redis={"username": "bs", "password": "pw"})
+    # then it says why, once, and answers right from Redis
+    d.wait_log(r"subscription to __redis__:invalidate was refused \(ACL", timeout=10)
+    time.sleep(1)
+    with d.conn() as c:
+        assert c.ask(recipient="user@example.com") == DUNNO
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+    log = d.log()
+    assert "mirror: tracking on" not in log
+    assert log.count("was refused") == 1
+    assert log.count("NOPERM") <= 1, "a reconnect loop"
