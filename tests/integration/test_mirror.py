@@ -241,7 +241,7 @@ def test_without_the_acl_for_tracking_it_asks_redis(redis, backstopd):
     # given an ACL user that may not SUBSCRIBE (an ACL from before the mirror)
     redis.client.execute_command("ACL", "SETUSER", "bs", "on", ">pw", "~*", "&*", "+@all",
                                  "-subscribe")
-    d = backstopd(redis, redis={"username": "bs", "password": "pw"})
+    d = backstopd(redis, redis=dict(MIRROR, username="bs", password="pw"))
     # then it says why, once, and answers right from Redis
     d.wait_log(r"subscription to __redis__:invalidate was refused \(ACL", timeout=10)
     time.sleep(1)
