@@ -252,3 +252,16 @@ def test_without_the_acl_for_tracking_it_asks_redis(redis, backstopd):
     assert "mirror: tracking on" not in log
     assert log.count("was refused") == 1
     assert log.count("NOPERM") <= 1, "a reconnect loop"
+
+
+def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
+    # given a loaded mirror
+    d = mirrored(redis, backstopd)
+    keys = metric(d.metrics_port, "backstop_mirror_keys")
+    # when a block with a TTL is set, then it applies, and ends with its TTL
+    redis.client.set(PREFIX + "block:192.0.2.1", "manual", px=700)
+    poll(lambda: d.ask(recipient="user@example.com") == BLOCKED, 2, what="the block")
+    poll(lambda: d.ask(recipient="user@example.com") == DUNNO, 3, what="the block to expire")
+    # and its expiry in Redis (an invalidation) removes it from the mirror
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_keys") == keys, 5,
+         what="the expired block gone from the mirror")
