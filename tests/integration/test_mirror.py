@@ -265,3 +265,28 @@ def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
     # and its expiry in Redis (an invalidation) removes it from the mirror
     poll(lambda: metric(d.metrics_port, "backstop_mirror_keys") == keys, 5,
          what="the expired block gone from the mirror")
+
+
+def test_a_lost_invalidation_connection_is_followed_by_a_reread(redis, backstopd):
+    # given a loaded mirror
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    off = d.log_size()
+    # when its invalidation connection is killed and a change is made
+    # before it is back (the invalidation is lost)
+    redis.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    redis.client.srem(PREFIX + "rcpt:example.com", "alice")
+    # then the mirror re-reads on reconnect and obeys the change
+    poll(lambda: d.ask(recipient="alice@example.com") == USER_UNKNOWN("alice@example.com"), 3,
+         what="the change made while invalidations were lost")
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 3,
+         what="the mirror exact again")
+    # and keeps obeying it once every key is read again (from the mirror)
+    time.sleep(0.3)
+    before = metric(d.metrics_port, "backstop_mirror_answers_total")
+    with d.conn() as c:
+        assert {c.ask(recipient="alice@example.com") for _ in range(20)} == {
+            USER_UNKNOWN("alice@example.com")}
+    assert metric(d.metrics_port, "backstop_mirror_answers_total") >= before + 20
+    log = d.log_since(off)
+    assert log.count("invalidations lost") == 1
+    assert log.count("tracking on, (re)loading") == 1
