@@ -144,7 +144,7 @@ static void on_read(redisAsyncContext *ac, void *reply, void *privdata)
     bs__redis_conn_replied(t->data, rep);
     if (last && tr->gen == t->read_gen && t->reads)
         t->reads--;
-    if (!t->m || !rep || !bs__redis_conn_current(t->data, ac)) {
+    if (!t->m || !rep || !bs__redis_conn_current(t->data, ac) || tr->gen != t->read_gen) {
         if (last)
             free(tr);
         return;
@@ -500,6 +500,23 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f)
         }
     }
     return rc;
+}
+
+void bs__redis_track_reset(bs_redis_track *t)
+{
+    bs_mirror *m = bs_mirror_new();
+
+    if (!m || !t->m) {
+        bs_mirror_free(m);
+        return;
+    }
+    bs_mirror_free(t->m);
+    t->m = m;
+    t->reads = 0;
+    t->read_gen++;
+    t->tracking_gen = 0; /* tracking is sent again, with the new prefixes */
+    t->tracking_sent = 0;
+    bs_info("redis: mirror: [redis] prefix changed: reloading");
 }
 
 void bs__redis_track_check(bs_redis_track *t)

@@ -60,6 +60,10 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f);
  * (done by every answer and tick; for a metrics scrape in between) */
 void bs__redis_track_check(bs_redis_track *t);
 
+/* bs__redis_track_reset - [redis] prefix changed: start from an empty
+ * mirror (Redis answers until it is loaded again) and track the new keys */
+void bs__redis_track_reset(bs_redis_track *t);
+
 /* bs__redis_track_close - free the mirror, close the invalidation
  * connection; t->closed(owner) follows */
 void bs__redis_track_close(bs_redis_track *t);

@@ -866,7 +866,11 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
 
 void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
 {
-    bs__redis_conn_reconfigure(&((bs_redis *)s)->conn, old);
+    bs_redis *r = (bs_redis *)s;
+
+    if (r->track && strcmp(old->prefix, r->cfg->prefix) != 0)
+        bs__redis_track_reset(r->track);
+    bs__redis_conn_reconfigure(&r->conn, old);
 }
 
 void bs_store_redis_close(bs_store *s)

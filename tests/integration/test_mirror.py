@@ -290,3 +290,24 @@ def test_a_lost_invalidation_connection_is_followed_by_a_reread(redis, backstopd
     log = d.log_since(off)
     assert log.count("invalidations lost") == 1
     assert log.count("tracking on, (re)loading") == 1
+
+
+def test_a_new_prefix_on_reload_is_mirrored_afresh(redis, backstopd):
+    # given a loaded mirror, and other data under another prefix
+    d = mirrored(redis, backstopd)
+    redis.client.sadd("other:domains", "example.com")
+    redis.client.sadd("other:rcpt:example.com", "carol", "dave")
+    assert d.ask(recipient="carol@example.com") == USER_UNKNOWN("carol@example.com")
+    # when [redis] prefix changes with a reload
+    off = d.log_size()
+    d.write_config(redis={"prefix": "other:"})
+    d.sighup()
+    d.wait_log("prefix changed: reloading", off)
+    # then the answers follow the new keys, and their changes
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 3,
+         what="answers from the new prefix")
+    assert d.ask(recipient="carol@example.com") == DUNNO
+    d.wait_log("tracking on", off)
+    redis.client.srem("other:rcpt:example.com", "carol")
+    poll(lambda: d.ask(recipient="carol@example.com") == USER_UNKNOWN("carol@example.com"), 2,
+         what="a change under the new prefix")
