@@ -870,6 +870,8 @@ void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
 
     if (r->track && strcmp(old->prefix, r->cfg->prefix) != 0)
         bs__redis_track_reset(r->track);
+    if (r->track) /* the invalidations must come from the server the data does */
+        bs__redis_conn_reconfigure(&r->track->sub, old);
     bs__redis_conn_reconfigure(&r->conn, old);
 }
 

@@ -311,3 +311,26 @@ def test_a_new_prefix_on_reload_is_mirrored_afresh(redis, backstopd):
     redis.client.srem("other:rcpt:example.com", "carol")
     poll(lambda: d.ask(recipient="carol@example.com") == USER_UNKNOWN("carol@example.com"), 2,
          what="a change under the new prefix")
+
+
+def test_a_new_server_on_reload_moves_both_connections(redis_factory, backstopd):
+    # given a loaded mirror of redis1, and redis2 with other data
+    r1, r2 = redis_factory("redis1"), redis_factory("redis2")
+    for r in (r1, r2):
+        r.client.sadd(PREFIX + "domains", "example.com")
+        r.client.sadd(PREFIX + "rcpt:example.com", "user", "other")
+    d = mirrored(r1, backstopd)
+    off = d.log_size()
+    # when [redis] server changes with a reload
+    d.write_config(redis={"server": r2.endpoint})
+    d.sighup()
+    d.wait_log("tracking on", off, timeout=10)
+    # then changes on redis2 reach the mirror (its invalidations, not redis1's)
+    r2.client.srem(PREFIX + "rcpt:example.com", "user")
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 2,
+         what="a change on the new server")
+    time.sleep(0.3)
+    before = metric(d.metrics_port, "backstop_mirror_answers_total")
+    assert d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com")
+    assert metric(d.metrics_port, "backstop_mirror_answers_total") > before
+    assert "CLIENT TRACKING refused" not in d.log()
