@@ -33,8 +33,10 @@
  * calls a caller back after bs_store_redis_close.
  *
  * With [redis] mirror = yes a lookup is first put to the local mirror
- * (redis_track.c, mirror.c); one it answers completes from an idle
- * handle on the next loop iteration (callbacks never run inside the call),
+ * (redis_track.c, mirror.c); one it answers completes from a check
+ * handle, right after the loop's poll phase that read the request
+ * (callbacks never run inside the call; an idle handle keeps the next poll
+ * from blocking while answers wait),
  * one it cannot answer goes to Redis as above. Writes (rate scripts, NDR
  * budgets, stats) always go to Redis.
  */
@@ -144,8 +146,9 @@ struct bs_redis {
     int dir_failed;
     uint64_t dir_last;
     /* [redis] mirror = yes: the mirror, and the ops it answered, delivered
-     * by the idle handle */
+     * by the check handle (the idle handle only keeps poll from blocking) */
     bs_redis_track *track;
+    uv_check_t check;
     uv_idle_t idle;
     bs_redis_op *answered, *answered_tail;
     int open_parts; /* connections and handles still to close */
@@ -333,23 +336,29 @@ static int queue_directory(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
     return failed ? -1 : 0;
 }
 
-/* on_idle - deliver the lookups the mirror answered */
-static void on_idle(uv_idle_t *h)
+static void on_idle(uv_idle_t *h) {}
+
+/* on_check - deliver the lookups the mirror answered */
+static void on_check(uv_check_t *h)
 {
     bs_redis *r = h->data;
     bs_redis_op *op = r->answered, *next;
 
-    /* the callbacks may queue more (a second lookup): for the next turn */
-    uv_idle_stop(h);
+    /* the callbacks may queue more (a second lookup): for the next turn,
+     * whose poll the idle handle keeps from blocking */
     r->answered = r->answered_tail = NULL;
     for (; op; op = next) {
         next = op->next_free;
         op_done(op);
     }
+    if (!r->answered) {
+        uv_check_stop(&r->check);
+        uv_idle_stop(&r->idle);
+    }
 }
 
 /* mirror_lookup - answer q from the mirror (the callback follows from the
- * idle handle): 0, a BS_WHY_REDIS_* reason, or -1 (ask Redis) */
+ * check handle): 0, a BS_WHY_REDIS_* reason, or -1 (ask Redis) */
 static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb, void *arg,
                          uint64_t id)
 {
@@ -373,6 +382,7 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
     else
         r->answered = op;
     r->answered_tail = op;
+    uv_check_start(&r->check, on_check);
     uv_idle_start(&r->idle, on_idle);
     return 0;
 }
@@ -820,7 +830,7 @@ static void part_closed(void *owner)
     free(r);
 }
 
-static void on_idle_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     part_closed(h->data);
 }
@@ -853,9 +863,10 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
     bs__redis_conn_start(&r->conn, loop, cfg, &conn_hooks, r);
     if (cfg->mirror && (r->track = calloc(1, sizeof(*r->track))) &&
         bs__redis_track_start(r->track, loop, cfg, &r->conn, part_closed, r) == 0) {
-        r->open_parts += 2;
+        r->open_parts += 3;
+        uv_check_init(loop, &r->check);
         uv_idle_init(loop, &r->idle);
-        r->idle.data = r;
+        r->check.data = r->idle.data = r;
     } else if (cfg->mirror) {
         free(r->track);
         r->track = NULL;
@@ -883,7 +894,8 @@ void bs_store_redis_close(bs_store *s)
     if (bs__redis_conn_ready(&r->conn))
         flush_stats(r);
     if (r->track) {
-        uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+        uv_close((uv_handle_t *)&r->check, on_handle_closed);
+        uv_close((uv_handle_t *)&r->idle, on_handle_closed);
         bs__redis_track_close(r->track);
     }
     bs__redis_conn_close(&r->conn);
