@@ -358,6 +358,10 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
                           redis={"username": "backstopd", "password": PASSWORD,
                                  "mirror": "yes" if label == "MIRROR_RULE" else "no"},
                           ratelimit={"invalid_recipients": "3/1m", "block_time": "1h"})
+        if label == "MIRROR_RULE":  # the paths below then run against the loaded mirror
+            poll(lambda: d.ask(recipient="user@example.com", client_address="192.0.2.250") == DUNNO
+                 and (d.metrics().get("backstop_mirror_answers_total") or 0) > 0, 10,
+                 interval=0.1, what="the mirror loaded")
         paths = Paths(d, admin)
         bad = paths.run()
         time.sleep(1.3)  # one stats flush (HINCRBY) at least
