@@ -76,6 +76,8 @@ typedef struct bs_config {
     uint64_t timeout_ms;            /* answer deadline per request, default 300ms */
     uint64_t connect_timeout_ms;    /* default 1s */
     unsigned max_pending;           /* in-flight Redis requests, default 4096 */
+    int mirror;                     /* local mirror kept exact by invalidations (restart) */
+    uint64_t max_stale_ms;          /* mirror answers this long after losing Redis, default 5m */
     bs_endpoint sentinels[BS_CFG_MAX_SENTINELS]; /* tcp:HOST:PORT */
     size_t nsentinels;
     char master_name[BS_CFG_STR_MAX];

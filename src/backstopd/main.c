@@ -61,6 +61,7 @@ static const struct {
     {"[server] user", offsetof(bs_config, user), sizeof(cfg.user)},
     {"[server] group", offsetof(bs_config, group), sizeof(cfg.group)},
     {"[redis] max_pending", offsetof(bs_config, max_pending), sizeof(cfg.max_pending)},
+    {"[redis] mirror", offsetof(bs_config, mirror), sizeof(cfg.mirror)},
     {"[metrics] listen", offsetof(bs_config, metrics), sizeof(cfg.metrics)},
 };
 

@@ -129,6 +129,23 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
     return len;
 }
 
+/* bs_metrics_render_mirror - see metrics.h */
+size_t bs_metrics_render_mirror(char *buf, size_t bufsz, size_t len, const bs_mirror_gauges *g)
+{
+    return put(buf, bufsz, len,
+               "# HELP backstop_mirror_stale_seconds Seconds since the local mirror lost its "
+               "invalidations (0: exact).\n# TYPE backstop_mirror_stale_seconds gauge\n"
+               "backstop_mirror_stale_seconds %.3f\n"
+               "# HELP backstop_mirror_keys Keys held by the local mirror.\n"
+               "# TYPE backstop_mirror_keys gauge\nbackstop_mirror_keys %llu\n"
+               "# HELP backstop_mirror_bytes Heap held by the local mirror's data.\n"
+               "# TYPE backstop_mirror_bytes gauge\nbackstop_mirror_bytes %llu\n"
+               "# HELP backstop_mirror_raced_total Mirror reads dropped: their key was "
+               "invalidated in flight.\n# TYPE backstop_mirror_raced_total counter\n"
+               "backstop_mirror_raced_total %llu\n",
+               g->stale_seconds, g->keys, g->bytes, g->raced);
+}
+
 /* label_safe - a domain that can be a label value as it is (Redis holds
  * what an admin wrote: anything else is left out rather than escaped) */
 static int label_safe(const char *s)
@@ -271,6 +288,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         size_t ng;
         const bs_dir_gauge *g = c->m->store->ops->directory(c->m->store, &ng);
         n = bs_metrics_render_directory(body, BS_METRICS_BODY_MAX, n, g, ng, (long long)time(NULL));
+    }
+    if (c->m->store->ops->mirror) {
+        bs_mirror_gauges g;
+        if (c->m->store->ops->mirror(c->m->store, &g))
+            n = bs_metrics_render_mirror(body, BS_METRICS_BODY_MAX, n, &g);
     }
     respond(c, "200 OK", body, n);
     free(body);

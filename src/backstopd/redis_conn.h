@@ -1,6 +1,7 @@
 /*
- * redis_conn.h - private between redis_conn.c (the link to Redis) and
- * store_redis.c (what backstop asks Redis); nothing else includes it
+ * redis_conn.h - private between redis_conn.c (the link to Redis) and its
+ * owners: store_redis.c (what backstop asks Redis) and redis_track.c (the
+ * mirror's invalidation connection); nothing else includes it
  *
  * redis_conn.c keeps one hiredis async connection to the master alive:
  * endpoint or Sentinel discovery, AUTH/SELECT/ROLE handshake, connect

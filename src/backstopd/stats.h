@@ -58,6 +58,17 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
       "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.")           \
     X(dir_gauges_truncated, "backstop_directory_gauges_truncated_total",                           \
       "Directory gauge refreshes that left protected domains out (over BS_DIR_GAUGES_MAX).")       \
+    X(mirror_answers, "backstop_mirror_answers_total",                                             \
+      "Lookups answered from the local mirror, exact.")                                            \
+    X(mirror_stale_answers, "backstop_mirror_stale_answers_total",                                 \
+      "Lookups answered from the local mirror while it was stale (link to Redis lost).")           \
+    X(mirror_stale_periods, "backstop_mirror_stale_periods_total",                                 \
+      "Times the local mirror lost its invalidations and went stale.")                             \
+    X(mirror_invalidations, "backstop_mirror_invalidations_total",                                 \
+      "Invalidations received for mirrored keys (a flush counts one).")                            \
+    X(mirror_reads, "backstop_mirror_reads_total", "Mirror reads sent (SCAN batches, GET+PTTL).")  \
+    X(mirror_read_errors, "backstop_mirror_read_errors_total",                                     \
+      "Mirror reads answered with an error (wrong type): that key is left to Redis.")              \
     X(reloads, "backstop_reloads_total", "Configuration reloads.")                                 \
     X(reload_errors, "backstop_reload_errors_total", "Configuration reloads refused.")
 

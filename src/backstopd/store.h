@@ -38,6 +38,12 @@ typedef struct bs_dir_gauge {
     long long synced_at; /* Unix seconds of its last successful sync, 0: none */
 } bs_dir_gauge;
 
+/* The local mirror's gauges ([redis] mirror = yes). */
+typedef struct bs_mirror_gauges {
+    unsigned long long keys, bytes, raced;
+    double stale_seconds; /* 0 while exact (or never loaded) */
+} bs_mirror_gauges;
+
 typedef struct bs_store_ops {
     int (*lookup)(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id);
     /* take one from the NDR budget of recipient domain `domain` */
@@ -54,6 +60,8 @@ typedef struct bs_store_ops {
     /* the last directory snapshot: *n entries (0 before the first); may be
      * NULL in stores that keep none */
     const bs_dir_gauge *(*directory)(const bs_store *s, size_t *n);
+    /* 1 and *g filled when the store keeps a mirror; may be NULL */
+    int (*mirror)(const bs_store *s, bs_mirror_gauges *g);
 } bs_store_ops;
 
 struct bs_store {

@@ -31,6 +31,14 @@
  *
  * Never: blocks, formats commands with printf, exits because of Redis, or
  * calls a caller back after bs_store_redis_close.
+ *
+ * With [redis] mirror = yes a lookup is first put to the local mirror
+ * (redis_track.c, mirror.c); one it answers completes from a check
+ * handle, right after the loop's poll phase that read the request
+ * (callbacks never run inside the call; an idle handle keeps the next poll
+ * from blocking while answers wait),
+ * one it cannot answer goes to Redis as above. Writes (rate scripts, NDR
+ * budgets, stats) always go to Redis.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +55,7 @@
 #include "stats.h"
 #include "store_redis.h"
 #include "redis_conn.h"
+#include "redis_track.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
 #define BS_REDIS_CMD_MAX 8192   /* one pipelined command, built on the stack */
@@ -97,11 +106,11 @@ typedef struct bs_redis bs_redis;
 /* One query in flight. Owned by the pool; on the free list when idle. */
 typedef struct bs_redis_op {
     bs_redis *r;
-    struct bs_redis_op *next_free;
-    int kind;          /* enum op_kind */
-    int status;        /* 0 or BS_WHY_REDIS_* */
-    unsigned pending;  /* replies still expected */
-    unsigned nreplied; /* replies seen, indexes kinds[] */
+    struct bs_redis_op *next_free; /* also: the mirror's answered queue */
+    int kind;                      /* enum op_kind */
+    int status;                    /* 0 or BS_WHY_REDIS_* */
+    unsigned pending;              /* replies still expected */
+    unsigned nreplied;             /* replies seen, indexes kinds[] */
     uint8_t kinds[BS_REDIS_MAX_CMDS];
     void *arg;
     uint64_t id;
@@ -136,6 +145,13 @@ struct bs_redis {
     unsigned dir_sized;   /* SCARD replies seen */
     int dir_failed;
     uint64_t dir_last;
+    /* [redis] mirror = yes: the mirror, and the ops it answered, delivered
+     * by the check handle (the idle handle only keeps poll from blocking) */
+    bs_redis_track *track;
+    uv_check_t check;
+    uv_idle_t idle;
+    bs_redis_op *answered, *answered_tail;
+    int open_parts; /* connections and handles still to close */
 };
 
 /* arg_key - prefix + name (+ sub), as one argument */
@@ -320,6 +336,57 @@ static int queue_directory(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
     return failed ? -1 : 0;
 }
 
+static void on_idle(uv_idle_t *h) {}
+
+/* on_check - deliver the lookups the mirror answered */
+static void on_check(uv_check_t *h)
+{
+    bs_redis *r = h->data;
+    bs_redis_op *op = r->answered, *next;
+
+    /* the callbacks may queue more (a second lookup): for the next turn,
+     * whose poll the idle handle keeps from blocking */
+    r->answered = r->answered_tail = NULL;
+    for (; op; op = next) {
+        next = op->next_free;
+        op_done(op);
+    }
+    if (!r->answered) {
+        uv_check_stop(&r->check);
+        uv_idle_stop(&r->idle);
+    }
+}
+
+/* mirror_lookup - answer q from the mirror (the callback follows from the
+ * check handle): 0, a BS_WHY_REDIS_* reason, or -1 (ask Redis) */
+static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb, void *arg,
+                         uint64_t id)
+{
+    bs_facts f;
+    bs_redis_op *op;
+
+    if (bs__redis_track_answer(r->track, q, &f) == BS_MIRROR_ASK_REDIS)
+        return -1;
+    if (!(op = op_get(r, OP_LOOKUP))) {
+        bs_stat.redis_busy++;
+        return BS_WHY_REDIS_BUSY;
+    }
+    op->cb.facts = cb;
+    op->arg = arg;
+    op->id = id;
+    op->facts = f;
+    if (f.dir_known)
+        op->facts.dir_now = (long long)time(NULL);
+    if (r->answered_tail)
+        r->answered_tail->next_free = op;
+    else
+        r->answered = op;
+    r->answered_tail = op;
+    uv_check_start(&r->check, on_check);
+    uv_idle_start(&r->idle, on_idle);
+    return 0;
+}
+
 /* r_lookup - the pipelined read queries of one RCPT request */
 static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
 {
@@ -330,6 +397,9 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     unsigned i;
     int failed = 0;
 
+    if (r->track && (failed = mirror_lookup(r, q, cb, arg, id)) >= 0)
+        return failed;
+    failed = 0;
     if (check_ready(r))
         return BS_WHY_REDIS_DOWN;
     if (!(op = op_get(r, OP_LOOKUP))) {
@@ -475,6 +545,23 @@ static int r_ready(const bs_store *s)
 
 static const bs_dir_gauge *r_directory(const bs_store *s, size_t *n);
 
+static int r_mirror(const bs_store *s, bs_mirror_gauges *g)
+{
+    const bs_redis *r = (const bs_redis *)s;
+    bs_mirror_info info;
+
+    if (!r->track || !r->track->m)
+        return 0;
+    bs__redis_track_check(r->track);
+    bs_mirror_get_info(r->track->m, &info);
+    g->keys = info.keys;
+    g->bytes = info.bytes;
+    g->raced = info.raced;
+    g->stale_seconds =
+        info.stale_since ? (double)(uv_now(r->conn.loop) - info.stale_since) / 1000.0 : 0;
+    return 1;
+}
+
 static const bs_store_ops redis_ops = {
     .lookup = r_lookup,
     .ndr_take = r_ndr_take,
@@ -482,6 +569,7 @@ static const bs_store_ops redis_ops = {
     .count = r_count,
     .ready = r_ready,
     .directory = r_directory,
+    .mirror = r_mirror,
 };
 
 /* on_stats_reply - a failed HINCRBY loses those counts: say so */
@@ -695,6 +783,8 @@ static int on_conn_handshake(void *owner)
     int rc = 0;
 
     r->sha_rate[0] = r->sha_ndr[0] = 0;
+    if (r->track)
+        bs__redis_track_data_new(r->track);
     r->dir_last = 0; /* the directory gauges are refreshed first thing on a new connection */
     bs_resp_init(&b, buf, sizeof(buf));
     bs_resp_cmd(&b, 3);
@@ -724,21 +814,31 @@ static void on_conn_tick(void *owner, uint64_t now)
         r->dir_last = now;
         dir_refresh(r);
     }
+    if (r->track)
+        bs__redis_track_tick(r->track, now);
 }
 
-/* on_conn_closed - the connection released its timers: free the store */
-static void on_conn_closed(void *owner)
+/* part_closed - a connection or handle is closed: the last frees the store */
+static void part_closed(void *owner)
 {
     bs_redis *r = owner;
 
+    if (--r->open_parts)
+        return;
+    free(r->track);
     free(r->ops);
     free(r);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    part_closed(h->data);
 }
 
 static const bs_redis_conn_hooks conn_hooks = {
     .handshake = on_conn_handshake,
     .tick = on_conn_tick,
-    .closed = on_conn_closed,
+    .closed = part_closed,
 };
 
 /* ------------------------------------------------------------ life cycle */
@@ -759,13 +859,31 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
         op_put(r, &r->ops[i]);
     r->base.ops = &redis_ops;
     r->cfg = cfg;
+    r->open_parts = 1;
     bs__redis_conn_start(&r->conn, loop, cfg, &conn_hooks, r);
+    if (cfg->mirror && (r->track = calloc(1, sizeof(*r->track))) &&
+        bs__redis_track_start(r->track, loop, cfg, &r->conn, part_closed, r) == 0) {
+        r->open_parts += 3;
+        uv_check_init(loop, &r->check);
+        uv_idle_init(loop, &r->idle);
+        r->check.data = r->idle.data = r;
+    } else if (cfg->mirror) {
+        free(r->track);
+        r->track = NULL;
+        bs_warn("redis: out of memory: running without the mirror");
+    }
     return &r->base;
 }
 
 void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
 {
-    bs__redis_conn_reconfigure(&((bs_redis *)s)->conn, old);
+    bs_redis *r = (bs_redis *)s;
+
+    if (r->track && strcmp(old->prefix, r->cfg->prefix) != 0)
+        bs__redis_track_reset(r->track);
+    if (r->track) /* the invalidations must come from the server the data does */
+        bs__redis_conn_reconfigure(&r->track->sub, old);
+    bs__redis_conn_reconfigure(&r->conn, old);
 }
 
 void bs_store_redis_close(bs_store *s)
@@ -775,5 +893,10 @@ void bs_store_redis_close(bs_store *s)
     /* the last counters go out before the connection closes gracefully */
     if (bs__redis_conn_ready(&r->conn))
         flush_stats(r);
+    if (r->track) {
+        uv_close((uv_handle_t *)&r->check, on_handle_closed);
+        uv_close((uv_handle_t *)&r->idle, on_handle_closed);
+        bs__redis_track_close(r->track);
+    }
     bs__redis_conn_close(&r->conn);
 }

@@ -851,6 +851,8 @@ static const option options[] = {
     DURATION("redis", "timeout", timeout_ms, 10, 60 * MS_SEC, "300ms"),
     DURATION("redis", "connect_timeout", connect_timeout_ms, 10, 60 * MS_SEC, "1s"),
     NUMBER  ("redis", "max_pending", max_pending, 1, 1000000, "4096"),
+    ENUM    ("redis", "mirror", mirror, yes_no, "yes"),
+    DURATION("redis", "max_stale", max_stale_ms, 0, MS_DAY, "5m"),
     LIST    ("redis", "sentinel", t_sentinel, sentinels, nsentinels, NULL, NULL),
     STRING  ("redis", "master_name", master_name, str_token, "", 0),
     STRING  ("redis", "sentinel_password", sentinel_password, str_text, "", F_SECRET),

@@ -11,6 +11,9 @@
 #                      sentinels; kill -9 the master under load; answers in
 #                      time, writes follow the new master, the old one (back
 #                      as a replica) gets nothing
+#   mirror_failover    test_mirror_failover.py: [redis] mirror = yes across
+#                      a Sentinel failover whose replica lags: stale answers
+#                      meanwhile, then the new master's data, none of the old
 #   soak_short         test_soak.py: 30,000 requests over 64 connections
 #                      while Redis is SIGKILLed+restarted every 6 s and
 #                      SIGSTOPped 2 s in between; deadlines, answers, RSS, fds,
@@ -27,6 +30,7 @@
 
 set(_rel_tests
   sentinel_failover reliability/test_sentinel_failover.py
+  mirror_failover reliability/test_mirror_failover.py
   soak_short reliability/test_soak.py
   abuse reliability/test_abuse.py
   least_privilege reliability/test_least_privilege.py)

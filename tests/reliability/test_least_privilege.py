@@ -18,7 +18,7 @@ test_server_allow (b)  [server] allow = 192.0.2.0/24 (loopback not allowed):
 test_redis_acl (c)  redis-server with the default user off; backstopd logs in
     as an ACL user that has only the commands and keys it uses (MIN_RULE, and
     the stricter TIGHT_RULE with read-only access to the data it does not
-    write). Every decision path (valid, unknown -> rate tracking -> block,
+    write; MIRROR_RULE: MIN_RULE plus what [redis] mirror = yes sends). Every decision path (valid, unknown -> rate tracking -> block,
     NDR allow/deny/limit, catch-all, extension, exempt set, NOSCRIPT after
     SCRIPT FLUSH -> EVAL, the stats flush) gives the right answer with
     backstop_redis_errors_total 0, no fallback answer and an empty ACL LOG.
@@ -66,6 +66,12 @@ CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
 MIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels " + CMD_RULE
 TIGHT_RULE = ("on >SECRET resetkeys %R~backstop:* %RW~backstop:rate:* %RW~backstop:block:* "
               "%RW~backstop:ndrcount:* %RW~backstop:stats resetchannels " + CMD_RULE)
+# [redis] mirror = yes adds (src/backstopd/redis_track.c): CLIENT ID and
+# SUBSCRIBE __redis__:invalidate on the invalidation connection; CLIENT
+# TRACKING, SSCAN, HSCAN, SCAN and a PING a second on the data connection.
+MIRROR_COMMANDS = ["client|id", "client|tracking", "subscribe", "sscan", "hscan", "scan", "ping"]
+MIRROR_RULE = ("on >SECRET resetkeys ~backstop:* resetchannels &__redis__:invalidate " + CMD_RULE
+               + " " + " ".join("+" + c for c in MIRROR_COMMANDS))
 ADMIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels +@all -@dangerous"
 PASSWORD = "s3cret-bs"
 ADMIN = ("root-admin", "harness-pw")  # the test's own Redis user
@@ -343,13 +349,19 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
     anon = try_command(redis.Redis(host="127.0.0.1", port=r.port), "GET", "backstop:domains")
     checks.check("(c) the default user is off", anon.startswith("NOAUTH"), anon)
 
-    for label, rule in (("MIN_RULE", MIN_RULE), ("TIGHT_RULE", TIGHT_RULE)):
+    for label, rule in (("MIN_RULE", MIN_RULE), ("TIGHT_RULE", TIGHT_RULE),
+                        ("MIRROR_RULE", MIRROR_RULE)):
         setuser(admin, "backstopd", rule, PASSWORD)
         admin.acl_log_reset()
         before = {k: int(v) for k, v in admin.hgetall("backstop:stats").items()}
         d = rel_backstopd(r, name="backstopd-c", metrics=True,
-                          redis={"username": "backstopd", "password": PASSWORD},
+                          redis={"username": "backstopd", "password": PASSWORD,
+                                 "mirror": "yes" if label == "MIRROR_RULE" else "no"},
                           ratelimit={"invalid_recipients": "3/1m", "block_time": "1h"})
+        if label == "MIRROR_RULE":  # the paths below then run against the loaded mirror
+            poll(lambda: d.ask(recipient="user@example.com", client_address="192.0.2.250") == DUNNO
+                 and (d.metrics().get("backstop_mirror_answers_total") or 0) > 0, 10,
+                 interval=0.1, what="the mirror loaded")
         paths = Paths(d, admin)
         bad = paths.run()
         time.sleep(1.3)  # one stats flush (HINCRBY) at least
@@ -367,6 +379,10 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
                                                 m.get("backstop_fallback_answers_total")))
         checks.check("(c) %s: Redis refused nothing (ACL LOG empty)" % label, not log,
                      str([(e.get("reason"), e.get("object"), e.get("context")) for e in log][:5]))
+        if label == "MIRROR_RULE":
+            checks.check("(c) MIRROR_RULE: the mirror answered",
+                         (m.get("backstop_mirror_answers_total") or 0) > 0,
+                         str(m.get("backstop_mirror_answers_total")))
         checks.check("(c) %s: NOSCRIPT -> EVAL exercised" % label, "redis_noscript=" in sl, sl[sl.find("statistics"):])
         checks.check("(c) %s: stats flushed (HINCRBY) and the block set by the script" % label,
                      stats.get("valid", 0) >= 1 and stats.get("clients_blocked", 0) >= 1, str(stats))

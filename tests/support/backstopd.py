@@ -34,6 +34,10 @@ DEFAULT_CONFIG = {
                   "exempt": ["192.0.2.250/32"]},
     "log": {"level": "info"},
 }
+# BACKSTOP_TEST_MIRROR=yes|no runs every daemon with that [redis] mirror (the
+# suite must pass both ways)
+if os.environ.get("BACKSTOP_TEST_MIRROR"):
+    DEFAULT_CONFIG["redis"]["mirror"] = os.environ["BACKSTOP_TEST_MIRROR"]
 SECTION_ORDER = ("server", "redis", "policy", "ratelimit", "metrics", "log")
 LOG_ALARMS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "panic:")
 

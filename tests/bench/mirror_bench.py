@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""tests/bench/mirror_bench.py - the local mirror's figures (issue 10), printed,
+not asserted:
+
+  (a) throughput and latency side by side in one run: the null policy
+      server, backstopd with [redis] mirror = no and = yes, Redis over TCP,
+      TCP policy socket, bench_loadgen's full rule set (10 % unknown
+      recipients, 5 % bounces), at c=1 and c=64; the ratio to the null
+      server and Redis CPU per request;
+  (b) memory and load time: 1,000,000 users in 1,000 domains loaded into
+      Redis, then backstopd with the mirror started while requests flow;
+      the time until the mirror holds every domain, and its RSS.
+
+Usage: tests/bench/mirror_bench.py [BUILD_DIR]   (default build/rel, a
+RelWithDebInfo build with targets backstopd bench_loadgen bench_nullserver).
+Everything runs on free loopback ports in a private directory and is
+stopped by PID at the end.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(TOP, "build/rel"))
+SECS = float(os.environ.get("BENCH_SECONDS", "3"))
+procs = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def spawn(args, log):
+    p = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    procs.append(p)
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("nothing listens on %d" % port)
+
+
+def redis_cli(port, *args, stdin=None):
+    return subprocess.run(["redis-cli", "-p", str(port)] + list(args), input=stdin,
+                          capture_output=True, check=True).stdout
+
+
+def backstopd(work, name, redis_port, mirror, metrics_port):
+    port = free_port()
+    ini = os.path.join(work, name + ".ini")
+    with open(ini, "w") as f:
+        f.write("[server]\nlisten = inet:127.0.0.1:%d\nmax_connections = 20000\n"
+                "[redis]\nserver = tcp:127.0.0.1:%d\nmirror = %s\n"
+                "[ratelimit]\ninvalid_recipients = 100000/10m\n"
+                "[metrics]\nlisten = inet:127.0.0.1:%d\n[log]\nlevel = info\n"
+                % (port, redis_port, mirror, metrics_port))
+    p = spawn([os.path.join(BUILD, "backstopd"), "-f", "-c", ini], os.path.join(work, name + ".log"))
+    wait_port(port)
+    return p, port
+
+
+def metrics(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        body = r.read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) (\S+)$", body, re.M)}
+
+
+def loadgen(port, conc, expect, server_pid, redis_pid, secs=SECS):
+    out = subprocess.run([os.path.join(BUILD, "bench_loadgen"), "-t", "inet:127.0.0.1:%d" % port,
+                          "-c", str(conc), "-d", str(secs), "--warmup", "0.5", "--expect", expect,
+                          "--server-pid", str(server_pid), "--aux-pid", str(redis_pid), "-q"],
+                         capture_output=True, text=True)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), None)
+    if out.returncode or not line:
+        raise SystemExit("loadgen failed: %s %s" % (out.stdout, out.stderr))
+    return {k: v for k, v in (kv.split("=", 1) for kv in line.split()[1:])}
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        st = dict(ln.split(":", 1) for ln in f)
+    return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
+
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="bs-mirror-bench-")
+    try:
+        rport = free_port()
+        redis = spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", work,
+                       "--save", "", "--appendonly", "no"], os.path.join(work, "redis.log"))
+        wait_port(rport)
+        seed = subprocess.run([os.path.join(BUILD, "bench_loadgen"), "--emit-seed"],
+                              capture_output=True, check=True).stdout
+        redis_cli(rport, "--pipe", stdin=seed)
+
+        # (a) side by side
+        nport = free_port()
+        null = spawn([os.path.join(BUILD, "bench_nullserver"), "-l", "inet:127.0.0.1:%d" % nport],
+                     os.path.join(work, "null.log"))
+        wait_port(nport)
+        servers = [("null", nport, "dunno", null.pid)]
+        for mirror in ("no", "yes"):
+            mp = free_port()
+            p, port = backstopd(work, "bs-" + mirror, rport, mirror, mp)
+            servers.append(("mirror=" + mirror, port, "backstop", p.pid))
+            if mirror == "yes":
+                end = time.monotonic() + 10
+                while time.monotonic() < end and metrics(mp).get("backstop_mirror_keys", 0) < 20:
+                    time.sleep(0.1)
+        print("(a) full rule set, TCP policy socket, Redis over TCP, %.0f s per point" % SECS)
+        print("| server | c | req/s | ratio to null | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req |")
+        print("|---|---|---|---|---|---|---|---|")
+        for conc in (1, 64):
+            null_rps = None
+            for name, port, expect, pid in servers:
+                r = loadgen(port, conc, expect, pid, redis.pid)
+                rps = float(r["rps"])
+                null_rps = null_rps or rps
+                print("| %s | %d | %.0f | %.2f | %s | %s | %s | %s |" % (
+                    name, conc, rps, rps / null_rps, r.get("p50_us"), r.get("p99_us"),
+                    r.get("cpu_us", "-"), r.get("aux_cpu_us")))
+                sys.stdout.flush()
+
+        # (b) memory: 1,000,000 users in 1,000 domains
+        redis_cli(rport, "FLUSHALL")
+        redis_cli(rport, "--pipe", stdin=seed)
+        batch = []
+        for d in range(1000):
+            dom = "dom%d.example" % d
+            batch.append(resp("SADD", "backstop:domains", dom))
+            for i in range(0, 1000, 250):
+                batch.append(resp("SADD", "backstop:rcpt:" + dom,
+                                  *("user%d.%d" % (k, d) for k in range(i, i + 250))))
+        redis_cli(rport, "--pipe", stdin=b"".join(batch))
+        users = int(redis_cli(rport, "SCARD", "backstop:rcpt:dom999.example"))
+        mp = free_port()
+        t0 = time.monotonic()
+        bs, port = backstopd(work, "bs-big", rport, "yes", mp)
+        flow = subprocess.Popen([os.path.join(BUILD, "bench_loadgen"), "-t",
+                                 "inet:127.0.0.1:%d" % port, "-c", "8", "-d", "30", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(flow)
+        keys_want = 1000 + 20 + 3  # the domains' sets, the seed's, domains/ndr/exempt
+        while time.monotonic() - t0 < 60:
+            m = metrics(mp)
+            if m.get("backstop_mirror_keys", 0) >= keys_want and \
+                    m.get("backstop_mirror_bytes", 0) > 0 and _settled(mp, m):
+                break
+            time.sleep(0.05)
+        loaded = time.monotonic() - t0
+        m = metrics(mp)
+        rss, hwm = rss_kib(bs.pid)
+        flow.send_signal(signal.SIGINT)
+        print()
+        print("(b) 1,000,000 users in 1,000 domains (%d in each): mirror loaded in %.2f s "
+              "while requests flowed; %d keys, %.1f MiB of data; backstopd RSS %.1f MiB (peak %.1f MiB)"
+              % (users, loaded, m["backstop_mirror_keys"], m["backstop_mirror_bytes"] / 2**20,
+                 rss / 1024, hwm / 1024))
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _settled(mp, m):
+    """No mirror read sent for 100 ms: every key is loaded."""
+    time.sleep(0.1)
+    return metrics(mp).get("backstop_mirror_reads_total") == m.get("backstop_mirror_reads_total")
+
+
+if __name__ == "__main__":
+    main()

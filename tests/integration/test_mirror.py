@@ -1,0 +1,336 @@
+"""The local mirror (issue 10, [redis] mirror = yes): answers without a
+Redis round trip, kept exact by invalidations (CLIENT TRACKING BCAST), and
+through a Redis outage until [redis] max_stale.
+
+Every change an admin can make with redis-cli (each key type the mirror
+holds) is checked while requests flow: once the first request is answered
+the new way, every later one is too. Propagation from the write to the
+first request answered the new way is measured with 2 daemons."""
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from support.procs import free_port
+from support.replies import BLOCKED, DUNNO, FALLBACK_DEFER, PREFIX, USER_UNKNOWN, action
+from support.wait import poll
+
+NDR_DENY = action("550 5.7.1 Delivery status notifications to this domain are not accepted")
+MIRROR = {"mirror": "yes"}
+
+
+def scrape(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def metric(port, name):
+    m = re.search(r"^%s (\S+)$" % re.escape(name), scrape(port), re.M)
+    return float(m.group(1)) if m else None
+
+
+def mirrored(redis, backstopd, redis_cfg=None, **sections):
+    """A daemon with the mirror on, once its mirror answers (loaded)."""
+    port = free_port()
+    d = backstopd(redis, redis=dict(MIRROR, **(redis_cfg or {})),
+                  metrics={"listen": "inet:127.0.0.1:%d" % port}, **sections)
+    d.metrics_port = port
+
+    def loaded():
+        d.ask(recipient="user@example.com")
+        return metric(port, "backstop_mirror_answers_total") > 0
+    poll(loaded, 10, what="the mirror to answer")
+    return d
+
+
+def test_answers_come_from_the_mirror(redis, backstopd):
+    # given a daemon whose mirror is loaded
+    d = mirrored(redis, backstopd)
+    before = metric(d.metrics_port, "backstop_mirror_answers_total")
+    # when known and unknown users are asked for
+    with d.conn() as c:
+        assert c.ask(recipient="user@example.com") == DUNNO
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+        assert c.ask(recipient="x@unprotected.example") == DUNNO
+        assert c.ask(recipient="anyone@example.net") == DUNNO  # catch-all
+    # then the mirror answered them
+    assert metric(d.metrics_port, "backstop_mirror_answers_total") >= before + 4
+    assert metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0
+
+
+class Flow:
+    """Requests flowing on one connection in a thread while a test changes
+    Redis: every (time, answer) is kept."""
+
+    def __init__(self, daemon, **req):
+        self.daemon, self.req = daemon, req
+        self.answers = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        with self.daemon.conn() as c:
+            while not self.stopping:
+                self.answers.append((time.monotonic(), c.ask(**self.req)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.thread.join(10)
+
+    def after(self, t):
+        return [a for ts, a in self.answers if ts > t]
+
+
+BOUNCE = {"sender": "", "recipient": "postmaster@bounce.example", "client_address": "192.0.2.7"}
+
+# (what is changed, Redis commands, the request, its answer before, after)
+CHANGES = [
+    ("rcpt SREM", [("SREM", "rcpt:example.com", "alice")], {"recipient": "alice@example.com"},
+     DUNNO, USER_UNKNOWN("alice@example.com")),
+    ("rcpt SADD", [("SADD", "rcpt:example.com", "carol")], {"recipient": "carol@example.com"},
+     USER_UNKNOWN("carol@example.com"), DUNNO),
+    ("domains SREM", [("SREM", "domains", "example.com")], {"recipient": "carol@example.com"},
+     USER_UNKNOWN("carol@example.com"), DUNNO),
+    ("domains SADD with a new rcpt set",
+     [("SADD", "rcpt:new.example", "bob"), ("SADD", "domains", "new.example")],
+     {"recipient": "carol@new.example"}, DUNNO, USER_UNKNOWN("carol@new.example")),
+    ("ndr HSET", [("HSET", "ndr", "bounce.example", "allow")], BOUNCE, NDR_DENY, DUNNO),
+    ("block SET EX", [("SET", "block:192.0.2.1", "manual", "ex", "60")],
+     {"recipient": "user@example.com"}, DUNNO, BLOCKED),
+    ("block DEL", [("DEL", "block:192.0.2.9")],
+     {"recipient": "user@example.com", "client_address": "192.0.2.9"}, BLOCKED, DUNNO),
+    ("exempt SADD", [("SADD", "exempt", "192.0.2.9")],
+     {"recipient": "user@example.com", "client_address": "192.0.2.9"}, BLOCKED, DUNNO),
+    ("rcpt replaced by a hash (type change)",
+     [("DEL", "rcpt:example.com"), ("HSET", "rcpt:example.com", "user", "1")],
+     {"recipient": "user@example.com"}, DUNNO, FALLBACK_DEFER),
+    ("FLUSHDB", [("FLUSHDB",)], {"recipient": "nobody@example.com"},
+     USER_UNKNOWN("nobody@example.com"), DUNNO),
+]
+
+
+def apply(client, cmds):
+    """Each (COMMAND, key, args...) as redis-cli would send it."""
+    for name, *args in cmds:
+        args = [PREFIX + args[0]] + list(args[1:]) if args else []
+        client.execute_command(name, *args)
+
+
+@pytest.mark.parametrize("what,cmds,req,before,after", CHANGES, ids=[c[0] for c in CHANGES])
+def test_a_change_is_obeyed_while_requests_flow(redis, backstopd, what, cmds, req, before, after):
+    # given a loaded mirror (and a blocked client for the block cases)
+    redis.client.set(PREFIX + "block:192.0.2.9", "manual", ex=600)
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    assert d.ask(**req) == before
+    with Flow(d, **req) as flow:
+        time.sleep(0.05)
+        # when the admin changes Redis while requests flow
+        t0 = time.monotonic()
+        apply(redis.client, cmds)
+        poll(lambda: after in flow.after(t0), 5, what="the new answer")
+        t1 = next(ts for ts, a in flow.answers if ts > t0 and a == after)
+        time.sleep(0.1)
+    # then from the first new answer on, every answer is the new one
+    later = [a for ts, a in flow.answers if ts >= t1]
+    assert len(later) > 10
+    assert set(later) == {after}
+    assert t1 - t0 < 0.05, "%s took %.1f ms" % (what, (t1 - t0) * 1000)
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def test_propagation_to_two_daemons(redis, backstopd, record):
+    # given two daemons of one cluster, mirrors loaded
+    daemons = [mirrored(redis, backstopd, name="d%d" % i, ratelimit={"invalid_recipients": "0"})
+               for i in range(2)]
+    conns = [d.conn() for d in daemons]
+    req = {"recipient": "alice@example.com"}
+    samples = []
+    try:
+        for i in range(40):
+            # when alice is removed (then added back) with one write
+            removing = i % 2 == 0
+            want = USER_UNKNOWN("alice@example.com") if removing else DUNNO
+            t0 = time.monotonic()
+            (redis.client.srem if removing else redis.client.sadd)(
+                PREFIX + "rcpt:example.com", "alice")
+            # then each daemon answers the new way soon after
+            for c in conns:
+                while c.ask(**req) != want:
+                    assert time.monotonic() - t0 < 1.0, "not obeyed within 1 s"
+                samples.append((time.monotonic() - t0) * 1000)
+    finally:
+        for c in conns:
+            c.close()
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    record("mirror propagation, 2 daemons, %d samples: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+           % (len(samples), p50, p99, max(samples)))
+    assert p99 < 50
+
+
+def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
+    # given a loaded mirror with max_stale 2s
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "2s"})
+    off = d.log_size()
+    # when Redis dies
+    redis.kill()
+    t0 = time.monotonic()
+    # then the mirror answers, stale, until max_stale...
+    with d.conn() as c:
+        poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0, 2,
+             what="the mirror to notice")
+        assert c.ask(recipient="user@example.com") == DUNNO
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+        assert metric(d.metrics_port, "backstop_mirror_stale_answers_total") >= 2
+        while c.ask(recipient="user@example.com") == DUNNO:
+            assert time.monotonic() - t0 < 5, "still answering from the mirror after 5 s"
+            time.sleep(0.05)
+        stale_for = time.monotonic() - t0
+        # ...then the on_redis_error fallback, as without a mirror
+        assert c.ask(recipient="user@example.com") == FALLBACK_DEFER
+    assert 1.5 < stale_for < 3.0, stale_for
+    log = d.log_since(off)
+    assert log.count("invalidations lost") == 1  # logged once
+    assert log.count("longer than [redis] max_stale") == 1
+    # when Redis is back (empty: a new master lacking the old data)
+    redis.start()
+    redis.client.sadd(PREFIX + "domains", "example.com")
+    redis.client.sadd(PREFIX + "rcpt:example.com", "nobody")
+    # then the mirror is re-validated: the old data does not come back
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 10,
+         what="answers from the new data")
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 5,
+         what="the mirror exact again")
+    assert d.ask(recipient="nobody@example.com") == DUNNO
+
+
+def test_redis_frozen_answers_from_the_mirror_until_max_stale(redis, backstopd):
+    # given a loaded mirror with max_stale 2s
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "2s"})
+    # when Redis freezes (SIGSTOP)
+    redis.freeze()
+    t0 = time.monotonic()
+    try:
+        # then the mirror answers until the freeze is noticed plus max_stale...
+        with d.conn() as c:
+            while c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com"):
+                assert time.monotonic() - t0 < 8, "still answering from the mirror after 8 s"
+                time.sleep(0.05)
+            answered_for = time.monotonic() - t0
+            # ...then the fallback
+            assert c.ask(recipient="user@example.com") == FALLBACK_DEFER
+    finally:
+        redis.thaw()
+    assert 2.0 < answered_for < 5.0, answered_for
+    # and once Redis answers again, exact again
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 10,
+         what="the mirror exact again")
+    assert d.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+
+
+def test_without_the_acl_for_tracking_it_asks_redis(redis, backstopd):
+    # given an ACL user that may not SUBSCRIBE (an ACL from before the mirror)
+    redis.client.execute_command("ACL", "SETUSER", "bs", "on", ">pw", "~*", "&*", "+@all",
+                                 "-subscribe")
+    d = backstopd(redis, redis=dict(MIRROR, username="bs", password="pw"))
+    # then it says why, once, and answers right from Redis
+    d.wait_log(r"subscription to __redis__:invalidate was refused \(ACL", timeout=10)
+    time.sleep(1)
+    with d.conn() as c:
+        assert c.ask(recipient="user@example.com") == DUNNO
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+    log = d.log()
+    assert "mirror: tracking on" not in log
+    assert log.count("was refused") == 1
+    assert log.count("NOPERM") <= 1, "a reconnect loop"
+
+
+def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
+    # given a loaded mirror
+    d = mirrored(redis, backstopd)
+    keys = metric(d.metrics_port, "backstop_mirror_keys")
+    # when a block with a TTL is set, then it applies, and ends with its TTL
+    redis.client.set(PREFIX + "block:192.0.2.1", "manual", px=700)
+    poll(lambda: d.ask(recipient="user@example.com") == BLOCKED, 2, what="the block")
+    poll(lambda: d.ask(recipient="user@example.com") == DUNNO, 3, what="the block to expire")
+    # and its expiry in Redis (an invalidation) removes it from the mirror
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_keys") == keys, 5,
+         what="the expired block gone from the mirror")
+
+
+def test_a_lost_invalidation_connection_is_followed_by_a_reread(redis, backstopd):
+    # given a loaded mirror
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    off = d.log_size()
+    # when its invalidation connection is killed and a change is made
+    # before it is back (the invalidation is lost)
+    redis.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    redis.client.srem(PREFIX + "rcpt:example.com", "alice")
+    # then the mirror re-reads on reconnect and obeys the change
+    poll(lambda: d.ask(recipient="alice@example.com") == USER_UNKNOWN("alice@example.com"), 3,
+         what="the change made while invalidations were lost")
+    poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") == 0, 3,
+         what="the mirror exact again")
+    # and keeps obeying it once every key is read again (from the mirror)
+    time.sleep(0.3)
+    before = metric(d.metrics_port, "backstop_mirror_answers_total")
+    with d.conn() as c:
+        assert {c.ask(recipient="alice@example.com") for _ in range(20)} == {
+            USER_UNKNOWN("alice@example.com")}
+    assert metric(d.metrics_port, "backstop_mirror_answers_total") >= before + 20
+    log = d.log_since(off)
+    assert log.count("invalidations lost") == 1
+    assert log.count("tracking on, (re)loading") == 1
+
+
+def test_a_new_prefix_on_reload_is_mirrored_afresh(redis, backstopd):
+    # given a loaded mirror, and other data under another prefix
+    d = mirrored(redis, backstopd)
+    redis.client.sadd("other:domains", "example.com")
+    redis.client.sadd("other:rcpt:example.com", "carol", "dave")
+    assert d.ask(recipient="carol@example.com") == USER_UNKNOWN("carol@example.com")
+    # when [redis] prefix changes with a reload
+    off = d.log_size()
+    d.write_config(redis={"prefix": "other:"})
+    d.sighup()
+    d.wait_log("prefix changed: reloading", off)
+    # then the answers follow the new keys, and their changes
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 3,
+         what="answers from the new prefix")
+    assert d.ask(recipient="carol@example.com") == DUNNO
+    d.wait_log("tracking on", off)
+    redis.client.srem("other:rcpt:example.com", "carol")
+    poll(lambda: d.ask(recipient="carol@example.com") == USER_UNKNOWN("carol@example.com"), 2,
+         what="a change under the new prefix")
+
+
+def test_a_new_server_on_reload_moves_both_connections(redis_factory, backstopd):
+    # given a loaded mirror of redis1, and redis2 with other data
+    r1, r2 = redis_factory("redis1"), redis_factory("redis2")
+    for r in (r1, r2):
+        r.client.sadd(PREFIX + "domains", "example.com")
+        r.client.sadd(PREFIX + "rcpt:example.com", "user", "other")
+    d = mirrored(r1, backstopd)
+    off = d.log_size()
+    # when [redis] server changes with a reload
+    d.write_config(redis={"server": r2.endpoint})
+    d.sighup()
+    d.wait_log("tracking on", off, timeout=10)
+    # then changes on redis2 reach the mirror (its invalidations, not redis1's)
+    r2.client.srem(PREFIX + "rcpt:example.com", "user")
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 2,
+         what="a change on the new server")
+    time.sleep(0.3)
+    before = metric(d.metrics_port, "backstop_mirror_answers_total")
+    assert d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com")
+    assert metric(d.metrics_port, "backstop_mirror_answers_total") > before
+    assert "CLIENT TRACKING refused" not in d.log()
