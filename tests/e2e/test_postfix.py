@@ -11,7 +11,8 @@ unix sockets, all under one temporary directory, all stopped by PID or
     MTA A          Postfix (tests/support/postfix.py) with the settings of
                    etc/postfix/main.cf.snippet (check_policy_service
                    inet:127.0.0.1:PORT_A), smtpd on a free loopback port
-    backstopd A    listen = inet:127.0.0.1:PORT_A, on_redis_error = defer
+    backstopd A    listen = inet:127.0.0.1:PORT_A, on_redis_error = defer (mirror = no, except in
+                   test_redis_down_answered_from_mirror)
     MTA B          Postfix like A with etc/postfix/main.cf.chroot-snippet as it
                    is: check_policy_service unix:backstop/backstopd.sock,
                    relative to B's queue directory (smtpd is not chrooted
@@ -276,11 +277,15 @@ def esc(s):
 # ---------------------------------------------------------------------------
 # the cluster
 
-def backstop_config(redis_sock, listen, on_redis_error, mode="enforce", extra_server=()):
+def backstop_config(redis_sock, listen, on_redis_error, mode="enforce", extra_server=(),
+                    mirror="no"):
+    # mirror = no: the scenarios see every request go to Redis, so the outage
+    # ones see on_redis_error; test_redis_down_answered_from_mirror restarts A
+    # with the local mirror (the default) to see it answer through an outage
     return dict(
         server=[("listen", listen)] + list(extra_server),
         redis=[("server", "unix:" + redis_sock), ("timeout", "%dms" % REDIS_TIMEOUT_MS),
-               ("connect_timeout", "1s")],
+               ("connect_timeout", "1s"), ("mirror", mirror)],
         policy=[("mode", mode), ("on_redis_error", on_redis_error), ("ndr_default", "allow")],
         ratelimit=[("invalid_recipients", "3/1m"), ("block_time", "10m"),
                    ("exempt", "192.0.2.250/32")],
@@ -348,12 +353,13 @@ class Cluster:
                 problems.append("backstopd %s exited with status %s" % (bs.name, bs.rc))
         return problems
 
-    def configure_backstops(self, mode="enforce"):
+    def configure_backstops(self, mode="enforce", mirror="no"):
         self.bsd_a.configure(**backstop_config(
-            self.redis.sock, "inet:127.0.0.1:%d" % self.bs_port, "defer", mode))
+            self.redis.sock, "inet:127.0.0.1:%d" % self.bs_port, "defer", mode, mirror=mirror))
         self.bsd_b.configure(**backstop_config(
             self.redis.sock, "unix:" + self.bs_sock, "dunno", mode,
-            extra_server=[("socket_mode", "0660"), ("socket_group", "postfix")]))
+            extra_server=[("socket_mode", "0660"), ("socket_group", "postfix")],
+            mirror=mirror))
 
     def new_ip(self):
         """A remote client address nobody used before (192.0.2.100 ..)."""
@@ -842,6 +848,55 @@ def test_redis_killed_and_restarted(cluster):
     expect_log(cluster.bsd_a.log, r"redis: connected to \S+ again", m[cluster.bsd_a], "backstopd a")
 
 
+def test_redis_down_answered_from_mirror(cluster):
+    """backstopd A restarted with the local mirror ([redis] mirror = yes,
+    max_stale 5m): Redis killed, MTA A still gets the real verdicts (known
+    250, unknown 550 5.1.1) from the mirror, at once, while B (no mirror)
+    falls back to its on_redis_error DUNNO; a restart of Redis heals."""
+    bs = cluster.bsd_a
+    check(bs.stop() == 0, "backstopd a exited %s" % bs.rc)
+    cluster.configure_backstops(mirror="yes")
+    mark = bs.log.size()
+    bs.start()
+    check(bs.log.wait(r"redis: mirror: tracking on", mark, 15),
+          "backstopd a: mirror not tracking:\n%s" % bs.log.text(mark))
+    ip = cluster.new_ip()
+    # the mirror loads in the background: wait until A answers from it
+    # (it then answers without Redis: no decision line may say fallback)
+    cluster.rcpt_check(cluster.mta_a, ip, "sender@remote.test", "nobody@example.com", "550 5.1.1")
+    time.sleep(1.0)
+    check(cluster.db.save(), "SAVE")
+    m = cluster.marks()
+    cluster.redis.kill()
+    try:
+        s = Session(cluster.mta_a, ip)
+        s.mail("sender@remote.test")
+        r = cluster.rcpt_check(cluster.mta_a, ip, "sender@remote.test", "alice@example.com", "250", s)
+        check(r.secs < 1.0, "RCPT took %.0f ms" % (r.secs * 1000))
+        cluster.rcpt_check(cluster.mta_a, ip, "sender@remote.test", "nobody@example.com",
+                           "550 5.1.1", s)
+        s.close()
+        cluster.rcpt_check(cluster.mta_b, cluster.new_ip(), "sender@remote.test",
+                           "nobody@example.com", "250")
+        expect_log(bs.log, r"warning: redis: mirror: invalidations lost; answering from the mirror",
+                   m[bs], "backstopd a")
+        expect_no_log(bs.log, r"NOQUEUE: fallback:", m[bs], "backstopd a", 0)
+    finally:
+        cluster.redis.start()
+
+    def b_back():  # B asks Redis for every request: wait until it is reconnected
+        s = Session(cluster.mta_b, "192.0.2.250")  # exempt: the probes are not counted
+        s.mail("probe@remote.test")
+        r = s.rcpt("nobody@example.com")
+        s.close()
+        return r.code == 550
+    check(wait_until(b_back, 15, 0.25), "MTA B still not refusing nobody 15s after Redis is back")
+    waited = recovered(cluster)
+    cluster.measured.append("redis_down_answered_from_mirror: A answered from its mirror while "
+                            "Redis was down; mail flows through Redis again %.1fs after its restart"
+                            % waited)
+
+
 def test_stats_counted_cluster_wide(cluster):
     """backstop:stats holds the decisions of both backstopds."""
     time.sleep(1.5)  # flushed every second
@@ -859,7 +914,7 @@ def test_stats_counted_cluster_wide(cluster):
 def test_no_unexpected_warnings(cluster):
     """Neither Postfix nor backstopd logged a warning the scenarios did not provoke."""
     expected_bs = (r"warning: ndr entry \"broken\.test\"|warning: redis: (connection lost|"
-                   r"connection to \S+ dropped|cannot connect)")
+                   r"connection to \S+ dropped|cannot connect|mirror: invalidations lost)")
     for x in (cluster.mta_a, cluster.mta_b, cluster.bsd_a, cluster.bsd_b):
         bad = [l for l in x.log.text().splitlines()
                if re.search(r"\b(warning|fatal|panic|error):", l)
