@@ -80,65 +80,27 @@ static size_t line_too_long(const char *buf, size_t ls, size_t stop)
     return q < stop ? q : 0;
 }
 
-/* note_eq - remember the first '=' of the line in progress, if in buf[i..stop) */
-static void note_eq(bs_proto_parser *p, const char *buf, size_t ls, size_t i, size_t stop)
-{
-    bs_proto_attr *slot;
-    const char *eq;
-
-    if (p->nattrs >= BS_PROTO_MAX_ATTRS)
-        return; /* no slot, and the line can only end the request or fail */
-    slot = &p->attrs[p->nattrs];
-    if (slot->name != NULL || (eq = memchr(buf + i, '=', stop - i)) == NULL)
-        return;
-    slot->name = buf + ls;
-    slot->name_len = (size_t)(eq - buf) - ls;
-}
-
-/*
- * end_line - the line [ls, nl) is complete ('\n' at nl)
- *
- * Returns BS_PROTO_DONE for the empty line, BS_PROTO_NEED_MORE when the line
- * became attribute p->nattrs++, or BS_PROTO_E_ATTRS/E_SYNTAX.
- */
-static int end_line(bs_proto_parser *p, const char *buf, size_t ls, size_t nl)
-{
-    size_t end = nl;
-    bs_proto_attr *a;
-
-    if (end > ls && buf[end - 1] == '\r')
-        end--;
-    if (end == ls)
-        return BS_PROTO_DONE;
-    if (p->nattrs >= BS_PROTO_MAX_ATTRS)
-        return BS_PROTO_E_ATTRS;
-    a = &p->attrs[p->nattrs];
-    if (a->name == NULL || a->name_len == 0)
-        return BS_PROTO_E_SYNTAX; /* no '=', or empty name */
-    a->name = buf + ls;
-    a->value = a->name + a->name_len + 1;
-    a->value_len = end - ls - a->name_len - 1;
-    if (++p->nattrs < BS_PROTO_MAX_ATTRS)
-        p->attrs[p->nattrs].name = NULL;
-    return BS_PROTO_NEED_MORE;
-}
-
 /*
  * bs_proto_feed - scan buf[0..len) for one complete request
  *
  * Each round takes the rest of one line, never looking past the request
  * limit, until something is decided at byte offset at - 1 (or the bytes run
- * out). NULs are then looked for once, over everything this call examined:
- * a NUL before that byte decides first, and one memchr per call is cheaper
- * than one per line. On any error the attribute count is put back and
- * nothing else is stored, so the parser is as before the call and the same
- * error comes again.
+ * out). The attribute count and the scratch slot live in locals while the
+ * lines go by (the common request arrives whole: one '\n' and one '='
+ * memchr per line and a few compares, nothing else); a line's '=' is looked
+ * for only until one is seen, from where the last call stopped. NULs are
+ * then looked for once, over everything this call examined: a NUL before
+ * that byte decides first, and one memchr per call is cheaper than one per
+ * line. On any error the attribute count is put back and nothing else is
+ * stored, so the parser is as before the call and the same error comes
+ * again.
  */
 int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consumed)
 {
     size_t limit = len < BS_PROTO_MAX_REQUEST ? len : BS_PROTO_MAX_REQUEST;
     size_t start = p->scanned, i = start, ls = p->line_start, at;
-    unsigned nattrs = p->nattrs;
+    unsigned nattrs = p->nattrs, n = nattrs;
+    bs_proto_attr *a = &p->attrs[n]; /* the scratch slot, when n < MAX_ATTRS */
     int r;
 
     /* Already complete: only DONE leaves a '\n' just before scanned. */
@@ -147,8 +109,8 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         return BS_PROTO_DONE;
     }
     for (;;) {
-        const char *nl;
-        size_t stop, bad;
+        const char *nl, *eq;
+        size_t stop, end;
 
         if (i >= limit) { /* out of bytes, or at the request limit */
             at = i;       /* (i > limit only if the caller shrank len) */
@@ -157,21 +119,40 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         }
         nl = memchr(buf + i, '\n', limit - i);
         stop = nl ? (size_t)(nl - buf) : limit;
-        if ((bad = line_too_long(buf, ls, stop)) != 0) {
-            at = bad + 1;
+        if (stop - ls > BS_PROTO_MAX_LINE && (at = line_too_long(buf, ls, stop)) != 0) {
+            at++;
             r = BS_PROTO_E_LINE;
             break;
         }
-        note_eq(p, buf, ls, i, stop);
+        /* the line's first '=', unless an earlier call saw it (or no slot) */
+        if (n < BS_PROTO_MAX_ATTRS && a->name == NULL &&
+            (eq = memchr(buf + i, '=', stop - i)) != NULL) {
+            a->name = buf + ls;
+            a->name_len = (size_t)(eq - buf) - ls;
+        }
         if (!nl) {
             i = stop;
             continue;
         }
-        if ((r = end_line(p, buf, ls, stop)) != BS_PROTO_NEED_MORE) {
-            at = stop + 1;
+        at = stop + 1;
+        end = stop > ls && buf[stop - 1] == '\r' ? stop - 1 : stop;
+        if (end == ls) {
+            r = BS_PROTO_DONE;
             break;
         }
-        i = ls = stop + 1;
+        if (n >= BS_PROTO_MAX_ATTRS) {
+            r = BS_PROTO_E_ATTRS;
+            break;
+        }
+        if (a->name == NULL || a->name_len == 0) {
+            r = BS_PROTO_E_SYNTAX; /* no '=', or empty name */
+            break;
+        }
+        a->value = a->name + a->name_len + 1;
+        a->value_len = end - ls - a->name_len - 1;
+        if (++n < BS_PROTO_MAX_ATTRS)
+            (++a)->name = NULL;
+        i = ls = at;
     }
     if (memchr(buf + start, '\0', at - start))
         r = BS_PROTO_E_NUL;
@@ -179,6 +160,7 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         p->nattrs = nattrs; /* back to the state before this call */
         return r;
     }
+    p->nattrs = n;
     p->scanned = at;
     p->line_start = ls; /* after DONE: on the empty line */
     if (r == BS_PROTO_DONE)
