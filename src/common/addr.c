@@ -54,9 +54,10 @@
  *   bs_local_base_len follows Postfix's split_addr(): postmaster,
  *   mailer-daemon and double-bounce are never split, nor owner-foo /
  *   foo-request when '-' is a delimiter (the local part is lowercase here).
- *   IPv6 text comes from inet_ntop(): RFC 5952 lower case, except that glibc
- *   prints the deprecated IPv4-compatible range ::/96 in dotted form
- *   ("::192.0.2.1/128"); another libc may print "::c000:201/128".
+ *   A client key's IPv6 text is what glibc's inet_ntop() prints (ip6_text
+ *   does it by hand, for every libc): RFC 5952 lower case, except the
+ *   deprecated IPv4-compatible range ::/96 in dotted form
+ *   ("::192.0.2.1/128"). Literals still go through inet_ntop().
  */
 #include "backstop/addr.h"
 #include "backstop/cidr.h"
@@ -267,15 +268,13 @@ fail:
     return -1;
 }
 
-/* bs_local_base_len - where Postfix would cut "user+ext" (see addr.h) */
-/* is_local - local part (already lowercase) equals word */
-static int is_local(const char *local, size_t len, const char *word)
-{
-    return len == strlen(word) && memcmp(local, word, len) == 0;
-}
+/* is_local - local part (already lowercase) equals the literal word */
+#define is_local(local, len, word) ((len) == sizeof(word) - 1 && memcmp(local, word, len) == 0)
 
+/* bs_local_base_len - where Postfix would cut "user+ext" (see addr.h) */
 size_t bs_local_base_len(const char *local, size_t local_len, const char *delims)
 {
+    const char *hit = NULL;
     size_t i;
 
     if (delims == NULL || delims[0] == '\0')
@@ -289,12 +288,16 @@ size_t bs_local_base_len(const char *local, size_t local_len, const char *delims
         ((local_len >= 6 && memcmp(local, "owner-", 6) == 0) ||
          (local_len > 8 && memcmp(local + local_len - 8, "-request", 8) == 0)))
         return local_len;
-    for (i = 0; i < local_len; i++) {
-        /* A NUL byte would find strchr()'s terminator: never a delimiter. */
-        if (local[i] != '\0' && strchr(delims, local[i]) != NULL)
-            return i == 0 ? local_len : i;
+    /* The first byte that is a delimiter; a NUL byte never is one. One
+     * delimiter (the usual "+") is one memchr, not a strchr per byte. */
+    if (delims[1] == '\0') {
+        hit = memchr(local, delims[0], local_len);
+    } else {
+        for (i = 0; i < local_len && !hit; i++)
+            if (local[i] != '\0' && strchr(delims, local[i]) != NULL)
+                hit = local + i;
     }
-    return local_len;
+    return hit == NULL || hit == local ? local_len : (size_t)(hit - local);
 }
 
 static int is_v4mapped(const uint8_t ip[16])
@@ -334,6 +337,78 @@ static size_t append_uint(char *out, unsigned v)
     return n;
 }
 
+/* dotted_quad - "a.b.c.d" of 4 bytes at out, NUL-terminated; the length */
+static size_t dotted_quad(const uint8_t b[4], char *out)
+{
+    size_t n = 0;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        if (i)
+            out[n++] = '.';
+        n += append_uint(out + n, b[i]);
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/*
+ * ip6_text - the text glibc's inet_ntop(AF_INET6) prints (the BIND
+ * algorithm), by hand: inet_ntop formats each word with sprintf, which cost
+ * more than the rest of a request's decision together. Lowercase hex words
+ * without leading zeros; the longest run of two or more zero words (the
+ * first of equal ones) is "::"; a dotted quad ends "::a.b.c.d" (the first
+ * six words zero, the seventh not) and all of ::ffff:0:0/96. The length;
+ * out needs INET6_ADDRSTRLEN bytes.
+ */
+static size_t ip6_text(const uint8_t ip[16], char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned w[8];
+    int i, cur = -1, cur_len = 0, best = -1, best_len = 0;
+    size_t n = 0;
+
+    for (i = 0; i < 8; i++) {
+        w[i] = (unsigned)ip[2 * i] << 8 | ip[2 * i + 1];
+        if (w[i] != 0) {
+            cur = -1;
+            continue;
+        }
+        if (cur < 0) {
+            cur = i;
+            cur_len = 0;
+        }
+        if (++cur_len > best_len) { /* strictly longer: the first run wins a tie */
+            best = cur;
+            best_len = cur_len;
+        }
+    }
+    if (best_len < 2)
+        best = -1;
+    for (i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + best_len) {
+            if (i == best)
+                out[n++] = ':';
+            continue;
+        }
+        if (i)
+            out[n++] = ':';
+        if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)))
+            return n + dotted_quad(ip + 12, out + n);
+        if (w[i] >= 0x1000)
+            out[n++] = hex[w[i] >> 12];
+        if (w[i] >= 0x100)
+            out[n++] = hex[(w[i] >> 8) & 0xf];
+        if (w[i] >= 0x10)
+            out[n++] = hex[(w[i] >> 4) & 0xf];
+        out[n++] = hex[w[i] & 0xf];
+    }
+    if (best >= 0 && best + best_len == 8)
+        out[n++] = ':';
+    out[n] = '\0';
+    return n;
+}
+
 /*
  * bs_client_key - one key per IPv4 host, one per IPv6 network: a client
  * owns a whole /64 (or so), and keying on single IPv6 addresses would let
@@ -353,34 +428,16 @@ int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out)
 int bs_client_key_ip(const uint8_t addr[16], unsigned ipv6_prefix, char *out)
 {
     uint8_t ip[16];
-    char text[INET6_ADDRSTRLEN];
     size_t n;
 
     out[0] = '\0';
     if (ipv6_prefix < 1 || ipv6_prefix > 128)
         return -1;
+    if (is_v4mapped(addr))
+        return (int)dotted_quad(addr + 12, out);
     memcpy(ip, addr, sizeof(ip));
-
-    if (is_v4mapped(ip)) {
-        /* dotted quad by hand: inet_ntop() formats with sprintf, which
-         * cost more than the rest of a request's decision together */
-        n = 0;
-        for (int i = 0; i < 4; i++) {
-            if (i)
-                out[n++] = '.';
-            n += append_uint(out + n, ip[12 + i]);
-        }
-        out[n] = '\0';
-        return (int)n;
-    }
-
     mask_host_bits(ip, ipv6_prefix);
-    if (inet_ntop(AF_INET6, ip, text, sizeof(text)) == NULL)
-        return -1;
-    n = strlen(text);
-    if (n + 4 > BS_CLIENT_KEY_MAX) /* "/128" */
-        return -1;
-    memcpy(out, text, n);
+    n = ip6_text(ip, out); /* at most 45 bytes: the key's "/128" fits */
     out[n++] = '/';
     n += append_uint(out + n, ipv6_prefix);
     out[n] = '\0';

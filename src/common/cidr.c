@@ -43,7 +43,38 @@
  */
 #define BS_IP_TEXT_MAX (INET6_ADDRSTRLEN - 1)
 
-/* bs_ip_parse - bounded copy, then inet_pton() on a NUL-terminated string */
+/* ip4_parse - what inet_pton(AF_INET) accepts, read in place (the common
+ * client_address costs no copy and no libc call): four decimal octets
+ * 0..255 without leading zeros, three dots, nothing else. 0 / -1. */
+static int ip4_parse(const char *s, size_t len, uint8_t out[4])
+{
+    unsigned octets = 0, v = 0, digits = 0;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= '0' && c <= '9') {
+            if (digits && v == 0)
+                return -1; /* a leading zero */
+            if ((v = v * 10 + (c - '0')) > 255)
+                return -1;
+            digits++;
+        } else if (c == '.' && digits && octets < 3) {
+            out[octets++] = (uint8_t)v;
+            v = digits = 0;
+        } else {
+            return -1; /* NUL, ':', blanks, a fourth dot, ".." */
+        }
+    }
+    if (!digits || octets != 3)
+        return -1;
+    out[3] = (uint8_t)v;
+    return 0;
+}
+
+/* bs_ip_parse - IPv4 by hand; IPv6: bounded copy, then inet_pton() on a
+ * NUL-terminated string */
 int bs_ip_parse(const char *s, size_t len, uint8_t out[16])
 {
     char buf[BS_IP_TEXT_MAX + 1];
@@ -51,23 +82,23 @@ int bs_ip_parse(const char *s, size_t len, uint8_t out[16])
 
     if (len == 0 || len > BS_IP_TEXT_MAX)
         return -1;
+    if (memchr(s, ':', len) == NULL) {
+        if (ip4_parse(s, len, tmp + 12) < 0)
+            return -1;
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, tmp + 12, 4);
+        return 4;
+    }
     if (memchr(s, '\0', len) != NULL)
         return -1; /* would truncate "1.2.3.4\0junk" to a valid address */
     memcpy(buf, s, len);
     buf[len] = '\0';
 
-    if (memchr(buf, ':', len) != NULL) {
-        if (inet_pton(AF_INET6, buf, tmp) != 1)
-            return -1;
-        memcpy(out, tmp, 16);
-        return 6;
-    }
-    if (inet_pton(AF_INET, buf, tmp + 12) != 1)
+    if (inet_pton(AF_INET6, buf, tmp) != 1)
         return -1;
-    memset(tmp, 0, 10);
-    tmp[10] = tmp[11] = 0xff;
     memcpy(out, tmp, 16);
-    return 4;
+    return 6;
 }
 
 /* parse_len - the LEN after '/': see SYNTAX above. 0 / -1. */

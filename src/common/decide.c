@@ -110,8 +110,10 @@ static const struct {
     [A_HELO] = {"helo_name", 9},           [A_PROTO] = {"protocol_name", 13},
 };
 
-/* want_index - which wanted attribute a name is, or A_NONE; by length
- * first, since most of Postfix's ~30 attributes are not wanted */
+/* want_index - which wanted attribute a name is, or A_NONE; by length,
+ * then first and last byte, before any memcmp: most of Postfix's ~30
+ * attributes are not wanted, and those that share a wanted name's length
+ * ("client_port", "sasl_sender", "stress") differ at an end */
 static int want_index(const bs_proto_attr *a)
 {
     static const unsigned char by_len[16][2] = {
@@ -123,7 +125,9 @@ static int want_index(const bs_proto_attr *a)
     if (a->name_len >= 16)
         return A_NONE;
     for (k = 0; k < 2 && (w = by_len[a->name_len][k]) != A_NONE; k++)
-        if (memcmp(a->name, wanted[w].name, a->name_len) == 0)
+        if (a->name[0] == wanted[w].name[0] &&
+            a->name[a->name_len - 1] == wanted[w].name[a->name_len - 1] &&
+            memcmp(a->name, wanted[w].name, a->name_len) == 0)
             return w;
     return A_NONE;
 }

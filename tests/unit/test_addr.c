@@ -11,6 +11,8 @@
 #include "backstop/cidr.h"
 #include "check.h"
 
+#include <arpa/inet.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 static size_t len_of(const char *s, size_t len)
@@ -516,6 +518,64 @@ static void test_client_table(void)
     }
 }
 
+/* ip6_want - what inet_ntop() prints for ip, with "/128" (the client key
+ * at prefix 128 of any address outside ::ffff:0:0/96) */
+static void ip6_want(const uint8_t ip[16], char *out)
+{
+    inet_ntop(AF_INET6, ip, out, INET6_ADDRSTRLEN);
+    strcat(out, "/128");
+}
+
+/* The key's IPv6 text is printed by hand: the same as glibc's inet_ntop()
+ * for every shape of zero runs (each word zero or one of a few values,
+ * 0xffff in word 5 for the IPv4-mapped and -compatible forms), and for
+ * pseudo-random addresses. */
+static void test_client_inet_ntop(void)
+{
+    static const unsigned values[] = {1, 0x12, 0xabc, 0x1000, 0xffff};
+    const size_t nv = sizeof(values) / sizeof(values[0]);
+    char got[BS_CLIENT_KEY_MAX + 1], want[INET6_ADDRSTRLEN + 8];
+    uint8_t ip[16];
+    unsigned mask, v, k, bad = 0, seed = 12345;
+    int w;
+
+    for (mask = 0; mask < 256; mask++) {
+        for (v = 0; v < nv * nv; v++) {
+            for (w = 0; w < 8; w++) {
+                unsigned x =
+                    (mask >> w & 1) ? values[(v / (w < 4 ? 1 : nv) + (unsigned)w) % nv] : 0;
+
+                ip[2 * w] = (uint8_t)(x >> 8);
+                ip[2 * w + 1] = (uint8_t)x;
+            }
+            if (mask == 0xc0 && v == 0)
+                ip[10] = ip[11] = 0xff; /* ::ffff:a.b.c.d: the v4 key, not text */
+            if (ip[10] == 0xff && ip[11] == 0xff && !ip[0] && !ip[1] && !ip[2] && !ip[3] &&
+                !ip[4] && !ip[5] && !ip[6] && !ip[7] && !ip[8] && !ip[9])
+                continue;
+            ip6_want(ip, want);
+            bad += bs_client_key_ip(ip, 128, got) != (int)strlen(want) || strcmp(got, want) != 0;
+        }
+    }
+    for (k = 0; k < 100000; k++) {
+        for (w = 0; w < 16; w++) {
+            seed = seed * 1103515245u + 12345u;
+            ip[w] = (seed >> 16) % 5 == 0 ? 0 : (uint8_t)(seed >> 8);
+        }
+        ip[0] |= 0x20; /* never ::ffff:0:0/96 */
+        ip6_want(ip, want);
+        bad += bs_client_key_ip(ip, 128, got) != (int)strlen(want) || strcmp(got, want) != 0;
+    }
+    CHECK_EQ_INT(bad, 0);
+    memset(ip, 0, sizeof(ip));
+    CHECK_EQ_INT(bs_client_key_ip(ip, 128, got), 6);
+    CHECK_EQ_STR(got, "::/128");
+    ip[15] = 1;
+    CHECK(bs_client_key_ip(ip, 128, got) > 0 && strcmp(got, "::1/128") == 0);
+    ip[12] = 192;
+    CHECK(bs_client_key_ip(ip, 128, got) > 0 && strcmp(got, "::192.0.0.1/128") == 0);
+}
+
 static void test_client_misc(void)
 {
     char out[BS_CLIENT_KEY_MAX + 1];
@@ -656,6 +716,7 @@ int main(void)
     test_local_base();
     test_client_table();
     test_client_misc();
+    test_client_inet_ntop();
     test_escape_table();
     test_escape_misc();
     return check_summary();

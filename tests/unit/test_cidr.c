@@ -187,6 +187,47 @@ static const struct {
     {"!10.0.0.0/8", NULL, 0},
 };
 
+/* next - a pseudo-random number below n */
+static unsigned next(unsigned *seed, unsigned n)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 16) % n;
+}
+
+/* IPv4 is read by hand: it accepts exactly what inet_pton(AF_INET) does,
+ * with the same bytes, over dotted quads of octets 0..299 (some with a
+ * leading zero), one byte in four changed to a digit, dot, blank, ':', 'x'
+ * or NUL, and cut at a random length. */
+static void test_ip4_inet_pton(void)
+{
+    static const char alphabet[] = "0123456789. :x\0";
+    char in[32], z[33];
+    uint8_t got[16], want[4];
+    unsigned k, seed = 4242, bad = 0, valid = 0;
+    size_t len, j;
+
+    for (k = 0; k < 200000; k++) {
+        len = 0;
+        for (j = 0; j < 4; j++)
+            len += (size_t)snprintf(in + len, sizeof(in) - len, j ? ".%s%u" : "%s%u",
+                                    next(&seed, 8) ? "" : "0", next(&seed, 300));
+        for (j = 0; j < len; j++)
+            if (next(&seed, 4 * len) == 0)
+                in[j] = alphabet[next(&seed, sizeof(alphabet) - 1)];
+        if (next(&seed, 4) == 0)
+            len = 1 + next(&seed, (unsigned)len);
+        memcpy(z, in, len);
+        z[len] = '\0';
+        int ok = memchr(in, '\0', len) == NULL && inet_pton(AF_INET, z, want) == 1;
+        int fam = memchr(in, ':', len) ? -1 : bs_ip_parse(in, len, got); /* ':' is IPv6 */
+
+        valid += ok;
+        bad += ok ? fam != 4 || memcmp(got + 12, want, 4) != 0 : fam != -1;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(valid > 10000); /* the strings did hit valid addresses */
+}
+
 static void test_cidr_parse(void)
 {
     uint8_t want[16];
@@ -327,6 +368,7 @@ static void test_list_match(void)
 int main(void)
 {
     test_ip_parse();
+    test_ip4_inet_pton();
     test_cidr_parse();
     test_match();
     test_list_match();
