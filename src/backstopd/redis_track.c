@@ -147,6 +147,9 @@ static void on_read(redisAsyncContext *ac, void *reply, void *privdata)
     if (!t->m || !rep || !bs__redis_conn_current(t->data, ac) || tr->gen != t->read_gen) {
         if (last)
             free(tr);
+        else
+            tr->got_get = 1; /* a voided GET (NULL reply: link dropped or freed, or an old
+                                round): its PTTL's callback is then the last and frees tr */
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR && !tr->failed) {
