@@ -347,13 +347,18 @@ static void on_check(uv_check_t *h)
     /* the callbacks may queue more (a second lookup): for the next turn,
      * whose poll the idle handle keeps from blocking */
     r->answered = r->answered_tail = NULL;
+    if (!op) { /* a turn with nothing to deliver: rest */
+        uv_check_stop(&r->check);
+        uv_idle_stop(&r->idle);
+        return;
+    }
+    /* stay one more turn even when nothing new waits: a callback that
+     * queued a Redis command (a second lookup) started redis_uv's flush
+     * check handle during this check phase, so it runs next turn, whose
+     * poll must not block (it did, for up to a timer tick: 80 ms) */
     for (; op; op = next) {
         next = op->next_free;
         op_done(op);
-    }
-    if (!r->answered) {
-        uv_check_stop(&r->check);
-        uv_idle_stop(&r->idle);
     }
 }
 
