@@ -801,17 +801,20 @@ def redis_outage_answers(cluster, reason, fast):
                "maillog a")
 
 
+def probe_code(mta, rcpt):
+    """The SMTP code mta answers for rcpt, asked from the exempt address (not counted)."""
+    s = Session(mta, "192.0.2.250")
+    s.mail("probe@remote.test")
+    r = s.rcpt(rcpt)
+    s.close()
+    return r.code
+
+
 def recovered(cluster):
     """Mail flows again: valid 250 and unknown 550 on both MTAs; returns seconds waited."""
     t = time.monotonic()
-
-    def ok():
-        s = Session(cluster.mta_a, "192.0.2.250")  # exempt: the probes are not counted
-        s.mail("probe@remote.test")
-        r = s.rcpt("alice@example.com")
-        s.close()
-        return r.code == 250
-    check(wait_until(ok, 15, 0.25), "MTA A still not accepting alice 15s after Redis is back")
+    check(wait_until(lambda: probe_code(cluster.mta_a, "alice@example.com") == 250, 15, 0.25),
+          "MTA A still not accepting alice 15s after Redis is back")
     waited = time.monotonic() - t
     ip = cluster.new_ip()
     for mta in (cluster.mta_a, cluster.mta_b):
@@ -884,13 +887,9 @@ def test_redis_down_answered_from_mirror(cluster):
     finally:
         cluster.redis.start()
 
-    def b_back():  # B asks Redis for every request: wait until it is reconnected
-        s = Session(cluster.mta_b, "192.0.2.250")  # exempt: the probes are not counted
-        s.mail("probe@remote.test")
-        r = s.rcpt("nobody@example.com")
-        s.close()
-        return r.code == 550
-    check(wait_until(b_back, 15, 0.25), "MTA B still not refusing nobody 15s after Redis is back")
+    # B asks Redis for every request: wait until it is reconnected
+    check(wait_until(lambda: probe_code(cluster.mta_b, "nobody@example.com") == 550, 15, 0.25),
+          "MTA B still not refusing nobody 15s after Redis is back")
     waited = recovered(cluster)
     cluster.measured.append("redis_down_answered_from_mirror: A answered from its mirror while "
                             "Redis was down; mail flows through Redis again %.1fs after its restart"
