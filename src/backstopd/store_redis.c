@@ -295,6 +295,28 @@ static int queue(bs_redis_op *op, int kind, const bs_resp *b)
     return 0;
 }
 
+/* queue_keyed - build "CMD <prefix><name><sub> ARG..." (n arguments; lens
+ * NULL: NUL-terminated) and queue it as a reply of kind; 0 / -1 */
+static int queue_keyed(bs_redis_op *op, int kind, const char *cmd, const char *name,
+                       const char *sub, const char *const *args, const size_t *lens, unsigned n)
+{
+    char buf[BS_REDIS_CMD_MAX];
+    bs_resp b;
+    unsigned i;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2 + n);
+    bs_resp_str(&b, cmd);
+    arg_key(&b, op->r, name, sub);
+    for (i = 0; i < n; i++) {
+        if (lens)
+            bs_resp_arg(&b, args[i], lens[i]);
+        else
+            bs_resp_str(&b, args[i]);
+    }
+    return queue(op, kind, &b);
+}
+
 /* check_ready - BS_WHY_REDIS_DOWN unless the connection can take queries */
 static int check_ready(const bs_redis *r)
 {
@@ -313,25 +335,16 @@ static int finish_queueing(bs_redis *r, bs_redis_op *op, int failed)
     return BS_WHY_REDIS_ERROR;
 }
 /* queue_directory - SCARD rcpt:<domain> [HGET sync <domain>:ok]; 0 / -1 */
-static int queue_directory(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
+static int queue_directory(bs_redis_op *op, const bs_lookup *q)
 {
-    char buf[BS_REDIS_CMD_MAX], field[BS_DOMAIN_MAX + sizeof(BS_SYNC_OK_FIELD)];
-    bs_resp b;
+    char field[BS_DOMAIN_MAX + sizeof(BS_SYNC_OK_FIELD)];
+    const char *args[1] = {field};
     int failed = 0;
 
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 2);
-    bs_resp_str(&b, "SCARD");
-    arg_key(&b, r, BS_KEY_RCPT, q->directory);
-    failed |= queue(op, BS_REPLY_DIR_SIZE, &b);
+    failed |= queue_keyed(op, BS_REPLY_DIR_SIZE, "SCARD", BS_KEY_RCPT, q->directory, NULL, NULL, 0);
     if (q->directory_synced) {
         snprintf(field, sizeof(field), "%s%s", q->directory, BS_SYNC_OK_FIELD);
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 3);
-        bs_resp_str(&b, "HGET");
-        arg_key(&b, r, BS_KEY_SYNC, NULL);
-        bs_resp_str(&b, field);
-        failed |= queue(op, BS_REPLY_DIR_SYNC, &b);
+        failed |= queue_keyed(op, BS_REPLY_DIR_SYNC, "HGET", BS_KEY_SYNC, NULL, args, NULL, 1);
     }
     return failed ? -1 : 0;
 }
@@ -396,10 +409,7 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
 static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
 {
     bs_redis *r = (bs_redis *)s;
-    char buf[BS_REDIS_CMD_MAX];
     bs_redis_op *op;
-    bs_resp b;
-    unsigned i;
     int failed = 0;
 
     if (r->track && (failed = mirror_lookup(r, q, cb, arg, id)) >= 0)
@@ -414,50 +424,23 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     op->cb.facts = cb;
     op->arg = arg;
     op->id = id;
-    if (q->client_key) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 2);
-        bs_resp_str(&b, "GET");
-        arg_key(&b, r, BS_KEY_BLOCK, q->client_key);
-        failed |= queue(op, BS_REPLY_BLOCK, &b);
-    }
-    if (q->nexempt) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 2 + q->nexempt);
-        bs_resp_str(&b, "SMISMEMBER");
-        arg_key(&b, r, BS_KEY_EXEMPT, NULL);
-        for (i = 0; i < q->nexempt; i++)
-            bs_resp_str(&b, q->exempt[i]);
-        failed |= queue(op, BS_REPLY_EXEMPT, &b);
-    }
+    if (q->client_key)
+        failed |=
+            queue_keyed(op, BS_REPLY_BLOCK, "GET", BS_KEY_BLOCK, q->client_key, NULL, NULL, 0);
+    if (q->nexempt)
+        failed |= queue_keyed(op, BS_REPLY_EXEMPT, "SMISMEMBER", BS_KEY_EXEMPT, NULL, q->exempt,
+                              NULL, q->nexempt);
     if (q->domain) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 3);
-        bs_resp_str(&b, "SISMEMBER");
-        arg_key(&b, r, BS_KEY_DOMAINS, NULL);
-        bs_resp_str(&b, q->domain);
-        failed |= queue(op, BS_REPLY_DOMAIN, &b);
-
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 2 + q->nlocals);
-        bs_resp_str(&b, "SMISMEMBER");
-        arg_key(&b, r, BS_KEY_RCPT, q->domain);
-        for (i = 0; i < q->nlocals; i++)
-            bs_resp_arg(&b, q->locals[i], q->local_lens[i]);
-        failed |= queue(op, BS_REPLY_RCPT, &b);
+        failed |= queue_keyed(op, BS_REPLY_DOMAIN, "SISMEMBER", BS_KEY_DOMAINS, NULL, &q->domain,
+                              NULL, 1);
+        failed |= queue_keyed(op, BS_REPLY_RCPT, "SMISMEMBER", BS_KEY_RCPT, q->domain, q->locals,
+                              q->local_lens, q->nlocals);
     }
-    if (q->nndr) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 2 + q->nndr);
-        bs_resp_str(&b, "HMGET");
-        arg_key(&b, r, BS_KEY_NDR, NULL);
-        for (i = 0; i < q->nndr; i++)
-            bs_resp_str(&b, q->ndr_fields[i]);
-        failed |= queue(op, BS_REPLY_NDR, &b);
-    }
-    if (q->directory) {
-        failed |= queue_directory(r, op, q);
-    }
+    if (q->nndr)
+        failed |=
+            queue_keyed(op, BS_REPLY_NDR, "HMGET", BS_KEY_NDR, NULL, q->ndr_fields, NULL, q->nndr);
+    if (q->directory)
+        failed |= queue_directory(op, q);
     return finish_queueing(r, op, failed);
 }
 
