@@ -44,6 +44,8 @@ typedef struct bs_endpoint {
 enum bs_mode { BS_MODE_ENFORCE = 0, BS_MODE_REPORT = 1 };
 enum bs_on_error { BS_ON_ERROR_DEFER = 0, BS_ON_ERROR_DUNNO = 1 };
 enum bs_ndr_action { BS_NDR_ALLOW = 0, BS_NDR_DENY = 1, BS_NDR_LIMIT = 2 };
+/* [harvest] new_clients: what clients not known to a domain under attack get */
+enum bs_harvest_new { BS_HARVEST_GREYLIST = 0, BS_HARVEST_DEFER = 1, BS_HARVEST_NORMAL = 2 };
 
 /* An NDR policy value: "allow", "deny" or "limit N/PERIOD". */
 typedef struct bs_ndr_rule {
@@ -98,6 +100,18 @@ typedef struct bs_config {
     unsigned ipv6_prefix;              /* default 64, 1..128 */
     bs_cidr exempt[BS_CFG_MAX_EXEMPT]; /* default 127.0.0.0/8 and ::1/128 */
     size_t nexempt;
+
+    /* [harvest] cluster-wide directory-harvest detection per protected domain */
+    uint32_t harvest_limit;        /* threshold "200/10m": 200 unknown recipients; 0 disables */
+    uint64_t harvest_window_ms;    /* threshold "200/10m": 10 minutes */
+    uint64_t harvest_duration_ms;  /* under attack this long after the last trip, default 1h */
+    uint32_t harvest_client_limit; /* per-client limit while under attack, "3/1h"; 0: unchanged */
+    uint64_t harvest_client_window_ms; /* its window */
+    int harvest_new_clients;           /* enum bs_harvest_new, default greylist */
+    uint64_t harvest_retry_after_ms;   /* greylist: a retry passes after this, default 5m */
+    uint64_t harvest_retry_window_ms;  /* ... and within this of the first sight, default 4h */
+    uint64_t harvest_known_age_ms;     /* a client that delivered to a valid recipient this
+                                          recently is known to the domain, default 30d */
 
     /* [metrics] */
     bs_endpoint metrics[1]; /* "inet:127.0.0.1:PORT"; none = off */

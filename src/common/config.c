@@ -794,6 +794,10 @@ static const enum_name modes[] = {
     {"enforce", BS_MODE_ENFORCE}, {"report", BS_MODE_REPORT}, {NULL, 0}};
 static const enum_name on_errors[] = {
     {"defer", BS_ON_ERROR_DEFER}, {"dunno", BS_ON_ERROR_DUNNO}, {NULL, 0}};
+static const enum_name harvest_new[] = {{"greylist", BS_HARVEST_GREYLIST},
+                                        {"defer", BS_HARVEST_DEFER},
+                                        {"normal", BS_HARVEST_NORMAL},
+                                        {NULL, 0}};
 static const enum_name levels[] = {{"error", BS_LOG_ERROR},
                                    {"warn", BS_LOG_WARN},
                                    {"info", BS_LOG_INFO},
@@ -867,6 +871,14 @@ static const option options[] = {
     DURATION("ratelimit", "block_time", block_time_ms, MS_SEC, 30 * MS_DAY, "1h"),
     NUMBER  ("ratelimit", "ipv6_prefix", ipv6_prefix, 1, 128, "64"),
     LIST    ("ratelimit", "exempt", t_cidr, exempt, nexempt, NULL, LOOPBACK),
+
+    RATE    ("harvest", "threshold", harvest_limit, harvest_window_ms, "200/10m"),
+    DURATION("harvest", "duration", harvest_duration_ms, MS_SEC, 30 * MS_DAY, "1h"),
+    RATE    ("harvest", "client_limit", harvest_client_limit, harvest_client_window_ms, "3/1h"),
+    ENUM    ("harvest", "new_clients", harvest_new_clients, harvest_new, "greylist"),
+    DURATION("harvest", "retry_after", harvest_retry_after_ms, MS_SEC, MS_DAY, "5m"),
+    DURATION("harvest", "retry_window", harvest_retry_window_ms, MS_SEC, 7 * MS_DAY, "4h"),
+    DURATION("harvest", "known_client_age", harvest_known_age_ms, MS_SEC, 365 * MS_DAY, "30d"),
 
     LIST    ("metrics", "listen", t_endpoint, metrics, nmetrics, "inet", NULL),
 
@@ -1521,6 +1533,13 @@ static int check_whole(cfg_parse *p)
     if (cfg->nsentinels == 0 && cfg->master_name[0] != '\0') {
         p->lineno = seen_line(p, "redis", "master_name");
         load_error(p, "[redis] master_name: no sentinel line");
+        return -1;
+    }
+    if (cfg->harvest_retry_after_ms >= cfg->harvest_retry_window_ms) {
+        p->lineno = seen_line(p, "harvest", "retry_after");
+        if (!p->lineno)
+            p->lineno = seen_line(p, "harvest", "retry_window");
+        load_error(p, "[harvest] retry_after must be shorter than retry_window");
         return -1;
     }
     if (check_host_names(p) < 0)
