@@ -91,6 +91,13 @@ int bs_client_key(const char *s, size_t len, unsigned ipv6_prefix, char *out);
  * (16-byte form, IPv4 mapped); -1 only for a bad prefix */
 int bs_client_key_ip(const uint8_t ip[16], unsigned ipv6_prefix, char *out);
 
+/* bs_client_network - the network harvest detection tracks a client by
+ * (greylisting, known clients, top networks): an IPv4 client's /24
+ * ("192.0.2.0/24": a sending farm retries from another address of it, as
+ * postgrey assumes), an IPv6 client's key at ipv6_prefix; into out
+ * (BS_CLIENT_KEY_MAX + 1 bytes). Returns the length, or -1. */
+int bs_client_network(const uint8_t ip[16], unsigned ipv6_prefix, char *out);
+
 /*
  * bs_escape - copy at most len bytes of s into out (outsz bytes, NUL
  * terminated) with every byte outside 0x21..0x7e, and '\\', written as

@@ -444,6 +444,20 @@ int bs_client_key_ip(const uint8_t addr[16], unsigned ipv6_prefix, char *out)
     return (int)n;
 }
 
+int bs_client_network(const uint8_t addr[16], unsigned ipv6_prefix, char *out)
+{
+    uint8_t ip[16];
+    size_t n;
+
+    if (!is_v4mapped(addr))
+        return bs_client_key_ip(addr, ipv6_prefix, out);
+    memcpy(ip, addr, sizeof(ip));
+    ip[15] = 0;
+    n = dotted_quad(ip + 12, out);
+    memcpy(out + n, "/24", 4);
+    return (int)n + 3;
+}
+
 /* bs_escape - "\xHH" for every byte outside 0x21..0x7e, and for '\\' */
 size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
 {

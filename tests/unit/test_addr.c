@@ -706,6 +706,31 @@ static void test_escape_misc(void)
     free(in);
 }
 
+/* bs_client_network: IPv4 by /24, IPv6 as its client key */
+static void test_client_network(void)
+{
+    static const struct {
+        const char *in;
+        unsigned prefix;
+        const char *want;
+    } cases[] = {
+        {"192.0.2.77", 64, "192.0.2.0/24"},
+        {"192.0.2.0", 64, "192.0.2.0/24"},
+        {"::ffff:198.51.100.9", 64, "198.51.100.0/24"},
+        {"2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"},
+        {"2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"},
+    };
+    char out[BS_CLIENT_KEY_MAX + 1];
+    uint8_t ip[16];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK(bs_ip_parse(cases[i].in, strlen(cases[i].in), ip) > 0);
+        CHECK_EQ_INT(bs_client_network(ip, cases[i].prefix, out), (int)strlen(cases[i].want));
+        CHECK_EQ_STR(out, cases[i].want);
+    }
+}
+
 int main(void)
 {
     test_domain_table();
@@ -717,6 +742,7 @@ int main(void)
     test_client_table();
     test_client_misc();
     test_client_inet_ntop();
+    test_client_network();
     test_escape_table();
     test_escape_misc();
     return check_summary();
