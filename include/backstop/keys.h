@@ -24,12 +24,17 @@
 #define BS_KEY_SYNC "sync"          /* per-domain sync record (backstopctl sync) */
 #define BS_SYNC_OK_FIELD ":ok"      /* <domain> + this: Unix seconds of its last successful sync */
 #define BS_KEY_SYNC_TMP "tmp:sync:" /* + <domain>:<pid>: the set backstopctl sync builds */
+#define BS_KEY_HARVEST "harvest:"   /* + <domain>: recent unknown recipients of a domain */
+#define BS_KEY_ATTACK "attack"      /* domains under a harvest attack */
+#define BS_KEY_KNOWN "known:"       /* + <domain>: client networks that delivered there */
+#define BS_KEY_GREY "grey:"         /* + <domain>:<network>:<local>: greylisting first sight */
 
 /*
  * The schema as a table, in README order: X(name, argument or "", Redis
  * type, with a TTL, who writes it). An argument is the part after the
  * name: <domain> or <client> (an IPv4 address, or an IPv6 network as
- * "2001:db8:1:2::/64" at [ratelimit] ipv6_prefix).
+ * "2001:db8:1:2::/64" at [ratelimit] ipv6_prefix); a <network> is
+ * bs_client_network()'s: "192.0.2.0/24", or the IPv6 <client>).
  */
 #define BS_KEY_TABLE(X)                                                                            \
     X(BS_KEY_DOMAINS, "", "SET", 0, "admin")                                                       \
@@ -42,6 +47,10 @@
     X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
     X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")                                    \
     X(BS_KEY_SYNC, "", "HASH", 0, "backstopctl")                                                   \
-    X(BS_KEY_SYNC_TMP, "<domain>:<pid>", "SET", 1, "backstopctl")
+    X(BS_KEY_SYNC_TMP, "<domain>:<pid>", "SET", 1, "backstopctl")                                  \
+    X(BS_KEY_HARVEST, "<domain>", "ZSET", 1, "backstopd")                                          \
+    X(BS_KEY_ATTACK, "", "HASH", 0, "backstopd, admin")                                            \
+    X(BS_KEY_KNOWN, "<domain>", "ZSET", 1, "backstopd")                                            \
+    X(BS_KEY_GREY, "<domain>:<network>:<local>", "STRING", 1, "backstopd")
 
 #endif
