@@ -14,12 +14,20 @@
  *   bs_decide_facts again, which may ask once more)
  *   NDR_TAKE: take one from the NDR budget d->ndr_count_domain, then
  *   bs_decide_taken(d, cfg, result)    -> BS_DECIDE_DONE
+ *   HARVEST: the greylisting check of a client not exempt, recipient domain
+ *   under a harvest attack (store op harvest_check), then
+ *   bs_decide_harvest(d, cfg, result, &q) -> BS_DECIDE_DONE | BS_DECIDE_LOOKUP
+ *   (an unknown recipient that may be refused: the directory check, then
+ *   bs_decide_facts)
  *   Any step may instead end with bs_decide_fallback(d, cfg, why) when the
  *   store cannot answer in time.
  *
  * On DONE, d->action/d->why hold the verdict, d->note_invalid says whether
- * the caller must count an invalid recipient for d->client_key (a
- * fire-and-forget store write: the answer does not wait for it), and
+ * the caller must count an invalid recipient for d->client_key against
+ * d->invalid_limit/_window_ms, d->note_harvest whether it counts one
+ * unknown recipient of d->rcpt.domain for harvest detection, d->note_known
+ * whether d->network delivered to a valid recipient of it (fire-and-forget
+ * store writes: the answer does not wait for them), and
  * bs_decide_reply()/bs_decide_log_line() format the answer and log line.
  *
  * Rules (protocol_state=RCPT only; anything else is DUNNO):
@@ -37,8 +45,22 @@
  *     [policy] max_directory_age (or that was never synced, when that is
  *     set) -> 450 4.7.1; neither counts an invalid recipient. Refusing a
  *     real user loses mail; a 4xx only delays it.
+ *     Harvest detection ([harvest] threshold > 0): every unknown recipient
+ *     of a protected domain counts towards the domain's threshold (unless
+ *     the client is exempt); a valid one marks the client's network known
+ *     to the domain. While the domain is under attack (f->under_attack,
+ *     from the store's local table of attacked domains):
+ *     - the client's limit is [harvest] client_limit (when not 0);
+ *     - a client not exempt, with new_clients greylist or defer, is first
+ *       checked (HARVEST step): KNOWN (delivered to a valid recipient within
+ *       known_client_age) or PASS (greylist: retried after retry_after,
+ *       within retry_window) go on with the rules above; DEFER answers
+ *       450 4.7.1 with one text for valid and unknown recipients alike
+ *       (reason harvest_greylist, or harvest_defer for new_clients =
+ *       defer); an unknown recipient is still counted. Rule 1 comes first.
  *  4. anything else                                -> DUNNO
- * mode = report turns a refusal into "WARN would ..." (counted and logged).
+ * mode = report turns a refusal into "WARN would ..." (counted and logged;
+ * the mail passes).
  */
 #ifndef BACKSTOP_DECIDE_H
 #define BACKSTOP_DECIDE_H
@@ -61,6 +83,14 @@ enum bs_decide_step {
     BS_DECIDE_DONE = 0,
     BS_DECIDE_LOOKUP = 1,
     BS_DECIDE_NDR_TAKE = 2,
+    BS_DECIDE_HARVEST = 3,
+};
+
+/* What the harvest check (store op harvest_check) found; < 0: store error */
+enum bs_grey_result {
+    BS_GREY_KNOWN = 1, /* known to the domain (or in the exempt SET) */
+    BS_GREY_PASS = 2,  /* greylisting: retried after retry_after, within retry_window */
+    BS_GREY_DEFER = 3, /* first sight, too early, or new_clients = defer */
 };
 
 /* What the answer is. The order is the stats/log table order in decide.c. */
@@ -88,6 +118,8 @@ enum bs_why {
     BS_WHY_BLOCKED,       /* 450 4.7.1 */
     BS_WHY_DIR_EMPTY,     /* DEFER_IF_PERMIT 4.7.1: rcpt:<domain> empty */
     BS_WHY_DIR_STALE,     /* 450 4.7.1: last sync older than max_directory_age */
+    BS_WHY_HARVEST_GREY,  /* 450 4.7.1: domain under attack, new client greylisted */
+    BS_WHY_HARVEST_DEFER, /* 450 4.7.1: domain under attack, new_clients = defer */
     BS_WHY_REDIS_DOWN,    /* no usable Redis connection */
     BS_WHY_REDIS_TIMEOUT, /* no answer within [redis] timeout */
     BS_WHY_REDIS_ERROR,   /* Redis answered with an error */
@@ -129,6 +161,8 @@ typedef struct bs_facts {
     long long dir_synced_at; /* Unix seconds of the last successful sync,
                                 0: no (readable) sync record */
     long long dir_now;       /* the store's wall clock when it answered */
+    int under_attack;        /* the recipient domain is under a harvest attack
+                                (the store's local table; no query) */
 } bs_facts;
 
 /* One request's decision. Embedded in its connection; no heap. */
@@ -155,19 +189,26 @@ typedef struct bs_decision {
     char base[BS_LOCAL_MAX + 1];
     char client_key[BS_CLIENT_KEY_MAX + 1];
     char client_ip[BS_CLIENT_KEY_MAX + 1];
-    uint8_t ndr_off[BS_NDR_MAX_FIELDS]; /* NDR candidates: offsets into rcpt.domain
-                                           (0 = it, else a '.'), or BS_NDR_STAR */
+    char network[BS_CLIENT_KEY_MAX + 1]; /* bs_client_network(): harvest detection */
+    uint8_t ndr_off[BS_NDR_MAX_FIELDS];  /* NDR candidates: offsets into rcpt.domain
+                                            (0 = it, else a '.'), or BS_NDR_STAR */
     unsigned nndr;
 
     /* outcome */
-    bs_facts facts;     /* what the store found (kept across the exempt lookup) */
-    int exempt_pending; /* waiting for the exempt SET answer */
-    int dir_pending;    /* waiting for the directory answer */
-    int action;         /* enum bs_action */
-    int why;            /* enum bs_why */
-    int note_invalid;   /* caller counts an invalid recipient for client_key */
-    int ndr_match;      /* index of the NDR entry that decided, BS_NDR_DEFAULT
-                           (ndr_default decided) or BS_NDR_NONE */
+    bs_facts facts;             /* what the store found (kept across the exempt lookup) */
+    int exempt_pending;         /* waiting for the exempt SET answer */
+    int dir_pending;            /* waiting for the directory answer */
+    int action;                 /* enum bs_action */
+    int why;                    /* enum bs_why */
+    int harvest_pending;        /* waiting for the harvest check's answer */
+    int harvest_result;         /* enum bs_grey_result once checked, else 0 */
+    int note_invalid;           /* caller counts an invalid recipient for client_key */
+    uint32_t invalid_limit;     /* ... against this limit (client_limit under attack) */
+    uint64_t invalid_window_ms; /* ... and window */
+    int note_harvest;           /* caller counts an unknown recipient of rcpt.domain */
+    int note_known;             /* caller records network as known to rcpt.domain */
+    int ndr_match;              /* index of the NDR entry that decided, BS_NDR_DEFAULT
+                                   (ndr_default decided) or BS_NDR_NONE */
     bs_ndr_rule ndr_rule;
 } bs_decision;
 
@@ -178,6 +219,9 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
 int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q);
 /* result: 1 within the budget, 0 over it, -1 store error */
 int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result);
+/* result: enum bs_grey_result, or < 0 for a store error (the fallback);
+ * q gets the directory lookup when an unknown recipient needs it */
+int bs_decide_harvest(bs_decision *d, const bs_config *cfg, int result, bs_lookup *q);
 void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why);
 
 /* bs_decide_reply - "action=...\n\n" into out (BS_REPLY_MAX); returns length.

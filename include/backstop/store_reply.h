@@ -24,6 +24,8 @@ enum bs_store_reply_kind {
     BS_REPLY_NOTE,      /* the rate-tracking script */
     BS_REPLY_DIR_SIZE,  /* SCARD rcpt:<domain> */
     BS_REPLY_DIR_SYNC,  /* HGET sync <domain>:ok */
+    BS_REPLY_GREY,      /* the harvest check script (enum bs_grey_result) */
+    BS_REPLY_SCRIPT,    /* another script; its reply is read by its caller */
 };
 
 struct redisReply;

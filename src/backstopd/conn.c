@@ -159,6 +159,7 @@ static void protocol_error(bs_conn *c, int err)
 
 static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f);
 static void on_taken(void *arg, uint64_t id, int status, int result);
+static void on_grey(void *arg, uint64_t id, int status, int result);
 
 /* decide - a complete request: start its decision (parser holds it) */
 static void decide(bs_conn *c, const bs_proto_parser *p)
@@ -216,6 +217,33 @@ static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
     } else if (step == BS_DECIDE_NDR_TAKE) {
         rc = env->store->ops->ndr_take(env->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, env,
                                        conn_id(c));
+        if (rc == 0)
+            return;
+        bs_decide_fallback(&c->d, env->cfg, rc);
+    } else if (step == BS_DECIDE_HARVEST) {
+        rc = env->store->ops->harvest_check(env->store, &c->d, on_grey, env, conn_id(c));
+        if (rc == 0)
+            return;
+        bs_decide_fallback(&c->d, env->cfg, rc);
+    }
+    respond(c);
+}
+
+/* on_grey - the harvest check's answer; an unknown recipient may still
+ * need the directory check */
+static void on_grey(void *arg, uint64_t id, int status, int result)
+{
+    bs_conn_env *env = arg;
+    bs_conn *c = find(env, id);
+    bs_lookup q;
+    int rc;
+
+    if (!c)
+        return;
+    if (status) {
+        bs_decide_fallback(&c->d, env->cfg, status);
+    } else if (bs_decide_harvest(&c->d, env->cfg, result, &q) == BS_DECIDE_LOOKUP) {
+        rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
         if (rc == 0)
             return;
         bs_decide_fallback(&c->d, env->cfg, rc);
@@ -336,7 +364,13 @@ static void respond(bs_conn *c)
     bs_stat.by_why[d->why]++;
     env->store->ops->count(env->store, d->why);
     if (d->note_invalid)
-        env->store->ops->note_invalid(env->store, d->client_key, d->client_ip);
+        env->store->ops->note_invalid(env->store, d);
+    if (d->note_harvest)
+        env->store->ops->harvest_note(env->store, d);
+    if (d->note_known)
+        env->store->ops->known_note(env->store, d);
+    if (d->why == BS_WHY_HARVEST_GREY || d->why == BS_WHY_HARVEST_DEFER)
+        bs_stat.harvest_greylisted++;
     if (d->unreadable)
         note_unreadable(c);
     if (d->action == BS_ACT_DEFER_DIR)

@@ -180,6 +180,20 @@ size_t bs_metrics_render_directory(char *buf, size_t bufsz, size_t len, const bs
     return len;
 }
 
+size_t bs_metrics_render_harvest(char *buf, size_t bufsz, size_t len, const bs_attack *a, size_t n)
+{
+    size_t i;
+
+    len = put(buf, bufsz, len,
+              "# HELP backstop_harvest_active Protected domain under a harvest attack, as this "
+              "process knows it (1; no sample: not under attack).\n"
+              "# TYPE backstop_harvest_active gauge\n");
+    for (i = 0; i < n; i++)
+        if (label_safe(a[i].domain))
+            len = put(buf, bufsz, len, "backstop_harvest_active{domain=\"%s\"} 1\n", a[i].domain);
+    return len;
+}
+
 /* maybe_free - after stop: free once the listener and every scrape closed */
 static void maybe_free(bs_metrics *m)
 {
@@ -288,6 +302,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         size_t ng;
         const bs_dir_gauge *g = c->m->store->ops->directory(c->m->store, &ng);
         n = bs_metrics_render_directory(body, BS_METRICS_BODY_MAX, n, g, ng, (long long)time(NULL));
+    }
+    if (c->m->store->ops->attacks) {
+        size_t na;
+        const bs_attack *a = c->m->store->ops->attacks(c->m->store, &na);
+        n = bs_metrics_render_harvest(body, BS_METRICS_BODY_MAX, n, a, na);
     }
     if (c->m->store->ops->mirror) {
         bs_mirror_gauges g;

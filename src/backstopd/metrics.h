@@ -29,6 +29,10 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up);
 size_t bs_metrics_render_directory(char *buf, size_t bufsz, size_t len, const bs_dir_gauge *g,
                                    size_t n, long long now);
 
+/* bs_metrics_render_harvest - append backstop_harvest_active{domain} = 1
+ * for each of the n domains under attack; the new length. Pure: for tests. */
+size_t bs_metrics_render_harvest(char *buf, size_t bufsz, size_t len, const bs_attack *a, size_t n);
+
 /* bs_metrics_render_mirror - append the mirror's gauges; the new length.
  * Pure: for tests. */
 size_t bs_metrics_render_mirror(char *buf, size_t bufsz, size_t len, const bs_mirror_gauges *g);

@@ -69,6 +69,16 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
     X(mirror_reads, "backstop_mirror_reads_total", "Mirror reads sent (SCAN batches, GET+PTTL).")  \
     X(mirror_read_errors, "backstop_mirror_read_errors_total",                                     \
       "Mirror reads answered with an error (wrong type): that key is left to Redis.")              \
+    X(harvest_started, "backstop_harvest_started_total",                                           \
+      "Harvest attacks this process's count started.")                                             \
+    X(harvest_ended, "backstop_harvest_ended_total",                                               \
+      "Harvest attacks this process's sweep ended (their duration passed).")                       \
+    X(harvest_greylisted, "backstop_harvest_greylisted_total",                                     \
+      "Recipients deferred because their domain is under a harvest attack (greylist or defer).")   \
+    X(harvest_domains_dropped, "backstop_harvest_domains_dropped_total",                           \
+      "Domains under attack left out of the local table (over BS_HARVEST_DOMAINS_MAX).")           \
+    X(harvest_unreadable, "backstop_harvest_unreadable_total",                                     \
+      "Attack hash values without a readable until (treated as under attack).")                    \
     X(reloads, "backstop_reloads_total", "Configuration reloads.")                                 \
     X(reload_errors, "backstop_reload_errors_total", "Configuration reloads refused.")
 

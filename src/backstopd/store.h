@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "backstop/decide.h"
+#include "harvest.h"
 
 /* status: 0 = facts valid, else a BS_WHY_REDIS_* reason (facts unusable) */
 typedef void bs_store_facts_cb(void *arg, uint64_t id, int status, const bs_facts *facts);
@@ -49,10 +50,23 @@ typedef struct bs_store_ops {
     /* take one from the NDR budget of recipient domain `domain` */
     int (*ndr_take)(bs_store *s, const char *domain, const bs_ndr_rule *rule, bs_store_take_cb *cb,
                     void *arg, uint64_t id);
-    /* count one invalid recipient for client_key (address client_ip)
-     * unless either is in the exempt SET; blocks it past the limit. Fire and
-     * forget: the outcome is logged and counted by the store. */
-    void (*note_invalid)(bs_store *s, const char *client_key, const char *client_ip);
+    /* count one invalid recipient for d->client_key (address d->client_ip)
+     * unless either is in the exempt SET; blocks it past d->invalid_limit
+     * within d->invalid_window_ms. Fire and forget: the outcome is logged
+     * and counted by the store. */
+    void (*note_invalid)(bs_store *s, const bs_decision *d);
+    /* harvest detection (d->rcpt.domain, d->network): count one unknown
+     * recipient of the domain (fire and forget; the store logs and records
+     * an attack it started), record the network as known to the domain
+     * (fire and forget, deduplicated by the store), and the greylisting
+     * check of a domain under attack (cb gets an enum bs_grey_result) */
+    void (*harvest_note)(bs_store *s, const bs_decision *d);
+    void (*known_note)(bs_store *s, const bs_decision *d);
+    int (*harvest_check)(bs_store *s, const bs_decision *d, bs_store_take_cb *cb, void *arg,
+                         uint64_t id);
+    /* the domains under attack, as this process knows them (*n entries);
+     * may be NULL */
+    const bs_attack *(*attacks)(const bs_store *s, size_t *n);
     /* count one decision (cluster-wide stats, flushed in batches) */
     void (*count)(bs_store *s, int why);
     /* 1 when the store can take queries now */

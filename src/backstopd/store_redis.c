@@ -90,6 +90,122 @@ static const char script_rate[] =
     "end\n"
     "return 0\n";
 
+/*
+ * Harvest detection: one unknown recipient of a protected domain. KEYS:
+ * harvest:<domain>, attack, stats. ARGV: limit, window ms, duration ms,
+ * network, domain, the exempt SET (read only), client address, client key.
+ * A sliding window of members "<network> <sec>.<usec>" scored by Redis
+ * time; past the limit the domain is under attack until now + duration
+ * (renewed by every unknown recipient past it; "since" kept while the
+ * field exists and has not expired: a field without a readable until
+ * counts as current), and the window keeps at most limit+1 newest members.
+ * Returns {-1} (exempt SET member, not counted), {0, n}, or {1, n, net,
+ * count, ...} with the top 3 networks when this call started the attack.
+ */
+static const char script_harvest[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "if redis.call('SISMEMBER', ARGV[6], ARGV[7]) == 1 or\n"
+    "   redis.call('SISMEMBER', ARGV[6], ARGV[8]) == 1 then return {-1} end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)\n"
+    "redis.call('ZADD', KEYS[1], now, ARGV[4] .. ' ' .. t[1] .. '.' .. t[2])\n"
+    "redis.call('PEXPIRE', KEYS[1], window)\n"
+    "local n = redis.call('ZCARD', KEYS[1])\n"
+    "if n <= limit then return {0, n} end\n"
+    "redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(limit + 2))\n"
+    "n = redis.call('ZCARD', KEYS[1])\n"
+    "local sec = tonumber(t[1])\n"
+    "local since, started = sec, 1\n"
+    "local old = redis.call('HGET', KEYS[2], ARGV[5])\n"
+    "if old then\n"
+    "  local os = tonumber(string.match(old, 'since=(%d+)'))\n"
+    "  local ou = tonumber(string.match(old, 'until=(%d+)'))\n"
+    "  if not ou or ou >= sec then started = 0 end\n"
+    "  if started == 0 and os then since = os end\n"
+    "end\n"
+    "local untl = sec + math.ceil(tonumber(ARGV[3]) / 1000)\n"
+    "redis.call('HSET', KEYS[2], ARGV[5], 'since=' .. since .. ';until=' .. untl .. ';unknown=' .. "
+    "n)\n"
+    "if started == 0 then return {0, n} end\n"
+    "redis.call('HINCRBY', KEYS[3], 'harvest_started', 1)\n"
+    "local count, nets = {}, {}\n"
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local net = string.match(m, '^(%S+)')\n"
+    "  if net then\n"
+    "    if not count[net] then count[net] = 0; nets[#nets + 1] = net end\n"
+    "    count[net] = count[net] + 1\n"
+    "  end\n"
+    "end\n"
+    "table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] end\n"
+    "  return a < b end)\n"
+    "local out = {1, n}\n"
+    "for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] end\n"
+    "return out\n";
+
+/*
+ * The greylisting check of a domain under attack. KEYS: known:<domain>,
+ * grey:<domain>:<network>:<local>. ARGV: known_client_age ms, retry_after
+ * ms, retry_window ms, mode ("greylist" or "defer"), network, the exempt
+ * SET (read only), client address, client key. Returns 1 KNOWN (or an
+ * exempt SET member), 2 PASS (first sight at least retry_after ago; the
+ * key expires retry_window after it), 3 DEFER (first sight now, too early,
+ * or mode defer). Redis's clock.
+ */
+static const char script_grey[] =
+    "if redis.call('SISMEMBER', ARGV[6], ARGV[7]) == 1 or\n"
+    "   redis.call('SISMEMBER', ARGV[6], ARGV[8]) == 1 then return 1 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local seen = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5]))\n"
+    "if seen and seen > now - tonumber(ARGV[1]) then return 1 end\n"
+    "if ARGV[4] == 'defer' then return 3 end\n"
+    "local first = redis.call('GET', KEYS[2])\n"
+    "if not first or not tonumber(first) then\n"
+    "  redis.call('SET', KEYS[2], now, 'PX', ARGV[3])\n"
+    "  return 3\n"
+    "end\n"
+    "if now - tonumber(first) >= tonumber(ARGV[2]) then return 2 end\n"
+    "return 3\n";
+
+/* A client network delivered to a valid recipient. KEYS: known:<domain>.
+ * ARGV: known_client_age ms, network. Returns 0. */
+static const char script_known[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local age = tonumber(ARGV[1])\n"
+    "redis.call('ZADD', KEYS[1], now, ARGV[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - age)\n"
+    "redis.call('PEXPIRE', KEYS[1], age)\n"
+    "return 0\n";
+
+/*
+ * The end of attacks, and the table of domains under attack, once a
+ * second. KEYS: attack, stats. Deletes the fields whose until has passed
+ * (Redis time) and counts them. Returns {now (Unix s), {domain, since, ...
+ * ended by this call}, {domain, value, ... still under attack}}.
+ */
+static const char script_sweep[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local sec = tonumber(redis.call('TIME')[1])\n"
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "local ended, left = {}, {}\n"
+    "for i = 1, #all, 2 do\n"
+    "  local u = tonumber(string.match(all[i + 1], 'until=(%d+)'))\n"
+    "  if u and u < sec then\n"
+    "    redis.call('HDEL', KEYS[1], all[i])\n"
+    "    redis.call('HINCRBY', KEYS[2], 'harvest_ended', 1)\n"
+    "    ended[#ended + 1] = all[i]\n"
+    "    ended[#ended + 1] = string.match(all[i + 1], 'since=(%d+)') or '0'\n"
+    "  else\n"
+    "    left[#left + 1] = all[i]\n"
+    "    left[#left + 1] = all[i + 1]\n"
+    "  end\n"
+    "end\n"
+    "return {sec, ended, left}\n";
+
 /* Fixed-window NDR budget. KEYS: counter. ARGV: limit, period ms.
  * Returns 1 within the budget, 0 over it. */
 static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
@@ -99,7 +215,16 @@ static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
                                  "if n > tonumber(ARGV[1]) then return 0 end\n"
                                  "return 1\n";
 
-enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE };
+enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE, OP_HARVEST, OP_GREY, OP_KNOWN };
+
+/* The scripts, loaded on every connection (SCRIPT LOAD), by index. */
+enum { S_RATE, S_NDR, S_HARVEST, S_GREY, S_KNOWN, S_SWEEP, S_N };
+static const char *const scripts[S_N] = {
+    [S_RATE] = script_rate, [S_NDR] = script_ndr,     [S_HARVEST] = script_harvest,
+    [S_GREY] = script_grey, [S_KNOWN] = script_known, [S_SWEEP] = script_sweep,
+};
+
+#define BS_HARVEST_WARN_MS 60000 /* at most one warning a minute about the attack hash */
 
 typedef struct bs_redis bs_redis;
 
@@ -120,9 +245,13 @@ typedef struct bs_redis_op {
     } cb;
     int result;                     /* OP_TAKE */
     bs_facts facts;                 /* OP_LOOKUP */
-    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE: domain; OP_NOTE: client key */
-    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE: client address */
-    bs_ndr_rule rule;               /* OP_TAKE */
+    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE, harvest ops: domain; OP_NOTE: client key */
+    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE, harvest ops: client address */
+    bs_ndr_rule rule;               /* OP_TAKE; OP_NOTE: limit and window */
+    /* harvest ops: client key, network, local part */
+    char ckey[BS_CLIENT_KEY_MAX + 1];
+    char net[BS_CLIENT_KEY_MAX + 1];
+    char local[BS_LOCAL_MAX + 1];
 } bs_redis_op;
 
 /* The store; freed by on_conn_closed once the connection's timers closed. */
@@ -133,8 +262,7 @@ struct bs_redis {
     uint64_t last_flush;
     uint64_t last_err_log;
     unsigned suppressed_errs;
-    char sha_rate[41];
-    char sha_ndr[41];
+    char sha[S_N][41];
     uint64_t pending_stats[BS_WHY_COUNT];
     bs_redis_op *ops;
     bs_redis_op *free_ops;
@@ -152,6 +280,14 @@ struct bs_redis {
     uv_idle_t idle;
     bs_redis_op *answered, *answered_tail;
     int open_parts; /* connections and handles still to close */
+    /* harvest detection: the domains under attack (refreshed by the sweep
+     * once a second), and the known-client write filter */
+    bs_attacks attacks, attacks_next;
+    uint64_t attacks_added[BS_HARVEST_DOMAINS_MAX]; /* uv_now when our script added it */
+    int sweep_pending;
+    uint64_t sweep_sent;
+    uint64_t last_harvest_warn;
+    bs_known_filter known;
 };
 
 /* arg_key - prefix + name (+ sub), as one argument */
@@ -224,6 +360,7 @@ static void op_done(bs_redis_op *op)
         op->cb.facts(op->arg, op->id, op->status, &op->facts);
         break;
     case OP_TAKE:
+    case OP_GREY:
         op->cb.take(op->arg, op->id, op->status, op->status ? -1 : op->result);
         break;
     default:
@@ -233,6 +370,7 @@ static void op_done(bs_redis_op *op)
 }
 
 static int send_script(bs_redis_op *op, int eval);
+static void harvest_counted(bs_redis_op *op, const redisReply *rep);
 
 /* on_op_reply - hiredis callback for every command of every op */
 static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -248,7 +386,9 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (!op->status)
             op->status = BS_WHY_REDIS_DOWN;
     } else {
-        if (rep->type == REDIS_REPLY_ERROR && (kind == BS_REPLY_TAKE || kind == BS_REPLY_NOTE) &&
+        if (rep->type == REDIS_REPLY_ERROR &&
+            (kind == BS_REPLY_TAKE || kind == BS_REPLY_NOTE || kind == BS_REPLY_GREY ||
+             kind == BS_REPLY_SCRIPT) &&
             strncmp(rep->str, "NOSCRIPT", 8) == 0 && bs__redis_conn_current(&r->conn, ac)) {
             bs_stat.redis_noscript++;
             op->nreplied--;
@@ -263,6 +403,8 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 op->status = BS_WHY_REDIS_ERROR;
             bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
         }
+        if (op->kind == OP_HARVEST && rep->type == REDIS_REPLY_ARRAY)
+            harvest_counted(op, rep);
         if (bs_store_reply_apply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
             op->status = BS_WHY_REDIS_ERROR;
             bs_stat.redis_errors++;
@@ -278,7 +420,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
         bs_stat.clients_blocked++;
         bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)",
                 op->key, (unsigned long long)(r->cfg->block_time_ms / 1000), op->result,
-                (unsigned long long)(r->cfg->invalid_window_ms / 1000), r->cfg->invalid_limit);
+                (unsigned long long)(op->rule.period_ms / 1000), op->rule.limit);
     }
     op_done(op);
 }
@@ -349,6 +491,13 @@ static int queue_directory(bs_redis_op *op, const bs_lookup *q)
     return failed ? -1 : 0;
 }
 
+/* under_attack - the lookup's domain is in the local attack table (the
+ * same answer for the mirror and Redis paths: no query) */
+static int under_attack(const bs_redis *r, const bs_lookup *q)
+{
+    return q->domain && r->cfg->harvest_limit > 0 && bs_attacks_find(&r->attacks, q->domain);
+}
+
 static void on_idle(uv_idle_t *h) {}
 
 /* on_check - deliver the lookups the mirror answered */
@@ -393,6 +542,7 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
     op->arg = arg;
     op->id = id;
     op->facts = f;
+    op->facts.under_attack = under_attack(r, q);
     if (f.dir_known)
         op->facts.dir_now = (long long)time(NULL);
     if (r->answered_tail)
@@ -424,6 +574,7 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     op->cb.facts = cb;
     op->arg = arg;
     op->id = id;
+    op->facts.under_attack = under_attack(r, q);
     if (q->client_key)
         failed |=
             queue_keyed(op, BS_REPLY_BLOCK, "GET", BS_KEY_BLOCK, q->client_key, NULL, NULL, 0);
@@ -444,6 +595,34 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     return finish_queueing(r, op, failed);
 }
 
+/* script_of - the script an op runs */
+static int script_of(const bs_redis_op *op)
+{
+    switch (op->kind) {
+    case OP_TAKE:
+        return S_NDR;
+    case OP_HARVEST:
+        return S_HARVEST;
+    case OP_GREY:
+        return S_GREY;
+    case OP_KNOWN:
+        return S_KNOWN;
+    default:
+        return S_RATE;
+    }
+}
+
+/* script_head - "EVALSHA sha nkeys" (or EVAL body after NOSCRIPT) of an
+ * n-argument command */
+static void script_head(bs_resp *b, const bs_redis *r, int script, int eval, unsigned nkeys,
+                        unsigned nargs)
+{
+    bs_resp_cmd(b, 3 + nkeys + nargs);
+    bs_resp_str(b, eval ? "EVAL" : "EVALSHA");
+    bs_resp_str(b, eval ? scripts[script] : r->sha[script]);
+    bs_resp_u64(b, nkeys);
+}
+
 /* send_script - the op's script by EVALSHA, or by EVAL (after NOSCRIPT) */
 static int send_script(bs_redis_op *op, int eval)
 {
@@ -451,35 +630,71 @@ static int send_script(bs_redis_op *op, int eval)
     const bs_config *cfg = r->cfg;
     char buf[BS_REDIS_CMD_MAX];
     bs_resp b;
-    const char *sha = op->kind == OP_TAKE ? r->sha_ndr : r->sha_rate;
-    const char *body = op->kind == OP_TAKE ? script_ndr : script_rate;
+    int script = script_of(op), kind = BS_REPLY_SCRIPT;
 
     bs_resp_init(&b, buf, sizeof(buf));
-    if (op->kind == OP_TAKE) {
-        bs_resp_cmd(&b, 6);
-        bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
-        bs_resp_str(&b, eval ? body : sha);
-        bs_resp_str(&b, "1");
+    eval = eval || !r->sha[script][0];
+    switch (op->kind) {
+    case OP_TAKE:
+        script_head(&b, r, script, eval, 1, 2);
         arg_key(&b, r, BS_KEY_NDRCOUNT, op->key);
         bs_resp_u64(&b, op->rule.limit);
         bs_resp_u64(&b, op->rule.period_ms);
-    } else {
-        bs_resp_cmd(&b, 13);
-        bs_resp_str(&b, eval ? "EVAL" : "EVALSHA");
-        bs_resp_str(&b, eval ? body : sha);
-        bs_resp_str(&b, "3");
+        kind = BS_REPLY_TAKE;
+        break;
+    case OP_HARVEST:
+        script_head(&b, r, script, eval, 3, 8);
+        arg_key(&b, r, BS_KEY_HARVEST, op->key);
+        arg_key(&b, r, BS_KEY_ATTACK, NULL);
+        arg_key(&b, r, BS_KEY_STATS, NULL);
+        bs_resp_u64(&b, cfg->harvest_limit);
+        bs_resp_u64(&b, cfg->harvest_window_ms);
+        bs_resp_u64(&b, cfg->harvest_duration_ms);
+        bs_resp_str(&b, op->net);
+        bs_resp_str(&b, op->key);
+        arg_key(&b, r, BS_KEY_EXEMPT, NULL);
+        bs_resp_str(&b, op->ip);
+        bs_resp_str(&b, op->ckey);
+        break;
+    case OP_GREY: {
+        char sub[BS_DOMAIN_MAX + 2 * BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 4];
+        snprintf(sub, sizeof(sub), "%s:%s:%s", op->key, op->net, op->local);
+        script_head(&b, r, script, eval, 2, 8);
+        arg_key(&b, r, BS_KEY_KNOWN, op->key);
+        arg_key(&b, r, BS_KEY_GREY, sub);
+        bs_resp_u64(&b, cfg->harvest_known_age_ms);
+        bs_resp_u64(&b, cfg->harvest_retry_after_ms);
+        bs_resp_u64(&b, cfg->harvest_retry_window_ms);
+        bs_resp_str(&b, cfg->harvest_new_clients == BS_HARVEST_DEFER ? "defer" : "greylist");
+        bs_resp_str(&b, op->net);
+        arg_key(&b, r, BS_KEY_EXEMPT, NULL);
+        bs_resp_str(&b, op->ip);
+        bs_resp_str(&b, op->ckey);
+        kind = BS_REPLY_GREY;
+        break;
+    }
+    case OP_KNOWN:
+        script_head(&b, r, script, eval, 1, 2);
+        arg_key(&b, r, BS_KEY_KNOWN, op->key);
+        bs_resp_u64(&b, cfg->harvest_known_age_ms);
+        bs_resp_str(&b, op->net);
+        break;
+    default:
+        script_head(&b, r, script, eval, 3, 7);
         arg_key(&b, r, BS_KEY_RATE, op->key);
         arg_key(&b, r, BS_KEY_BLOCK, op->key);
         arg_key(&b, r, BS_KEY_STATS, NULL);
-        bs_resp_u64(&b, cfg->invalid_limit);
-        bs_resp_u64(&b, cfg->invalid_window_ms);
+        bs_resp_u64(&b, op->rule.limit);
+        bs_resp_u64(&b, op->rule.period_ms);
         bs_resp_u64(&b, cfg->block_time_ms);
         bs_resp_str(&b, "too many invalid recipients");
         bs_resp_str(&b, op->ip);
         bs_resp_str(&b, op->key);
         arg_key(&b, r, BS_KEY_EXEMPT, NULL);
+        kind = BS_REPLY_NOTE;
+        break;
     }
-    return queue(op, op->kind == OP_TAKE ? BS_REPLY_TAKE : BS_REPLY_NOTE, &b);
+    return queue(op, kind, &b);
 }
 
 static int r_ndr_take(bs_store *s, const char *domain, const bs_ndr_rule *rule,
@@ -499,23 +714,84 @@ static int r_ndr_take(bs_store *s, const char *domain, const bs_ndr_rule *rule,
     op->id = id;
     op->rule = *rule;
     snprintf(op->key, sizeof(op->key), "%s", domain);
-    return finish_queueing(r, op, send_script(op, !r->sha_ndr[0]));
+    return finish_queueing(r, op, send_script(op, 0));
 }
 
-static void r_note_invalid(bs_store *s, const char *client_key, const char *client_ip)
+/* script_op - an op of kind for d's script, or NULL (not ready, or busy:
+ * counted) */
+static bs_redis_op *script_op(bs_redis *r, int kind, const bs_decision *d)
+{
+    bs_redis_op *op;
+
+    if (check_ready(r))
+        return NULL;
+    if (!(op = op_get(r, kind))) {
+        bs_stat.redis_busy++;
+        return NULL;
+    }
+    snprintf(op->key, sizeof(op->key), "%s", d->rcpt.domain);
+    snprintf(op->ip, sizeof(op->ip), "%s", d->client_ip);
+    snprintf(op->ckey, sizeof(op->ckey), "%s", d->client_key);
+    snprintf(op->net, sizeof(op->net), "%s", d->network);
+    snprintf(op->local, sizeof(op->local), "%s", d->rcpt.local);
+    return op;
+}
+
+static void r_note_invalid(bs_store *s, const bs_decision *d)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op = script_op(r, OP_NOTE, d);
+
+    if (!op)
+        return;
+    snprintf(op->key, sizeof(op->key), "%s", d->client_key);
+    op->rule.limit = d->invalid_limit;
+    op->rule.period_ms = d->invalid_window_ms;
+    finish_queueing(r, op, send_script(op, 0));
+}
+
+static void r_harvest_note(bs_store *s, const bs_decision *d)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op = script_op(r, OP_HARVEST, d);
+
+    if (op)
+        finish_queueing(r, op, send_script(op, 0));
+}
+
+static void r_known_note(bs_store *s, const bs_decision *d)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op;
+
+    if (!bs_known_due(&r->known, d->rcpt.domain, d->network, uv_now(r->conn.loop)))
+        return;
+    if ((op = script_op(r, OP_KNOWN, d)))
+        finish_queueing(r, op, send_script(op, 0));
+}
+
+static int r_harvest_check(bs_store *s, const bs_decision *d, bs_store_take_cb *cb, void *arg,
+                           uint64_t id)
 {
     bs_redis *r = (bs_redis *)s;
     bs_redis_op *op;
 
     if (check_ready(r))
-        return;
-    if (!(op = op_get(r, OP_NOTE))) {
-        bs_stat.redis_busy++;
-        return;
-    }
-    snprintf(op->key, sizeof(op->key), "%s", client_key);
-    snprintf(op->ip, sizeof(op->ip), "%s", client_ip);
-    finish_queueing(r, op, send_script(op, !r->sha_rate[0]));
+        return BS_WHY_REDIS_DOWN;
+    if (!(op = script_op(r, OP_GREY, d)))
+        return BS_WHY_REDIS_BUSY;
+    op->cb.take = cb;
+    op->arg = arg;
+    op->id = id;
+    return finish_queueing(r, op, send_script(op, 0));
+}
+
+static const bs_attack *r_attacks(const bs_store *s, size_t *n)
+{
+    const bs_redis *r = (const bs_redis *)s;
+
+    *n = r->attacks.n;
+    return r->attacks.a;
 }
 
 static void r_count(bs_store *s, int why)
@@ -554,6 +830,10 @@ static const bs_store_ops redis_ops = {
     .lookup = r_lookup,
     .ndr_take = r_ndr_take,
     .note_invalid = r_note_invalid,
+    .harvest_note = r_harvest_note,
+    .known_note = r_known_note,
+    .harvest_check = r_harvest_check,
+    .attacks = r_attacks,
     .count = r_count,
     .ready = r_ready,
     .directory = r_directory,
@@ -760,6 +1040,208 @@ static const bs_dir_gauge *r_directory(const bs_store *s, size_t *n)
     return r->dir;
 }
 
+/* ------------------------------------------------------------ harvest attacks */
+
+/*
+ * The table of domains under attack: filled by the sweep script once a
+ * second (it also ends the attacks whose time is up: the process whose
+ * sweep deleted one logs its end), and at once by the process whose count
+ * started one. An entry our script added after the sweep was sent is kept
+ * when that sweep's answer lacks it. A domain that disappears before its
+ * until was ended by hand (HDEL, backstopctl harvest end).
+ */
+
+/* fmt_duration - "1h2m3s", "10m", "5s" */
+static const char *fmt_duration(long long s, char *out, size_t outsz)
+{
+    long long h = s / 3600, m = s / 60 % 60, sec = s % 60;
+    size_t n = 0;
+
+    out[0] = 0;
+    if (h)
+        n += (size_t)snprintf(out + n, outsz - n, "%lldh", h);
+    if (m && n < outsz)
+        n += (size_t)snprintf(out + n, outsz - n, "%lldm", m);
+    if ((sec || !n) && n < outsz)
+        snprintf(out + n, outsz - n, "%llds", sec);
+    return out;
+}
+
+/* harvest_warn - at most one warning a minute about the attack hash */
+static int harvest_warn_due(bs_redis *r)
+{
+    uint64_t now = uv_now(r->conn.loop);
+
+    if (r->last_harvest_warn && now - r->last_harvest_warn < BS_HARVEST_WARN_MS)
+        return 0;
+    r->last_harvest_warn = now;
+    return 1;
+}
+
+/* attacks_put - into t, counting and warning about a full table */
+static void attacks_put(bs_redis *r, bs_attacks *t, const bs_attack *a)
+{
+    if (bs_attacks_put(t, a) == 0)
+        return;
+    bs_stat.harvest_domains_dropped++;
+    if (harvest_warn_due(r))
+        bs_warn("harvest: more than %d domains under attack: %s and others left out (treated as "
+                "not under attack here)",
+                BS_HARVEST_DOMAINS_MAX, a->domain);
+}
+
+/* str_el - element i of an array reply as a string (len), or NULL */
+static const char *str_el(const redisReply *rep, size_t i, size_t *len)
+{
+    const redisReply *e;
+
+    if (rep->type != REDIS_REPLY_ARRAY || i >= rep->elements)
+        return NULL;
+    e = rep->element[i];
+    if (e->type != REDIS_REPLY_STRING || e->len > BS_DOMAIN_MAX)
+        return NULL;
+    *len = e->len;
+    return e->str;
+}
+
+/* harvest_counted - the harvest script's answer; {1, n, net, count...}:
+ * this call started an attack: log it, count it, and act on it at once */
+static void harvest_counted(bs_redis_op *op, const redisReply *rep)
+{
+    bs_redis *r = op->r;
+    char top[3 * (BS_CLIENT_KEY_MAX + 24)] = "", win[32], esc[BS_CLIENT_KEY_MAX * 4 + 1];
+    size_t i, n = 0, len;
+    const char *net;
+    bs_attack a;
+
+    if (rep->elements < 2 || rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[0]->integer != 1 || rep->element[1]->type != REDIS_REPLY_INTEGER)
+        return;
+    for (i = 2; i + 1 < rep->elements && n < sizeof(top); i += 2) {
+        if (!(net = str_el(rep, i, &len)) || rep->element[i + 1]->type != REDIS_REPLY_INTEGER)
+            break;
+        bs_escape(net, len, esc, sizeof(esc));
+        n += (size_t)snprintf(top + n, sizeof(top) - n, "%s%s (%lld)", n ? ", " : "", esc,
+                              rep->element[i + 1]->integer);
+    }
+    bs_stat.harvest_started++;
+    bs_info("harvest attack on %s started: %lld unknown recipients within %s, top client "
+            "networks: %s",
+            op->key, rep->element[1]->integer,
+            fmt_duration((long long)(r->cfg->harvest_window_ms / 1000), win, sizeof(win)),
+            n ? top : "none");
+    memset(&a, 0, sizeof(a));
+    snprintf(a.domain, sizeof(a.domain), "%s", op->key);
+    a.since = (long long)time(NULL);
+    a.until = a.since + (long long)(r->cfg->harvest_duration_ms / 1000);
+    a.unknown = rep->element[1]->integer;
+    attacks_put(r, &r->attacks, &a);
+    for (i = 0; i < r->attacks.n; i++)
+        if (strcmp(r->attacks.a[i].domain, a.domain) == 0)
+            r->attacks_added[i] = uv_now(r->conn.loop);
+}
+
+/* sweep_ended - the attacks this sweep ended: log each once */
+static void sweep_ended(const redisReply *ended, long long now)
+{
+    char dur[32], dom[BS_DOMAIN_MAX + 1];
+    size_t i, len;
+    const char *d;
+    const redisReply *since;
+
+    for (i = 0; i + 1 < ended->elements; i += 2) {
+        if (!(d = str_el(ended, i, &len)))
+            continue;
+        since = ended->element[i + 1];
+        long long t =
+            since->type == REDIS_REPLY_STRING ? bs_store_unix_time(since->str, since->len) : 0;
+        bs_escape(d, len, dom, sizeof(dom));
+        bs_stat.harvest_ended++;
+        bs_info("harvest attack on %s ended after %s", dom,
+                fmt_duration(t > 0 && now > t ? now - t : 0, dur, sizeof(dur)));
+    }
+}
+
+static void on_sweep(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = privdata;
+    const redisReply *rep = reply, *left;
+    bs_attacks *next = &r->attacks_next;
+    size_t i, len;
+    const char *d;
+    long long now;
+    bs_attack a;
+
+    bs__redis_conn_replied(&r->conn, rep);
+    r->sweep_pending = 0;
+    if (!rep || bs__redis_conn_closed(&r->conn))
+        return;
+    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        r->sha[S_SWEEP][0] = 0; /* EVAL next time */
+        return;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_ARRAY || rep->element[2]->type != REDIS_REPLY_ARRAY) {
+        bs_stat.redis_errors++;
+        warn_rate_limited(r, "harvest sweep",
+                          rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
+        return;
+    }
+    now = rep->element[0]->integer;
+    sweep_ended(rep->element[1], now);
+    left = rep->element[2];
+    next->n = 0;
+    for (i = 0; i + 1 < left->elements; i += 2) {
+        if (!(d = str_el(left, i, &len)) || left->element[i + 1]->type != REDIS_REPLY_STRING)
+            continue;
+        memset(&a, 0, sizeof(a));
+        memcpy(a.domain, d, len);
+        if (bs_attack_parse(left->element[i + 1]->str, left->element[i + 1]->len, &a) < 0) {
+            char esc[BS_DOMAIN_MAX * 4 + 1];
+            bs_stat.harvest_unreadable++;
+            bs_escape(d, len, esc, sizeof(esc));
+            if (harvest_warn_due(r))
+                bs_warn("harvest: attack entry of %s has no readable until (want "
+                        "since=UNIX;until=UNIX;unknown=N): treated as under attack",
+                        esc);
+        }
+        attacks_put(r, next, &a);
+    }
+    for (i = 0; i < r->attacks.n; i++) {
+        const bs_attack *old = &r->attacks.a[i];
+        if (bs_attacks_find(next, old->domain))
+            continue;
+        if (r->attacks_added[i] >= r->sweep_sent) { /* ours, newer than this answer */
+            attacks_put(r, next, old);
+            continue;
+        }
+        if (old->unreadable || old->until > now + 1)
+            bs_info("harvest attack on %s: no longer under attack (ended by hand)", old->domain);
+    }
+    memcpy(r->attacks.a, next->a, next->n * sizeof(next->a[0]));
+    r->attacks.n = next->n;
+    memset(r->attacks_added, 0, sizeof(r->attacks_added));
+}
+
+/* sweep - run the sweep script (one at a time) */
+static void sweep(bs_redis *r, uint64_t now)
+{
+    char buf[BS_REDIS_CMD_MAX];
+    bs_resp b;
+
+    if (r->sweep_pending || !bs__redis_conn_ready(&r->conn))
+        return;
+    bs_resp_init(&b, buf, sizeof(buf));
+    script_head(&b, r, S_SWEEP, !r->sha[S_SWEEP][0], 2, 0);
+    arg_key(&b, r, BS_KEY_ATTACK, NULL);
+    arg_key(&b, r, BS_KEY_STATS, NULL);
+    if (bs__redis_conn_send(&r->conn, &b, on_sweep, r, 1) == 0) {
+        r->sweep_pending = 1;
+        r->sweep_sent = now;
+    }
+}
+
 /* ------------------------------------------------------------ connection hooks */
 
 /* on_conn_handshake - load the scripts on every new connection */
@@ -770,22 +1252,22 @@ static int on_conn_handshake(void *owner)
     bs_resp b;
     int rc = 0;
 
-    r->sha_rate[0] = r->sha_ndr[0] = 0;
+    int i;
+
+    for (i = 0; i < S_N; i++)
+        r->sha[i][0] = 0;
+    r->sweep_pending = 0;
     if (r->track)
         bs__redis_track_data_new(r->track);
     r->dir_last = 0; /* the directory gauges are refreshed first thing on a new connection */
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 3);
-    bs_resp_str(&b, "SCRIPT");
-    bs_resp_str(&b, "LOAD");
-    bs_resp_str(&b, script_rate);
-    rc |= bs__redis_conn_handshake_cmd(&r->conn, &b, r->sha_rate);
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 3);
-    bs_resp_str(&b, "SCRIPT");
-    bs_resp_str(&b, "LOAD");
-    bs_resp_str(&b, script_ndr);
-    rc |= bs__redis_conn_handshake_cmd(&r->conn, &b, r->sha_ndr);
+    for (i = 0; i < S_N; i++) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 3);
+        bs_resp_str(&b, "SCRIPT");
+        bs_resp_str(&b, "LOAD");
+        bs_resp_str(&b, scripts[i]);
+        rc |= bs__redis_conn_handshake_cmd(&r->conn, &b, r->sha[i]);
+    }
     return rc;
 }
 
@@ -797,6 +1279,10 @@ static void on_conn_tick(void *owner, uint64_t now)
     if (now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
         r->last_flush = now;
         flush_stats(r);
+        if (r->cfg->harvest_limit > 0)
+            sweep(r, now);
+        else
+            r->attacks.n = 0;
     }
     if (!r->dir_last || now - r->dir_last >= BS_DIR_REFRESH_MS) {
         r->dir_last = now;

@@ -52,6 +52,8 @@ static const struct {
     [BS_WHY_BLOCKED] = {"blocked", BS_ACT_DEFER_CLIENT},
     [BS_WHY_DIR_EMPTY] = {"directory_empty", BS_ACT_DEFER_DIR},
     [BS_WHY_DIR_STALE] = {"directory_stale", BS_ACT_DEFER_DIR},
+    [BS_WHY_HARVEST_GREY] = {"harvest_greylist", BS_ACT_DEFER_CLIENT},
+    [BS_WHY_HARVEST_DEFER] = {"harvest_defer", BS_ACT_DEFER_CLIENT},
     [BS_WHY_REDIS_DOWN] = {"redis_down", BS_ACT_FALLBACK},
     [BS_WHY_REDIS_TIMEOUT] = {"redis_timeout", BS_ACT_FALLBACK},
     [BS_WHY_REDIS_ERROR] = {"redis_error", BS_ACT_FALLBACK},
@@ -176,11 +178,13 @@ static void set_client(bs_decision *d, const bs_config *cfg, const bs_proto_attr
     uint8_t ip[16];
     int n;
 
-    d->client_key[0] = d->client_ip[0] = 0;
+    d->client_key[0] = d->client_ip[0] = d->network[0] = 0;
     d->cidr_exempt = 0;
     if (!a || bs_ip_parse(a->value, a->value_len, ip) < 0 ||
         bs_client_key_ip(ip, cfg->ipv6_prefix, d->client_key) < 0)
         return;
+    if (bs_client_network(ip, cfg->ipv6_prefix, d->network) < 0)
+        d->network[0] = 0;
     if (!strchr(d->client_key, '/')) {
         memcpy(d->client_ip, d->client_key, sizeof(d->client_ip)); /* IPv4: the same */
     } else {
@@ -290,9 +294,13 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     const bs_proto_attr *at[A_N];
 
     memset(q, 0, sizeof(*q));
-    d->note_invalid = 0;
+    d->note_invalid = d->note_harvest = d->note_known = 0;
+    d->invalid_limit = 0;
+    d->invalid_window_ms = 0;
     d->exempt_pending = 0;
     d->dir_pending = 0;
+    d->harvest_pending = 0;
+    d->harvest_result = 0;
     d->unreadable = 0;
     d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
@@ -379,6 +387,37 @@ static int directory_doubt(const bs_config *cfg, const bs_facts *f)
                                                                       : BS_WHY_UNKNOWN_USER;
 }
 
+/* report_mode - refusals of this request become "WARN would ..." */
+static int report_mode(const bs_decision *d, const bs_config *cfg)
+{
+    (void)d;
+    return cfg->mode == BS_MODE_REPORT;
+}
+
+/* note_unknown - count an unknown recipient of a protected domain: the
+ * client's rate (against client_limit while the domain is under attack)
+ * and the domain's harvest threshold; nothing for an exempt client */
+static void note_unknown(bs_decision *d, const bs_config *cfg, const bs_facts *f, int exempt)
+{
+    int attacked = f->under_attack && cfg->harvest_limit > 0 && cfg->harvest_client_limit > 0;
+
+    if (exempt)
+        return;
+    d->invalid_limit = attacked ? cfg->harvest_client_limit : cfg->invalid_limit;
+    d->invalid_window_ms = attacked ? cfg->harvest_client_window_ms : cfg->invalid_window_ms;
+    /* the store's counter skips members of the exempt SET itself */
+    d->note_invalid = d->invalid_limit > 0;
+    d->note_harvest = cfg->harvest_limit > 0 && d->network[0];
+}
+
+/* harvest_step - a protected domain under attack: a client not exempt is
+ * checked first (greylisting, or defer), unless new_clients = normal */
+static int harvest_step(const bs_decision *d, const bs_config *cfg, const bs_facts *f, int exempt)
+{
+    return f->under_attack && cfg->harvest_limit > 0 && !exempt && d->network[0] &&
+           cfg->harvest_new_clients != BS_HARVEST_NORMAL && !d->harvest_result;
+}
+
 /* apply_rules - the rules over the facts gathered; q (may be NULL) gets
  * the directory lookup when an unknown user's refusal needs it */
 static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q)
@@ -389,8 +428,21 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, 
     if (f->blocked && !exempt)
         return finish(d, BS_WHY_BLOCKED);
     if (f->protected_domain) {
-        if (f->rcpt_known)
+        if (harvest_step(d, cfg, f, exempt)) {
+            d->harvest_pending = 1;
+            return BS_DECIDE_HARVEST;
+        }
+        if (d->harvest_result == BS_GREY_DEFER) {
+            /* the same answer for valid and unknown: nothing learnt */
+            if (!f->rcpt_known)
+                note_unknown(d, cfg, f, exempt);
+            return finish(d, cfg->harvest_new_clients == BS_HARVEST_DEFER ? BS_WHY_HARVEST_DEFER
+                                                                          : BS_WHY_HARVEST_GREY);
+        }
+        if (f->rcpt_known) {
+            d->note_known = cfg->harvest_limit > 0 && !exempt && d->network[0];
             return finish(d, BS_WHY_VALID);
+        }
         if (q && !f->dir_known) {
             memset(q, 0, sizeof(*q));
             q->directory = d->rcpt.domain;
@@ -400,8 +452,7 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, 
         }
         if ((why = directory_doubt(cfg, f)) != BS_WHY_UNKNOWN_USER)
             return finish(d, why);
-        /* the store's counter skips members of the exempt SET itself */
-        d->note_invalid = !exempt && cfg->invalid_limit > 0;
+        note_unknown(d, cfg, f, exempt);
         return finish(d, BS_WHY_UNKNOWN_USER);
     }
     if (!d->null_sender)
@@ -457,9 +508,22 @@ int bs_decide_taken(bs_decision *d, const bs_config *cfg, int result)
     return finish(d, result > 0 ? BS_WHY_NDR_UNDER : BS_WHY_NDR_LIMIT);
 }
 
+/* bs_decide_harvest - the answer of the harvest check; a store error is
+ * the on_redis_error fallback, as for any lookup */
+int bs_decide_harvest(bs_decision *d, const bs_config *cfg, int result, bs_lookup *q)
+{
+    d->harvest_pending = 0;
+    if (result < BS_GREY_KNOWN || result > BS_GREY_DEFER) {
+        bs_decide_fallback(d, cfg, BS_WHY_REDIS_ERROR);
+        return BS_DECIDE_DONE;
+    }
+    d->harvest_result = result;
+    return apply_rules(d, cfg, &d->facts, q);
+}
+
 void bs_decide_fallback(bs_decision *d, const bs_config *cfg, int why)
 {
-    d->note_invalid = 0;
+    d->note_invalid = d->note_harvest = d->note_known = 0;
     finish(d, why);
 }
 
@@ -486,6 +550,11 @@ static const struct {
     {BS_WHY_DIR_EMPTY, "DEFER_IF_PERMIT 4.7.1", "450 4.7.1",
      "Recipient directory of this domain is empty, try again later"},
     {BS_WHY_DIR_STALE, "450 4.7.1", "450 4.7.1", "Recipient directory is out of date"},
+    /* one text for every recipient, valid or not: a probe learns nothing */
+    {BS_WHY_HARVEST_GREY, "450 4.7.1", "450 4.7.1",
+     "Recipient verification delayed, try again later"},
+    {BS_WHY_HARVEST_DEFER, "450 4.7.1", "450 4.7.1",
+     "Recipient verification delayed, try again later"},
 };
 
 /* is_defer - a refusal that asks the sender to retry */
@@ -531,11 +600,11 @@ static void answer_text(const bs_decision *d, const bs_config *cfg, int full, ch
                      : "DEFER_IF_PERMIT Recipient verification temporarily unavailable");
         return;
     }
-    if (refusal_text(d, full || cfg->mode == BS_MODE_REPORT, text, sizeof(text)) == 0) {
+    if (refusal_text(d, full || report_mode(d, cfg), text, sizeof(text)) == 0) {
         snprintf(out, outsz, "DUNNO");
         return;
     }
-    if (cfg->mode == BS_MODE_REPORT)
+    if (report_mode(d, cfg))
         snprintf(out, outsz, "WARN would %s: %s", is_defer(d) ? "defer" : "reject", text);
     else
         snprintf(out, outsz, "%s", text);
@@ -572,7 +641,7 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
         verb = "permit";
     else if (d->action == BS_ACT_FALLBACK)
         verb = "fallback";
-    else if (cfg->mode == BS_MODE_REPORT)
+    else if (report_mode(d, cfg))
         verb = "reject_warning";
     else
         verb = is_defer(d) ? "defer" : "reject";

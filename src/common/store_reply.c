@@ -98,8 +98,11 @@ int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *resu
             return -1;
         f->dir_synced_at = bs_store_unix_time(rep->str, rep->len);
         return 0;
+    case BS_REPLY_SCRIPT:
+        return 0;
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
+    case BS_REPLY_GREY:
         if (rep->type != REDIS_REPLY_INTEGER)
             return -1;
         *result = (int)(rep->integer > INT_MAX   ? INT_MAX

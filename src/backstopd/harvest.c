@@ -1,0 +1,97 @@
+/*
+ * harvest.c - the attack table and the known-client write filter (see
+ * harvest.h)
+ *
+ * Provides bs_attack_parse, bs_attacks_find/_put, bs_known_due. Never:
+ * allocates, does I/O, or reads a clock (the caller passes the time).
+ * The attack table is small and usually empty: a linear scan, comparing
+ * lengths first, is cheaper than hashing for a handful of entries and
+ * bounded at BS_HARVEST_DOMAINS_MAX.
+ */
+#include <string.h>
+
+#include "harvest.h"
+
+/* number - the decimal digits after "name=" in v, or -1 */
+static long long number(const char *v, size_t len, const char *name)
+{
+    size_t nl = strlen(name), i = 0, digits;
+    long long x;
+
+    while (i + nl < len) {
+        if ((i == 0 || v[i - 1] == ';') && memcmp(v + i, name, nl) == 0 && v[i + nl] == '=') {
+            x = 0;
+            for (i += nl + 1, digits = 0; i < len && v[i] >= '0' && v[i] <= '9' && digits < 15;
+                 i++, digits++)
+                x = x * 10 + (v[i] - '0');
+            return digits && (i == len || v[i] == ';') ? x : -1;
+        }
+        while (i < len && v[i] != ';')
+            i++;
+        i++;
+    }
+    return -1;
+}
+
+int bs_attack_parse(const char *v, size_t len, bs_attack *a)
+{
+    long long since = number(v, len, "since"), until = number(v, len, "until"),
+              unknown = number(v, len, "unknown");
+
+    a->since = since > 0 ? since : 0;
+    a->until = until > 0 ? until : 0;
+    a->unknown = unknown > 0 ? unknown : 0;
+    a->unreadable = until <= 0;
+    return a->unreadable ? -1 : 0;
+}
+
+const bs_attack *bs_attacks_find(const bs_attacks *t, const char *domain)
+{
+    size_t i, len;
+
+    if (!t->n)
+        return NULL;
+    len = strlen(domain);
+    for (i = 0; i < t->n; i++)
+        if (t->a[i].domain[0] == domain[0] && strlen(t->a[i].domain) == len &&
+            memcmp(t->a[i].domain, domain, len) == 0)
+            return &t->a[i];
+    return NULL;
+}
+
+int bs_attacks_put(bs_attacks *t, const bs_attack *a)
+{
+    bs_attack *e = (bs_attack *)bs_attacks_find(t, a->domain);
+
+    if (!e) {
+        if (t->n == BS_HARVEST_DOMAINS_MAX)
+            return -1;
+        e = &t->a[t->n++];
+    }
+    *e = *a;
+    return 0;
+}
+
+/* fnv1a - 64-bit FNV-1a of s, continuing from h */
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+int bs_known_due(bs_known_filter *k, const char *domain, const char *network, uint64_t now_ms)
+{
+    uint64_t h = fnv1a(fnv1a(0xcbf29ce484222325ULL, domain), " ");
+    size_t slot;
+
+    h = fnv1a(h, network) | 1; /* 0 marks an empty slot */
+    slot = (size_t)(h >> 20) & (BS_KNOWN_SLOTS - 1);
+    if (k->hash[slot] == h && now_ms - k->last_ms[slot] < BS_KNOWN_REWRITE_MS)
+        return 0;
+    k->hash[slot] = h;
+    k->last_ms[slot] = now_ms;
+    return 1;
+}
