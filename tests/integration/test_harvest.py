@@ -1,0 +1,239 @@
+"""Harvest detection (issue 11, part 1): unknown recipients of a protected
+domain counted cluster-wide; past [harvest] threshold the domain is under
+attack on every backstopd at once; new clients then get the same 450 for
+valid and unknown users (greylisting: the normal answer on a retry after
+retry_after), known clients keep the normal answers, the per-client limit
+drops to client_limit; the attack ends after its duration (logged once
+across the cluster) or by HDEL. new_clients = defer and normal, report
+mode, threshold 0.
+
+Short durations keep the file fast: threshold 30/1m, retry_after 2s,
+duration 5s (renewed by every unknown recipient past the threshold)."""
+import re
+import time
+
+from support.procs import free_port
+from support.replies import BLOCKED, DUNNO, PREFIX, USER_UNKNOWN, action, full_text
+from support.wait import poll
+
+GREY_TEXT = "450 4.7.1 Recipient verification delayed, try again later"
+GREY = action(GREY_TEXT)
+UNKNOWN = USER_UNKNOWN("x")  # the reply carries no address
+HARVEST = {"threshold": "30/1m", "duration": "5s", "client_limit": "3/1h",
+           "new_clients": "greylist", "retry_after": "2s", "retry_window": "1m",
+           "known_client_age": "30d"}
+ATTACK = PREFIX + "attack"
+
+
+def harvest(**over):
+    h = dict(HARVEST)
+    h.update(over)
+    return h
+
+
+def pair(redis, backstopd, **sections):
+    """Two backstopd instances on one Redis."""
+    return (backstopd(redis, name="bs1", **sections), backstopd(redis, name="bs2", **sections))
+
+
+def attacked(redis, domain="example.com"):
+    return redis.client.hget(ATTACK, domain) is not None
+
+
+def start_attack(redis, domain="example.com", seconds=60):
+    """An attack recorded by hand, as a tripped threshold writes it."""
+    now = int(time.time())
+    redis.client.hset(ATTACK, domain, "since=%d;until=%d;unknown=31" % (now, now + seconds))
+
+
+_fresh = [0]
+
+
+def fresh_client():
+    """A client address no test used: asking with it leaves no trace that
+    matters (a valid recipient answered DUNNO makes its network known)."""
+    _fresh[0] += 1
+    return "10.%d.%d.1" % (100 + _fresh[0] // 250, _fresh[0] % 250)
+
+
+def answers_new(d, want, rcpt="user@example.com"):
+    """Poll until d gives a new client want (the attack table is refreshed
+    once a second)."""
+    poll(lambda: d.ask(client_address=fresh_client(), recipient=rcpt) == want, 3,
+         what="%s to answer a new client %r" % (d.name, want))
+
+
+def count_lines(daemons, pattern):
+    return sum(len(re.findall(pattern, d.log())) for d in daemons)
+
+
+def scrape(port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_distributed_harvest(redis, backstopd):
+    ports = (free_port(), free_port())
+    d1 = backstopd(redis, name="bs1", harvest=harvest(),
+                   metrics={"listen": "inet:127.0.0.1:%d" % ports[0]})
+    d2 = backstopd(redis, name="bs2", harvest=harvest(),
+                   metrics={"listen": "inet:127.0.0.1:%d" % ports[1]})
+    daemons = (d1, d2)
+    known = "198.18.0.5"
+    # given a partner that delivered to a valid user before the attack
+    assert d1.ask(client_address=known, recipient="user@example.com") == DUNNO
+    poll(lambda: redis.client.zscore(PREFIX + "known:example.com", "198.18.0.0/24") is not None,
+         5, what="known:example.com to hold the partner's network")
+
+    # when a harvester spreads 3 unknown recipients each over 1,000 addresses,
+    # interleaved with normal mail from other clients, over both instances
+    answers = {DUNNO: 0, UNKNOWN: 0, GREY: 0}
+    with d1.conn() as c1, d2.conn() as c2:
+        conns = (c1, c2)
+        for i in range(1000):
+            client = "10.%d.%d.%d" % (i % 7 + 1, i // 250, i % 250 + 1)
+            for k in range(3):
+                got = conns[(i + k) % 2].ask(client_address=client,
+                                             recipient="h%d-%d@example.com" % (i, k))
+                assert got in (UNKNOWN, GREY), got
+                answers[got] += 1
+            if i % 10 == 0:
+                got = conns[i % 2].ask(client_address="172.16.%d.9" % (i // 10),
+                                       recipient="alice@example.com")
+                assert got in (DUNNO, GREY), got
+                answers[got] += 1
+    # then the domain is under attack, in Redis and on both instances
+    assert attacked(redis), "no attack recorded"
+    value = redis.client.hget(ATTACK, "example.com").decode()
+    assert re.match(r"^since=\d+;until=\d+;unknown=\d+$", value), value
+    # 550 until the threshold (30) trips, and on the other instance until its
+    # next refresh (a second at most); 450 from then on
+    assert answers[UNKNOWN] >= 30 and answers[GREY] > 0, answers
+    assert redis.client.zcard(PREFIX + "harvest:example.com") <= 31, "bounded at limit+1"
+    for d in daemons:
+        answers_new(d, GREY)
+    for p in ports:
+        assert 'backstop_harvest_active{domain="example.com"} 1' in scrape(p)
+    assert count_lines(daemons, r"harvest attack on example\.com started: \d+ unknown recipients "
+                                r"within 1m, top client networks: 10\.") == 1
+    assert int(redis.client.hget(PREFIX + "stats", "harvest_started")) == 1
+
+    # new clients: the same bytes for a valid and an unknown user
+    new = "10.200.0.1"
+    assert d1.ask(client_address=new, recipient="alice@example.com") == GREY
+    assert d2.ask(client_address=new, recipient="nosuch@example.com") == GREY
+    d1.wait_log(r"defer: RCPT from [^ ]*\[10\.200\.0\.1\]: 450 4\.7\.1 <alice@example\.com>: "
+                r"Recipient address rejected: Recipient verification delayed, try again later; "
+                r".* reason=harvest_greylist")
+    # known clients keep the normal answers
+    assert d2.ask(client_address="198.18.0.77", recipient="user@example.com") == DUNNO
+    assert d1.ask(client_address="198.18.0.77", recipient="nosuch@example.com") == UNKNOWN
+    # too early a retry: still 450; after retry_after: the normal answer
+    assert d2.ask(client_address=new, recipient="alice@example.com") == GREY
+    time.sleep(2.2)
+    assert d2.ask(client_address=new, recipient="alice@example.com") == DUNNO
+    assert d1.ask(client_address=new, recipient="nosuch@example.com") == UNKNOWN
+    # the lowered client limit (3/1h) blocks a prober after 3 unknown recipients
+    prober = "10.201.0.1"
+    for k in range(4):
+        assert d1.ask(client_address=prober, recipient="p%d@example.com" % k) == GREY
+    poll(lambda: redis.client.exists(PREFIX + "block:" + prober), 5, what="the prober's block")
+    assert d2.ask(client_address=prober, recipient="user@example.com") == BLOCKED
+
+    # the attack ends after its duration: logged once across both instances
+    poll(lambda: not attacked(redis), 9, interval=0.2, what="the attack to end")
+    for d in daemons:
+        answers_new(d, DUNNO)
+    time.sleep(1.2)  # another sweep on each: it must not log the end again
+    assert count_lines(daemons, r"harvest attack on example\.com ended after \d+s") == 1
+    assert count_lines(daemons, r"ended by hand") == 0
+    assert int(redis.client.hget(PREFIX + "stats", "harvest_ended")) == 1
+    assert int(redis.client.hget(PREFIX + "stats", "harvest_greylist")) >= answers[GREY]
+    for p in ports:
+        assert "backstop_harvest_active{" not in scrape(p)
+
+
+def test_threshold_trips_and_hdel_ends_it(redis, backstopd):
+    d1, d2 = pair(redis, backstopd, harvest=harvest(duration="1h"))
+    for i in range(31):
+        assert (d1, d2)[i % 2].ask(client_address="10.1.%d.1" % i,
+                                   recipient="nobody%d@example.com" % i) == UNKNOWN
+    poll(lambda: attacked(redis), 5, what="the threshold to trip")
+    for d in (d1, d2):
+        answers_new(d, GREY)
+    # when an admin ends it by hand, then both answer normally at once
+    redis.client.hdel(ATTACK, "example.com")
+    for d in (d1, d2):
+        answers_new(d, DUNNO)
+        d.wait_log(r"harvest attack on example\.com: no longer under attack \(ended by hand\)")
+    assert count_lines((d1, d2), r"ended after") == 0
+
+
+def test_defer_mode(redis, backstopd):
+    d1, d2 = pair(redis, backstopd, harvest=harvest(new_clients="defer"))
+    assert d1.ask(client_address="198.18.1.5", recipient="user@example.com") == DUNNO
+    poll(lambda: redis.client.zcard(PREFIX + "known:example.com") == 1, 5, what="known client")
+    start_attack(redis)
+    answers_new(d2, GREY)
+    time.sleep(1.1)  # both instances have the attack
+    assert d2.ask(client_address="10.3.0.1", recipient="user@example.com") == GREY
+    d2.wait_log(r"\[10\.3\.0\.1\]: 450 4\.7\.1 .* reason=harvest_defer")
+    time.sleep(2.2)  # no greylisting: a retry is still deferred
+    assert d1.ask(client_address="10.3.0.1", recipient="user@example.com") == GREY
+    assert d1.ask(client_address="10.3.0.1", recipient="nobody@example.com") == GREY
+    assert not redis.client.keys(PREFIX + "grey:*"), "defer mode keeps no first sight"
+    # the known client keeps DUNNO and 550
+    assert d2.ask(client_address="198.18.1.6", recipient="user@example.com") == DUNNO
+    assert d2.ask(client_address="198.18.1.6", recipient="nobody@example.com") == UNKNOWN
+    # an unknown recipient still counts towards the domain's threshold
+    poll(lambda: redis.client.zcard(PREFIX + "harvest:example.com") >= 1, 5, what="counted")
+
+
+def test_normal_mode_lowers_the_client_limit(redis, backstopd):
+    d = backstopd(redis, harvest=harvest(new_clients="normal"))
+    start_attack(redis)
+    prober = "10.4.0.1"
+    time.sleep(1.2)  # the table is refreshed once a second
+    assert d.ask(client_address="10.4.1.1", recipient="user@example.com") == DUNNO
+    for k in range(4):
+        assert d.ask(client_address=prober, recipient="p%d@example.com" % k) == UNKNOWN
+    poll(lambda: redis.client.exists(PREFIX + "block:" + prober), 5, what="blocked after 3")
+    assert 3500 <= redis.client.ttl(PREFIX + "block:" + prober) <= 3600
+    assert d.ask(client_address=prober, recipient="user@example.com") == BLOCKED
+
+
+def test_report_mode(redis, backstopd):
+    d = backstopd(redis, harvest=harvest(), policy={"mode": "report"})
+    start_attack(redis)
+    rcpt = "user@example.com"
+    warn = action("WARN would defer: " + full_text(GREY_TEXT, rcpt))
+    answers_new(d, warn, rcpt)
+    assert d.ask(client_address="10.5.0.1", recipient=rcpt) == warn
+    d.wait_log(r"reject_warning: RCPT from [^ ]*\[10\.5\.0\.1\]: .*reason=harvest_greylist")
+    got = d.ask(client_address="10.5.0.2", recipient="nobody@example.com")
+    assert got == action("WARN would defer: " + full_text(GREY_TEXT, "nobody@example.com"))
+    poll(lambda: redis.client.zcard(PREFIX + "harvest:example.com") >= 1, 5,
+         what="report mode still counts")
+
+
+def test_unreadable_attack_value_counts_as_under_attack(redis, backstopd):
+    d = backstopd(redis, harvest=harvest())
+    redis.client.hset(ATTACK, "example.com", "garbage")
+    answers_new(d, GREY)
+    d.wait_log(r"attack entry of example\.com has no readable until")
+
+
+def test_threshold_zero_disables(redis, backstopd):
+    d = backstopd(redis, harvest=harvest(threshold="0"))
+    with d.conn() as c:
+        for i in range(40):
+            assert c.ask(client_address="10.7.%d.1" % i, recipient="n%d@example.com" % i) == UNKNOWN
+        assert c.ask(client_address="10.7.99.1", recipient="user@example.com") == DUNNO
+    start_attack(redis)  # even a recorded attack changes nothing
+    time.sleep(1.3)
+    assert d.ask(client_address="10.7.100.1", recipient="user@example.com") == DUNNO
+    assert d.ask(client_address="10.7.100.1", recipient="n@example.com") == UNKNOWN
+    assert not redis.client.exists(PREFIX + "harvest:example.com")
+    assert not redis.client.exists(PREFIX + "known:example.com")
+    assert redis.client.hget(ATTACK, "example.com") is not None, "not swept either"
