@@ -34,4 +34,5 @@ def shared(request, backstopd_bin):
             backstopd_daemons(dirs, backstopd_bin, failed) as make_daemon:
         r = make_redis()
         seed(r.client)
-        yield Shared(r, make_daemon(r, ratelimit={"invalid_recipients": "0"}))
+        yield Shared(r, make_daemon(r, ratelimit={"invalid_recipients": "0"},
+                                    harvest={"threshold": "0"}))

@@ -126,7 +126,8 @@ def apply(client, cmds):
 def test_a_change_is_obeyed_while_requests_flow(redis, backstopd, what, cmds, req, before, after):
     # given a loaded mirror (and a blocked client for the block cases)
     redis.client.set(PREFIX + "block:192.0.2.9", "manual", ex=600)
-    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"},
+                 harvest={"threshold": "0"})
     assert d.ask(**req) == before
     with Flow(d, **req) as flow:
         time.sleep(0.05)
@@ -150,7 +151,8 @@ def percentile(xs, p):
 
 def test_propagation_to_two_daemons(redis, backstopd, record):
     # given two daemons of one cluster, mirrors loaded
-    daemons = [mirrored(redis, backstopd, name="d%d" % i, ratelimit={"invalid_recipients": "0"})
+    daemons = [mirrored(redis, backstopd, name="d%d" % i, ratelimit={"invalid_recipients": "0"},
+                        harvest={"threshold": "0"})
                for i in range(2)]
     conns = [d.conn() for d in daemons]
     req = {"recipient": "alice@example.com"}
@@ -269,7 +271,8 @@ def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
 
 def test_a_lost_invalidation_connection_is_followed_by_a_reread(redis, backstopd):
     # given a loaded mirror
-    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"})
+    d = mirrored(redis, backstopd, ratelimit={"invalid_recipients": "0"},
+                 harvest={"threshold": "0"})
     off = d.log_size()
     # when its invalidation connection is killed and a change is made
     # before it is back (the invalidation is lost)

@@ -204,7 +204,7 @@ def test_pipelined_flood(shared):
 # injection: hostile values in every attribute; keys stay in the schema, the
 # log stays one escaped line per event
 
-SCHEMA_RE = re.compile(rb"^backstop:(domains|ndr|exempt|stats|rcpt:.+|block:.+|rate:.+|ndrcount:.+)$", re.S)
+SCHEMA_RE = re.compile(rb"^backstop:(domains|ndr|exempt|stats|attack|rcpt:.+|block:.+|rate:.+|ndrcount:.+|harvest:.+|known:.+|grey:.+)$", re.S)
 NASTY = [
     "a b@example.com", "a b@exa mple.com", " user@example.com", "user@example.com ",
     "<user@example.com>", "user@example.com\r", "us\rer@example.com", "x\x01\x02\x1b[31m@example.com",

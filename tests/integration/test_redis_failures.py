@@ -250,7 +250,8 @@ def test_client_gone_in_flight(redis, backstopd):
 
 
 def test_concurrency(redis, backstopd, latency):
-    d = backstopd(redis, ratelimit={"invalid_recipients": "0"})
+    d = backstopd(redis, ratelimit={"invalid_recipients": "0"},
+                  harvest={"threshold": "0"})
     cases = [({"recipient": "user@example.com"}, DUNNO),
              ({"recipient": "nobody@example.com"}, USER_UNKNOWN("nobody@example.com")),
              ({"recipient": "x@example.net"}, DUNNO),

@@ -43,7 +43,8 @@ def test_failover_with_a_lagging_replica(sentinel_group, rel_backstopd, checks):
     d = rel_backstopd("", metrics=True,
                       redis={"server": None, "sentinel": g.endpoints(), "master_name": "m",
                              "mirror": "yes", "max_stale": "5m"},
-                      ratelimit={"invalid_recipients": "0"})
+                      ratelimit={"invalid_recipients": "0"},
+                      harvest={"threshold": "0"})
     alice = {"recipient": "alice@example.com"}
     blocked = {"recipient": "bob@example.com", "client_address": "192.0.2.77"}
     poll(lambda: d.ask(**alice) == DUNNO and

@@ -28,6 +28,9 @@ static long long f_now = 1700000000; /* the store's wall clock */
 static int f_fail;                   /* lookup answers with an error */
 static int f_fail_second;            /* the second lookup answers with an error */
 static int f_lookups, f_takes, f_dir_lookups;
+static const char *f_attacked[4];  /* domains in the store's attack table */
+static int f_grey = BS_GREY_DEFER; /* what the harvest check answers (< 0: error) */
+static int f_grey_checks;
 
 static void fake_reset(void)
 {
@@ -40,6 +43,9 @@ static void fake_reset(void)
     memset(f_budget_domain, 0, sizeof(f_budget_domain));
     memset(f_sync, 0, sizeof(f_sync));
     f_fail = f_fail_second = f_lookups = f_takes = f_dir_lookups = 0;
+    memset(f_attacked, 0, sizeof(f_attacked));
+    f_grey = BS_GREY_DEFER;
+    f_grey_checks = 0;
 }
 
 static int in_list(const char *const *list, size_t n, const char *s)
@@ -65,6 +71,7 @@ static void fake_lookup(const bs_lookup *q, bs_facts *f)
         f->exempt |= in_list(f_exempt, 8, q->exempt[i]);
     if (q->domain) {
         f->protected_domain = in_list(f_domains, 8, q->domain);
+        f->under_attack = in_list(f_attacked, 4, q->domain);
         for (i = 0; i < q->nlocals; i++)
             for (j = 0; j < 16 && f_rcpt[j][0]; j++)
                 if (strcmp(f_rcpt[j][0], q->domain) == 0 &&
@@ -143,9 +150,17 @@ static int run(const bs_config *cfg, const char *state, const char *sender, cons
         fake_lookup(&q, &f);
         step = bs_decide_facts(&d, cfg, &f, &q);
         /* a blocked client: the exempt SET; then, or else, an unknown user:
-         * the directory; each asked at most once */
-        for (int more = 0; step == BS_DECIDE_LOOKUP; more++) {
-            CHECK(more < 2);
+         * the directory (after the harvest check, when there is one); each
+         * asked at most once */
+        for (int more = 0; step == BS_DECIDE_LOOKUP || step == BS_DECIDE_HARVEST; more++) {
+            if (step == BS_DECIDE_HARVEST) {
+                CHECK_EQ_INT(f_grey_checks, 0);
+                CHECK(d.network[0] != 0);
+                f_grey_checks++;
+                step = bs_decide_harvest(&d, cfg, f_grey, &q);
+                continue;
+            }
+            CHECK(more < 3);
             CHECK(!q.domain && !q.client_key && !q.nndr);
             CHECK((q.nexempt > 0) != (q.directory != NULL));
             if (f_fail_second) {
@@ -496,6 +511,167 @@ static void test_report_and_fallback(bs_config *cfg)
     f_fail = 0;
 }
 
+/* harvest detection: a protected domain under attack */
+static void test_harvest(bs_config *cfg)
+{
+    static const char grey[] =
+        "action=450 4.7.1 Recipient verification delayed, try again later\n\n";
+    char valid_reply[BS_REPLY_MAX], line[1024];
+
+    seed();
+    /* not under attack: counted towards the threshold, no check; a valid
+     * recipient marks the network known */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.7"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(d.note_invalid && d.note_harvest && !d.note_known);
+    CHECK_EQ_INT(d.invalid_limit, cfg->invalid_limit);
+    CHECK_EQ_STR(d.network, "192.0.2.0/24");
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.7"), BS_WHY_VALID);
+    CHECK(!d.note_invalid && !d.note_harvest && d.note_known);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    /* an unprotected domain is never counted */
+    run(cfg, "RCPT", "s@x.example", "x@other.example", "192.0.2.7");
+    CHECK(!d.note_harvest && !d.note_known);
+
+    f_attacked[0] = "example.com";
+    f_dir_lookups = 0;
+    /* DEFER: the same bytes for a valid and an unknown user */
+    f_grey = BS_GREY_DEFER;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.7"),
+                 BS_WHY_HARVEST_GREY);
+    CHECK_EQ_INT(f_grey_checks, 1);
+    CHECK_EQ_STR(reply(cfg), grey);
+    snprintf(valid_reply, sizeof(valid_reply), "%s", reply(cfg));
+    CHECK(!d.note_invalid && !d.note_harvest && !d.note_known); /* no known on a defer */
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: defer: RCPT from mx.example[192.0.2.7]: 450 4.7.1 "
+                       "<alice@example.com>: Recipient address rejected: Recipient verification "
+                       "delayed, try again later; ") == line);
+    CHECK(strstr(line, " reason=harvest_greylist") != NULL);
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.7"),
+                 BS_WHY_HARVEST_GREY);
+    CHECK_EQ_STR(reply(cfg), valid_reply);
+    /* an unknown recipient still counts, with the lowered client limit */
+    CHECK(d.note_invalid && d.note_harvest);
+    CHECK_EQ_INT(d.invalid_limit, cfg->harvest_client_limit);
+    CHECK(d.invalid_window_ms == cfg->harvest_client_window_ms);
+    CHECK_EQ_INT(f_dir_lookups, 0); /* deferred: no directory check needed */
+
+    /* KNOWN and PASS: the normal rules, counted with the lowered limit */
+    f_grey = BS_GREY_KNOWN;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.8"), BS_WHY_VALID);
+    CHECK(d.note_known && !d.note_invalid);
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.8"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_INT(f_dir_lookups, 1); /* the directory check after the harvest check */
+    CHECK(d.note_invalid && d.note_harvest && !d.note_known);
+    CHECK_EQ_INT(d.invalid_limit, cfg->harvest_client_limit);
+    f_grey = BS_GREY_PASS;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.9"), BS_WHY_VALID);
+    CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
+    CHECK(d.note_known);
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.9"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    CHECK(d.note_invalid && d.note_harvest);
+    /* client_limit 0: the [ratelimit] limit stays */
+    cfg->harvest_client_limit = 0;
+    f_grey_checks = 0;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.9");
+    CHECK_EQ_INT(d.invalid_limit, cfg->invalid_limit);
+    cfg->harvest_client_limit = 3;
+
+    /* a store error on the check: the on_redis_error fallback, nothing counted */
+    f_grey = -1;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.9"),
+                 BS_WHY_REDIS_ERROR);
+    check_fallback_defer(cfg);
+    CHECK(!d.note_harvest && !d.note_known);
+
+    /* defer mode: its own reason, the same text */
+    f_grey = BS_GREY_DEFER;
+    cfg->harvest_new_clients = BS_HARVEST_DEFER;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.10"),
+                 BS_WHY_HARVEST_DEFER);
+    CHECK_EQ_STR(reply(cfg), grey);
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.10"),
+                 BS_WHY_HARVEST_DEFER);
+    CHECK_EQ_STR(reply(cfg), grey);
+    CHECK(d.note_invalid && d.note_harvest);
+    CHECK_EQ_STR(bs_why_name(BS_WHY_HARVEST_DEFER), "harvest_defer");
+    CHECK_EQ_STR(bs_action_name(bs_why_action(BS_WHY_HARVEST_GREY)), "defer");
+
+    /* normal mode: no check, only the lowered limit */
+    cfg->harvest_new_clients = BS_HARVEST_NORMAL;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.11"), BS_WHY_VALID);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.11"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    CHECK(d.note_invalid && d.note_harvest);
+    CHECK_EQ_INT(d.invalid_limit, cfg->harvest_client_limit);
+    cfg->harvest_new_clients = BS_HARVEST_GREYLIST;
+
+    /* exempt clients skip the step and are not counted */
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "127.0.0.1"),
+                 BS_WHY_UNKNOWN_USER); /* default exempt 127.0.0.0/8 */
+    CHECK(!d.note_invalid && !d.note_harvest);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "127.0.0.1"), BS_WHY_VALID);
+    CHECK(!d.note_known);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "unknown"), BS_WHY_VALID);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    /* a blocked client in the exempt SET: known exempt, no check */
+    f_blocked[0] = "192.0.2.12";
+    f_exempt[0] = "192.0.2.12";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.12"), BS_WHY_VALID);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    /* a blocked client stays blocked first */
+    f_exempt[0] = NULL;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.12"),
+                 BS_WHY_BLOCKED);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    f_blocked[0] = NULL;
+
+    /* report mode: "WARN would defer", the mail passes, counting goes on */
+    cfg->mode = BS_MODE_REPORT;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.13"),
+                 BS_WHY_HARVEST_GREY);
+    CHECK_EQ_STR(reply(cfg), "action=WARN would defer: 450 4.7.1 <nobody@example.com>: Recipient "
+                             "address rejected: Recipient verification delayed, try again "
+                             "later\n\n");
+    CHECK(d.note_invalid && d.note_harvest);
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: reject_warning: ") == line);
+    cfg->mode = BS_MODE_ENFORCE;
+
+    /* threshold 0: harvest detection off, the table ignored */
+    cfg->harvest_limit = 0;
+    f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.14"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK(d.note_invalid && !d.note_harvest);
+    CHECK_EQ_INT(d.invalid_limit, cfg->invalid_limit);
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.14"), BS_WHY_VALID);
+    CHECK(!d.note_known);
+    CHECK_EQ_INT(f_grey_checks, 0);
+    cfg->harvest_limit = 200;
+    /* another domain is not under attack */
+    f_grey_checks = 0;
+    run(cfg, "RCPT", "s@x.example", "nobody@catchall.example", "192.0.2.15");
+    CHECK_EQ_INT(f_grey_checks, 0);
+    f_attacked[0] = NULL;
+}
+
 /* the directory check before a 550 5.1.1: empty, missing, stale, fresh */
 static void test_directory(bs_config *cfg)
 {
@@ -707,6 +883,7 @@ int main(void)
     test_clients(&cfg);
     test_report_and_fallback(&cfg);
     test_directory(&cfg);
+    test_harvest(&cfg);
     test_hostile(&cfg);
     return check_summary();
 }
