@@ -59,13 +59,25 @@ NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 # (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush; SCARD
 # before a 550 (and HGET with [policy] max_directory_age, not set here);
 # SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s).
+# Harvest detection adds four scripts: the count (SISMEMBER TIME ZREMRANGEBYSCORE
+# ZADD PEXPIRE ZCARD, past the threshold ZREMRANGEBYRANK HGET HSET HINCRBY
+# ZRANGE), the greylisting check (SISMEMBER TIME ZSCORE GET SET), the known
+# client (TIME ZADD ZREMRANGEBYSCORE PEXPIRE) and the sweep once a second
+# (TIME HGETALL, at an attack's end HDEL HINCRBY).
 COMMANDS = ["get", "sismember", "smismember", "hmget", "scard", "smembers", "hgetall", "hincrby",
             "evalsha", "eval", "script|load", "select", "role", "time", "zremrangebyscore", "zcard",
-            "zadd", "pexpire", "set", "del", "incr", "pttl"]
+            "zadd", "pexpire", "set", "del", "incr", "pttl", "zremrangebyrank", "zrange", "zscore",
+            "hget", "hset", "hdel"]
 CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
 MIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels " + CMD_RULE
 TIGHT_RULE = ("on >SECRET resetkeys %R~backstop:* %RW~backstop:rate:* %RW~backstop:block:* "
-              "%RW~backstop:ndrcount:* %RW~backstop:stats resetchannels " + CMD_RULE)
+              "%RW~backstop:ndrcount:* %RW~backstop:stats %RW~backstop:harvest:* %RW~backstop:attack "
+              "%RW~backstop:known:* %RW~backstop:grey:* resetchannels " + CMD_RULE)
+# [harvest] for the paths below: a fresh domain trips in each round (then ends
+# after a second: the sweep's HDEL); example.com's clients are known to it, so
+# its answers stay the normal ones when it trips too
+HARVEST = {"threshold": "3/1m", "duration": "1s", "client_limit": "0"}
+GREY = "action=450 4.7.1 Recipient verification delayed, try again later\n\n"
 # [redis] mirror = yes adds (src/backstopd/redis_track.c): CLIENT ID and
 # SUBSCRIBE __redis__:invalidate on the invalidation connection; CLIENT
 # TRACKING, SSCAN, HSCAN, SCAN and a PING a second on the data connection.
@@ -326,6 +338,19 @@ class Paths:
             self.r.script_flush()
         want("ndr limit 2", DUNNO, sender="", recipient="b@" + dom, client_address="192.0.2.%d" % n)
         want("ndr limit 3", NDR_LIMITED, sender="", recipient="c@" + dom, client_address="192.0.2.%d" % n)
+        # harvest: 4 unknown recipients from 4 networks trip h<n>.example (3/1m);
+        # then a new client is greylisted
+        hdom = "h%d.example" % n
+        self.r.sadd("backstop:rcpt:" + hdom, "user")
+        self.r.sadd("backstop:domains", hdom)
+        for k in range(4):
+            want("harvest %d" % (k + 1), USER_UNKNOWN("x"), recipient="n%d@%s" % (k, hdom),
+                 client_address="10.%d.%d.1" % (n % 250, k))
+        end = time.monotonic() + (3 if wait_block else 0.3)
+        while time.monotonic() < end and not self.r.hexists("backstop:attack", hdom):
+            time.sleep(0.02)
+        time.sleep(0.05)  # the instance that started it knows it once the script answered
+        want("harvest greylisted", GREY, recipient="user@" + hdom, client_address="10.%d.99.1" % (n % 250))
         return bad
 
 
@@ -345,6 +370,8 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
     admin.sadd("backstop:exempt", "198.51.100.25")
     admin.hset("backstop:ndr", mapping={"*": "deny", "partner.example": "allow",
                                         ".lists.example.org": "limit 2/1h"})
+    far = int(time.time() * 1000) + 86400 * 1000
+    admin.zadd("backstop:known:example.com", {"192.0.2.0/24": far, "203.0.113.0/24": far})
     # the default user is off: nobody gets in without credentials
     anon = try_command(redis.Redis(host="127.0.0.1", port=r.port), "GET", "backstop:domains")
     checks.check("(c) the default user is off", anon.startswith("NOAUTH"), anon)
@@ -357,7 +384,8 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         d = rel_backstopd(r, name="backstopd-c", metrics=True,
                           redis={"username": "backstopd", "password": PASSWORD,
                                  "mirror": "yes" if label == "MIRROR_RULE" else "no"},
-                          ratelimit={"invalid_recipients": "3/1m", "block_time": "1h"})
+                          ratelimit={"invalid_recipients": "3/1m", "block_time": "1h"},
+                          harvest=HARVEST)
         if label == "MIRROR_RULE":  # the paths below then run against the loaded mirror
             poll(lambda: d.ask(recipient="user@example.com", client_address="192.0.2.250") == DUNNO
                  and (d.metrics().get("backstop_mirror_answers_total") or 0) > 0, 10,
@@ -386,6 +414,10 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         checks.check("(c) %s: NOSCRIPT -> EVAL exercised" % label, "redis_noscript=" in sl, sl[sl.find("statistics"):])
         checks.check("(c) %s: stats flushed (HINCRBY) and the block set by the script" % label,
                      stats.get("valid", 0) >= 1 and stats.get("clients_blocked", 0) >= 1, str(stats))
+        poll(lambda: int(admin.hget("backstop:stats", "harvest_ended") or 0) >
+             before.get("harvest_ended", 0), 5, what="the round's attack to end (HDEL)")
+        checks.check("(c) %s: an attack started and ended (HSET, HDEL by the sweep)" % label,
+                     not admin.hexists("backstop:attack", "h%d.example" % Paths.rounds), "")
         with redis.Redis(host="127.0.0.1", port=r.port, username="backstopd", password=PASSWORD) as bc:
             if label == "TIGHT_RULE":
                 # commands it may run, on keys it may only read (MIN_RULE would let these through)
