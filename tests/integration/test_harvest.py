@@ -237,3 +237,39 @@ def test_threshold_zero_disables(redis, backstopd):
     assert not redis.client.exists(PREFIX + "harvest:example.com")
     assert not redis.client.exists(PREFIX + "known:example.com")
     assert redis.client.hget(ATTACK, "example.com") is not None, "not swept either"
+
+
+def commandstats(redis):
+    return {k: v["calls"] for k, v in redis.client.info("commandstats").items()}
+
+
+def test_common_path_redis_commands(redis, backstopd, record):
+    """What harvest detection adds to the common path (valid recipients of a
+    domain not under attack): only the known-client write, once per domain
+    and network, and the sweep once a second; figures by INFO commandstats,
+    threshold 0 (off) against the default 200/10m in the same run."""
+    n, nets = 600, 6
+    per = {}
+    for threshold in ("0", "200/10m"):
+        d = backstopd(redis, name="cp%s" % threshold[0], harvest=harvest(threshold=threshold))
+        with d.conn() as c:
+            for i in range(60):  # warm up (the mirror loads)
+                c.ask(client_address="192.0.2.%d" % (i % 50 + 1), recipient="user@example.com")
+            time.sleep(1.2)
+            before, t0 = commandstats(redis), time.monotonic()
+            for i in range(n):
+                assert c.ask(client_address="10.%d.0.%d" % (i % nets + 1, i % 7 + 1),
+                             recipient=("user@example.com", "alice@example.com")[i % 2]) == DUNNO
+            elapsed = time.monotonic() - t0
+            after = commandstats(redis)
+        assert d.terminate() == 0
+        delta = {k[len("cmdstat_"):]: after.get(k, 0) - before.get(k, 0) for k in after}
+        per[threshold] = (delta, elapsed)
+        record("harvest threshold %s: %d valid recipients in %.2fs, Redis commands per request %.3f "
+               "(%s)" % (threshold, n, elapsed, sum(delta.values()) / n,
+                         " ".join("%s=%d" % kv for kv in sorted(delta.items()) if kv[1])))
+    (off, _), (on, elapsed) = per["0"], per["200/10m"]
+    scripts = on.get("evalsha", 0) + on.get("eval", 0) - off.get("evalsha", 0) - off.get("eval", 0)
+    # one known:<domain> write per network, one sweep a second (and a margin of 2)
+    assert scripts <= nets + int(elapsed) + 3, (scripts, on, off)
+    assert redis.client.zcard(PREFIX + "known:example.com") == nets + 1  # and the warm-up's
