@@ -285,6 +285,7 @@ struct bs_redis {
     bs_attacks attacks, attacks_next;
     uint64_t attacks_added[BS_HARVEST_DOMAINS_MAX]; /* uv_now when our script added it */
     int sweep_pending;
+    int sweep_eval; /* the last sweep met NOSCRIPT */
     uint64_t sweep_sent;
     uint64_t last_harvest_warn;
     bs_known_filter known;
@@ -293,7 +294,8 @@ struct bs_redis {
 /* arg_key - prefix + name (+ sub), as one argument */
 static void arg_key(bs_resp *b, const bs_redis *r, const char *name, const char *sub)
 {
-    char tmp[BS_CFG_PREFIX_MAX + 16 + BS_DOMAIN_MAX + 1];
+    /* the longest: grey:<domain>:<network>:<local> */
+    char tmp[BS_CFG_PREFIX_MAX + 16 + BS_DOMAIN_MAX + BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 3];
     size_t pl = strlen(r->cfg->prefix), nl = strlen(name), sl = sub ? strlen(sub) : 0;
 
     if (pl + nl + sl > sizeof(tmp)) {
@@ -1177,7 +1179,8 @@ static void on_sweep(redisAsyncContext *ac, void *reply, void *privdata)
     if (!rep || bs__redis_conn_closed(&r->conn))
         return;
     if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-        r->sha[S_SWEEP][0] = 0; /* EVAL next time */
+        bs_stat.redis_noscript++;
+        r->sweep_eval = 1; /* EVAL next time, which loads it again */
         return;
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
@@ -1216,8 +1219,11 @@ static void on_sweep(redisAsyncContext *ac, void *reply, void *privdata)
             attacks_put(r, next, old);
             continue;
         }
-        if (old->unreadable || old->until > now + 1)
-            bs_info("harvest attack on %s: no longer under attack (ended by hand)", old->domain);
+        if (old->unreadable || old->until > now + 1) {
+            char esc[BS_DOMAIN_MAX * 4 + 1];
+            bs_escape(old->domain, strlen(old->domain), esc, sizeof(esc));
+            bs_info("harvest attack on %s: no longer under attack (ended by hand)", esc);
+        }
     }
     memcpy(r->attacks.a, next->a, next->n * sizeof(next->a[0]));
     r->attacks.n = next->n;
@@ -1233,7 +1239,8 @@ static void sweep(bs_redis *r, uint64_t now)
     if (r->sweep_pending || !bs__redis_conn_ready(&r->conn))
         return;
     bs_resp_init(&b, buf, sizeof(buf));
-    script_head(&b, r, S_SWEEP, !r->sha[S_SWEEP][0], 2, 0);
+    script_head(&b, r, S_SWEEP, r->sweep_eval || !r->sha[S_SWEEP][0], 2, 0);
+    r->sweep_eval = 0;
     arg_key(&b, r, BS_KEY_ATTACK, NULL);
     arg_key(&b, r, BS_KEY_STATS, NULL);
     if (bs__redis_conn_send(&r->conn, &b, on_sweep, r, 1) == 0) {

@@ -90,6 +90,7 @@ static unsigned writable(int kind)
         return F_NDR;
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
+    case BS_REPLY_GREY:
         return F_RESULT;
     case BS_REPLY_DIR_SIZE:
     case BS_REPLY_DIR_SYNC:
@@ -257,7 +258,7 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
  */
 static void apply(int kind, const redisReply *r, bs_facts *f, int *result)
 {
-    static const int bad_kinds[] = {0, BS_REPLY_DIR_SYNC + 1, -1, INT_MAX, INT_MIN};
+    static const int bad_kinds[] = {0, BS_REPLY_SCRIPT + 1, -1, INT_MAX, INT_MIN};
     bs_facts was, scratch;
     int was_result = *result, scratch_result, rc;
     size_t i;
