@@ -25,7 +25,9 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
  * metrics (metrics.c) are generated from this table. NULL: logged only
  * (requests is exported per reason as backstop_requests_total, conn_active
  * as the backstop_connections gauge). clients_blocked is also the field the
- * rate script increments in the cluster-wide stats hash (keys.h), whose
+ * rate script increments in the cluster-wide stats hash (keys.h), and
+ * harvest_started / harvest_ended the fields the harvest scripts increment
+ * there (cluster-wide; here: this process's count and sweep); the hash's
  * other fields are the decision reasons (bs_why_name).
  */
 #define BS_COUNTERS(X)                                                                             \
