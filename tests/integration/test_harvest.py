@@ -191,10 +191,14 @@ def test_defer_mode(redis, backstopd):
 
 
 def test_normal_mode_lowers_the_client_limit(redis, backstopd):
-    d = backstopd(redis, harvest=harvest(new_clients="normal"))
+    port = free_port()
+    d = backstopd(redis, harvest=harvest(new_clients="normal"),
+                  metrics={"listen": "inet:127.0.0.1:%d" % port})
     start_attack(redis)
     prober = "10.4.0.1"
-    time.sleep(1.2)  # the table is refreshed once a second
+    # the table is refreshed once a second
+    poll(lambda: 'backstop_harvest_active{domain="example.com"} 1' in scrape(port), 5,
+         what="the attack in the local table")
     assert d.ask(client_address="10.4.1.1", recipient="user@example.com") == DUNNO
     for k in range(4):
         assert d.ask(client_address=prober, recipient="p%d@example.com" % k) == UNKNOWN
