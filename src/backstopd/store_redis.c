@@ -99,8 +99,10 @@ static const char script_rate[] =
  * (renewed by every unknown recipient past it; "since" kept while the
  * field exists and has not expired: a field without a readable until
  * counts as current), and the window keeps at most limit+1 newest members.
- * Returns {-1} (exempt SET member, not counted), {0, n}, or {1, n, net,
- * count, ...} with the top 3 networks when this call started the attack.
+ * Returns {-1} (exempt SET member, not counted), {0, n}, or {1, n, ended,
+ * net, count, ...} with the top 3 networks when this call started the
+ * attack; ended: -1, or the since (0: unreadable) of an attack whose until
+ * had passed before a sweep deleted it (this call ends it: counted).
  */
 static const char script_harvest[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -117,12 +119,12 @@ static const char script_harvest[] =
     "redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(limit + 2))\n"
     "n = redis.call('ZCARD', KEYS[1])\n"
     "local sec = tonumber(t[1])\n"
-    "local since, started = sec, 1\n"
+    "local since, started, ended = sec, 1, -1\n"
     "local old = redis.call('HGET', KEYS[2], ARGV[5])\n"
     "if old then\n"
     "  local os = tonumber(string.match(old, 'since=(%d+)'))\n"
     "  local ou = tonumber(string.match(old, 'until=(%d+)'))\n"
-    "  if not ou or ou >= sec then started = 0 end\n"
+    "  if not ou or ou >= sec then started = 0 else ended = os or 0 end\n"
     "  if started == 0 and os then since = os end\n"
     "end\n"
     "local untl = sec + math.ceil(tonumber(ARGV[3]) / 1000)\n"
@@ -130,6 +132,7 @@ static const char script_harvest[] =
     "n)\n"
     "if started == 0 then return {0, n} end\n"
     "redis.call('HINCRBY', KEYS[3], 'harvest_started', 1)\n"
+    "if ended >= 0 then redis.call('HINCRBY', KEYS[3], 'harvest_ended', 1) end\n"
     "local count, nets = {}, {}\n"
     "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
     "  local net = string.match(m, '^(%S+)')\n"
@@ -140,7 +143,7 @@ static const char script_harvest[] =
     "end\n"
     "table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] end\n"
     "  return a < b end)\n"
-    "local out = {1, n}\n"
+    "local out = {1, n, ended}\n"
     "for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] end\n"
     "return out\n";
 
@@ -1106,8 +1109,11 @@ static const char *str_el(const redisReply *rep, size_t i, size_t *len)
     return e->str;
 }
 
-/* harvest_counted - the harvest script's answer; {1, n, net, count...}:
- * this call started an attack: log it, count it, and act on it at once */
+static void log_ended(const char *domain, size_t len, long long since, long long now);
+
+/* harvest_counted - the harvest script's answer; {1, n, ended, net,
+ * count...}: this call started an attack: log it (and the end of an
+ * expired one it replaced), count it, and act on it at once */
 static void harvest_counted(bs_redis_op *op, const redisReply *rep)
 {
     bs_redis *r = op->r;
@@ -1116,10 +1122,13 @@ static void harvest_counted(bs_redis_op *op, const redisReply *rep)
     const char *net;
     bs_attack a;
 
-    if (rep->elements < 2 || rep->element[0]->type != REDIS_REPLY_INTEGER ||
-        rep->element[0]->integer != 1 || rep->element[1]->type != REDIS_REPLY_INTEGER)
+    if (rep->elements < 3 || rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[0]->integer != 1 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
+        rep->element[2]->type != REDIS_REPLY_INTEGER)
         return;
-    for (i = 2; i + 1 < rep->elements && n < sizeof(top); i += 2) {
+    if (rep->element[2]->integer >= 0)
+        log_ended(op->key, strlen(op->key), rep->element[2]->integer, (long long)time(NULL));
+    for (i = 3; i + 1 < rep->elements && n < sizeof(top); i += 2) {
         if (!(net = str_el(rep, i, &len)) || rep->element[i + 1]->type != REDIS_REPLY_INTEGER)
             break;
         bs_escape(net, len, esc, sizeof(esc));
@@ -1143,10 +1152,20 @@ static void harvest_counted(bs_redis_op *op, const redisReply *rep)
             r->attacks_added[i] = uv_now(r->conn.loop);
 }
 
+/* log_ended - an attack this process ended (since 0: unknown) */
+static void log_ended(const char *domain, size_t len, long long since, long long now)
+{
+    char dur[32], dom[BS_DOMAIN_MAX * 4 + 1];
+
+    bs_escape(domain, len, dom, sizeof(dom));
+    bs_stat.harvest_ended++;
+    bs_info("harvest attack on %s ended after %s", dom,
+            fmt_duration(since > 0 && now > since ? now - since : 0, dur, sizeof(dur)));
+}
+
 /* sweep_ended - the attacks this sweep ended: log each once */
 static void sweep_ended(const redisReply *ended, long long now)
 {
-    char dur[32], dom[BS_DOMAIN_MAX + 1];
     size_t i, len;
     const char *d;
     const redisReply *since;
@@ -1155,12 +1174,10 @@ static void sweep_ended(const redisReply *ended, long long now)
         if (!(d = str_el(ended, i, &len)))
             continue;
         since = ended->element[i + 1];
-        long long t =
-            since->type == REDIS_REPLY_STRING ? bs_store_unix_time(since->str, since->len) : 0;
-        bs_escape(d, len, dom, sizeof(dom));
-        bs_stat.harvest_ended++;
-        bs_info("harvest attack on %s ended after %s", dom,
-                fmt_duration(t > 0 && now > t ? now - t : 0, dur, sizeof(dur)));
+        log_ended(d, len,
+                  since->type == REDIS_REPLY_STRING ? bs_store_unix_time(since->str, since->len)
+                                                    : 0,
+                  now);
     }
 }
 

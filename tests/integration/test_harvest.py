@@ -277,3 +277,23 @@ def test_common_path_redis_commands(redis, backstopd, record):
     # one known:<domain> write per network, one sweep a second (and a margin of 2)
     assert scripts <= nets + int(elapsed) + 3, (scripts, on, off)
     assert redis.client.zcard(PREFIX + "known:example.com") == nets + 1  # and the warm-up's
+
+
+def test_a_new_trip_ends_an_expired_attack_once(redis, backstopd):
+    # given an attack whose until has passed (the sweep deletes it within a
+    # second, or the next trip replaces it: either way it ends once)
+    d = backstopd(redis, harvest=harvest())
+    now = int(time.time())
+    redis.client.hset(ATTACK, "example.com", "since=%d;until=%d;unknown=31" % (now - 100, now - 1))
+    with d.conn() as c:
+        for i in range(31):
+            c.ask(client_address="10.8.%d.1" % i, recipient="n%d@example.com" % i)
+    poll(lambda: "harvest attack on example.com started" in d.log(), 5, what="the new start")
+    d.wait_log(r"harvest attack on example\.com ended after \d+m?\d*s?")
+    time.sleep(1.2)
+    assert count_lines([d], r"harvest attack on example\.com ended after") == 1
+    assert count_lines([d], r"harvest attack on example\.com started") == 1
+    stats = redis.client.hgetall(PREFIX + "stats")
+    assert int(stats[b"harvest_ended"]) == 1 and int(stats[b"harvest_started"]) == 1, stats
+    value = redis.client.hget(ATTACK, "example.com").decode()
+    assert int(re.search(r"since=(\d+)", value).group(1)) >= now, "a new since: " + value
