@@ -157,6 +157,7 @@ static const char script_harvest[] =
  * or mode defer). Redis's clock.
  */
 static const char script_grey[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
     "if redis.call('SISMEMBER', ARGV[6], ARGV[7]) == 1 or\n"
     "   redis.call('SISMEMBER', ARGV[6], ARGV[8]) == 1 then return 1 end\n"
     "local t = redis.call('TIME')\n"
