@@ -24,6 +24,7 @@ enum bs_store_reply_kind {
     BS_REPLY_NOTE,      /* the rate-tracking script */
     BS_REPLY_DIR_SIZE,  /* SCARD rcpt:<domain> */
     BS_REPLY_DIR_SYNC,  /* HGET sync <domain>:ok */
+    BS_REPLY_MODE,      /* HMGET mode <domain> "*" */
 };
 
 struct redisReply;
@@ -33,6 +34,11 @@ struct redisReply;
  * type that command cannot give (a key of the wrong type answers with an
  * error, which is -1 too). f must start with ndr_index = -1. */
 int bs_store_reply_apply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
+
+/* bs_store_mode_value - mode HASH value i (0: the domain's field, 1: "*")
+ * into f, truncated to BS_MODE_VALUE_MAX - 1 bytes (then no mode: a real
+ * one is shorter); shared with the mirror's answers */
+void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len);
 
 /* bs_store_unix_time - a sync record's time: decimal Unix seconds (at most
  * 12 digits, nothing else), or 0 when it is not that (then the domain

@@ -176,7 +176,7 @@ const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz);
  * "1500ms". bs_ctl_remaining - ms as "2d3h", "59m12s", "800ms". */
 const char *bs_ctl_duration(uint64_t ms, char *out, size_t outsz);
 const char *bs_ctl_remaining(uint64_t ms, char *out, size_t outsz);
-/* bs_ctl_rule_text - "allow", "deny", "limit 10/1h" */
+/* bs_ctl_rule_text - "allow", "deny", "limit 10/1h", "deny report" */
 const char *bs_ctl_rule_text(const bs_ndr_rule *r, char *out, size_t outsz);
 /* bs_ctl_cidr_text - "127.0.0.0/8", "::1/128" */
 const char *bs_ctl_cidr_text(const bs_cidr *n, char *out, size_t outsz);
@@ -250,6 +250,10 @@ int bs_ctl_request_text(char *out, size_t outsz, const char *sender, const char 
 int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e);
 /* bs_ctl_explain_ndr - print the NDR candidates and the winner */
 void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, const char *indent);
+/* bs_ctl_mode_from - where a decision's mode came from ("backstop:mode
+ * field example.com", "... field *", "[policy] mode") into out */
+const char *bs_ctl_mode_from(const bs_ctl *c, int src, const char *domain, char *out, size_t outsz);
+
 /* bs_ctl_explain_print - every fact and the rule that decided */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
 

@@ -1,6 +1,7 @@
 /*
  * mirror.h - the local mirror of what the admin manages in Redis (domains,
- * rcpt:<domain>, ndr, exempt, block:<client>), kept exact by invalidations
+ * rcpt:<domain>, ndr, mode, exempt, block:<client>), kept exact by
+ * invalidations
  *
  * Pure: no hiredis, no libuv, no clock of its own. The Redis side
  * (store_redis.c) asks it what to read (bs_mirror_next_read), runs the

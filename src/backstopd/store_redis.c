@@ -27,7 +27,11 @@
  * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
  * the directory gauges. A -READONLY reply (a failover demoted our server) drops
  * the connection, which rediscovers the master. Decision counts are added
- * to the stats hash once a second and at close.
+ * to the stats hash once a second and at close, and in the same flush the
+ * would-reject counts (refusals report mode let pass) to the wouldreject
+ * hash, one HINCRBY per recipient domain (at most BS_WOULDREJECT_PENDING_MAX
+ * domains between two flushes; more are dropped, counted, warned about).
+ * The common path also reads HMGET mode <domain> "*" (per-domain mode).
  *
  * Never: blocks, formats commands with printf, exits because of Redis, or
  * calls a caller back after bs_store_redis_close.
@@ -58,9 +62,11 @@
 #include "redis_track.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
-#define BS_REDIS_CMD_MAX 8192   /* one pipelined command, built on the stack */
-#define BS_REDIS_MAX_CMDS 6     /* commands in one op */
-#define BS_DIR_REFRESH_MS 15000 /* directory gauges: SMEMBERS domains, HGETALL sync, SCARDs */
+#define BS_REDIS_CMD_MAX 8192         /* one pipelined command, built on the stack */
+#define BS_REDIS_MAX_CMDS 6           /* commands in one op */
+#define BS_DIR_REFRESH_MS 15000       /* directory gauges: SMEMBERS domains, HGETALL sync, SCARDs */
+#define BS_WOULDREJECT_PENDING_MAX 64 /* domains with would-reject counts between two flushes */
+#define BS_WOULDREJECT_WARN_MS 60000  /* at most one "too many domains" warning a minute */
 
 /*
  * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
@@ -136,6 +142,15 @@ struct bs_redis {
     char sha_rate[41];
     char sha_ndr[41];
     uint64_t pending_stats[BS_WHY_COUNT];
+    /* would-reject counts per recipient domain, added to the wouldreject
+     * HASH with the stats (one HINCRBY per domain); past the table's size
+     * a count is dropped, counted and warned about */
+    struct {
+        char domain[BS_DOMAIN_MAX + 1];
+        uint64_t n;
+    } wr[BS_WOULDREJECT_PENDING_MAX];
+    size_t nwr;
+    uint64_t wr_last_warn, wr_warned_dropped;
     bs_redis_op *ops;
     bs_redis_op *free_ops;
     /* directory gauges: dir is published, dir_next is being refreshed */
@@ -455,6 +470,15 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
             bs_resp_str(&b, q->ndr_fields[i]);
         failed |= queue(op, BS_REPLY_NDR, &b);
     }
+    if (q->mode_domain) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 4);
+        bs_resp_str(&b, "HMGET");
+        arg_key(&b, r, BS_KEY_MODE, NULL);
+        bs_resp_str(&b, q->mode_domain);
+        bs_resp_str(&b, "*");
+        failed |= queue(op, BS_REPLY_MODE, &b);
+    }
     if (q->directory) {
         failed |= queue_directory(r, op, q);
     }
@@ -543,6 +567,35 @@ static void r_count(bs_store *s, int why)
         r->pending_stats[why]++;
 }
 
+static void r_would_reject(bs_store *s, const char *domain)
+{
+    bs_redis *r = (bs_redis *)s;
+    uint64_t now;
+    size_t i;
+
+    for (i = 0; i < r->nwr; i++)
+        if (strcmp(r->wr[i].domain, domain) == 0) {
+            r->wr[i].n++;
+            return;
+        }
+    if (r->nwr < BS_WOULDREJECT_PENDING_MAX) {
+        snprintf(r->wr[r->nwr].domain, sizeof(r->wr[0].domain), "%s", domain);
+        r->wr[r->nwr++].n = 1;
+        return;
+    }
+    bs_stat.would_reject_dropped++;
+    now = uv_now(r->conn.loop);
+    if (r->wr_last_warn && now - r->wr_last_warn < BS_WOULDREJECT_WARN_MS)
+        return;
+    bs_warn("would-reject counts of more than %d domains within one flush: %llu counts not "
+            "added to %s%s since the last warning",
+            BS_WOULDREJECT_PENDING_MAX,
+            (unsigned long long)(bs_stat.would_reject_dropped - r->wr_warned_dropped),
+            r->cfg->prefix, BS_KEY_WOULDREJECT);
+    r->wr_last_warn = now;
+    r->wr_warned_dropped = bs_stat.would_reject_dropped;
+}
+
 static int r_ready(const bs_store *s)
 {
     return check_ready((const bs_redis *)s) == 0;
@@ -572,6 +625,7 @@ static const bs_store_ops redis_ops = {
     .ndr_take = r_ndr_take,
     .note_invalid = r_note_invalid,
     .count = r_count,
+    .would_reject = r_would_reject,
     .ready = r_ready,
     .directory = r_directory,
     .mirror = r_mirror,
@@ -589,13 +643,36 @@ static void on_stats_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-/* flush_stats - add the decision counts to the cluster-wide stats hash */
+/* flush_would_reject - one HINCRBY wouldreject <domain> N per domain
+ * pending; a count that cannot be sent stays for the next flush */
+static void flush_would_reject(bs_redis *r)
+{
+    char buf[BS_CFG_PREFIX_MAX + 2 * BS_DOMAIN_MAX + 64];
+    bs_resp b;
+    size_t i, kept = 0;
+
+    for (i = 0; i < r->nwr; i++) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 4);
+        bs_resp_str(&b, "HINCRBY");
+        arg_key(&b, r, BS_KEY_WOULDREJECT, NULL);
+        bs_resp_str(&b, r->wr[i].domain);
+        bs_resp_u64(&b, r->wr[i].n);
+        if (bs__redis_conn_send(&r->conn, &b, on_stats_reply, r, 0) != 0)
+            r->wr[kept++] = r->wr[i];
+    }
+    r->nwr = kept;
+}
+
+/* flush_stats - add the decision counts to the cluster-wide stats hash,
+ * and the would-reject counts to the wouldreject hash */
 static void flush_stats(bs_redis *r)
 {
     char buf[512];
     bs_resp b;
     int i;
 
+    flush_would_reject(r);
     for (i = 0; i < BS_WHY_COUNT; i++) {
         if (!r->pending_stats[i])
             continue;

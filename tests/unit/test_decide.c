@@ -3,8 +3,8 @@
  *
  * The fake store answers a bs_lookup from small in-memory tables exactly as
  * the Redis store reads its keys (block, exempt, domains, rcpt:<domain>,
- * ndr, and for the directory check the size of rcpt:<domain> and the sync
- * record), and keeps NDR budgets per recipient domain. Each case runs one
+ * ndr, mode, and for the directory check the size of rcpt:<domain> and the
+ * sync record), and keeps NDR budgets per recipient domain. Each case runs one
  * request through bs_decide_begin/_facts/_taken and checks the verdict, the
  * reply line and the log line.
  */
@@ -24,6 +24,7 @@ static const char *f_ndr[8][2];   /* field, value */
 static int f_budget_used[8];
 static char f_budget_domain[8][BS_DOMAIN_MAX + 1];
 static const char *f_sync[8][2];     /* domain, last successful sync (Unix s) */
+static const char *f_mode[8][2];     /* mode HASH: field (domain or "*"), value */
 static long long f_now = 1700000000; /* the store's wall clock */
 static int f_fail;                   /* lookup answers with an error */
 static int f_fail_second;            /* the second lookup answers with an error */
@@ -39,6 +40,7 @@ static void fake_reset(void)
     memset(f_budget_used, 0, sizeof(f_budget_used));
     memset(f_budget_domain, 0, sizeof(f_budget_domain));
     memset(f_sync, 0, sizeof(f_sync));
+    memset(f_mode, 0, sizeof(f_mode));
     f_fail = f_fail_second = f_lookups = f_takes = f_dir_lookups = 0;
 }
 
@@ -82,6 +84,13 @@ static void fake_lookup(const bs_lookup *q, bs_facts *f)
             if (strcmp(f_sync[j][0], q->directory) == 0)
                 f->dir_synced_at = atoll(f_sync[j][1]);
     }
+    for (i = 0; i < 2 && q->mode_domain; i++) /* HMGET mode <domain> "*" */
+        for (j = 0; j < 8 && f_mode[j][0]; j++)
+            if (strcmp(f_mode[j][0], i == 0 ? q->mode_domain : "*") == 0) {
+                f->mode_found[i] = 1;
+                f->mode_len[i] = strlen(f_mode[j][1]);
+                memcpy(f->mode_value[i], f_mode[j][1], f->mode_len[i] + 1);
+            }
     for (i = 0; i < q->nndr && f->ndr_index < 0; i++)
         for (j = 0; j < 8 && f_ndr[j][0]; j++)
             if (strcmp(f_ndr[j][0], q->ndr_fields[i]) == 0) {
@@ -496,6 +505,192 @@ static void test_report_and_fallback(bs_config *cfg)
     f_fail = 0;
 }
 
+/* the mode HASH: a protected domain's field, then "*", then [policy] mode;
+ * anything else: "*", then [policy] mode; a value that is no mode skipped */
+static void test_mode_precedence(bs_config *cfg)
+{
+    seed();
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_INT(d.mode, BS_MODE_ENFORCE);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_CONFIG);
+    f_mode[0][0] = "*";
+    f_mode[0][1] = "report";
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_INT(d.mode, BS_MODE_REPORT);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_STAR);
+    CHECK(strncmp(reply(cfg), "action=WARN would reject: 550 5.1.1 ", 36) == 0);
+    f_mode[1][0] = "example.com";
+    f_mode[1][1] = "Enforce "; /* case and blanks as in the NDR values */
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_INT(d.mode, BS_MODE_ENFORCE);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_DOMAIN);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    /* [policy] mode = report is overridden by a domain's enforce */
+    cfg->mode = BS_MODE_REPORT;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    cfg->mode = BS_MODE_ENFORCE;
+    /* a domain's field counts only for a protected domain: a bounce to a
+     * remote domain gets "*" (report here), whatever its own field says */
+    f_mode[2][0] = "remote.example";
+    f_mode[2][1] = "enforce";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@remote.example", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_STAR);
+    CHECK(strncmp(reply(cfg), "action=WARN would reject: 550 5.7.1 ", 36) == 0);
+    CHECK(bs_decide_would_reject(&d, cfg));
+    /* a value that is no mode: flagged, ignored, the next one decides */
+    f_mode[1][1] = "enforced";
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_INT(d.mode_bad, 1);
+    CHECK_EQ_INT(d.mode, BS_MODE_REPORT);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_STAR);
+    f_mode[0][1] = "";
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1");
+    CHECK_EQ_INT(d.mode_bad, 3);
+    CHECK_EQ_INT(d.mode, BS_MODE_ENFORCE);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_CONFIG);
+    CHECK_EQ_STR(reply(cfg), "action=550 5.1.1 User unknown\n\n");
+    /* an unreadable bounce recipient: "*" alone */
+    seed();
+    f_mode[0][0] = "*";
+    f_mode[0][1] = "report";
+    run(cfg, "RCPT", "", "x@exa mple.com", "192.0.2.1");
+    CHECK(d.unreadable);
+    CHECK_EQ_INT(d.mode_src, BS_MODE_SRC_STAR);
+    CHECK(strncmp(reply(cfg), "action=WARN would reject: ", 26) == 0);
+}
+
+/* off: DUNNO, reason mode_off, nothing counted, no second lookup */
+static void test_mode_off(bs_config *cfg)
+{
+    char line[1024];
+
+    seed();
+    f_mode[0][0] = "example.com";
+    f_mode[0][1] = "off";
+    f_blocked[0] = "192.0.2.1";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_MODE_OFF);
+    CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
+    CHECK(!d.note_invalid);
+    CHECK_EQ_INT(f_lookups, 1); /* neither the exempt SET nor the directory */
+    CHECK_EQ_INT(bs_why_action(BS_WHY_MODE_OFF), BS_ACT_DUNNO);
+    CHECK_EQ_STR(bs_why_name(BS_WHY_MODE_OFF), "mode_off");
+    CHECK_EQ_INT(bs_decide_log_line(&d, cfg, line, sizeof(line)), 0);
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    /* another protected domain keeps [policy] mode */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@catchall.example", "192.0.2.1"),
+                 BS_WHY_BLOCKED);
+    /* "*" off: bounces and everything else too */
+    f_mode[1][0] = "*";
+    f_mode[1][1] = "OFF";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@remote.example", "192.0.2.7"), BS_WHY_MODE_OFF);
+    CHECK_EQ_INT(f_takes, 0);
+    /* a protected domain's own field beats "*" */
+    f_mode[2][0] = "catchall.example";
+    f_mode[2][1] = "enforce";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "a@catchall.example", "192.0.2.1"),
+                 BS_WHY_BLOCKED);
+    CHECK_EQ_STR(reply(cfg), "action=450 4.7.1 Too many invalid recipients from your host, try "
+                             "again later\n\n");
+}
+
+/* report for a domain: each refusal becomes WARN, is counted as a
+ * would-reject; an unknown user still counts for the client */
+static void test_mode_report(bs_config *cfg)
+{
+    char line[1024];
+
+    seed();
+    f_mode[0][0] = "example.com";
+    f_mode[0][1] = "report";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(reply(cfg), "action=WARN would reject: 550 5.1.1 <nobody@example.com>: "
+                             "Recipient address rejected: User unknown\n\n");
+    CHECK(d.note_invalid);
+    CHECK(bs_decide_would_reject(&d, cfg));
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "NOQUEUE: reject_warning: ") == line);
+    CHECK(strstr(line, " reason=unknown_user mode_entry=example.com") != NULL);
+    /* a known user: no refusal, nothing to count */
+    run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1");
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    /* the directory in doubt: WARN would defer */
+    f_rcpt[0][0] = f_rcpt[1][0] = "gone.example"; /* example.com's set is empty now */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.1"),
+                 BS_WHY_DIR_EMPTY);
+    CHECK(strncmp(reply(cfg), "action=WARN would defer: 450 4.7.1 ", 35) == 0);
+    CHECK(bs_decide_would_reject(&d, cfg));
+    /* a blocked client */
+    seed();
+    f_mode[0][0] = "example.com";
+    f_mode[0][1] = "report";
+    f_blocked[0] = "192.0.2.1";
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1"), BS_WHY_BLOCKED);
+    CHECK(strncmp(reply(cfg), "action=WARN would defer: 450 4.7.1 ", 35) == 0);
+    CHECK(bs_decide_would_reject(&d, cfg));
+    /* ...but to an unprotected domain the client is refused ("*", config) */
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "x@remote.example", "192.0.2.1"), BS_WHY_BLOCKED);
+    CHECK(strncmp(reply(cfg), "action=450 4.7.1 ", 17) == 0);
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    /* a fallback is no refusal of ours */
+    f_fail = 1;
+    run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2");
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    f_fail = 0;
+}
+
+/* an NDR entry's " report": that entry refuses nothing, whatever the mode */
+static void test_ndr_report(bs_config *cfg)
+{
+    char line[1024];
+
+    seed();
+    f_ndr[0][0] = "deny.example";
+    f_ndr[0][1] = "deny report";
+    f_ndr[1][0] = ".limit.example";
+    f_ndr[1][1] = "LIMIT 1/1h  Report";
+    f_ndr[2][0] = "strict.example";
+    f_ndr[2][1] = "deny";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@deny.example", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK(d.ndr_rule.report);
+    CHECK_EQ_STR(reply(cfg), "action=WARN would reject: 550 5.7.1 <x@deny.example>: Recipient "
+                             "address rejected: Delivery status notifications to this domain are "
+                             "not accepted\n\n");
+    CHECK(bs_decide_would_reject(&d, cfg));
+    CHECK(bs_decide_log_line(&d, cfg, line, sizeof(line)) > 0);
+    CHECK(strstr(line, "reject_warning: ") != NULL);
+    CHECK(strstr(line, "reason=ndr_deny ndr_entry=deny.example") != NULL);
+    /* limit: within, then over it: WARN, the bounce passes */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@a.limit.example", "192.0.2.1"), BS_WHY_NDR_UNDER);
+    CHECK_EQ_STR(reply(cfg), "action=DUNNO\n\n");
+    CHECK(!bs_decide_would_reject(&d, cfg));
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "y@a.limit.example", "192.0.2.1"), BS_WHY_NDR_LIMIT);
+    CHECK(strncmp(reply(cfg), "action=WARN would reject: 550 5.7.1 ", 36) == 0);
+    CHECK(bs_decide_would_reject(&d, cfg));
+    /* an entry without it still refuses */
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@strict.example", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK(strncmp(reply(cfg), "action=550 5.7.1 ", 17) == 0);
+    /* the " report" of an NDR entry does not cover a blocked client */
+    f_blocked[0] = "192.0.2.1";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@deny.example", "192.0.2.1"), BS_WHY_BLOCKED);
+    CHECK(strncmp(reply(cfg), "action=450 4.7.1 ", 17) == 0);
+    f_blocked[0] = NULL;
+    /* ndr_default with report */
+    CHECK_EQ_INT(bs_parse_ndr_rule("deny report", 11, &cfg->ndr_default), 0);
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@nowhere.example", "192.0.2.1"), BS_WHY_NDR_DENY);
+    CHECK_EQ_STR(bs_decide_ndr_match(&d), "ndr_default");
+    CHECK(strncmp(reply(cfg), "action=WARN would reject: ", 26) == 0);
+    cfg->ndr_default = (bs_ndr_rule){.action = BS_NDR_DENY};
+    /* "*" = off beats an NDR entry's report: nothing checked */
+    f_mode[0][0] = "*";
+    f_mode[0][1] = "off";
+    CHECK_EQ_INT(run(cfg, "RCPT", "", "x@deny.example", "192.0.2.1"), BS_WHY_MODE_OFF);
+}
+
 /* the directory check before a 550 5.1.1: empty, missing, stale, fresh */
 static void test_directory(bs_config *cfg)
 {
@@ -707,6 +902,10 @@ int main(void)
     test_clients(&cfg);
     test_report_and_fallback(&cfg);
     test_directory(&cfg);
+    test_mode_precedence(&cfg);
+    test_mode_off(&cfg);
+    test_mode_report(&cfg);
+    test_ndr_report(&cfg);
     test_hostile(&cfg);
     return check_summary();
 }
