@@ -11,6 +11,8 @@
  *   ctl_redis.c    connection (AUTH, SELECT), commands, pipelines, keys
  *   ctl_util.c     output helpers: durations, escaping, sorting, columns
  *   ctl_domain.c   domain add|del|list, user add|del|list
+ *   ctl_mode.c     domain mode (the mode HASH), stats --domain, and the
+ *                  mode + would-reject count that domain list shows
  *   ctl_import.c   import DOMAIN FILE (validate all, then one atomic write)
  *   ctl_ndr.c      ndr set|del|list|explain
  *   ctl_explain.c  re-derives a verdict from Redis with the daemon's own
@@ -83,6 +85,7 @@ enum bs_ctl_opt {
     BS_OPT_DRY_RUN,
     BS_OPT_FORCE,
     BS_OPT_QUIET,
+    BS_OPT_DOMAIN,
     BS_OPT_COUNT
 };
 
@@ -104,6 +107,9 @@ typedef struct bs_ctl {
 int bs_ctl_domain_add(bs_ctl *c, int argc, char **argv);
 int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv);
 int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_domain_mode(bs_ctl *c, int argc, char **argv); /* ctl_mode.c */
+/* bs_ctl_stats_domain - stats --domain DOMAIN (ctl_mode.c); called by bs_ctl_stats */
+int bs_ctl_stats_domain(bs_ctl *c);
 int bs_ctl_user_add(bs_ctl *c, int argc, char **argv);
 int bs_ctl_user_del(bs_ctl *c, int argc, char **argv);
 int bs_ctl_user_list(bs_ctl *c, int argc, char **argv);
@@ -125,6 +131,22 @@ int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
  * backstop:sync, for domain list and stats: printed, or with --json set as
  * member "sync" of into; 0 / -1 (printed) */
 int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n, json_t *into);
+
+/* ------------------------------------------------------------ ctl_mode.c */
+/* One domain's (or "*"'s) mode as the daemon sees it. */
+typedef struct bs_ctl_mode {
+    char domain[BS_DOMAIN_MAX + 1]; /* canonical form, or "*"; set by the caller */
+    bs_facts f;                     /* protected_domain and the mode fields */
+    int mode;                       /* enum bs_mode its recipients get */
+    int src;                        /* enum bs_mode_src */
+    int bad;                        /* bs_decide_mode's bits: a field that is no mode */
+    long long would_reject;         /* HGET wouldreject <domain>, 0: none */
+} bs_ctl_mode;
+/* bs_ctl_mode_read - fill m[0..n-1] (SISMEMBER domains, HMGET mode <d> "*",
+ * HGET wouldreject <d>, pipelined); 0 / -1 (printed) */
+int bs_ctl_mode_read(bs_ctl *c, bs_ctl_mode *m, size_t n);
+/* bs_ctl_mode_source - "own", "*", "config" (the JSON mode_source) */
+const char *bs_ctl_mode_source(int src);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */

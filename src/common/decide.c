@@ -13,7 +13,7 @@
  * warns about it, rate-limited (it is read on every request).
  *
  * Modes: report_mode() is the one test of "this refusal is only reported";
- * the decision's mode comes from the mode HASH (set_mode), an NDR entry
+ * the decision's mode comes from the mode HASH (bs_decide_mode), an NDR entry
  * may add "report" for its own refusals.
  *
  * Limits: NDR lookups consider the recipient domain, at most
@@ -392,27 +392,26 @@ static int directory_doubt(const bs_config *cfg, const bs_facts *f)
                                                                       : BS_WHY_UNKNOWN_USER;
 }
 
-/* set_mode - the decision's mode from the mode HASH: a protected domain's
- * own field, then "*", then [policy] mode; anything else: "*", then
- * [policy] mode. A value that is no mode is skipped and flagged. */
-static void set_mode(bs_decision *d, const bs_config *cfg, const bs_facts *f)
+/* bs_decide_mode - see decide.h: a protected domain's own field, then
+ * "*", then [policy] mode; anything else: "*", then [policy] mode. A
+ * value that is no mode is skipped and flagged. */
+int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad)
 {
     int i, m;
 
-    d->mode = cfg->mode;
-    d->mode_src = BS_MODE_SRC_CONFIG;
-    d->mode_bad = 0;
+    *bad = 0;
     for (i = f->protected_domain ? 0 : 1; i < 2; i++) {
         if (!f->mode_found[i])
             continue;
         if ((m = bs_parse_mode(f->mode_value[i], f->mode_len[i])) < 0) {
-            d->mode_bad |= 1 << i;
+            *bad |= 1 << i;
             continue;
         }
-        d->mode = m;
-        d->mode_src = i == 0 ? BS_MODE_SRC_DOMAIN : BS_MODE_SRC_STAR;
-        return;
+        *src = i == 0 ? BS_MODE_SRC_DOMAIN : BS_MODE_SRC_STAR;
+        return m;
     }
+    *src = BS_MODE_SRC_CONFIG;
+    return cfg->mode;
 }
 
 /* apply_rules - the rules over the facts gathered; q (may be NULL) gets
@@ -474,7 +473,7 @@ int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_
         return apply_rules(d, cfg, &d->facts, q);
     }
     d->facts = *f;
-    set_mode(d, cfg, f);
+    d->mode = bs_decide_mode(cfg, f, &d->mode_src, &d->mode_bad);
     if (d->mode == BS_MODE_OFF) /* no checks: nothing counted, no second lookup */
         return finish(d, BS_WHY_MODE_OFF);
     if (q && f->blocked && !f->exempt && d->client_key[0] && !d->cidr_exempt) {
