@@ -80,6 +80,7 @@ struct bs_mirror {
     uint64_t stale_since;
     int blocks_scanned, blocks_have;
     uint64_t invalidations, raced;
+    uint64_t changes; /* invalidations, link changes: bs_mirror_changes */
 };
 
 /* ------------------------------------------------------------ strset */
@@ -340,6 +341,7 @@ static void enqueue(bs_mirror *m, mkey *k, int front)
 static void invalidate(bs_mirror *m, mkey *k)
 {
     k->inval_seq = ++m->seq;
+    m->changes++;
     if (k->state == KS_WRONG)
         k->have = 0;
     k->state = KS_NEED;
@@ -453,6 +455,7 @@ void bs_mirror_connected(bs_mirror *m)
     mkey *k;
 
     void_reads(m);
+    m->changes++;
     m->connected = 1;
     m->stale = 0;
     m->seq++;
@@ -485,6 +488,7 @@ void bs_mirror_lost(bs_mirror *m, uint64_t now)
     if (!m->connected)
         return;
     void_reads(m);
+    m->changes++;
     m->connected = 0;
     m->stale = 1;
     m->stale_since = now;
@@ -781,6 +785,11 @@ int bs_mirror_answer(bs_mirror *m, const bs_lookup *q, uint64_t now, uint64_t ma
         (q->mode_domain && answer_mode(m, q, f) < 0))
         return BS_MIRROR_ASK_REDIS;
     return m->connected ? BS_MIRROR_EXACT : BS_MIRROR_STALE;
+}
+
+uint64_t bs_mirror_changes(const bs_mirror *m)
+{
+    return m->changes;
 }
 
 int bs_mirror_linked(const bs_mirror *m, uint64_t *stale_since)

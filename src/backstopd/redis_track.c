@@ -508,6 +508,11 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f)
     return rc;
 }
 
+uint64_t bs__redis_track_changes(const bs_redis_track *t)
+{
+    return t->m ? bs_mirror_changes(t->m) : 0;
+}
+
 void bs__redis_track_reset(bs_redis_track *t)
 {
     bs_mirror *m = bs_mirror_new();

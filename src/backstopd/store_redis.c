@@ -129,6 +129,11 @@ typedef struct bs_redis_op {
     char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE: domain; OP_NOTE: client key */
     char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE: client address */
     bs_ndr_rule rule;               /* OP_TAKE */
+    /* answered by the mirror: the lookup (its strings are the waiting
+     * connection's, valid until the check handle delivers) and the mirror's
+     * bs_mirror_changes when it answered */
+    bs_lookup q;
+    uint64_t changes;
 } bs_redis_op;
 
 /* The store; freed by on_conn_closed once the connection's timers closed. */
@@ -351,7 +356,45 @@ static int queue_directory(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
     return failed ? -1 : 0;
 }
 
+static int queue_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q);
+
 static void on_idle(uv_idle_t *h) {}
+
+/*
+ * recheck - an op the mirror answered during the poll phase, before an
+ * invalidation read later in the same phase (epoll reports a policy
+ * connection that was ready before in front of the invalidation
+ * connection): answer it again, or from Redis, so a change is obeyed from
+ * the first request that follows it. 0: deliver op now; 1: it went to
+ * Redis (delivered by its replies, or already with an error status).
+ */
+static int recheck(bs_redis *r, bs_redis_op *op)
+{
+    bs_facts f;
+    int rc;
+
+    if (bs__redis_conn_closed(&r->conn) || bs__redis_track_changes(r->track) == op->changes)
+        return 0;
+    if (bs__redis_track_answer(r->track, &op->q, &f) != BS_MIRROR_ASK_REDIS) {
+        op->facts = f;
+        if (f.dir_known)
+            op->facts.dir_now = (long long)time(NULL);
+        return 0;
+    }
+    bs_store_facts_cb *cb = op->cb.facts;
+    void *arg = op->arg;
+    uint64_t id = op->id;
+
+    memset(&op->facts, 0, sizeof(op->facts));
+    op->facts.ndr_index = -1;
+    if ((rc = check_ready(r)) != 0) {
+        op->status = rc;
+        return 0;
+    }
+    if ((rc = queue_lookup(r, op, &op->q)) != 0)
+        cb(arg, id, rc, &f); /* queue_lookup recycled op: answer from here */
+    return 1;
+}
 
 /* on_check - deliver the lookups the mirror answered */
 static void on_check(uv_check_t *h)
@@ -373,7 +416,8 @@ static void on_check(uv_check_t *h)
      * poll must not block (it did, for up to a timer tick: 80 ms) */
     for (; op; op = next) {
         next = op->next_free;
-        op_done(op);
+        if (!recheck(r, op))
+            op_done(op);
     }
 }
 
@@ -395,6 +439,8 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
     op->arg = arg;
     op->id = id;
     op->facts = f;
+    op->q = *q;
+    op->changes = bs__redis_track_changes(r->track);
     if (f.dir_known)
         op->facts.dir_now = (long long)time(NULL);
     if (r->answered_tail)
@@ -407,28 +453,16 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
     return 0;
 }
 
-/* r_lookup - the pipelined read queries of one RCPT request */
-static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
+/* queue_lookup - the pipelined read queries of q under op: 0 when at
+ * least one went (op completes later), else the op is recycled and the
+ * reason returned */
+static int queue_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
 {
-    bs_redis *r = (bs_redis *)s;
     char buf[BS_REDIS_CMD_MAX];
-    bs_redis_op *op;
     bs_resp b;
     unsigned i;
     int failed = 0;
 
-    if (r->track && (failed = mirror_lookup(r, q, cb, arg, id)) >= 0)
-        return failed;
-    failed = 0;
-    if (check_ready(r))
-        return BS_WHY_REDIS_DOWN;
-    if (!(op = op_get(r, OP_LOOKUP))) {
-        bs_stat.redis_busy++;
-        return BS_WHY_REDIS_BUSY;
-    }
-    op->cb.facts = cb;
-    op->arg = arg;
-    op->id = id;
     if (q->client_key) {
         bs_resp_init(&b, buf, sizeof(buf));
         bs_resp_cmd(&b, 2);
@@ -483,6 +517,27 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
         failed |= queue_directory(r, op, q);
     }
     return finish_queueing(r, op, failed);
+}
+
+/* r_lookup - one RCPT request's reads: from the mirror, else from Redis */
+static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op;
+    int rc;
+
+    if (r->track && (rc = mirror_lookup(r, q, cb, arg, id)) >= 0)
+        return rc;
+    if (check_ready(r))
+        return BS_WHY_REDIS_DOWN;
+    if (!(op = op_get(r, OP_LOOKUP))) {
+        bs_stat.redis_busy++;
+        return BS_WHY_REDIS_BUSY;
+    }
+    op->cb.facts = cb;
+    op->arg = arg;
+    op->id = id;
+    return queue_lookup(r, op, q);
 }
 
 /* send_script - the op's script by EVALSHA, or by EVAL (after NOSCRIPT) */
