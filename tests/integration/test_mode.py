@@ -192,6 +192,11 @@ def test_check_predicts_the_mode(redis, backstopd, backstopctl):
     r.expect(0, out=["mode:      report (from backstop:mode field example.com)",
                      "only logged and counted in backstop:wouldreject",
                      "WARN would reject: 550 5.1.1"])
+    doc = backstopctl("check", "--sender", "a@b.example", "--recipient", UNKNOWN,
+                      "--client", "192.0.2.1", "--json").json(0)
+    assert (doc["explanation"]["mode"], doc["explanation"]["mode_source"],
+            doc["explanation"]["would_reject"], doc["explanation"]["matches"]) == \
+        ("report", "own", True, True), doc
     redis.client.hset(MODE, "example.com", "off")
     backstopctl("check", "--sender", "a@b.example", "--recipient", UNKNOWN,
                 "--client", "192.0.2.1").expect(0, out=["rule:      mode_off", "answer:    DUNNO"])

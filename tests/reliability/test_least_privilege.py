@@ -43,7 +43,8 @@ from reliability.reltools import proc_status
 from support.backstopd import render_config
 from support.policy import Closed, PolicyConn
 from support.policy import request as policy_request
-from support.replies import BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN
+from support.replies import (BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN, USER_UNKNOWN_TEXT,
+                             WARN)
 from support.wait import poll
 
 pytestmark = pytest.mark.slow
@@ -58,14 +59,17 @@ NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY
 # (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush; SCARD
 # before a 550 (and HGET with [policy] max_directory_age, not set here);
-# SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s).
+# SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s);
+# HMGET backstop:mode with every request, HINCRBY backstop:wouldreject with the
+# stats flush (a refusal in report mode).
 COMMANDS = ["get", "sismember", "smismember", "hmget", "scard", "smembers", "hgetall", "hincrby",
             "evalsha", "eval", "script|load", "select", "role", "time", "zremrangebyscore", "zcard",
             "zadd", "pexpire", "set", "del", "incr", "pttl"]
 CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
 MIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels " + CMD_RULE
 TIGHT_RULE = ("on >SECRET resetkeys %R~backstop:* %RW~backstop:rate:* %RW~backstop:block:* "
-              "%RW~backstop:ndrcount:* %RW~backstop:stats resetchannels " + CMD_RULE)
+              "%RW~backstop:ndrcount:* %RW~backstop:stats %RW~backstop:wouldreject resetchannels "
+              + CMD_RULE)
 # [redis] mirror = yes adds (src/backstopd/redis_track.c): CLIENT ID and
 # SUBSCRIBE __redis__:invalidate on the invalidation connection; CLIENT
 # TRACKING, SSCAN, HSCAN, SCAN and a PING a second on the data connection.
@@ -326,6 +330,9 @@ class Paths:
             self.r.script_flush()
         want("ndr limit 2", DUNNO, sender="", recipient="b@" + dom, client_address="192.0.2.%d" % n)
         want("ndr limit 3", NDR_LIMITED, sender="", recipient="c@" + dom, client_address="192.0.2.%d" % n)
+        # report mode for example.com (the mode HASH): counted in wouldreject
+        want("mode report", WARN("reject", USER_UNKNOWN_TEXT, "nobody@report.example"),
+             recipient="nobody@report.example", client_address="192.0.2.%d" % n)
         return bad
 
 
@@ -339,7 +346,9 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
     r.client.execute_command("ACL", "SETUSER", "default", "off")
     admin = redis.Redis(unix_socket_path=r.sock, username=ADMIN[0], password=ADMIN[1],
                         decode_responses=True, socket_timeout=5)
-    admin.sadd("backstop:domains", "example.com", "example.net")
+    admin.sadd("backstop:domains", "example.com", "example.net", "report.example")
+    admin.sadd("backstop:rcpt:report.example", "user")
+    admin.hset("backstop:mode", "report.example", "report")
     admin.sadd("backstop:rcpt:example.com", "user", "postmaster")
     admin.sadd("backstop:rcpt:example.net", "*")
     admin.sadd("backstop:exempt", "198.51.100.25")
@@ -354,6 +363,7 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         setuser(admin, "backstopd", rule, PASSWORD)
         admin.acl_log_reset()
         before = {k: int(v) for k, v in admin.hgetall("backstop:stats").items()}
+        wouldreject_before = int(admin.hget("backstop:wouldreject", "report.example") or 0)
         d = rel_backstopd(r, name="backstopd-c", metrics=True,
                           redis={"username": "backstopd", "password": PASSWORD,
                                  "mirror": "yes" if label == "MIRROR_RULE" else "no"},
@@ -386,6 +396,9 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         checks.check("(c) %s: NOSCRIPT -> EVAL exercised" % label, "redis_noscript=" in sl, sl[sl.find("statistics"):])
         checks.check("(c) %s: stats flushed (HINCRBY) and the block set by the script" % label,
                      stats.get("valid", 0) >= 1 and stats.get("clients_blocked", 0) >= 1, str(stats))
+        wr = int(admin.hget("backstop:wouldreject", "report.example") or 0)
+        checks.check("(c) %s: would-reject counted (HINCRBY wouldreject)" % label,
+                     wr > wouldreject_before, "%d -> %d" % (wouldreject_before, wr))
         with redis.Redis(host="127.0.0.1", port=r.port, username="backstopd", password=PASSWORD) as bc:
             if label == "TIGHT_RULE":
                 # commands it may run, on keys it may only read (MIN_RULE would let these through)
@@ -453,6 +466,8 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         ["ndr", "set", "bounce.example", "limit 5/1h"], ["ndr", "list"], ["ndr", "explain", "bounce.example"],
         ["ndr", "del", "bounce.example"], ["block", "add", "198.51.100.9", "--for", "1h"], ["block", "list"],
         ["client", "198.51.100.9"], ["block", "del", "198.51.100.9"], ["stats"],
+        ["domain", "mode", "example.org", "report"], ["domain", "mode", "example.org"],
+        ["stats", "--domain", "example.org"], ["domain", "mode", "example.org", "default"],
         ["domain", "del", "--purge", "example.org"],
     ]
     failed = []
