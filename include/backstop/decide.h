@@ -64,7 +64,7 @@
 #define BS_NDR_STAR 0xff     /* ndr_off[] value of the "*" candidate */
 #define BS_NDR_DEFAULT (-1)  /* ndr_match: no entry, ndr_default decided */
 #define BS_NDR_NONE (-2)     /* ndr_match: no NDR policy was consulted */
-#define BS_MODE_VALUE_MAX 24 /* a mode HASH value kept in the facts (truncated) */
+#define BS_MODE_VALUE_MAX 16 /* a mode HASH value kept in the facts (truncated) */
 
 /* Where a decision's mode came from (bs_decision.mode_src). */
 enum bs_mode_src {
@@ -229,13 +229,19 @@ typedef struct bs_decision_text {
  * is printed: most answers are a plain DUNNO that prints nothing) */
 void bs_decide_text(const bs_decision *d, bs_decision_text *t);
 
+/* bs_decide_mode - the mode (enum bs_mode) the rules above give a recipient
+ * with facts f (protected_domain and the mode fields); *src: enum
+ * bs_mode_src; *bad: the mode_bad bits. Used by bs_decide_facts and by
+ * backstopctl (domain mode, domain list, stats --domain). */
+int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad);
+
 /* bs_decide_would_reject - 1 when the verdict is a refusal that report mode
  * (or an NDR entry's "report") turned into a WARN: the caller counts it
  * for d->rcpt.domain */
 int bs_decide_would_reject(const bs_decision *d, const bs_config *cfg);
 
-/* bs_decide_mode_src - "[policy] mode", "mode *", "mode <domain>" as a
- * short name: "config", "*", "domain" */
+/* bs_decide_mode_src - where a mode came from, as logged and as
+ * backstopctl's JSON says: "own" (the domain's field), "*", "config" */
 const char *bs_decide_mode_src(int src);
 
 /* bs_decide_ndr_field - NDR candidate i (< d->nndr): "example.org",

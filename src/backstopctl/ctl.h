@@ -145,8 +145,6 @@ typedef struct bs_ctl_mode {
 /* bs_ctl_mode_read - fill m[0..n-1] (SISMEMBER domains, HMGET mode <d> "*",
  * HGET wouldreject <d>, pipelined); 0 / -1 (printed) */
 int bs_ctl_mode_read(bs_ctl *c, bs_ctl_mode *m, size_t n);
-/* bs_ctl_mode_source - "own", "*", "config" (the JSON mode_source) */
-const char *bs_ctl_mode_source(int src);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */

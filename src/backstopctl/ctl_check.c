@@ -271,7 +271,7 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
         r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(), "blocked",
         e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt, "protected_domain",
         e->f.protected_domain, "null_sender", e->d.null_sender, "counts_invalid", e->d.note_invalid,
-        "mode", bs_mode_name(e->d.mode), "mode_source", bs_ctl_mode_source(e->d.mode_src),
+        "mode", bs_mode_name(e->d.mode), "mode_source", bs_decide_mode_src(e->d.mode_src),
         "would_reject", bs_decide_would_reject(&e->d, &c->cfg));
 }
 

@@ -233,7 +233,7 @@ static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
                 out, json_pack("{s:o, s:I, s:b, s:s, s:s, s:I}", "domain",
                                bs_ctl_jstr(dom[i], strlen(dom[i])), "users",
                                (json_int_t)card->integer, "catch_all", star->integer == 1, "mode",
-                               bs_mode_name(m[i].mode), "mode_source", bs_ctl_mode_source(m[i].src),
+                               bs_mode_name(m[i].mode), "mode_source", bs_decide_mode_src(m[i].src),
                                "would_reject", (json_int_t)m[i].would_reject));
         } else {
             if (star->integer == 1)
@@ -244,7 +244,7 @@ static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
                          card->integer == 1 ? "" : "s",
                          card->integer == 0 ? " (every recipient is refused)" : "");
             printf("%-*s  %s; mode %s (%s), %lld would-reject\n", (int)w, dom[i], users,
-                   bs_mode_name(m[i].mode), bs_ctl_mode_source(m[i].src), m[i].would_reject);
+                   bs_mode_name(m[i].mode), bs_decide_mode_src(m[i].src), m[i].would_reject);
         }
         if (card)
             freeReplyObject(card);

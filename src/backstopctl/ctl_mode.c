@@ -9,7 +9,6 @@
  *                        daemon gives its recipients (decide.c's
  *                        bs_decide_mode) and its would-reject count (HGET
  *                        wouldreject <domain>); one pipelined round trip.
- *   bs_ctl_mode_source   "own", "*", "config": where a mode came from.
  *   bs_ctl_domain_mode   domain mode DOMAIN|* [enforce|report|off|default]:
  *                        show the effective mode and where it comes from;
  *                        HSET mode DOMAIN MODE; "default": HDEL (1 when
@@ -40,11 +39,6 @@ static int norm_target(const char *arg, char *out)
         return 0;
     }
     return bs_ctl_norm_domain(arg, out);
-}
-
-const char *bs_ctl_mode_source(int src)
-{
-    return src == BS_MODE_SRC_DOMAIN ? "own" : src == BS_MODE_SRC_STAR ? "*" : "config";
 }
 
 /* read_one - the three replies of one domain into m; 0 / -1 (printed) */
@@ -119,7 +113,7 @@ static json_t *mode_json(const bs_ctl *c, const bs_ctl_mode *m)
 {
     return json_pack("{s:s, s:b, s:s, s:s, s:o, s:o, s:s, s:I}", "domain", m->domain, "protected",
                      m->f.protected_domain, "mode", bs_mode_name(m->mode), "mode_source",
-                     bs_ctl_mode_source(m->src), "field", field_json(m, 0), "star",
+                     bs_decide_mode_src(m->src), "field", field_json(m, 0), "star",
                      field_json(m, 1), "config", bs_mode_name(c->cfg.mode), "would_reject",
                      (json_int_t)m->would_reject);
 }

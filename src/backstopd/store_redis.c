@@ -421,27 +421,18 @@ static void on_check(uv_check_t *h)
     }
 }
 
-/* mirror_lookup - answer q from the mirror (the callback follows from the
- * check handle): 0, a BS_WHY_REDIS_* reason, or -1 (ask Redis) */
-static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb, void *arg,
-                         uint64_t id)
+/* mirror_lookup - answer q from the mirror into op (delivered from the
+ * check handle): 0, or -1 (ask Redis: op's facts are reset for it) */
+static int mirror_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
 {
-    bs_facts f;
-    bs_redis_op *op;
-
-    if (bs__redis_track_answer(r->track, q, &f) == BS_MIRROR_ASK_REDIS)
+    if (bs__redis_track_answer(r->track, q, &op->facts) == BS_MIRROR_ASK_REDIS) {
+        memset(&op->facts, 0, sizeof(op->facts));
+        op->facts.ndr_index = -1;
         return -1;
-    if (!(op = op_get(r, OP_LOOKUP))) {
-        bs_stat.redis_busy++;
-        return BS_WHY_REDIS_BUSY;
     }
-    op->cb.facts = cb;
-    op->arg = arg;
-    op->id = id;
-    op->facts = f;
     op->q = *q;
     op->changes = bs__redis_track_changes(r->track);
-    if (f.dir_known)
+    if (op->facts.dir_known)
         op->facts.dir_now = (long long)time(NULL);
     if (r->answered_tail)
         r->answered_tail->next_free = op;
@@ -524,11 +515,8 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
 {
     bs_redis *r = (bs_redis *)s;
     bs_redis_op *op;
-    int rc;
 
-    if (r->track && (rc = mirror_lookup(r, q, cb, arg, id)) >= 0)
-        return rc;
-    if (check_ready(r))
+    if (!r->track && check_ready(r))
         return BS_WHY_REDIS_DOWN;
     if (!(op = op_get(r, OP_LOOKUP))) {
         bs_stat.redis_busy++;
@@ -537,6 +525,12 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     op->cb.facts = cb;
     op->arg = arg;
     op->id = id;
+    if (r->track && mirror_lookup(r, op, q) == 0)
+        return 0;
+    if (check_ready(r)) {
+        op_put(r, op);
+        return BS_WHY_REDIS_DOWN;
+    }
     return queue_lookup(r, op, q);
 }
 

@@ -543,7 +543,7 @@ int bs_decide_would_reject(const bs_decision *d, const bs_config *cfg)
 
 const char *bs_decide_mode_src(int src)
 {
-    return src == BS_MODE_SRC_DOMAIN ? "domain" : src == BS_MODE_SRC_STAR ? "*" : "config";
+    return src == BS_MODE_SRC_DOMAIN ? "own" : src == BS_MODE_SRC_STAR ? "*" : "config";
 }
 
 /* is_defer - a refusal that asks the sender to retry */
