@@ -104,3 +104,23 @@ def test_ndr_set_report(env):
     doc = env.ctl("ndr", "explain", "x@deny.example", "--json").json(0)
     fields(doc, {"rule": {"action": "deny", "limit": None, "period_ms": None, "report": True},
                  "winner": "deny.example"})
+
+
+def test_purge_queue_keeps_bounces_that_would_pass(env):
+    """A deny the daemon only reports (an entry's " report", or "*" in report
+    or off mode) lets such bounces through: purge-queue must not delete them."""
+    import os
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postqueue.json")
+    env.rcli("SADD", "backstop:domains", "example.com")
+    env.rcli("HSET", "backstop:ndr", "*", "deny", ".partner.example", "allow",
+             "lists.example.org", "limit 10/1h", "denied.example", "deny report")
+    r = env.ctl("purge-queue", "--from-json", fixture)
+    r.expect(0, out="dry run: nothing deleted")
+    listed = [l.split()[0] for l in r.out.split("\n") if l.startswith("B")]
+    # B0012 (an address literal: "*" deny) is still refused; denied.example is not
+    assert listed == ["B0012"], listed
+    env.rcli("HSET", "backstop:ndr", "denied.example", "deny")
+    for mode in ("report", "off"):
+        env.rcli("HSET", "backstop:mode", "*", mode)
+        r = env.ctl("purge-queue", "--from-json", fixture)
+        r.expect(0, out="0 of 14")
