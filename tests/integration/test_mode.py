@@ -6,10 +6,14 @@ and `backstopctl domain list`.
 
 Runs with the local mirror on (the default) and with
 BACKSTOP_TEST_MIRROR=no: the answers must be the same."""
+import time
+
 import pytest
 
 from support.replies import (BLOCKED, DUNNO, NDR_DENY_TEXT, NDR_LIMIT_TEXT, PREFIX,
                              USER_UNKNOWN, USER_UNKNOWN_TEXT, BLOCKED_TEXT, WARN, action)
+from support.metrics import metric
+from support.procs import free_port
 from support.wait import poll
 
 MODE = PREFIX + "mode"
@@ -200,3 +204,31 @@ def test_check_predicts_the_mode(redis, backstopd, backstopctl):
     redis.client.hset(MODE, "example.com", "off")
     backstopctl("check", "--sender", "a@b.example", "--recipient", UNKNOWN,
                 "--client", "192.0.2.1").expect(0, out=["rule:      mode_off", "answer:    DUNNO"])
+
+
+def test_would_reject_table_overflow_is_counted(redis, backstopd):
+    """More recipient domains with would-rejects within one stats flush than
+    the pending table holds (BS_WOULDREJECT_PENDING_MAX, 64): the rest are
+    dropped, counted and warned about; nothing is lost unaccounted."""
+    port = free_port()
+    d = backstopd(redis, ratelimit=NO_RATE, metrics={"listen": "inet:127.0.0.1:%d" % port})
+    redis.client.hset(MODE, "*", "report")  # bounces to remote domains: ndr_default deny, reported
+    n = 400
+    t0 = time.monotonic()
+    with d.conn() as c:
+        for i in range(n):
+            assert c.ask(recipient="x@r%d.example" % i, **BOUNCE).startswith(
+                "action=WARN would reject")
+    elapsed = time.monotonic() - t0
+    poll(lambda: metric(port, "backstop_would_reject_total") == n, 5, what="all counted")
+
+    def in_redis():
+        return sum(int(v) for v in hgetall(redis, WOULDREJECT).values())
+    dropped = metric(port, "backstop_would_reject_dropped_total")
+    poll(lambda: in_redis() + dropped == n, 5, what="the flushed counts")
+    assert all(v == "1" for v in hgetall(redis, WOULDREJECT).values())
+    if elapsed < 6:  # at most 7 flushes of 64 domains: some had to be dropped
+        assert dropped > 0, (dropped, elapsed)
+        d.wait_log(r"would-reject counts of more than 64 domains within one flush: \d+ counts "
+                   r"not added to backstop:wouldreject")
+        assert d.log().count("would-reject counts of more than") == 1  # once a minute
