@@ -9,6 +9,7 @@ add_library(backstopctl_core STATIC
   src/backstopctl/ctl_redis.c
   src/backstopctl/ctl_util.c
   src/backstopctl/ctl_domain.c
+  src/backstopctl/ctl_mode.c
   src/backstopctl/ctl_import.c
   src/backstopctl/ctl_ndr.c
   src/backstopctl/ctl_explain.c

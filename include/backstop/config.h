@@ -41,17 +41,22 @@ typedef struct bs_endpoint {
     char path[BS_CFG_PATH_MAX]; /* unix: socket path (< 108 bytes) */
 } bs_endpoint;
 
-enum bs_mode { BS_MODE_ENFORCE = 0, BS_MODE_REPORT = 1 };
+/* [policy] mode is enforce or report; the mode HASH (keys.h) may also say
+ * off for a domain or "*" (no checks: DUNNO, reason mode_off) */
+enum bs_mode { BS_MODE_ENFORCE = 0, BS_MODE_REPORT = 1, BS_MODE_OFF = 2 };
 enum bs_on_error { BS_ON_ERROR_DEFER = 0, BS_ON_ERROR_DUNNO = 1 };
 enum bs_ndr_action { BS_NDR_ALLOW = 0, BS_NDR_DENY = 1, BS_NDR_LIMIT = 2 };
 /* [harvest] new_clients: what clients not known to a domain under attack get */
 enum bs_harvest_new { BS_HARVEST_GREYLIST = 0, BS_HARVEST_DEFER = 1, BS_HARVEST_NORMAL = 2 };
 
-/* An NDR policy value: "allow", "deny" or "limit N/PERIOD". */
+/* An NDR policy value: "allow", "deny" or "limit N/PERIOD", each with an
+ * optional trailing "report" word ("deny report", "limit 10/1h report"). */
 typedef struct bs_ndr_rule {
     int action;         /* enum bs_ndr_action */
     uint32_t limit;     /* BS_NDR_LIMIT: N >= 1 */
     uint64_t period_ms; /* BS_NDR_LIMIT: PERIOD >= 1s */
+    int report;         /* "report": a refusal by this rule is only logged and
+                           counted ("WARN would reject"), the bounce passes */
 } bs_ndr_rule;
 
 typedef struct bs_config {
@@ -149,9 +154,21 @@ int bs_parse_duration(const char *s, uint64_t *ms);
 /* bs_parse_rate - "N/DURATION" (e.g. "20/10m"), or "0" = disabled. 0 / -1. */
 int bs_parse_rate(const char *s, uint32_t *n, uint64_t *period_ms);
 
-/* bs_parse_ndr_rule - "allow", "deny" or "limit N/PERIOD" (case-insensitive,
- * surrounding blanks ignored). Used for both the config and Redis values. */
+/* bs_parse_ndr_rule - "allow", "deny" or "limit N/PERIOD", optionally
+ * followed by the word "report" (case-insensitive, blanks between words and
+ * around ignored). Used for both the config and Redis values. 0 / -1. */
 int bs_parse_ndr_rule(const char *s, size_t len, bs_ndr_rule *out);
+
+/* bs_format_ndr_rule - the canonical text of a rule ("limit 10/1h report") */
+void bs_format_ndr_rule(const bs_ndr_rule *r, char *buf, size_t size);
+
+/* bs_parse_mode - a mode HASH value: "enforce", "report" or "off"
+ * (case-insensitive, surrounding blanks ignored; only len bytes read):
+ * enum bs_mode, or -1 */
+int bs_parse_mode(const char *s, size_t len);
+
+/* bs_mode_name - "enforce", "report", "off" (or "?") */
+const char *bs_mode_name(int mode);
 
 /* bs_parse_endpoint - "inet:H:P", "tcp:H:P", "[v6]" hosts, or "unix:/p". */
 int bs_parse_endpoint(const char *s, bs_endpoint *out);

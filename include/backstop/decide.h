@@ -59,8 +59,15 @@
  *       (reason harvest_greylist, or harvest_defer for new_clients =
  *       defer); an unknown recipient is still counted. Rule 1 comes first.
  *  4. anything else                                -> DUNNO
- * mode = report turns a refusal into "WARN would ..." (counted and logged;
- * the mail passes).
+ * The mode of a decision: for a recipient of a protected domain the mode
+ * HASH's field <domain>, then its field "*", then [policy] mode; for
+ * anything else (a bounce to a remote domain, a blocked client sending to a
+ * domain not ours) "*", then [policy] mode. A value that is no mode is
+ * ignored (d->mode_bad says which; the caller warns). off -> DUNNO, reason
+ * mode_off, nothing counted, no second lookup. report turns every refusal
+ * into "WARN would reject|defer: ..." (logged; the caller counts it per
+ * recipient domain: bs_decide_would_reject), and so does an NDR entry's
+ * "report" word for the refusals of that entry, whatever the mode.
  */
 #ifndef BACKSTOP_DECIDE_H
 #define BACKSTOP_DECIDE_H
@@ -78,6 +85,14 @@
 #define BS_NDR_STAR 0xff     /* ndr_off[] value of the "*" candidate */
 #define BS_NDR_DEFAULT (-1)  /* ndr_match: no entry, ndr_default decided */
 #define BS_NDR_NONE (-2)     /* ndr_match: no NDR policy was consulted */
+#define BS_MODE_VALUE_MAX 16 /* a mode HASH value kept in the facts (truncated) */
+
+/* Where a decision's mode came from (bs_decision.mode_src). */
+enum bs_mode_src {
+    BS_MODE_SRC_CONFIG = 0, /* [policy] mode */
+    BS_MODE_SRC_STAR,       /* the mode HASH's field "*" */
+    BS_MODE_SRC_DOMAIN,     /* the mode HASH's field <recipient domain> */
+};
 
 enum bs_decide_step {
     BS_DECIDE_DONE = 0,
@@ -112,6 +127,7 @@ enum bs_why {
     BS_WHY_VALID,         /* known recipient (or catch-all) */
     BS_WHY_NDR_ALLOW,     /* bounce allowed by NDR policy */
     BS_WHY_NDR_UNDER,     /* bounce within its limit */
+    BS_WHY_MODE_OFF,      /* the mode HASH says off for this recipient */
     BS_WHY_UNKNOWN_USER,  /* 550 5.1.1 */
     BS_WHY_NDR_DENY,      /* 550 5.7.1 */
     BS_WHY_NDR_LIMIT,     /* 550 5.7.1, over limit */
@@ -140,9 +156,10 @@ typedef struct bs_lookup {
     unsigned nlocals;
     const char *ndr_fields[BS_NDR_MAX_FIELDS]; /* HMGET ndr f1 f2 ... */
     unsigned nndr;
-    const char *directory; /* SCARD rcpt:<directory> (only for an unknown
-                              recipient: bs_decide_facts) */
-    int directory_synced;  /* and HGET sync <directory>:ok */
+    const char *directory;   /* SCARD rcpt:<directory> (only for an unknown
+                                recipient: bs_decide_facts) */
+    int directory_synced;    /* and HGET sync <directory>:ok */
+    const char *mode_domain; /* HMGET mode <mode_domain> "*" */
 } bs_lookup;
 
 /* What the store found; filled by the store for one bs_lookup. */
@@ -163,6 +180,10 @@ typedef struct bs_facts {
     long long dir_now;       /* the store's wall clock when it answered */
     int under_attack;        /* the recipient domain is under a harvest attack
                                 (the store's local table; no query) */
+    /* HMGET mode <domain> "*": [0] the domain's field, [1] "*" */
+    int mode_found[2];                     /* the field is set */
+    char mode_value[2][BS_MODE_VALUE_MAX]; /* its value (raw, truncated) */
+    size_t mode_len[2];
 } bs_facts;
 
 /* One request's decision. Embedded in its connection; no heap. */
@@ -210,6 +231,10 @@ typedef struct bs_decision {
     int ndr_match;              /* index of the NDR entry that decided, BS_NDR_DEFAULT
                                    (ndr_default decided) or BS_NDR_NONE */
     bs_ndr_rule ndr_rule;
+    int mode;     /* enum bs_mode of this decision (see the rules above) */
+    int mode_src; /* enum bs_mode_src */
+    int mode_bad; /* bit 0: the domain's mode field, bit 1: "*" held a value
+                     that is no mode (ignored; the caller warns) */
 } bs_decision;
 
 int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser *req, bs_lookup *q);
@@ -246,6 +271,21 @@ typedef struct bs_decision_text {
 /* bs_decide_text - escape d's request strings into t (done only when a line
  * is printed: most answers are a plain DUNNO that prints nothing) */
 void bs_decide_text(const bs_decision *d, bs_decision_text *t);
+
+/* bs_decide_mode - the mode (enum bs_mode) the rules above give a recipient
+ * with facts f (protected_domain and the mode fields); *src: enum
+ * bs_mode_src; *bad: the mode_bad bits. Used by bs_decide_facts and by
+ * backstopctl (domain mode, domain list, stats --domain). */
+int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad);
+
+/* bs_decide_would_reject - 1 when the verdict is a refusal that report mode
+ * (or an NDR entry's "report") turned into a WARN: the caller counts it
+ * for d->rcpt.domain */
+int bs_decide_would_reject(const bs_decision *d, const bs_config *cfg);
+
+/* bs_decide_mode_src - where a mode came from, as logged and as
+ * backstopctl's JSON says: "own" (the domain's field), "*", "config" */
+const char *bs_decide_mode_src(int src);
 
 /* bs_decide_ndr_field - NDR candidate i (< d->nndr): "example.org",
  * ".org", "*" */

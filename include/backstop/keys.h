@@ -12,16 +12,18 @@
 #ifndef BACKSTOP_KEYS_H
 #define BACKSTOP_KEYS_H
 
-#define BS_KEY_DOMAINS "domains"    /* protected domains */
-#define BS_KEY_RCPT "rcpt:"         /* + <domain>: its valid local parts */
-#define BS_KEY_NDR "ndr"            /* NDR policy per remote domain */
-#define BS_KEY_BLOCK "block:"       /* + <client>: blocked, value = reason */
-#define BS_KEY_EXEMPT "exempt"      /* clients never rate-tracked */
-#define BS_KEY_STATS "stats"        /* cluster-wide counters */
-#define BS_KEY_RATE "rate:"         /* + <client>: recent invalid recipients */
-#define BS_KEY_NDRCOUNT "ndrcount:" /* + <domain>: NDR budget use */
-#define BS_KEY_IMPORT "import:"     /* + <domain>:<pid>: backstopctl import staging */
-#define BS_KEY_SYNC "sync"          /* per-domain sync record (backstopctl sync) */
+#define BS_KEY_DOMAINS "domains"         /* protected domains */
+#define BS_KEY_RCPT "rcpt:"              /* + <domain>: its valid local parts */
+#define BS_KEY_NDR "ndr"                 /* NDR policy per remote domain */
+#define BS_KEY_MODE "mode"               /* per protected domain or "*": enforce, report, off */
+#define BS_KEY_BLOCK "block:"            /* + <client>: blocked, value = reason */
+#define BS_KEY_EXEMPT "exempt"           /* clients never rate-tracked */
+#define BS_KEY_STATS "stats"             /* cluster-wide counters */
+#define BS_KEY_WOULDREJECT "wouldreject" /* per recipient domain: refusals report mode let pass */
+#define BS_KEY_RATE "rate:"              /* + <client>: recent invalid recipients */
+#define BS_KEY_NDRCOUNT "ndrcount:"      /* + <domain>: NDR budget use */
+#define BS_KEY_IMPORT "import:"          /* + <domain>:<pid>: backstopctl import staging */
+#define BS_KEY_SYNC "sync"               /* per-domain sync record (backstopctl sync) */
 #define BS_SYNC_OK_FIELD ":ok"      /* <domain> + this: Unix seconds of its last successful sync */
 #define BS_KEY_SYNC_TMP "tmp:sync:" /* + <domain>:<pid>: the set backstopctl sync builds */
 #define BS_KEY_HARVEST "harvest:"   /* + <domain>: recent unknown recipients of a domain */
@@ -40,9 +42,11 @@
     X(BS_KEY_DOMAINS, "", "SET", 0, "admin")                                                       \
     X(BS_KEY_RCPT, "<domain>", "SET", 0, "admin")                                                  \
     X(BS_KEY_NDR, "", "HASH", 0, "admin")                                                          \
+    X(BS_KEY_MODE, "", "HASH", 0, "admin")                                                         \
     X(BS_KEY_BLOCK, "<client>", "STRING", 1, "backstopd, admin")                                   \
     X(BS_KEY_EXEMPT, "", "SET", 0, "admin")                                                        \
     X(BS_KEY_STATS, "", "HASH", 0, "backstopd")                                                    \
+    X(BS_KEY_WOULDREJECT, "", "HASH", 0, "backstopd")                                              \
     X(BS_KEY_RATE, "<client>", "ZSET", 1, "backstopd")                                             \
     X(BS_KEY_NDRCOUNT, "<domain>", "STRING", 1, "backstopd")                                       \
     X(BS_KEY_IMPORT, "<domain>:<pid>", "SET", 1, "backstopctl")                                    \

@@ -26,6 +26,7 @@ enum bs_store_reply_kind {
     BS_REPLY_DIR_SYNC,  /* HGET sync <domain>:ok */
     BS_REPLY_GREY,      /* the harvest check script (enum bs_grey_result) */
     BS_REPLY_SCRIPT,    /* another script; its reply is read by its caller */
+    BS_REPLY_MODE,      /* HMGET mode <domain> "*" */
 };
 
 struct redisReply;
@@ -35,6 +36,11 @@ struct redisReply;
  * type that command cannot give (a key of the wrong type answers with an
  * error, which is -1 too). f must start with ndr_index = -1. */
 int bs_store_reply_apply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
+
+/* bs_store_mode_value - mode HASH value i (0: the domain's field, 1: "*")
+ * into f, truncated to BS_MODE_VALUE_MAX - 1 bytes (then no mode: a real
+ * one is shorter); shared with the mirror's answers */
+void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len);
 
 /* bs_store_unix_time - a sync record's time: decimal Unix seconds (at most
  * 12 digits, nothing else), or 0 when it is not that (then the domain

@@ -11,6 +11,8 @@
  *   ctl_redis.c    connection (AUTH, SELECT), commands, pipelines, keys
  *   ctl_util.c     output helpers: durations, escaping, sorting, columns
  *   ctl_domain.c   domain add|del|list, user add|del|list
+ *   ctl_mode.c     domain mode (the mode HASH), stats --domain, and the
+ *                  mode + would-reject count that domain list shows
  *   ctl_import.c   import DOMAIN FILE (validate all, then one atomic write)
  *   ctl_ndr.c      ndr set|del|list|explain
  *   ctl_explain.c  re-derives a verdict from Redis with the daemon's own
@@ -83,6 +85,7 @@ enum bs_ctl_opt {
     BS_OPT_DRY_RUN,
     BS_OPT_FORCE,
     BS_OPT_QUIET,
+    BS_OPT_DOMAIN,
     BS_OPT_COUNT
 };
 
@@ -104,6 +107,9 @@ typedef struct bs_ctl {
 int bs_ctl_domain_add(bs_ctl *c, int argc, char **argv);
 int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv);
 int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv);
+int bs_ctl_domain_mode(bs_ctl *c, int argc, char **argv); /* ctl_mode.c */
+/* bs_ctl_stats_domain - stats --domain DOMAIN (ctl_mode.c); called by bs_ctl_stats */
+int bs_ctl_stats_domain(bs_ctl *c);
 int bs_ctl_user_add(bs_ctl *c, int argc, char **argv);
 int bs_ctl_user_del(bs_ctl *c, int argc, char **argv);
 int bs_ctl_user_list(bs_ctl *c, int argc, char **argv);
@@ -125,6 +131,20 @@ int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
  * backstop:sync, for domain list and stats: printed, or with --json set as
  * member "sync" of into; 0 / -1 (printed) */
 int bs_ctl_sync_show(bs_ctl *c, char *const *domains, size_t n, json_t *into);
+
+/* ------------------------------------------------------------ ctl_mode.c */
+/* One domain's (or "*"'s) mode as the daemon sees it. */
+typedef struct bs_ctl_mode {
+    char domain[BS_DOMAIN_MAX + 1]; /* canonical form, or "*"; set by the caller */
+    bs_facts f;                     /* protected_domain and the mode fields */
+    int mode;                       /* enum bs_mode its recipients get */
+    int src;                        /* enum bs_mode_src */
+    int bad;                        /* bs_decide_mode's bits: a field that is no mode */
+    long long would_reject;         /* HGET wouldreject <domain>, 0: none */
+} bs_ctl_mode;
+/* bs_ctl_mode_read - fill m[0..n-1] (SISMEMBER domains, HMGET mode <d> "*",
+ * HGET wouldreject <d>, pipelined); 0 / -1 (printed) */
+int bs_ctl_mode_read(bs_ctl *c, bs_ctl_mode *m, size_t n);
 
 /* ------------------------------------------------------------ ctl_redis.c */
 /* bs_ctl_connect - connect (once), AUTH, SELECT. 0, or -1 (message printed). */
@@ -176,7 +196,7 @@ const char *bs_ctl_safe(const char *s, size_t len, char *out, size_t outsz);
  * "1500ms". bs_ctl_remaining - ms as "2d3h", "59m12s", "800ms". */
 const char *bs_ctl_duration(uint64_t ms, char *out, size_t outsz);
 const char *bs_ctl_remaining(uint64_t ms, char *out, size_t outsz);
-/* bs_ctl_rule_text - "allow", "deny", "limit 10/1h" */
+/* bs_ctl_rule_text - "allow", "deny", "limit 10/1h", "deny report" */
 const char *bs_ctl_rule_text(const bs_ndr_rule *r, char *out, size_t outsz);
 /* bs_ctl_cidr_text - "127.0.0.0/8", "::1/128" */
 const char *bs_ctl_cidr_text(const bs_cidr *n, char *out, size_t outsz);
@@ -250,6 +270,10 @@ int bs_ctl_request_text(char *out, size_t outsz, const char *sender, const char 
 int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e);
 /* bs_ctl_explain_ndr - print the NDR candidates and the winner */
 void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, const char *indent);
+/* bs_ctl_mode_from - where a decision's mode came from ("backstop:mode
+ * field example.com", "... field *", "[policy] mode") into out */
+const char *bs_ctl_mode_from(const bs_ctl *c, int src, const char *domain, char *out, size_t outsz);
+
 /* bs_ctl_explain_print - every fact and the rule that decided */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
 

@@ -265,12 +265,14 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
     n = bs_decide_reply(&e->d, &c->cfg, want);
     while (n > 0 && want[n - 1] == '\n')
         want[--n] = 0;
-    return json_pack("{s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "rule", bs_why_name(e->d.why),
-                     "action", strncmp(want, "action=", 7) == 0 ? want + 7 : want, "matches",
-                     r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(),
-                     "blocked", e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt,
-                     "protected_domain", e->f.protected_domain, "null_sender", e->d.null_sender,
-                     "counts_invalid", e->d.note_invalid);
+    return json_pack(
+        "{s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b, s:s, s:s, s:b}", "rule", bs_why_name(e->d.why),
+        "action", strncmp(want, "action=", 7) == 0 ? want + 7 : want, "matches",
+        r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(), "blocked",
+        e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt, "protected_domain",
+        e->f.protected_domain, "null_sender", e->d.null_sender, "counts_invalid", e->d.note_invalid,
+        "mode", bs_mode_name(e->d.mode), "mode_source", bs_decide_mode_src(e->d.mode_src),
+        "would_reject", bs_decide_would_reject(&e->d, &c->cfg));
 }
 
 /* check_json - the whole result as one object (see backstopctl(8)) */

@@ -14,7 +14,7 @@
  *                      (ZCOUNT rate:<client> over (TIME - window, +inf], the
  *                      daemon's script keeps scores > TIME - window), and
  *                      exemption. 1 when the client is refused right now.
- *   bs_ctl_stats       HGETALL stats, sorted, aligned.
+ *   bs_ctl_stats       HGETALL stats, sorted, aligned (--domain: ctl_mode.c).
  *   client and stats take --json: one object (ctl_json.c, backstopctl(8)).
  *
  * NEVER
@@ -400,6 +400,8 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv)
     size_t i, n, wn = 0, wv = 0;
     int rc = BS_CTL_OK;
 
+    if (c->opt[BS_OPT_DOMAIN])
+        return bs_ctl_stats_domain(c);
     if (!(rep = bs_ctl_hgetall(c, BS_KEY_STATS)))
         return BS_CTL_FAIL;
     bs_ctl_key(c, key, sizeof(key), BS_KEY_STATS, NULL); /* for the message below */

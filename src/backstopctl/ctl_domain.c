@@ -8,8 +8,9 @@
  *   bs_ctl_domain_del   SREM domains (with --purge, DEL rcpt:<domain> too,
  *                       in the same MULTI/EXEC). 1 when a domain was neither
  *                       protected nor had users to purge.
- *   bs_ctl_domain_list  domains with their user counts; with operands, only
- *                       those (1 when one is not protected). --json: one
+ *   bs_ctl_domain_list  domains with their user counts, mode (and its
+ *                       source) and would-reject counts (ctl_mode.c); with
+ *                       operands, only those (1 when one is not protected). --json: one
  *                       {"domains": [...], "missing": [...], "sync": {...}}
  *                       object ("sync": bs_ctl_sync_show).
  *   bs_ctl_user_add     SADD rcpt:<domain>: "DOMAIN LOCAL..." or
@@ -195,19 +196,29 @@ int bs_ctl_domain_del(bs_ctl *c, int argc, char **argv)
     return rc ? rc : failed ? BS_CTL_FAIL : BS_CTL_OK;
 }
 
-/* list_rows - print "DOMAIN  N users" for n protected domains, or (out
- * not NULL) append {"domain", "users", "catch_all"} objects to out */
+/* list_rows - print "DOMAIN  N users; mode M (SOURCE), N would-reject"
+ * for n protected domains, or (out not NULL) append {"domain", "users",
+ * "catch_all", "mode", "mode_source", "would_reject"} objects to out */
 static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
 {
-    char rkey[BS_CTL_KEY_MAX];
+    char rkey[BS_CTL_KEY_MAX], users[64];
+    bs_ctl_mode *m = calloc(n + 1, sizeof(*m));
     size_t i, w = 6;
     int rc = 0;
 
+    for (i = 0; i < n; i++)
+        snprintf(m[i].domain, sizeof(m[i].domain), "%s", dom[i]);
+    if (!m || bs_ctl_mode_read(c, m, n) < 0) {
+        free(m);
+        return BS_CTL_FAIL;
+    }
     for (i = 0; i < n; i++) {
         bs_ctl_key(c, rkey, sizeof(rkey), BS_KEY_RCPT, dom[i]);
         const char *scard[] = {"SCARD", rkey}, *star[] = {"SISMEMBER", rkey, "*"};
-        if (bs_ctl_append(c, 2, scard, NULL) < 0 || bs_ctl_append(c, 3, star, NULL) < 0)
+        if (bs_ctl_append(c, 2, scard, NULL) < 0 || bs_ctl_append(c, 3, star, NULL) < 0) {
+            free(m);
             return BS_CTL_FAIL;
+        }
         if (strlen(dom[i]) > w)
             w = strlen(dom[i]);
     }
@@ -218,17 +229,22 @@ static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
             !bs_ctl_reply_ok(star, REDIS_REPLY_INTEGER, "SISMEMBER")) {
             rc = BS_CTL_FAIL;
         } else if (out) {
-            json_array_append_new(out, json_pack("{s:o, s:I, s:b}", "domain",
-                                                 bs_ctl_jstr(dom[i], strlen(dom[i])), "users",
-                                                 (json_int_t)card->integer, "catch_all",
-                                                 star->integer == 1));
-        } else if (star->integer == 1) {
-            printf("%-*s  catch-all (%lld member%s)\n", (int)w, dom[i], card->integer,
-                   card->integer == 1 ? "" : "s");
+            json_array_append_new(
+                out, json_pack("{s:o, s:I, s:b, s:s, s:s, s:I}", "domain",
+                               bs_ctl_jstr(dom[i], strlen(dom[i])), "users",
+                               (json_int_t)card->integer, "catch_all", star->integer == 1, "mode",
+                               bs_mode_name(m[i].mode), "mode_source", bs_decide_mode_src(m[i].src),
+                               "would_reject", (json_int_t)m[i].would_reject));
         } else {
-            printf("%-*s  %lld user%s%s\n", (int)w, dom[i], card->integer,
-                   card->integer == 1 ? "" : "s",
-                   card->integer == 0 ? " (every recipient is refused)" : "");
+            if (star->integer == 1)
+                snprintf(users, sizeof(users), "catch-all (%lld member%s)", card->integer,
+                         card->integer == 1 ? "" : "s");
+            else
+                snprintf(users, sizeof(users), "%lld user%s%s", card->integer,
+                         card->integer == 1 ? "" : "s",
+                         card->integer == 0 ? " (every recipient is refused)" : "");
+            printf("%-*s  %s; mode %s (%s), %lld would-reject\n", (int)w, dom[i], users,
+                   bs_mode_name(m[i].mode), bs_decide_mode_src(m[i].src), m[i].would_reject);
         }
         if (card)
             freeReplyObject(card);
@@ -237,6 +253,7 @@ static int list_rows(bs_ctl *c, char **dom, size_t n, json_t *out)
         if (rc)
             break;
     }
+    free(m);
     return rc;
 }
 

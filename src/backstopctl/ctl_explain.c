@@ -7,7 +7,8 @@
  *                        same normalisation, same NDR candidate list), with
  *                        the facts read from Redis by the same queries the
  *                        daemon's store sends (GET block, SMISMEMBER exempt,
- *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr), and
+ *                        SISMEMBER domains, SMISMEMBER rcpt, HMGET ndr,
+ *                        HMGET mode <domain> "*"), and
  *                        the follow-up lookups decide.c asks for as it asks
  *                        the daemon (the exempt SET for a blocked client;
  *                        for an unknown user of a protected domain the
@@ -44,8 +45,18 @@
 #include "backstop/store_reply.h"
 
 /* What each pipelined reply is. */
-enum reply_kind { R_BLOCK = 1, R_PTTL, R_EXEMPT, R_DOMAIN, R_RCPT, R_NDR, R_DIR_SIZE, R_DIR_SYNC };
-#define R_MAX 8          /* replies of one round trip: every kind once */
+enum reply_kind {
+    R_BLOCK = 1,
+    R_PTTL,
+    R_EXEMPT,
+    R_DOMAIN,
+    R_RCPT,
+    R_NDR,
+    R_DIR_SIZE,
+    R_DIR_SYNC,
+    R_MODE
+};
+#define R_MAX 9          /* replies of one round trip: every kind once */
 #define BS_CTL_LOOKUPS 3 /* round trips: the first, exempt, directory */
 
 /* has_control - a value that would break the request's line structure */
@@ -149,7 +160,7 @@ static int send_lookup(bs_ctl *c, const bs_lookup *q, uint8_t *kinds)
     const char *argv[2 + BS_NDR_MAX_FIELDS];
     size_t lens[2 + BS_NDR_MAX_FIELDS];
     char bkey[BS_CTL_KEY_MAX], xkey[BS_CTL_KEY_MAX], dkey[BS_CTL_KEY_MAX], rkey[BS_CTL_KEY_MAX],
-        nkey[BS_CTL_KEY_MAX];
+        nkey[BS_CTL_KEY_MAX], mkey[BS_CTL_KEY_MAX];
     int n = 0, m;
     unsigned i;
 
@@ -202,6 +213,13 @@ static int send_lookup(bs_ctl *c, const bs_lookup *q, uint8_t *kinds)
             return -1;
         kinds[n++] = R_NDR;
     }
+    if (q->mode_domain) {
+        bs_ctl_key(c, mkey, sizeof(mkey), BS_KEY_MODE, NULL);
+        const char *hmget[] = {"HMGET", mkey, q->mode_domain, "*"};
+        if (bs_ctl_append(c, 4, hmget, NULL) < 0)
+            return -1;
+        kinds[n++] = R_MODE;
+    }
     if (q->directory) {
         if ((m = send_directory(c, q, kinds + n)) < 0)
             return -1;
@@ -219,7 +237,7 @@ static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
         [R_BLOCK] = BS_REPLY_BLOCK,       [R_EXEMPT] = BS_REPLY_EXEMPT,
         [R_DOMAIN] = BS_REPLY_DOMAIN,     [R_RCPT] = BS_REPLY_RCPT,
         [R_NDR] = BS_REPLY_NDR,           [R_DIR_SIZE] = BS_REPLY_DIR_SIZE,
-        [R_DIR_SYNC] = BS_REPLY_DIR_SYNC,
+        [R_DIR_SYNC] = BS_REPLY_DIR_SYNC, [R_MODE] = BS_REPLY_MODE,
     };
     int unused = 0;
     size_t i;
@@ -228,7 +246,7 @@ static int apply(bs_ctl_explain *e, int kind, const redisReply *rep)
         e->block_pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
         return 0;
     }
-    if (kind < R_BLOCK || kind > R_DIR_SYNC ||
+    if (kind < R_BLOCK || kind > R_MODE ||
         bs_store_reply_apply(store_kind[kind], rep, &e->f, &unused) < 0)
         return -1;
     if (kind == R_EXEMPT || kind == R_RCPT) {
@@ -259,6 +277,7 @@ static void ndr_verdict(const bs_ctl *c, bs_ctl_explain *e)
     *nd = e->d;
     nf.blocked = 0;
     nf.protected_domain = 0;
+    nf.mode_found[0] = nf.mode_found[1] = 0; /* the rule, whatever the mode */
     bs_decide_facts(nd, &c->cfg, &nf, NULL);
     snprintf(e->ndr_winner, sizeof(e->ndr_winner), "%s",
              bs_decide_ndr_match(nd) ? bs_decide_ndr_match(nd) : "?");
@@ -519,6 +538,40 @@ static void print_directory(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
                 max);
 }
 
+/* bs_ctl_mode_from - where a decision's mode came from, for people */
+const char *bs_ctl_mode_from(const bs_ctl *c, int src, const char *domain, char *out, size_t outsz)
+{
+    char key[BS_CTL_KEY_MAX];
+
+    bs_ctl_key(c, key, sizeof(key), BS_KEY_MODE, NULL);
+    if (src == BS_MODE_SRC_DOMAIN)
+        snprintf(out, outsz, "%s field %s", key, domain);
+    else if (src == BS_MODE_SRC_STAR)
+        snprintf(out, outsz, "%s field *", key);
+    else
+        snprintf(out, outsz, "[policy] mode");
+    return out;
+}
+
+/* print_mode - the decision's mode, where it came from, values ignored */
+static void print_mode(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    const bs_decision *d = &e->d;
+    char from[BS_CTL_KEY_MAX + BS_DOMAIN_MAX + 16];
+    int i;
+
+    fprintf(fp, "  mode:      %s (from %s)\n", bs_mode_name(d->mode),
+            bs_ctl_mode_from(c, d->mode_src, d->rcpt.domain, from, sizeof(from)));
+    for (i = 0; i < 2; i++)
+        if (d->mode_bad & (1 << i)) {
+            char v[BS_MODE_VALUE_MAX * 4];
+            bs_ctl_safe(e->f.mode_value[i], e->f.mode_len[i], v, sizeof(v));
+            fprintf(fp,
+                    "             (field %s holds \"%s\", no mode: ignored; the daemon warns)\n",
+                    i == 0 ? d->rcpt.domain : "*", v);
+        }
+}
+
 /* bs_ctl_explain_print - the facts of each rule, then the rule */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
 {
@@ -537,6 +590,7 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
         print_client(c, e, fp);
         fprintf(fp, "  domain:    %s: %s\n", d->rcpt.domain,
                 e->f.protected_domain ? "protected (in domains)" : "not protected");
+        print_mode(c, e, fp);
         bs_decision_text t;
         bs_decide_text(d, &t);
         fprintf(fp, "  sender:    %s\n", d->null_sender ? "null (a bounce)" : t.from);
@@ -571,6 +625,9 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     case BS_WHY_UNPROTECTED:
         fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
         break;
+    case BS_WHY_MODE_OFF:
+        fprintf(fp, " (the mode is off for this recipient: nothing checked or counted)");
+        break;
     case BS_WHY_NDR_ALLOW:
     case BS_WHY_NDR_DENY:
     case BS_WHY_NDR_UNDER:
@@ -580,5 +637,9 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
     default:
         break;
     }
+    if (bs_decide_would_reject(d, &c->cfg))
+        fprintf(fp, "\n  report:    %s: only logged and counted in %s%s, the mail passes",
+                d->mode == BS_MODE_REPORT ? "report mode" : "the NDR entry says report",
+                c->cfg.prefix, BS_KEY_WOULDREJECT);
     fprintf(fp, "\n  answer:    %s\n", reply);
 }

@@ -12,7 +12,7 @@
  *                       call).
  *   bs_ctl_qmsg_free    frees the recipients.
  *   bs_ctl_jstr         a JSON string of bytes from Redis or a file.
- *   bs_ctl_json_rule    an NDR rule as {"action", "limit", "period_ms"}.
+ *   bs_ctl_json_rule    an NDR rule as {"action", "limit", "period_ms", "report"}.
  *   bs_ctl_json_print   writes a --json document: one line on stdout.
  *
  * When a member appears twice, the last one wins (jansson's rule). A
@@ -160,16 +160,18 @@ json_t *bs_ctl_jstr(const char *s, size_t len)
     return v;
 }
 
-/* bs_ctl_json_rule - {"action": "limit", "limit": 10, "period_ms": 3600000} */
+/* bs_ctl_json_rule - {"action": "limit", "limit": 10, "period_ms": 3600000,
+ * "report": false} */
 json_t *bs_ctl_json_rule(const bs_ndr_rule *r)
 {
     static const char *const actions[] = {
         [BS_NDR_ALLOW] = "allow", [BS_NDR_DENY] = "deny", [BS_NDR_LIMIT] = "limit"};
     int limit = r->action == BS_NDR_LIMIT;
 
-    return json_pack("{s:s, s:o, s:o}", "action", actions[r->action], "limit",
+    return json_pack("{s:s, s:o, s:o, s:b}", "action", actions[r->action], "limit",
                      limit ? json_integer(r->limit) : json_null(), "period_ms",
-                     limit ? json_integer((json_int_t)r->period_ms) : json_null());
+                     limit ? json_integer((json_int_t)r->period_ms) : json_null(), "report",
+                     r->report);
 }
 
 /* bs_ctl_json_print - one line on stdout; takes doc; rc, or BS_CTL_FAIL

@@ -61,8 +61,16 @@ static const ctl_command commands[] = {
      "SREM backstop:domains DOMAIN...\n--purge: DEL backstop:rcpt:DOMAIN"},
     {"domain", "list", bs_ctl_domain_list, 0, MANY, COMMON | JSON, NEED_CONFIG | NEED_REDIS,
      "[DOMAIN...] [--json]",
-     "protected domains and their user counts; 1 if a DOMAIN given is not protected",
-     "SMEMBERS backstop:domains\nSCARD backstop:rcpt:DOMAIN"},
+     "protected domains: user counts, mode, would-reject counts; 1 if a DOMAIN given is not "
+     "protected",
+     "SMEMBERS backstop:domains\nSCARD backstop:rcpt:DOMAIN\nHMGET backstop:mode DOMAIN '*'\n"
+     "HGET backstop:wouldreject DOMAIN"},
+    {"domain", "mode", bs_ctl_domain_mode, 1, 2, COMMON | JSON, NEED_CONFIG | NEED_REDIS,
+     "DOMAIN|* [enforce|report|off|default] [--json]",
+     "a protected domain's mode (or '*': every other recipient's), at once on every backstopd: "
+     "show it and where it comes from, set it, or drop it (default: '*', then [policy] mode)",
+     "HMGET backstop:mode DOMAIN '*'\nHSET backstop:mode DOMAIN report\n"
+     "HDEL backstop:mode DOMAIN"},
     {"user", "add", bs_ctl_user_add, 1, MANY, COMMON, NEED_CONFIG | NEED_REDIS,
      "DOMAIN LOCAL...  |  user add ADDRESS...",
      "add valid recipients (LOCAL '*' makes the domain catch-all)",
@@ -77,10 +85,11 @@ static const ctl_command commands[] = {
      "load users from a list or a Postfix virtual_mailbox_maps file, atomically; any bad line "
      "makes it write nothing (exit 1) unless --skip-bad",
      "SADD backstop:rcpt:DOMAIN LOCAL...  (--replace: DEL, then SADD, in MULTI/EXEC)"},
-    {"ndr", "set", bs_ctl_ndr_set, 2, 3, COMMON, NEED_CONFIG | NEED_REDIS,
-     "DOMAIN|.DOMAIN|* allow|deny|limit N/PERIOD",
-     "NDR (null sender) policy for a remote domain, its subdomains, or the default",
-     "HSET backstop:ndr DOMAIN 'limit 10/1h'"},
+    {"ndr", "set", bs_ctl_ndr_set, 2, 4, COMMON, NEED_CONFIG | NEED_REDIS,
+     "DOMAIN|.DOMAIN|* allow|deny|limit N/PERIOD [report]",
+     "NDR (null sender) policy for a remote domain, its subdomains, or the default ('report': "
+     "its refusals are only logged and counted as would-rejects)",
+     "HSET backstop:ndr DOMAIN 'limit 10/1h'\nHSET backstop:ndr DOMAIN 'deny report'"},
     {"ndr", "del", bs_ctl_ndr_del, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "DOMAIN|.DOMAIN|*",
      "remove an NDR entry; 1 if there was none", "HDEL backstop:ndr DOMAIN"},
     {"ndr", "list", bs_ctl_ndr_list, 0, 0, COMMON, NEED_CONFIG | NEED_REDIS, "",
@@ -101,8 +110,12 @@ static const ctl_command commands[] = {
      "block state, invalid recipients in the window, exemption; 1 if it is refused now",
      "GET / PTTL backstop:block:CLIENT\nZCOUNT backstop:rate:CLIENT (NOW-WINDOW +inf\n"
      "SMISMEMBER backstop:exempt IP CLIENT"},
-    {"stats", NULL, bs_ctl_stats, 0, 0, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "[--json]",
-     "the cluster-wide decision counters", "HGETALL backstop:stats"},
+    {"stats", NULL, bs_ctl_stats, 0, 0, COMMON | JSON | O(BS_OPT_DOMAIN), NEED_CONFIG | NEED_REDIS,
+     "[--domain DOMAIN] [--json]",
+     "the cluster-wide decision counters; --domain: that domain's mode (and where it comes "
+     "from), would-reject count, users and last sync",
+     "HGETALL backstop:stats\n--domain: HMGET backstop:mode DOMAIN '*', HGET "
+     "backstop:wouldreject DOMAIN, SCARD backstop:rcpt:DOMAIN, HGET backstop:sync DOMAIN"},
     {"check", NULL, bs_ctl_check, 0, 0,
      COMMON | JSON | O(BS_OPT_SENDER) | O(BS_OPT_RECIPIENT) | O(BS_OPT_CLIENT) | O(BS_OPT_HELO) |
          O(BS_OPT_SERVER),
@@ -197,6 +210,10 @@ static const struct {
      0,
      "ZONE",
      "rbl-check: a DNSBL zone (repeatable)"},
+    {{"domain", required_argument, NULL, BS_OPT_DOMAIN},
+     0,
+     "DOMAIN",
+     "stats: one domain's mode, would-reject count, users and last sync"},
     {{"nameserver", required_argument, NULL, BS_OPT_NAMESERVER},
      0,
      "IP[:PORT]",

@@ -74,7 +74,7 @@ int bs_ctl_ndr_set(bs_ctl *c, int argc, char **argv)
         n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%s", i > 1 ? " " : "", argv[i]);
     if (n >= sizeof(text) || bs_parse_ndr_rule(text, strlen(text), &rule) < 0) {
         bs_ctl_err("%s: not an NDR rule: allow, deny or limit N/PERIOD (N 1..1000000, PERIOD "
-                   "1s..30d, e.g. limit 10/1h)",
+                   "1s..30d, e.g. limit 10/1h), optionally followed by report",
                    bs_ctl_safe(text, strlen(text), was, sizeof(was)));
         return BS_CTL_USAGE;
     }

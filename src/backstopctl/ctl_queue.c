@@ -144,7 +144,9 @@ static const dom_verdict *verdict(purge *pg, const char *domain)
         return NULL;
     }
     snprintf(v->domain, sizeof(v->domain), "%s", domain);
-    v->deny = e->d.why == BS_WHY_NDR_DENY;
+    /* a refusal the daemon only reports (deny report, mode report or off) lets
+     * such bounces through: they are not ours to delete */
+    v->deny = e->d.why == BS_WHY_NDR_DENY && !bs_decide_would_reject(&e->d, &pg->c->cfg);
     if (e->f.protected_domain)
         snprintf(v->why, sizeof(v->why), "protected domain");
     else

@@ -170,20 +170,7 @@ const char *bs_ctl_remaining(uint64_t ms, char *out, size_t outsz)
 /* bs_ctl_rule_text - a rule as the daemon reads it */
 const char *bs_ctl_rule_text(const bs_ndr_rule *r, char *out, size_t outsz)
 {
-    char d[32];
-
-    switch (r->action) {
-    case BS_NDR_ALLOW:
-        snprintf(out, outsz, "allow");
-        break;
-    case BS_NDR_LIMIT:
-        snprintf(out, outsz, "limit %u/%s", (unsigned)r->limit,
-                 bs_ctl_duration(r->period_ms, d, sizeof(d)));
-        break;
-    default:
-        snprintf(out, outsz, "deny");
-        break;
-    }
+    bs_format_ndr_rule(r, out, outsz);
     return out;
 }
 

@@ -38,12 +38,14 @@
 
 #include "backstop/addr.h"
 #include "backstop/cidr.h"
+#include "backstop/keys.h"
 #include "backstop/log.h"
 #include "stats.h"
 #include "conn.h"
 
 #define BS_UNREADABLE_WARN_MS 60000 /* at most one unreadable-recipient warning */
 #define BS_DIRECTORY_WARN_MS 60000  /* at most one warning a minute per directory reason */
+#define BS_MODE_WARN_MS 60000       /* at most one warning a minute about a bad mode value */
 
 static void process(bs_conn *c);
 static void respond(bs_conn *c);
@@ -349,6 +351,30 @@ static void note_directory(bs_conn *c)
     last_count[k] = n;
 }
 
+/* note_mode_bad - the mode HASH holds a value that is no mode (an admin
+ * typo, read on every request to that domain): warn at most once a minute,
+ * naming the field and the value, with the number of such requests since */
+static void note_mode_bad(bs_conn *c)
+{
+    static uint64_t last_warn_ms, last_count;
+    const bs_decision *d = &c->d;
+    uint64_t now = uv_now(c->env->loop);
+    int i = (d->mode_bad & 1) ? 0 : 1;
+    char esc[BS_MODE_VALUE_MAX * 4];
+
+    bs_stat.mode_bad_values++;
+    if (last_warn_ms && now - last_warn_ms < BS_MODE_WARN_MS)
+        return;
+    bs_escape(d->facts.mode_value[i], d->facts.mode_len[i], esc, sizeof(esc));
+    bs_warn("%s%s field \"%s\" has the value \"%s\", which is no mode (want enforce, report or "
+            "off): ignored, the mode is %s from %s (%llu such requests since the last warning)",
+            c->env->cfg->prefix, BS_KEY_MODE, i == 0 ? d->rcpt.domain : "*", esc,
+            bs_mode_name(d->mode), bs_decide_mode_src(d->mode_src),
+            (unsigned long long)(bs_stat.mode_bad_values - last_count));
+    last_warn_ms = now;
+    last_count = bs_stat.mode_bad_values;
+}
+
 /* respond - count, log, and write the decided answer */
 static void respond(bs_conn *c)
 {
@@ -363,6 +389,12 @@ static void respond(bs_conn *c)
     bs_stats_latency((uv_hrtime() - c->started) / 1000);
     bs_stat.by_why[d->why]++;
     env->store->ops->count(env->store, d->why);
+    if (bs_decide_would_reject(d, cfg)) {
+        bs_stat.would_reject++;
+        env->store->ops->would_reject(env->store, d->rcpt.domain);
+    }
+    if (d->mode_bad)
+        note_mode_bad(c);
     if (d->note_invalid)
         env->store->ops->note_invalid(env->store, d);
     if (d->note_harvest)

@@ -1,6 +1,7 @@
 /*
- * mirror.c - the local mirror of the admin's keys, kept exact by
- * invalidations (see mirror.h)
+ * mirror.c - the local mirror of the admin's keys (domains, rcpt:<d>, the
+ * ndr and mode HASHes, exempt, block:*), kept exact by invalidations (see
+ * mirror.h)
  *
  * Provides bs_mirror_new/_free, the link events (_connected, _lost), the
  * read cycle (_next_read, then _scanned, _block or _failed with the reply),
@@ -37,6 +38,7 @@
 #include <string.h>
 
 #include "backstop/keys.h"
+#include "backstop/store_reply.h"
 #include "mirror.h"
 
 enum { K_SET = 1, K_HASH, K_BLOCK, K_SCAN };
@@ -71,13 +73,14 @@ typedef struct mkey {
 struct bs_mirror {
     mkey **tab; /* keys by name */
     size_t ntab, nkeys;
-    mkey *domains, *ndr, *exempt, *scan;
+    mkey *domains, *ndr, *mode, *exempt, *scan;
     mkey *qhead, *qtail;
     uint64_t seq;
     int connected, stale;
     uint64_t stale_since;
     int blocks_scanned, blocks_have;
     uint64_t invalidations, raced;
+    uint64_t changes; /* invalidations, link changes: bs_mirror_changes */
 };
 
 /* ------------------------------------------------------------ strset */
@@ -338,6 +341,7 @@ static void enqueue(bs_mirror *m, mkey *k, int front)
 static void invalidate(bs_mirror *m, mkey *k)
 {
     k->inval_seq = ++m->seq;
+    m->changes++;
     if (k->state == KS_WRONG)
         k->have = 0;
     k->state = KS_NEED;
@@ -402,9 +406,10 @@ bs_mirror *bs_mirror_new(void)
     m->ntab = 64;
     m->domains = key_add(m, BS_KEY_DOMAINS, strlen(BS_KEY_DOMAINS), K_SET);
     m->ndr = key_add(m, BS_KEY_NDR, strlen(BS_KEY_NDR), K_HASH);
+    m->mode = key_add(m, BS_KEY_MODE, strlen(BS_KEY_MODE), K_HASH);
     m->exempt = key_add(m, BS_KEY_EXEMPT, strlen(BS_KEY_EXEMPT), K_SET);
     m->scan = calloc(1, sizeof(*m->scan) + 1);
-    if (!m->domains || !m->ndr || !m->exempt || !m->scan)
+    if (!m->domains || !m->ndr || !m->mode || !m->exempt || !m->scan)
         return bs_mirror_free(m);
     m->scan->type = K_SCAN;
     return m;
@@ -450,6 +455,7 @@ void bs_mirror_connected(bs_mirror *m)
     mkey *k;
 
     void_reads(m);
+    m->changes++;
     m->connected = 1;
     m->stale = 0;
     m->seq++;
@@ -465,6 +471,7 @@ void bs_mirror_connected(bs_mirror *m)
     m->scan->state = KS_NEED;
     enqueue(m, m->domains, 0);
     enqueue(m, m->ndr, 0);
+    enqueue(m, m->mode, 0);
     enqueue(m, m->exempt, 0);
     enqueue(m, m->scan, 0);
     for (i = 0; i < m->ntab; i++)
@@ -481,6 +488,7 @@ void bs_mirror_lost(bs_mirror *m, uint64_t now)
     if (!m->connected)
         return;
     void_reads(m);
+    m->changes++;
     m->connected = 0;
     m->stale = 1;
     m->stale_since = now;
@@ -711,6 +719,24 @@ static int answer_ndr(const bs_mirror *m, const bs_lookup *q, bs_facts *f)
     return 0;
 }
 
+/* answer_mode - the mode HASH's fields <domain> and "*"; 0 or -1 */
+static int answer_mode(const bs_mirror *m, const bs_lookup *q, bs_facts *f)
+{
+    const char *fields[2] = {q->mode_domain, "*"};
+    uint32_t off;
+    size_t i, vlen;
+    const char *v;
+
+    if (!usable(m, m->mode))
+        return -1;
+    for (i = 0; i < 2; i++)
+        if ((off = ss_find(&m->mode->cur, fields[i], strlen(fields[i])))) {
+            v = ss_value(&m->mode->cur, off, &vlen);
+            bs_store_mode_value(f, i, v, vlen);
+        }
+    return 0;
+}
+
 /* answer_domain - protected, known recipient, directory size; 0 or -1 */
 static int answer_domain(const bs_mirror *m, const bs_lookup *q, bs_facts *f)
 {
@@ -755,9 +781,15 @@ int bs_mirror_answer(bs_mirror *m, const bs_lookup *q, uint64_t now, uint64_t ma
         for (i = 0; i < q->nexempt; i++)
             f->exempt |= member(m->exempt, q->exempt[i], strlen(q->exempt[i]));
     }
-    if (answer_domain(m, q, f) < 0 || (q->nndr && answer_ndr(m, q, f) < 0))
+    if (answer_domain(m, q, f) < 0 || (q->nndr && answer_ndr(m, q, f) < 0) ||
+        (q->mode_domain && answer_mode(m, q, f) < 0))
         return BS_MIRROR_ASK_REDIS;
     return m->connected ? BS_MIRROR_EXACT : BS_MIRROR_STALE;
+}
+
+uint64_t bs_mirror_changes(const bs_mirror *m)
+{
+    return m->changes;
 }
 
 int bs_mirror_linked(const bs_mirror *m, uint64_t *stale_since)

@@ -1,6 +1,7 @@
 /*
  * mirror.h - the local mirror of what the admin manages in Redis (domains,
- * rcpt:<domain>, ndr, exempt, block:<client>), kept exact by invalidations
+ * rcpt:<domain>, ndr, mode, exempt, block:<client>), kept exact by
+ * invalidations
  *
  * Pure: no hiredis, no libuv, no clock of its own. The Redis side
  * (store_redis.c) asks it what to read (bs_mirror_next_read), runs the
@@ -106,6 +107,11 @@ void bs_mirror_invalidate(bs_mirror *m, const char *key, size_t len);
  * link is lost, answers come from the last known data for max_stale ms. */
 int bs_mirror_answer(bs_mirror *m, const bs_lookup *q, uint64_t now, uint64_t max_stale,
                      bs_facts *f);
+
+/* bs_mirror_changes - a number that grows with every invalidation and link
+ * change: an answer given when it was N may be out of date once it is
+ * not N any more */
+uint64_t bs_mirror_changes(const bs_mirror *m);
 
 /* bs_mirror_linked - 1 when tracking is on; else 0, and *stale_since (if
  * not NULL) is when the link was lost (0: never up) */

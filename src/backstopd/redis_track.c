@@ -11,8 +11,8 @@
  * payload is an array of key names, or nil for FLUSHALL/FLUSHDB). Then the
  * data connection's tick turns tracking on there:
  *   CLIENT TRACKING off; CLIENT TRACKING on REDIRECT <id> BCAST
- *     PREFIX <p>domains PREFIX <p>rcpt: PREFIX <p>ndr PREFIX <p>exempt
- *     PREFIX <p>block:
+ *     PREFIX <p>domains PREFIX <p>rcpt: PREFIX <p>ndr PREFIX <p>mode
+ *     PREFIX <p>exempt PREFIX <p>block:
  * and the mirror re-reads everything (bs_mirror_connected): reads queued
  * after tracking on, on the same connection, see every change after it,
  * and every later change sends an invalidation. The reads (SSCAN, HSCAN,
@@ -291,8 +291,11 @@ static void on_tracking(redisAsyncContext *ac, void *reply, void *privdata)
 /* send_tracking - turn tracking on, redirected to the current subscription */
 static void send_tracking(bs_redis_track *t)
 {
-    static const char *const names[] = {BS_KEY_DOMAINS, BS_KEY_RCPT, BS_KEY_NDR, BS_KEY_EXEMPT,
-                                        BS_KEY_BLOCK};
+    /* every key the mirror holds (mirror.c); no name may be a prefix of
+     * another (Redis refuses overlapping BCAST prefixes) */
+    static const char *const names[] = {BS_KEY_DOMAINS, BS_KEY_RCPT,   BS_KEY_NDR,
+                                        BS_KEY_MODE,    BS_KEY_EXEMPT, BS_KEY_BLOCK};
+    const size_t nnames = sizeof(names) / sizeof(names[0]);
     char buf[1024];
     bs_resp b;
     size_t i;
@@ -305,14 +308,14 @@ static void send_tracking(bs_redis_track *t)
     if (bs__redis_conn_send(t->data, &b, on_untracked, t, 0) < 0)
         return;
     bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 6 + 2 * 5);
+    bs_resp_cmd(&b, 6 + 2 * (unsigned)nnames);
     bs_resp_str(&b, "CLIENT");
     bs_resp_str(&b, "TRACKING");
     bs_resp_str(&b, "on");
     bs_resp_str(&b, "REDIRECT");
     bs_resp_u64(&b, (uint64_t)t->sub_id);
     bs_resp_str(&b, "BCAST");
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (i = 0; i < nnames; i++) {
         bs_resp_str(&b, "PREFIX");
         key_arg(&b, t, names[i], strlen(names[i]));
     }
@@ -503,6 +506,11 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f)
         }
     }
     return rc;
+}
+
+uint64_t bs__redis_track_changes(const bs_redis_track *t)
+{
+    return t->m ? bs_mirror_changes(t->m) : 0;
 }
 
 void bs__redis_track_reset(bs_redis_track *t)

@@ -56,6 +56,9 @@ void bs__redis_track_tick(bs_redis_track *t, uint64_t now);
  * first; logs the stale periods once; see enum bs_mirror_answer */
 int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f);
 
+/* bs__redis_track_changes - bs_mirror_changes of the mirror (0 without) */
+uint64_t bs__redis_track_changes(const bs_redis_track *t);
+
 /* bs__redis_track_check - mark the mirror stale now if the link is down
  * (done by every answer and tick; for a metrics scrape in between) */
 void bs__redis_track_check(bs_redis_track *t);

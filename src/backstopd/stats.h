@@ -56,6 +56,12 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
     X(redis_noscript, NULL, "EVALSHA retried as EVAL (script not loaded).")                        \
     X(clients_blocked, "backstop_clients_blocked_total",                                           \
       "Clients blocked by this process's rate tracking.")                                          \
+    X(would_reject, "backstop_would_reject_total",                                                 \
+      "Refusals report mode turned into WARN (also counted per domain in Redis wouldreject).")     \
+    X(would_reject_dropped, "backstop_would_reject_dropped_total",                                 \
+      "Would-reject counts not added to Redis: too many domains within one flush.")                \
+    X(mode_bad_values, "backstop_mode_bad_values_total",                                           \
+      "Requests that found a mode HASH value that is no mode (ignored).")                          \
     X(ndr_unreadable, "backstop_ndr_unreadable_total",                                             \
       "Bounces whose recipient domain could not be read; the \"*\" NDR policy decided.")           \
     X(dir_gauges_truncated, "backstop_directory_gauges_truncated_total",                           \

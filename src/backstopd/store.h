@@ -69,6 +69,9 @@ typedef struct bs_store_ops {
     const bs_attack *(*attacks)(const bs_store *s, size_t *n);
     /* count one decision (cluster-wide stats, flushed in batches) */
     void (*count)(bs_store *s, int why);
+    /* count one refusal that report mode let pass, for recipient domain
+     * `domain` (the cluster-wide wouldreject HASH, flushed with the stats) */
+    void (*would_reject)(bs_store *s, const char *domain);
     /* 1 when the store can take queries now */
     int (*ready)(const bs_store *s);
     /* the last directory snapshot: *n entries (0 before the first); may be

@@ -27,7 +27,11 @@
  * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
  * the directory gauges. A -READONLY reply (a failover demoted our server) drops
  * the connection, which rediscovers the master. Decision counts are added
- * to the stats hash once a second and at close.
+ * to the stats hash once a second and at close, and in the same flush the
+ * would-reject counts (refusals report mode let pass) to the wouldreject
+ * hash, one HINCRBY per recipient domain (at most BS_WOULDREJECT_PENDING_MAX
+ * domains between two flushes; more are dropped, counted, warned about).
+ * The common path also reads HMGET mode <domain> "*" (per-domain mode).
  *
  * Never: blocks, formats commands with printf, exits because of Redis, or
  * calls a caller back after bs_store_redis_close.
@@ -58,9 +62,11 @@
 #include "redis_track.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
-#define BS_REDIS_CMD_MAX 8192   /* one pipelined command, built on the stack */
-#define BS_REDIS_MAX_CMDS 6     /* commands in one op */
-#define BS_DIR_REFRESH_MS 15000 /* directory gauges: SMEMBERS domains, HGETALL sync, SCARDs */
+#define BS_REDIS_CMD_MAX 8192         /* one pipelined command, built on the stack */
+#define BS_REDIS_MAX_CMDS 6           /* commands in one op */
+#define BS_DIR_REFRESH_MS 15000       /* directory gauges: SMEMBERS domains, HGETALL sync, SCARDs */
+#define BS_WOULDREJECT_PENDING_MAX 64 /* domains with would-reject counts between two flushes */
+#define BS_WOULDREJECT_WARN_MS 60000  /* at most one "too many domains" warning a minute */
 
 /*
  * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
@@ -256,6 +262,11 @@ typedef struct bs_redis_op {
     char ckey[BS_CLIENT_KEY_MAX + 1];
     char net[BS_CLIENT_KEY_MAX + 1];
     char local[BS_LOCAL_MAX + 1];
+    /* answered by the mirror: the lookup (its strings are the waiting
+     * connection's, valid until the check handle delivers) and the mirror's
+     * bs_mirror_changes when it answered */
+    bs_lookup q;
+    uint64_t changes;
 } bs_redis_op;
 
 /* The store; freed by on_conn_closed once the connection's timers closed. */
@@ -268,6 +279,15 @@ struct bs_redis {
     unsigned suppressed_errs;
     char sha[S_N][41];
     uint64_t pending_stats[BS_WHY_COUNT];
+    /* would-reject counts per recipient domain, added to the wouldreject
+     * HASH with the stats (one HINCRBY per domain); past the table's size
+     * a count is dropped, counted and warned about */
+    struct {
+        char domain[BS_DOMAIN_MAX + 1];
+        uint64_t n;
+    } wr[BS_WOULDREJECT_PENDING_MAX];
+    size_t nwr;
+    uint64_t wr_last_warn, wr_warned_dropped;
     bs_redis_op *ops;
     bs_redis_op *free_ops;
     /* directory gauges: dir is published, dir_next is being refreshed */
@@ -503,8 +523,46 @@ static int under_attack(const bs_redis *r, const bs_lookup *q)
 {
     return q->domain && r->cfg->harvest_limit > 0 && bs_attacks_find(&r->attacks, q->domain);
 }
+static int queue_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q);
 
 static void on_idle(uv_idle_t *h) {}
+
+/*
+ * recheck - an op the mirror answered during the poll phase, before an
+ * invalidation read later in the same phase (epoll reports a policy
+ * connection that was ready before in front of the invalidation
+ * connection): answer it again, or from Redis, so a change is obeyed from
+ * the first request that follows it. 0: deliver op now; 1: it went to
+ * Redis (delivered by its replies, or already with an error status).
+ */
+static int recheck(bs_redis *r, bs_redis_op *op)
+{
+    bs_facts f;
+    int rc;
+
+    if (bs__redis_conn_closed(&r->conn) || bs__redis_track_changes(r->track) == op->changes)
+        return 0;
+    if (bs__redis_track_answer(r->track, &op->q, &f) != BS_MIRROR_ASK_REDIS) {
+        op->facts = f;
+        op->facts.under_attack = under_attack(r, &op->q);
+        if (f.dir_known)
+            op->facts.dir_now = (long long)time(NULL);
+        return 0;
+    }
+    bs_store_facts_cb *cb = op->cb.facts;
+    void *arg = op->arg;
+    uint64_t id = op->id;
+
+    memset(&op->facts, 0, sizeof(op->facts));
+    op->facts.ndr_index = -1;
+    if ((rc = check_ready(r)) != 0) {
+        op->status = rc;
+        return 0;
+    }
+    if ((rc = queue_lookup(r, op, &op->q)) != 0)
+        cb(arg, id, rc, &f); /* queue_lookup recycled op: answer from here */
+    return 1;
+}
 
 /* on_check - deliver the lookups the mirror answered */
 static void on_check(uv_check_t *h)
@@ -526,30 +584,24 @@ static void on_check(uv_check_t *h)
      * poll must not block (it did, for up to a timer tick: 80 ms) */
     for (; op; op = next) {
         next = op->next_free;
-        op_done(op);
+        if (!recheck(r, op))
+            op_done(op);
     }
 }
 
-/* mirror_lookup - answer q from the mirror (the callback follows from the
- * check handle): 0, a BS_WHY_REDIS_* reason, or -1 (ask Redis) */
-static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb, void *arg,
-                         uint64_t id)
+/* mirror_lookup - answer q from the mirror into op (delivered from the
+ * check handle): 0, or -1 (ask Redis: op's facts are reset for it) */
+static int mirror_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
 {
-    bs_facts f;
-    bs_redis_op *op;
-
-    if (bs__redis_track_answer(r->track, q, &f) == BS_MIRROR_ASK_REDIS)
+    if (bs__redis_track_answer(r->track, q, &op->facts) == BS_MIRROR_ASK_REDIS) {
+        memset(&op->facts, 0, sizeof(op->facts));
+        op->facts.ndr_index = -1;
         return -1;
-    if (!(op = op_get(r, OP_LOOKUP))) {
-        bs_stat.redis_busy++;
-        return BS_WHY_REDIS_BUSY;
     }
-    op->cb.facts = cb;
-    op->arg = arg;
-    op->id = id;
-    op->facts = f;
     op->facts.under_attack = under_attack(r, q);
-    if (f.dir_known)
+    op->q = *q;
+    op->changes = bs__redis_track_changes(r->track);
+    if (op->facts.dir_known)
         op->facts.dir_now = (long long)time(NULL);
     if (r->answered_tail)
         r->answered_tail->next_free = op;
@@ -561,25 +613,14 @@ static int mirror_lookup(bs_redis *r, const bs_lookup *q, bs_store_facts_cb *cb,
     return 0;
 }
 
-/* r_lookup - the pipelined read queries of one RCPT request */
-static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
+/* queue_lookup - the pipelined read queries of q under op: 0 when at
+ * least one went (op completes later), else the op is recycled and the
+ * reason returned */
+static int queue_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
 {
-    bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op;
+    const char *mode_args[2] = {q->mode_domain, "*"};
     int failed = 0;
 
-    if (r->track && (failed = mirror_lookup(r, q, cb, arg, id)) >= 0)
-        return failed;
-    failed = 0;
-    if (check_ready(r))
-        return BS_WHY_REDIS_DOWN;
-    if (!(op = op_get(r, OP_LOOKUP))) {
-        bs_stat.redis_busy++;
-        return BS_WHY_REDIS_BUSY;
-    }
-    op->cb.facts = cb;
-    op->arg = arg;
-    op->id = id;
     op->facts.under_attack = under_attack(r, q);
     if (q->client_key)
         failed |=
@@ -596,9 +637,35 @@ static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void
     if (q->nndr)
         failed |=
             queue_keyed(op, BS_REPLY_NDR, "HMGET", BS_KEY_NDR, NULL, q->ndr_fields, NULL, q->nndr);
+    if (q->mode_domain)
+        failed |= queue_keyed(op, BS_REPLY_MODE, "HMGET", BS_KEY_MODE, NULL, mode_args, NULL, 2);
     if (q->directory)
         failed |= queue_directory(op, q);
     return finish_queueing(r, op, failed);
+}
+
+/* r_lookup - one RCPT request's reads: from the mirror, else from Redis */
+static int r_lookup(bs_store *s, const bs_lookup *q, bs_store_facts_cb *cb, void *arg, uint64_t id)
+{
+    bs_redis *r = (bs_redis *)s;
+    bs_redis_op *op;
+
+    if (!r->track && check_ready(r))
+        return BS_WHY_REDIS_DOWN;
+    if (!(op = op_get(r, OP_LOOKUP))) {
+        bs_stat.redis_busy++;
+        return BS_WHY_REDIS_BUSY;
+    }
+    op->cb.facts = cb;
+    op->arg = arg;
+    op->id = id;
+    if (r->track && mirror_lookup(r, op, q) == 0)
+        return 0;
+    if (check_ready(r)) {
+        op_put(r, op);
+        return BS_WHY_REDIS_DOWN;
+    }
+    return queue_lookup(r, op, q);
 }
 
 /* script_of - the script an op runs */
@@ -808,6 +875,35 @@ static void r_count(bs_store *s, int why)
         r->pending_stats[why]++;
 }
 
+static void r_would_reject(bs_store *s, const char *domain)
+{
+    bs_redis *r = (bs_redis *)s;
+    uint64_t now;
+    size_t i;
+
+    for (i = 0; i < r->nwr; i++)
+        if (strcmp(r->wr[i].domain, domain) == 0) {
+            r->wr[i].n++;
+            return;
+        }
+    if (r->nwr < BS_WOULDREJECT_PENDING_MAX) {
+        snprintf(r->wr[r->nwr].domain, sizeof(r->wr[0].domain), "%s", domain);
+        r->wr[r->nwr++].n = 1;
+        return;
+    }
+    bs_stat.would_reject_dropped++;
+    now = uv_now(r->conn.loop);
+    if (r->wr_last_warn && now - r->wr_last_warn < BS_WOULDREJECT_WARN_MS)
+        return;
+    bs_warn("would-reject counts of more than %d domains within one flush: %llu counts not "
+            "added to %s%s since the last warning",
+            BS_WOULDREJECT_PENDING_MAX,
+            (unsigned long long)(bs_stat.would_reject_dropped - r->wr_warned_dropped),
+            r->cfg->prefix, BS_KEY_WOULDREJECT);
+    r->wr_last_warn = now;
+    r->wr_warned_dropped = bs_stat.would_reject_dropped;
+}
+
 static int r_ready(const bs_store *s)
 {
     return check_ready((const bs_redis *)s) == 0;
@@ -841,6 +937,7 @@ static const bs_store_ops redis_ops = {
     .harvest_check = r_harvest_check,
     .attacks = r_attacks,
     .count = r_count,
+    .would_reject = r_would_reject,
     .ready = r_ready,
     .directory = r_directory,
     .mirror = r_mirror,
@@ -858,13 +955,36 @@ static void on_stats_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-/* flush_stats - add the decision counts to the cluster-wide stats hash */
+/* flush_would_reject - one HINCRBY wouldreject <domain> N per domain
+ * pending; a count that cannot be sent stays for the next flush */
+static void flush_would_reject(bs_redis *r)
+{
+    char buf[BS_CFG_PREFIX_MAX + 2 * BS_DOMAIN_MAX + 64];
+    bs_resp b;
+    size_t i, kept = 0;
+
+    for (i = 0; i < r->nwr; i++) {
+        bs_resp_init(&b, buf, sizeof(buf));
+        bs_resp_cmd(&b, 4);
+        bs_resp_str(&b, "HINCRBY");
+        arg_key(&b, r, BS_KEY_WOULDREJECT, NULL);
+        bs_resp_str(&b, r->wr[i].domain);
+        bs_resp_u64(&b, r->wr[i].n);
+        if (bs__redis_conn_send(&r->conn, &b, on_stats_reply, r, 0) != 0)
+            r->wr[kept++] = r->wr[i];
+    }
+    r->nwr = kept;
+}
+
+/* flush_stats - add the decision counts to the cluster-wide stats hash,
+ * and the would-reject counts to the wouldreject hash */
 static void flush_stats(bs_redis *r)
 {
     char buf[512];
     bs_resp b;
     int i;
 
+    flush_would_reject(r);
     for (i = 0; i < BS_WHY_COUNT; i++) {
         if (!r->pending_stats[i])
             continue;

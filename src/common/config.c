@@ -13,6 +13,8 @@
  *                       options[], then src_options[] as "source NAME".
  *   bs_parse_duration, bs_parse_rate, bs_parse_ndr_rule, bs_parse_endpoint
  *                       value parsers; 0, or -1 with *out untouched.
+ *   bs_format_ndr_rule  an NDR rule as bs_parse_ndr_rule reads it.
+ *   bs_parse_mode, bs_mode_name  the values of the mode HASH (keys.h).
  *
  * HOW
  *   Every key is one row of options[]: section, name, type, where it goes in
@@ -688,25 +690,17 @@ static int ndr_parse(const option *o, const char *v, void *dst, char *why, size_
 {
     (void)o;
     if (bs_parse_ndr_rule(v, strlen(v), dst) < 0)
-        return reason(why, whysz, "is not allow, deny or limit N/PERIOD (N 1..%d, PERIOD 1s..30d)",
+        return reason(why, whysz,
+                      "is not allow, deny or limit N/PERIOD (N 1..%d, PERIOD 1s..30d), "
+                      "optionally followed by report",
                       NDR_LIMIT_MAX);
     return 0;
 }
 
 static void ndr_format(const option *o, const void *src, char *buf, size_t size)
 {
-    const bs_ndr_rule *r = src;
-    char period[32];
-
     (void)o;
-    if (r->action == BS_NDR_ALLOW) {
-        snprintf(buf, size, "allow");
-    } else if (r->action == BS_NDR_LIMIT) {
-        format_duration(r->period_ms, period, sizeof period);
-        snprintf(buf, size, "limit %" PRIu32 "/%s", r->limit, period);
-    } else {
-        snprintf(buf, size, "deny");
-    }
+    bs_format_ndr_rule(src, buf, size);
 }
 
 /* rate_parse - dst is the uint32_t limit; the window is o->aux bytes further */
@@ -1670,6 +1664,20 @@ int bs_parse_endpoint(const char *s, bs_endpoint *out)
     return 0;
 }
 
+/* trim_blanks - skip the blanks at *s; the end of the len bytes at *s
+ * without their trailing blanks */
+static const char *trim_blanks(const char **s, size_t len)
+{
+    const char *p = *s, *end = p + len;
+
+    while (p < end && is_blank(*p))
+        p++;
+    while (end > p && is_blank(end[-1]))
+        end--;
+    *s = p;
+    return end;
+}
+
 /*
  * bs_parse_ndr_rule - strict and bounded: it parses Redis values too. Only
  * the len bytes at s are read (a NUL among them is an error); nothing is
@@ -1680,21 +1688,24 @@ int bs_parse_ndr_rule(const char *s, size_t len, bs_ndr_rule *out)
     const char *end;
     uint32_t n;
     uint64_t ms;
+    int report = 0;
 
     if (s == NULL)
         return -1;
-    end = s + len;
-    while (s < end && is_blank(*s))
-        s++;
-    while (end > s && is_blank(end[-1]))
-        end--;
+    end = trim_blanks(&s, len);
+    /* a trailing " report" word: this entry refuses nothing, it reports */
+    if (end - s > 7 && strncasecmp(end - 6, "report", 6) == 0 && is_blank(end[-7])) {
+        report = 1;
+        for (end -= 7; end > s && is_blank(end[-1]); end--)
+            ;
+    }
     len = (size_t)(end - s);
     if (len == 5 && strncasecmp(s, "allow", 5) == 0) {
-        *out = (bs_ndr_rule){.action = BS_NDR_ALLOW};
+        *out = (bs_ndr_rule){.action = BS_NDR_ALLOW, .report = report};
         return 0;
     }
     if (len == 4 && strncasecmp(s, "deny", 4) == 0) {
-        *out = (bs_ndr_rule){.action = BS_NDR_DENY};
+        *out = (bs_ndr_rule){.action = BS_NDR_DENY, .report = report};
         return 0;
     }
     if (len < 6 || strncasecmp(s, "limit", 5) != 0 || !is_blank(s[5]))
@@ -1704,6 +1715,47 @@ int bs_parse_ndr_rule(const char *s, size_t len, bs_ndr_rule *out)
     if (parse_rate(s, (size_t)(end - s), &n, &ms) < 0 || n == 0 || n > NDR_LIMIT_MAX ||
         ms < NDR_PERIOD_MIN || ms > NDR_PERIOD_MAX)
         return -1;
-    *out = (bs_ndr_rule){.action = BS_NDR_LIMIT, .limit = n, .period_ms = ms};
+    *out = (bs_ndr_rule){.action = BS_NDR_LIMIT, .limit = n, .period_ms = ms, .report = report};
     return 0;
+}
+
+/* bs_format_ndr_rule - what bs_parse_ndr_rule reads back */
+void bs_format_ndr_rule(const bs_ndr_rule *r, char *buf, size_t size)
+{
+    const char *report = r->report ? " report" : "";
+    char period[32];
+
+    if (r->action == BS_NDR_ALLOW) {
+        snprintf(buf, size, "allow%s", report);
+    } else if (r->action == BS_NDR_LIMIT) {
+        format_duration(r->period_ms, period, sizeof period);
+        snprintf(buf, size, "limit %" PRIu32 "/%s%s", r->limit, period, report);
+    } else {
+        snprintf(buf, size, "deny%s", report);
+    }
+}
+
+static const char *const mode_names[] = {
+    [BS_MODE_ENFORCE] = "enforce", [BS_MODE_REPORT] = "report", [BS_MODE_OFF] = "off"};
+
+/* bs_parse_mode - bounded like bs_parse_ndr_rule: it reads Redis values */
+int bs_parse_mode(const char *s, size_t len)
+{
+    const char *end;
+    size_t i;
+
+    if (s == NULL)
+        return -1;
+    end = trim_blanks(&s, len);
+    for (i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
+        if ((size_t)(end - s) == strlen(mode_names[i]) &&
+            strncasecmp(s, mode_names[i], (size_t)(end - s)) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *bs_mode_name(int mode)
+{
+    return mode >= 0 && mode < (int)(sizeof(mode_names) / sizeof(mode_names[0])) ? mode_names[mode]
+                                                                                 : "?";
 }

@@ -9,6 +9,12 @@
  * a store query, or escaped (bs_escape) before it reaches a reply or a log
  * line. The only side effect is a warning log for an unusable NDR value
  * found in the store (an admin typo), which then falls back to ndr_default.
+ * An unusable mode HASH value is only flagged (d->mode_bad): the caller
+ * warns about it, rate-limited (it is read on every request).
+ *
+ * Modes: report_mode() is the one test of "this refusal is only reported";
+ * the decision's mode comes from the mode HASH (bs_decide_mode), an NDR entry
+ * may add "report" for its own refusals.
  *
  * Limits: NDR lookups consider the recipient domain, at most
  * BS_NDR_MAX_FIELDS - 2 parent suffixes (the shortest ones), and "*".
@@ -46,6 +52,7 @@ static const struct {
     [BS_WHY_VALID] = {"valid", BS_ACT_DUNNO},
     [BS_WHY_NDR_ALLOW] = {"ndr_allow", BS_ACT_DUNNO},
     [BS_WHY_NDR_UNDER] = {"ndr_under_limit", BS_ACT_DUNNO},
+    [BS_WHY_MODE_OFF] = {"mode_off", BS_ACT_DUNNO},
     [BS_WHY_UNKNOWN_USER] = {"unknown_user", BS_ACT_REJECT_USER},
     [BS_WHY_NDR_DENY] = {"ndr_deny", BS_ACT_REJECT_NDR},
     [BS_WHY_NDR_LIMIT] = {"ndr_limit", BS_ACT_REJECT_NDR},
@@ -280,6 +287,7 @@ static int unreadable(bs_decision *d, const bs_proto_attr *rcpt, bs_lookup *q)
     d->nndr = 1;
     q->ndr_fields[0] = "*";
     q->nndr = 1;
+    q->mode_domain = d->rcpt.domain; /* "*": HMGET mode * * */
     if (d->client_key[0] && !d->cidr_exempt)
         q->client_key = d->client_key;
     return BS_DECIDE_LOOKUP;
@@ -304,6 +312,10 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     d->unreadable = 0;
     d->ndr_match = BS_NDR_NONE;
     d->nndr = 0;
+    d->mode = cfg->mode;
+    d->mode_src = BS_MODE_SRC_CONFIG;
+    d->mode_bad = 0;
+    memset(&d->ndr_rule, 0, sizeof(d->ndr_rule));
     find_attrs(req, at);
     copy_raw(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id));
     copy_raw(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name));
@@ -331,6 +343,7 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     if (d->client_key[0] && !d->cidr_exempt)
         q->client_key = d->client_key;
     q->domain = d->rcpt.domain;
+    q->mode_domain = d->rcpt.domain;
     if (!d->bad_local) {
         q->locals[q->nlocals] = d->rcpt.local;
         q->local_lens[q->nlocals++] = d->rcpt.local_len;
@@ -387,12 +400,7 @@ static int directory_doubt(const bs_config *cfg, const bs_facts *f)
                                                                       : BS_WHY_UNKNOWN_USER;
 }
 
-/* report_mode - refusals of this request become "WARN would ..." */
-static int report_mode(const bs_decision *d, const bs_config *cfg)
-{
-    (void)d;
-    return cfg->mode == BS_MODE_REPORT;
-}
+static int report_mode(const bs_decision *d, const bs_config *cfg);
 
 /* note_unknown - count an unknown recipient of a protected domain: the
  * client's rate (against client_limit while the domain is under attack)
@@ -416,6 +424,28 @@ static int harvest_step(const bs_decision *d, const bs_config *cfg, const bs_fac
 {
     return f->under_attack && cfg->harvest_limit > 0 && !exempt && d->network[0] &&
            cfg->harvest_new_clients != BS_HARVEST_NORMAL && !d->harvest_result;
+}
+
+/* bs_decide_mode - see decide.h: a protected domain's own field, then
+ * "*", then [policy] mode; anything else: "*", then [policy] mode. A
+ * value that is no mode is skipped and flagged. */
+int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad)
+{
+    int i, m;
+
+    *bad = 0;
+    for (i = f->protected_domain ? 0 : 1; i < 2; i++) {
+        if (!f->mode_found[i])
+            continue;
+        if ((m = bs_parse_mode(f->mode_value[i], f->mode_len[i])) < 0) {
+            *bad |= 1 << i;
+            continue;
+        }
+        *src = i == 0 ? BS_MODE_SRC_DOMAIN : BS_MODE_SRC_STAR;
+        return m;
+    }
+    *src = BS_MODE_SRC_CONFIG;
+    return cfg->mode;
 }
 
 /* apply_rules - the rules over the facts gathered; q (may be NULL) gets
@@ -489,6 +519,9 @@ int bs_decide_facts(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_
         return apply_rules(d, cfg, &d->facts, q);
     }
     d->facts = *f;
+    d->mode = bs_decide_mode(cfg, f, &d->mode_src, &d->mode_bad);
+    if (d->mode == BS_MODE_OFF) /* no checks: nothing counted, no second lookup */
+        return finish(d, BS_WHY_MODE_OFF);
     if (q && f->blocked && !f->exempt && d->client_key[0] && !d->cidr_exempt) {
         memset(q, 0, sizeof(*q));
         q->exempt[q->nexempt++] = d->client_ip;
@@ -556,6 +589,26 @@ static const struct {
     {BS_WHY_HARVEST_DEFER, "450 4.7.1", "450 4.7.1",
      "Recipient verification delayed, try again later"},
 };
+
+/* report_mode - this decision's refusal is only reported ("WARN would
+ * ..."): its mode is report, or it is an NDR refusal by an entry (or
+ * ndr_default) that says "report" */
+static int report_mode(const bs_decision *d, const bs_config *cfg)
+{
+    (void)cfg; /* d->mode starts as [policy] mode (bs_decide_begin) */
+    return d->mode == BS_MODE_REPORT ||
+           (d->ndr_rule.report && (d->why == BS_WHY_NDR_DENY || d->why == BS_WHY_NDR_LIMIT));
+}
+
+int bs_decide_would_reject(const bs_decision *d, const bs_config *cfg)
+{
+    return d->action != BS_ACT_DUNNO && d->action != BS_ACT_FALLBACK && report_mode(d, cfg);
+}
+
+const char *bs_decide_mode_src(int src)
+{
+    return src == BS_MODE_SRC_DOMAIN ? "own" : src == BS_MODE_SRC_STAR ? "*" : "config";
+}
 
 /* is_defer - a refusal that asks the sender to retry */
 static int is_defer(const bs_decision *d)
@@ -647,12 +700,16 @@ size_t bs_decide_log_line(const bs_decision *d, const bs_config *cfg, char *out,
         verb = is_defer(d) ? "defer" : "reject";
     n = snprintf(
         out, outsz,
-        "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s%s",
+        "%s: %s: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s> reason=%s%s%s%s%s%s",
         t.queue_id[0] ? t.queue_id : "NOQUEUE", verb, t.client_name[0] ? t.client_name : "unknown",
         t.client_addr, text, t.from, t.to, t.proto[0] ? t.proto : "SMTP", t.helo,
         bs_why_name(d->why), bs_decide_ndr_match(d) ? " ndr_entry=" : "",
         bs_decide_ndr_match(d) ? bs_decide_ndr_match(d) : "",
-        d->unreadable ? " recipient=unreadable" : "");
+        d->unreadable ? " recipient=unreadable" : "",
+        d->mode_src != BS_MODE_SRC_CONFIG ? " mode_entry=" : "",
+        d->mode_src == BS_MODE_SRC_DOMAIN ? d->rcpt.domain
+        : d->mode_src == BS_MODE_SRC_STAR ? "*"
+                                          : "");
     if (n < 0)
         return 0;
     return (size_t)n < outsz ? (size_t)n : outsz - 1;

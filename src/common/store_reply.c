@@ -35,6 +35,17 @@ long long bs_store_unix_time(const char *s, size_t len)
     return t;
 }
 
+/* bs_store_mode_value - see store_reply.h */
+void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len)
+{
+    size_t n = len < BS_MODE_VALUE_MAX - 1 ? len : BS_MODE_VALUE_MAX - 1;
+
+    f->mode_found[i] = 1;
+    memcpy(f->mode_value[i], v, n);
+    f->mode_value[i][n] = 0;
+    f->mode_len[i] = n;
+}
+
 /* bs_store_reply_apply - see store_reply.h */
 int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *result)
 {
@@ -83,6 +94,18 @@ int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *resu
                 f->ndr_value_len = n;
                 f->ndr_index = (int)i;
             }
+        }
+        return 0;
+    case BS_REPLY_MODE:
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements > 2)
+            return -1;
+        for (i = 0; i < rep->elements; i++) {
+            const redisReply *e = rep->element[i];
+            if (e->type == REDIS_REPLY_NIL)
+                continue;
+            if (e->type != REDIS_REPLY_STRING)
+                return -1;
+            bs_store_mode_value(f, i, e->str, e->len);
         }
         return 0;
     case BS_REPLY_DIR_SIZE:

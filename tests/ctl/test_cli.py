@@ -4,11 +4,11 @@ import re
 
 def test_cli(env, redis_factory):
     r = env.ctl("--help")
-    words = ["domain add", "domain del", "domain list", "user add", "user del", "user list",
+    words = ["domain add", "domain del", "domain list", "domain mode", "user add", "user del", "user list",
              "import", "ndr set", "ndr del", "ndr list", "ndr explain", "block list",
              "block add", "block del", "client IP", "stats", "check", "purge-queue",
              "rbl-check", "sync"]
-    r.expect(0, out=words + ["SADD backstop:domains", "HSET backstop:ndr",
+    r.expect(0, out=words + ["SADD backstop:domains", "HSET backstop:ndr", "HSET backstop:mode",
                                   "SET backstop:block:CLIENT", "HGETALL backstop:stats"])
     assert r.out.count("redis-cli:") == len(words), "--help: one redis-cli line per command"
     env.ctl("ndr", "explain", "--help").expect(0,

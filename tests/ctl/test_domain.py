@@ -37,17 +37,21 @@ def test_domain(env):
 
     r = env.ctl("domain", "list")
     r.expect(0)
-    assert r.out == "example.com  3 users\nexample.net  catch-all (1 member)\n", "domain list: %r" % r.out
+    assert r.out == ("example.com  3 users; mode enforce (config), 0 would-reject\n"
+                     "example.net  catch-all (1 member); mode enforce (config), 0 would-reject\n"), \
+        "domain list: %r" % r.out
     env.ctl("domain", "list", "example.com", "nope.example").expect(1,
                out="example.com  3 users", err="nope.example: not a protected domain")
+    mode = {"mode": "enforce", "mode_source": "config", "would_reject": 0}
     doc = env.ctl("domain", "list", "--json").json(0)
     assert doc.get("domains") == [
-        {"domain": "example.com", "users": 3, "catch_all": False},
-        {"domain": "example.net", "users": 1, "catch_all": True}] and doc.get("missing") == [], \
-        "domain list --json: %r" % doc
+        dict({"domain": "example.com", "users": 3, "catch_all": False}, **mode),
+        dict({"domain": "example.net", "users": 1, "catch_all": True}, **mode)] \
+        and doc.get("missing") == [], "domain list --json: %r" % doc
     doc = env.ctl("domain", "list", "--json", "example.net", "nope.example").json(
         1, "domain list --json with a missing domain")
-    assert doc.get("domains") == [{"domain": "example.net", "users": 1, "catch_all": True}] \
+    assert doc.get("domains") == [dict({"domain": "example.net", "users": 1, "catch_all": True},
+                                       **mode)] \
         and doc.get("missing") == ["nope.example"], "missing listed: %r" % doc
 
     env.ctl("domain", "del", "example.net").expect(0, out="example.net: no longer protected",

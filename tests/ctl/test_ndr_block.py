@@ -29,9 +29,9 @@ def test_ndr(env):
                     "result: allow (from .partner.example)", "gets: DUNNO (reason ndr_allow)"])
     doc = env.ctl("ndr", "explain", "--json", "A.B.partner.example").json(0)
     fields(doc, {"domain": "a.b.partner.example", "recipient": "postmaster@a.b.partner.example",
-                 "ndr_default": {"action": "deny", "limit": None, "period_ms": None},
+                 "ndr_default": {"action": "deny", "limit": None, "period_ms": None, "report": False},
                  "winner": ".partner.example", "winner_unusable": False,
-                 "rule": {"action": "allow", "limit": None, "period_ms": None},
+                 "rule": {"action": "allow", "limit": None, "period_ms": None, "report": False},
                  "budget": None, "protected": False, "action": "DUNNO", "reason": "ndr_allow"},
            "ndr explain --json")
     assert [(x.get("field"), x.get("value")) for x in doc.get("candidates", [])] == [
@@ -51,7 +51,7 @@ def test_ndr(env):
                out=["5 of 5 used in this period", "the next bounce is refused",
                     "reason ndr_limit", "Too many delivery status notifications"])
     doc = env.ctl("ndr", "explain", "--json", "lists.example.org").json(0)
-    fields(doc, {"rule": {"action": "limit", "limit": 5, "period_ms": 86400000},
+    fields(doc, {"rule": {"action": "limit", "limit": 5, "period_ms": 86400000, "report": False},
                  "winner": "lists.example.org", "reason": "ndr_limit"}, "ndr explain --json, limit")
     budget = doc.get("budget") or {}
     assert budget.get("used") == 5 and budget.get("limit") == 5 and \

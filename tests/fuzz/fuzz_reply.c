@@ -4,7 +4,8 @@
  *
  * The input is byte 0, the kind of the first reply, then a RESP2 byte
  * stream as Redis might send it. Byte 0: kind = 1 + (b & 0x7f) % 7, so
- * '1'..'7' are BS_REPLY_BLOCK..BS_REPLY_NOTE; with bit 0x80 set the kind
+ * '1'..'7' are BS_REPLY_BLOCK..BS_REPLY_NOTE, except 'm': BS_REPLY_MODE
+ * (HMGET mode <domain> "*"); with bit 0x80 set the kind
  * moves on to the next one for every further reply (as the replies of one
  * pipelined lookup do), else every reply has the same kind. The stream
  * goes through hiredis's own redisReader, and every complete reply is
@@ -72,7 +73,8 @@ enum {
     F_RCPT = 1 << 4,
     F_NDR = 1 << 5, /* ndr_index, ndr_value, ndr_value_len */
     F_RESULT = 1 << 6,
-    F_DIR = 1 << 7, /* dir_known, dir_size, dir_synced_at */
+    F_DIR = 1 << 7,  /* dir_known, dir_size, dir_synced_at */
+    F_MODE = 1 << 8, /* mode_found, mode_value, mode_len */
 };
 
 static unsigned writable(int kind)
@@ -95,6 +97,8 @@ static unsigned writable(int kind)
     case BS_REPLY_DIR_SIZE:
     case BS_REPLY_DIR_SYNC:
         return F_DIR;
+    case BS_REPLY_MODE:
+        return F_MODE;
     default:
         return 0;
     }
@@ -121,6 +125,10 @@ static int unchanged(const bs_facts *a, int ra, const bs_facts *b, int rb, unsig
         return 0;
     if (!(mask & F_DIR) && (a->dir_known != b->dir_known || a->dir_size != b->dir_size ||
                             a->dir_synced_at != b->dir_synced_at))
+        return 0;
+    if (!(mask & F_MODE) && (memcmp(a->mode_found, b->mode_found, sizeof(a->mode_found)) ||
+                             memcmp(a->mode_len, b->mode_len, sizeof(a->mode_len)) ||
+                             memcmp(a->mode_value, b->mode_value, sizeof(a->mode_value))))
         return 0;
     return 1;
 }
@@ -156,6 +164,9 @@ static int accepts(int kind, const redisReply *r)
                all_elements(r, REDIS_REPLY_INTEGER, REDIS_REPLY_INTEGER);
     case BS_REPLY_NDR:
         return r->type == REDIS_REPLY_ARRAY && all_elements(r, REDIS_REPLY_STRING, REDIS_REPLY_NIL);
+    case BS_REPLY_MODE: /* two fields asked: a longer array is no answer to it */
+        return r->type == REDIS_REPLY_ARRAY && r->elements <= 2 &&
+               all_elements(r, REDIS_REPLY_STRING, REDIS_REPLY_NIL);
     default:
         return 0;
     }
@@ -180,6 +191,11 @@ static void check_facts(const bs_facts *f)
         REQUIRE(strlen(f->ndr_value) == f->ndr_value_len);
     if (f->ndr_index < 0)
         REQUIRE(f->ndr_value_len == 0 && f->ndr_value[0] == '\0');
+    for (i = 0; i < 2; i++) {
+        REQUIRE(f->mode_found[i] == 0 || f->mode_found[i] == 1);
+        REQUIRE(f->mode_len[i] < sizeof(f->mode_value[i]));
+        REQUIRE(f->mode_value[i][f->mode_len[i]] == '\0');
+    }
 }
 
 /* check_applied - what a successful call of kind must have done */
@@ -234,6 +250,20 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
     case BS_REPLY_DIR_SIZE:
         REQUIRE(f->dir_known == 1 && f->dir_size == r->integer);
         break;
+    case BS_REPLY_MODE: /* each field set: its first bytes; a nil: as it was */
+        for (i = 0; i < r->elements; i++) {
+            if (r->element[i]->type == REDIS_REPLY_NIL) {
+                REQUIRE(f->mode_found[i] == was->mode_found[i] &&
+                        f->mode_len[i] == was->mode_len[i]);
+                continue;
+            }
+            n = r->element[i]->len;
+            if (n > sizeof(f->mode_value[i]) - 1)
+                n = sizeof(f->mode_value[i]) - 1;
+            REQUIRE(f->mode_found[i] == 1 && f->mode_len[i] == n);
+            REQUIRE(memcmp(f->mode_value[i], r->element[i]->str, n) == 0);
+        }
+        break;
     case BS_REPLY_DIR_SYNC:
         REQUIRE(f->dir_synced_at >= 0 && (r->type == REDIS_REPLY_STRING || !f->dir_synced_at ||
                                           f->dir_synced_at == was->dir_synced_at));
@@ -258,7 +288,7 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
  */
 static void apply(int kind, const redisReply *r, bs_facts *f, int *result)
 {
-    static const int bad_kinds[] = {0, BS_REPLY_SCRIPT + 1, -1, INT_MAX, INT_MIN};
+    static const int bad_kinds[] = {0, BS_REPLY_MODE + 1, -1, INT_MAX, INT_MIN};
     bs_facts was, scratch;
     int was_result = *result, scratch_result, rc;
     size_t i;
@@ -303,7 +333,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1)
         return 0;
-    kind = 1 + (data[0] & 0x7f) % 7;
+    kind = (data[0] & 0x7f) == 'm' ? BS_REPLY_MODE : 1 + (data[0] & 0x7f) % 7;
     cycle = data[0] & 0x80;
 
     reader = redisReaderCreate();

@@ -43,7 +43,8 @@ from reliability.reltools import proc_status
 from support.backstopd import render_config
 from support.policy import Closed, PolicyConn
 from support.policy import request as policy_request
-from support.replies import BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN
+from support.replies import (BLOCKED, DUNNO, NDR_DENY, NDR_LIMIT, USER_UNKNOWN, USER_UNKNOWN_TEXT,
+                             WARN)
 from support.wait import poll
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,9 @@ NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY
 # (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush; SCARD
 # before a 550 (and HGET with [policy] max_directory_age, not set here);
-# SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s).
+# SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s);
+# HMGET backstop:mode with every request, HINCRBY backstop:wouldreject with the
+# stats flush (a refusal in report mode).
 # Harvest detection adds four scripts: the count (SISMEMBER TIME ZREMRANGEBYSCORE
 # ZADD PEXPIRE ZCARD, past the threshold ZREMRANGEBYRANK HGET HSET HINCRBY
 # ZRANGE), the greylisting check (SISMEMBER TIME ZSCORE GET SET), the known
@@ -71,8 +74,9 @@ COMMANDS = ["get", "sismember", "smismember", "hmget", "scard", "smembers", "hge
 CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
 MIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels " + CMD_RULE
 TIGHT_RULE = ("on >SECRET resetkeys %R~backstop:* %RW~backstop:rate:* %RW~backstop:block:* "
-              "%RW~backstop:ndrcount:* %RW~backstop:stats %RW~backstop:harvest:* %RW~backstop:attack "
-              "%RW~backstop:known:* %RW~backstop:grey:* resetchannels " + CMD_RULE)
+              "%RW~backstop:ndrcount:* %RW~backstop:stats %RW~backstop:wouldreject "
+              "%RW~backstop:harvest:* %RW~backstop:attack %RW~backstop:known:* "
+              "%RW~backstop:grey:* resetchannels " + CMD_RULE)
 # [harvest] for the paths below: a fresh domain trips in each round (then ends
 # after a second: the sweep's HDEL); example.com's clients are known to it, so
 # its answers stay the normal ones when it trips too
@@ -364,7 +368,9 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
     r.client.execute_command("ACL", "SETUSER", "default", "off")
     admin = redis.Redis(unix_socket_path=r.sock, username=ADMIN[0], password=ADMIN[1],
                         decode_responses=True, socket_timeout=5)
-    admin.sadd("backstop:domains", "example.com", "example.net")
+    admin.sadd("backstop:domains", "example.com", "example.net", "report.example")
+    admin.sadd("backstop:rcpt:report.example", "user")
+    admin.hset("backstop:mode", "report.example", "report")
     admin.sadd("backstop:rcpt:example.com", "user", "postmaster")
     admin.sadd("backstop:rcpt:example.net", "*")
     admin.sadd("backstop:exempt", "198.51.100.25")
@@ -381,6 +387,7 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         setuser(admin, "backstopd", rule, PASSWORD)
         admin.acl_log_reset()
         before = {k: int(v) for k, v in admin.hgetall("backstop:stats").items()}
+        wouldreject_before = int(admin.hget("backstop:wouldreject", "report.example") or 0)
         d = rel_backstopd(r, name="backstopd-c", metrics=True,
                           redis={"username": "backstopd", "password": PASSWORD,
                                  "mirror": "yes" if label == "MIRROR_RULE" else "no"},
@@ -490,6 +497,8 @@ def test_redis_acl(redis_factory, rel_backstopd, backstopctl, test_dir, checks):
         ["ndr", "set", "bounce.example", "limit 5/1h"], ["ndr", "list"], ["ndr", "explain", "bounce.example"],
         ["ndr", "del", "bounce.example"], ["block", "add", "198.51.100.9", "--for", "1h"], ["block", "list"],
         ["client", "198.51.100.9"], ["block", "del", "198.51.100.9"], ["stats"],
+        ["domain", "mode", "example.org", "report"], ["domain", "mode", "example.org"],
+        ["stats", "--domain", "example.org"], ["domain", "mode", "example.org", "default"],
         ["domain", "del", "--purge", "example.org"],
     ]
     failed = []

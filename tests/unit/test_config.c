@@ -165,6 +165,9 @@ static const struct {
     {"[policy]\nndr_default = limit\t 1/1s\n", "ndr_default = limit 1/1s"},
     {"[policy]\nndr_default = limit 1000000/30d\n", "ndr_default = limit 1000000/30d"},
     {"[policy]\nndr_default = limit 2/3600\n", "ndr_default = limit 2/1h"},
+    {"[policy]\nndr_default = deny report\n", "ndr_default = deny report"},
+    {"[policy]\nndr_default = Limit 10/1h  REPORT\n", "ndr_default = limit 10/1h report"},
+    {"[policy]\nndr_default = allow\treport\n", "ndr_default = allow report"},
     /* [ratelimit] */
     {"[ratelimit]\ninvalid_recipients = 0\n", "invalid_recipients = 0"},
     {"[ratelimit]\ninvalid_recipients = 1/1s\n", "invalid_recipients = 1/1s"},
@@ -325,7 +328,11 @@ static const struct {
     {"[policy]\nrecipient_delimiter = +-_.=~!#\n", 2, "is longer than 7 characters"},
     {"[policy]\nndr_default = maybe\n", 2,
      "[policy] ndr_default: \"maybe\" is not allow, deny or limit N/PERIOD (N 1..1000000, PERIOD "
-     "1s..30d)"},
+     "1s..30d), optionally followed by report"},
+    {"[policy]\nndr_default = report\n", 2, "is not allow, deny or limit"},
+    {"[policy]\nndr_default = deny reports\n", 2, "is not allow, deny or limit"},
+    {"[policy]\nndr_default = denyreport\n", 2, "is not allow, deny or limit"},
+    {"[policy]\nndr_default = limit 5/1h report report\n", 2, "is not allow, deny or limit"},
     {"[policy]\nndr_default = limit 0/1h\n", 2, "is not allow, deny or limit N/PERIOD"},
     {"[policy]\nndr_default = limit 1000001/1h\n", 2, "is not allow, deny or limit"},
     {"[policy]\nndr_default = limit 5/999ms\n", 2, "is not allow, deny or limit"},
@@ -1001,41 +1008,57 @@ static void test_parse_ndr_rule(void)
         int rc, action;
         uint32_t limit;
         uint64_t period_ms;
+        int report;
     } cases[] = {
-        {"allow", 0, 0, BS_NDR_ALLOW, 0, 0},
-        {"deny", 0, 0, BS_NDR_DENY, 0, 0},
-        {"ALLOW", 0, 0, BS_NDR_ALLOW, 0, 0},
-        {" \tDeny\t ", 0, 0, BS_NDR_DENY, 0, 0},
-        {"limit 5/1h", 0, 0, BS_NDR_LIMIT, 5, 3600000},
-        {"LIMIT\t5/1h", 0, 0, BS_NDR_LIMIT, 5, 3600000},
-        {"  limit   1/1s  ", 0, 0, BS_NDR_LIMIT, 1, 1000},
-        {"limit 1000000/30d", 0, 0, BS_NDR_LIMIT, 1000000, 30 * UINT64_C(86400000)},
-        {"limit 1/1000ms", 0, 0, BS_NDR_LIMIT, 1, 1000},
-        {"denyXYZ", 4, 0, BS_NDR_DENY, 0, 0}, /* only len bytes are read */
-        {"limit 2/5mjunk", 10, 0, BS_NDR_LIMIT, 2, 300000},
-        {"allow", 4, -1, 0, 0, 0},
-        {"deny\0", 5, -1, 0, 0, 0},
-        {"de\0ny", 5, -1, 0, 0, 0},
-        {"limit 5/1h\0", 11, -1, 0, 0, 0},
-        {"limit 0/1h", 0, -1, 0, 0, 0},
-        {"limit 1000001/1h", 0, -1, 0, 0, 0},
-        {"limit 5/999ms", 0, -1, 0, 0, 0},
-        {"limit 5/30d1ms", 0, -1, 0, 0, 0},
-        {"limit 5/2592000001ms", 0, -1, 0, 0, 0},
-        {"limit 5/31d", 0, -1, 0, 0, 0},
-        {"limit 0", 0, -1, 0, 0, 0},
-        {"limit", 0, -1, 0, 0, 0},
-        {"limit ", 0, -1, 0, 0, 0},
-        {"limit5/1h", 0, -1, 0, 0, 0},
-        {"limit 5 /1h", 0, -1, 0, 0, 0},
-        {"limit 5/ 1h", 0, -1, 0, 0, 0},
-        {"limit -5/1h", 0, -1, 0, 0, 0},
-        {"limit 99999999999999999999999/1h", 0, -1, 0, 0, 0},
-        {"allowed", 0, -1, 0, 0, 0},
-        {"allow deny", 0, -1, 0, 0, 0},
-        {"", 0, -1, 0, 0, 0},
-        {"   ", 0, -1, 0, 0, 0},
-        {"\nallow", 0, -1, 0, 0, 0},
+        {"allow", 0, 0, BS_NDR_ALLOW, 0, 0, 0},
+        {"deny", 0, 0, BS_NDR_DENY, 0, 0, 0},
+        {"ALLOW", 0, 0, BS_NDR_ALLOW, 0, 0, 0},
+        {" \tDeny\t ", 0, 0, BS_NDR_DENY, 0, 0, 0},
+        {"limit 5/1h", 0, 0, BS_NDR_LIMIT, 5, 3600000, 0},
+        {"LIMIT\t5/1h", 0, 0, BS_NDR_LIMIT, 5, 3600000, 0},
+        {"  limit   1/1s  ", 0, 0, BS_NDR_LIMIT, 1, 1000, 0},
+        {"limit 1000000/30d", 0, 0, BS_NDR_LIMIT, 1000000, 30 * UINT64_C(86400000), 0},
+        {"limit 1/1000ms", 0, 0, BS_NDR_LIMIT, 1, 1000, 0},
+        {"denyXYZ", 4, 0, BS_NDR_DENY, 0, 0, 0}, /* only len bytes are read */
+        {"limit 2/5mjunk", 10, 0, BS_NDR_LIMIT, 2, 300000, 0},
+        {"allow", 4, -1, 0, 0, 0, 0},
+        {"deny\0", 5, -1, 0, 0, 0, 0},
+        {"de\0ny", 5, -1, 0, 0, 0, 0},
+        {"limit 5/1h\0", 11, -1, 0, 0, 0, 0},
+        {"limit 0/1h", 0, -1, 0, 0, 0, 0},
+        {"limit 1000001/1h", 0, -1, 0, 0, 0, 0},
+        {"limit 5/999ms", 0, -1, 0, 0, 0, 0},
+        {"limit 5/30d1ms", 0, -1, 0, 0, 0, 0},
+        {"limit 5/2592000001ms", 0, -1, 0, 0, 0, 0},
+        {"limit 5/31d", 0, -1, 0, 0, 0, 0},
+        {"limit 0", 0, -1, 0, 0, 0, 0},
+        {"limit", 0, -1, 0, 0, 0, 0},
+        {"limit ", 0, -1, 0, 0, 0, 0},
+        {"limit5/1h", 0, -1, 0, 0, 0, 0},
+        {"limit 5 /1h", 0, -1, 0, 0, 0, 0},
+        {"limit 5/ 1h", 0, -1, 0, 0, 0, 0},
+        {"limit -5/1h", 0, -1, 0, 0, 0, 0},
+        {"limit 99999999999999999999999/1h", 0, -1, 0, 0, 0, 0},
+        {"allowed", 0, -1, 0, 0, 0, 0},
+        {"allow deny", 0, -1, 0, 0, 0, 0},
+        {"", 0, -1, 0, 0, 0, 0},
+        {"   ", 0, -1, 0, 0, 0, 0},
+        {"\nallow", 0, -1, 0, 0, 0, 0},
+        /* the optional trailing "report" word */
+        {"deny report", 0, 0, BS_NDR_DENY, 0, 0, 1},
+        {" DENY \t Report ", 0, 0, BS_NDR_DENY, 0, 0, 1},
+        {"allow report", 0, 0, BS_NDR_ALLOW, 0, 0, 1},
+        {"limit 10/1h report", 0, 0, BS_NDR_LIMIT, 10, 3600000, 1},
+        {"limit 10/1h report", 11, 0, BS_NDR_LIMIT, 10, 3600000, 0}, /* only len bytes */
+        {"deny report", 10, -1, 0, 0, 0, 0},
+        {"report", 0, -1, 0, 0, 0, 0},
+        {" report", 0, -1, 0, 0, 0, 0},
+        {"denyreport", 0, -1, 0, 0, 0, 0},
+        {"deny reports", 0, -1, 0, 0, 0, 0},
+        {"deny report report", 0, -1, 0, 0, 0, 0},
+        {"report deny", 0, -1, 0, 0, 0, 0},
+        {"limit 10/1hreport", 0, -1, 0, 0, 0, 0},
+        {"deny report\0", 12, -1, 0, 0, 0, 0},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1049,11 +1072,35 @@ static void test_parse_ndr_rule(void)
             CHECK_EQ_INT(r.action, cases[i].action);
             CHECK(r.limit == cases[i].limit);
             CHECK(r.period_ms == cases[i].period_ms);
+            CHECK_EQ_INT(r.report, cases[i].report);
         } else {
             CHECK_EQ_INT(r.action, 99); /* untouched */
         }
     }
     CHECK_EQ_INT(bs_parse_ndr_rule(NULL, 0, NULL), -1);
+}
+
+/* the mode HASH's values, and the canonical text of a rule */
+static void test_parse_mode(void)
+{
+    char buf[64];
+    bs_ndr_rule r;
+
+    CHECK_EQ_INT(bs_parse_mode("enforce", 7), BS_MODE_ENFORCE);
+    CHECK_EQ_INT(bs_parse_mode(" Report\t", 8), BS_MODE_REPORT);
+    CHECK_EQ_INT(bs_parse_mode("OFF", 3), BS_MODE_OFF);
+    CHECK_EQ_INT(bs_parse_mode("offX", 3), BS_MODE_OFF); /* only len bytes */
+    CHECK_EQ_INT(bs_parse_mode("of", 2), -1);
+    CHECK_EQ_INT(bs_parse_mode("", 0), -1);
+    CHECK_EQ_INT(bs_parse_mode("enforced", 8), -1);
+    CHECK_EQ_INT(bs_parse_mode("on", 2), -1);
+    CHECK_EQ_INT(bs_parse_mode("of\0f", 4), -1);
+    CHECK_EQ_INT(bs_parse_mode(NULL, 0), -1);
+    CHECK_EQ_STR(bs_mode_name(BS_MODE_OFF), "off");
+    CHECK_EQ_STR(bs_mode_name(7), "?");
+    CHECK_EQ_INT(bs_parse_ndr_rule("limit 5/90m report", 18, &r), 0);
+    bs_format_ndr_rule(&r, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "limit 5/90m report");
 }
 
 static void test_parse_endpoint(void)
@@ -1267,6 +1314,7 @@ int main(void)
     test_parse_duration();
     test_parse_rate();
     test_parse_ndr_rule();
+    test_parse_mode();
     test_parse_endpoint();
     test_log_words();
     test_log_lines();

@@ -3,8 +3,8 @@
  *
  * The fake store answers a bs_lookup from small in-memory tables exactly as
  * the Redis store reads its keys (block, exempt, domains, rcpt:<domain>,
- * ndr, and for the directory check the size of rcpt:<domain> and the sync
- * record), and keeps NDR budgets per recipient domain. Each case runs one
+ * ndr, mode, and for the directory check the size of rcpt:<domain> and the
+ * sync record), and keeps NDR budgets per recipient domain. Each case runs one
  * request through bs_decide_begin/_facts/_taken and checks the verdict, the
  * reply line and the log line.
  */
@@ -24,6 +24,7 @@ static const char *f_ndr[8][2];   /* field, value */
 static int f_budget_used[8];
 static char f_budget_domain[8][BS_DOMAIN_MAX + 1];
 static const char *f_sync[8][2];     /* domain, last successful sync (Unix s) */
+static const char *f_mode[8][2];     /* mode HASH: field (domain or "*"), value */
 static long long f_now = 1700000000; /* the store's wall clock */
 static int f_fail;                   /* lookup answers with an error */
 static int f_fail_second;            /* the second lookup answers with an error */
@@ -42,6 +43,7 @@ static void fake_reset(void)
     memset(f_budget_used, 0, sizeof(f_budget_used));
     memset(f_budget_domain, 0, sizeof(f_budget_domain));
     memset(f_sync, 0, sizeof(f_sync));
+    memset(f_mode, 0, sizeof(f_mode));
     f_fail = f_fail_second = f_lookups = f_takes = f_dir_lookups = 0;
     memset(f_attacked, 0, sizeof(f_attacked));
     f_grey = BS_GREY_DEFER;
@@ -89,6 +91,13 @@ static void fake_lookup(const bs_lookup *q, bs_facts *f)
             if (strcmp(f_sync[j][0], q->directory) == 0)
                 f->dir_synced_at = atoll(f_sync[j][1]);
     }
+    for (i = 0; i < 2 && q->mode_domain; i++) /* HMGET mode <domain> "*" */
+        for (j = 0; j < 8 && f_mode[j][0]; j++)
+            if (strcmp(f_mode[j][0], i == 0 ? q->mode_domain : "*") == 0) {
+                f->mode_found[i] = 1;
+                f->mode_len[i] = strlen(f_mode[j][1]);
+                memcpy(f->mode_value[i], f_mode[j][1], f->mode_len[i] + 1);
+            }
     for (i = 0; i < q->nndr && f->ndr_index < 0; i++)
         for (j = 0; j < 8 && f_ndr[j][0]; j++)
             if (strcmp(f_ndr[j][0], q->ndr_fields[i]) == 0) {

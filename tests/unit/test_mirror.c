@@ -1,5 +1,6 @@
 /* test_mirror.c - the mirror's state machine against scripted orders of
  * reads, replies and invalidations: the load, the read/invalidation race,
+ * the mode HASH (loaded, invalidated, raced, stale like ndr),
  * a scan invalidated between batches, FLUSHALL, a key type change, a lost
  * link (stale answers until max_stale, then Redis; re-validation), blocks
  * with expiry, and a huge set */
@@ -200,7 +201,7 @@ static void test_flush(void)
     CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_EXACT);
     CHECK(!f.protected_domain);
     bs_mirror_get_info(m, &info);
-    CHECK_EQ_INT(info.keys, 3); /* domains, ndr, exempt: rcpt:example.com went */
+    CHECK_EQ_INT(info.keys, 4); /* domains, ndr, mode, exempt: rcpt:example.com went */
     bs_mirror_free(m);
 }
 
@@ -298,6 +299,82 @@ static void test_blocks(void)
     bs_mirror_free(m);
 }
 
+/* ask_mode - the mode fields of domain (HMGET mode <domain> "*") */
+static int ask_mode(bs_mirror *m, const char *domain, uint64_t now, bs_facts *f)
+{
+    bs_lookup q;
+
+    memset(&q, 0, sizeof(q));
+    q.mode_domain = domain;
+    return bs_mirror_answer(m, &q, now, MAX_STALE, f);
+}
+
+/* the mode HASH, held the way ndr is: loaded by HSCAN, not answered until
+ * loaded, re-read on an invalidation, a raced reply dropped, stale answers
+ * while the link is lost, re-loaded on a new link */
+static void test_mode(void)
+{
+    bs_mirror *m = loaded();
+    bs_mirror_read rd;
+    bs_mirror_info info;
+    bs_facts f;
+    const char *v1[] = {"example.com", "report", "*", "enforce", NULL};
+    const char *v2[] = {"example.com", "off", NULL};
+    const char *v3[] = {"example.com", "enforce", NULL};
+
+    CHECK_EQ_INT(ask_mode(m, "example.com", 0, &f), BS_MIRROR_ASK_REDIS); /* not loaded yet */
+    CHECK(next_for(m, "mode", &rd));
+    CHECK_EQ_INT(rd.kind, BS_MIRROR_HSCAN);
+    reply_items(m, &rd, 0, v1);
+    CHECK_EQ_INT(ask_mode(m, "example.com", 0, &f), BS_MIRROR_EXACT);
+    CHECK(f.mode_found[0] && f.mode_found[1]);
+    CHECK_EQ_STR(f.mode_value[0], "report");
+    CHECK_EQ_INT(f.mode_len[0], 6);
+    CHECK_EQ_STR(f.mode_value[1], "enforce");
+    CHECK_EQ_INT(ask_mode(m, "other.example", 0, &f), BS_MIRROR_EXACT);
+    CHECK(!f.mode_found[0] && f.mode_found[1]);
+    /* HSET mode example.com off: Redis answers until the re-read is back
+     * (and an answer given before it can tell: bs_mirror_changes moved) */
+    uint64_t changes = bs_mirror_changes(m);
+    bs_mirror_invalidate(m, "mode", 4);
+    CHECK(bs_mirror_changes(m) > changes);
+    CHECK_EQ_INT(ask_mode(m, "example.com", 0, &f), BS_MIRROR_ASK_REDIS);
+    CHECK(next_for(m, "mode", &rd));
+    /* HDEL mode "*" before that reply: the reply is void, read again */
+    bs_mirror_invalidate(m, "mode", 4);
+    reply_items(m, &rd, 0, v1);
+    CHECK_EQ_INT(ask_mode(m, "example.com", 0, &f), BS_MIRROR_ASK_REDIS);
+    bs_mirror_get_info(m, &info);
+    CHECK_EQ_INT(info.raced, 1);
+    CHECK(load(m, "mode", v2));
+    CHECK_EQ_INT(ask_mode(m, "example.com", 0, &f), BS_MIRROR_EXACT);
+    CHECK_EQ_STR(f.mode_value[0], "off");
+    CHECK(!f.mode_found[1]);
+    /* a lookup that needs no mode is not held up by it */
+    bs_mirror_invalidate(m, "mode", 4);
+    CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_EXACT);
+    CHECK(load(m, "mode", v2));
+    /* the link lost: the last exact data answers for max_stale */
+    bs_mirror_lost(m, 1000);
+    CHECK_EQ_INT(ask_mode(m, "example.com", 1000 + MAX_STALE, &f), BS_MIRROR_STALE);
+    CHECK_EQ_STR(f.mode_value[0], "off");
+    CHECK_EQ_INT(ask_mode(m, "example.com", 1001 + MAX_STALE, &f), BS_MIRROR_ASK_REDIS);
+    /* a new link: re-read before it answers again */
+    bs_mirror_connected(m);
+    nheld = 0;
+    CHECK_EQ_INT(ask_mode(m, "example.com", 2000, &f), BS_MIRROR_ASK_REDIS);
+    CHECK(load(m, "mode", v3));
+    CHECK_EQ_INT(ask_mode(m, "example.com", 2000, &f), BS_MIRROR_EXACT);
+    CHECK_EQ_STR(f.mode_value[0], "enforce");
+    /* FLUSHALL: the mode is Redis's to answer until read again (empty) */
+    bs_mirror_invalidate(m, NULL, 0);
+    CHECK_EQ_INT(ask_mode(m, "example.com", 2000, &f), BS_MIRROR_ASK_REDIS);
+    CHECK(load(m, "mode", none));
+    CHECK_EQ_INT(ask_mode(m, "example.com", 2000, &f), BS_MIRROR_EXACT);
+    CHECK(!f.mode_found[0] && !f.mode_found[1]);
+    bs_mirror_free(m);
+}
+
 /* a huge set in batches: every member found, memory bounded */
 static void test_huge(void)
 {
@@ -347,6 +424,7 @@ int main(void)
     test_wrong_type();
     test_lost();
     test_blocks();
+    test_mode();
     test_huge();
     return check_summary();
 }
