@@ -225,7 +225,7 @@ static int same_answer(const bs_ctl *c, const bs_ctl_explain *e, const char *rep
 {
     char want[BS_REPLY_MAX];
 
-    bs_decide_reply(&e->d, &c->cfg, want);
+    bs_ctl_explain_reply(c, e, want);
     return strcmp(want, reply) == 0;
 }
 
@@ -262,15 +262,16 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
 
     if (!r->redis_ok)
         return json_null();
-    n = bs_decide_reply(&e->d, &c->cfg, want);
+    n = bs_ctl_explain_reply(c, e, want);
     while (n > 0 && want[n - 1] == '\n')
         want[--n] = 0;
-    return json_pack("{s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "rule", bs_why_name(e->d.why),
-                     "action", strncmp(want, "action=", 7) == 0 ? want + 7 : want, "matches",
-                     r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(),
-                     "blocked", e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt,
-                     "protected_domain", e->f.protected_domain, "null_sender", e->d.null_sender,
-                     "counts_invalid", e->d.note_invalid);
+    return json_pack(
+        "{s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b, s:o}", "rule", bs_ctl_explain_rule(e), "action",
+        strncmp(want, "action=", 7) == 0 ? want + 7 : want, "matches",
+        r->answered ? json_boolean(same_answer(c, e, r->reply)) : json_null(), "blocked",
+        e->f.blocked, "exempt", e->f.exempt || e->d.cidr_exempt, "protected_domain",
+        e->f.protected_domain, "null_sender", e->d.null_sender, "counts_invalid", e->d.note_invalid,
+        "harvest", bs_ctl_harvest_explain_json(c, e));
 }
 
 /* check_json - the whole result as one object (see backstopctl(8)) */

@@ -372,7 +372,9 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         if (follow_ups(c, e) < 0)
             return -1;
     }
-    if (e->redis_failed) { /* in the first lookup or a follow-up */
+    if (!e->redis_failed && bs_ctl_harvest_explain_run(c, e) < 0) /* ctl_harvest.c */
+        return -1;
+    if (e->redis_failed) { /* in the first lookup, a follow-up or the harvest facts */
         bs_decide_fallback(&e->d, &c->cfg, BS_WHY_REDIS_ERROR);
         e->step = BS_DECIDE_DONE;
         return 0;
@@ -382,6 +384,36 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         e->step = BS_DECIDE_DONE;
     }
     return rc;
+}
+
+/* bs_ctl_explain_reply - decide.c's reply, or harvest's 450 when it defers
+ * (formatted as decide.c formats a 450: the short text, or WARN in report
+ * mode with what the client would see) */
+size_t bs_ctl_explain_reply(const bs_ctl *c, const bs_ctl_explain *e, char *out)
+{
+    const char *why, *text;
+    char to[BS_LOG_FIELD_MAX];
+    int n;
+
+    if (!bs_ctl_harvest_defers(e, &why, &text))
+        return bs_decide_reply(&e->d, &c->cfg, out);
+    if (c->cfg.mode == BS_MODE_REPORT) {
+        bs_escape(e->d.to, strlen(e->d.to), to, sizeof(to));
+        n = snprintf(out, BS_REPLY_MAX,
+                     "action=WARN would defer: 450 4.7.1 <%s>: Recipient address rejected: %s\n\n",
+                     to, text);
+    } else {
+        n = snprintf(out, BS_REPLY_MAX, "action=450 4.7.1 %s\n\n", text);
+    }
+    return n < 0 ? 0 : (size_t)n < BS_REPLY_MAX ? (size_t)n : BS_REPLY_MAX - 1;
+}
+
+/* bs_ctl_explain_rule - decide.c's reason, or harvest's */
+const char *bs_ctl_explain_rule(const bs_ctl_explain *e)
+{
+    const char *why, *text;
+
+    return bs_ctl_harvest_defers(e, &why, &text) ? why : bs_why_name(e->d.why);
 }
 
 /* bs_ctl_explain_ndr - every candidate, its value, which one decided */
@@ -433,7 +465,7 @@ void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, cons
 static void reply_text(const bs_ctl *c, const bs_ctl_explain *e, char *out, size_t outsz)
 {
     char r[BS_REPLY_MAX];
-    size_t n = bs_decide_reply(&e->d, &c->cfg, r);
+    size_t n = bs_ctl_explain_reply(c, e, r);
 
     while (n > 0 && r[n - 1] == '\n')
         n--;
@@ -544,41 +576,47 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
             print_rcpt(c, e, fp);
         if (e->dir_looked_up)
             print_directory(c, e, fp);
+        if (e->f.protected_domain)
+            bs_ctl_harvest_explain_print(c, e, fp);
         else if (d->null_sender && e->ndr_known) {
             fprintf(fp, "  ndr policy for %s:\n", d->rcpt.domain);
             bs_ctl_explain_ndr(c, e, fp, "    ");
         }
     }
-    fprintf(fp, "  rule:      %s", bs_why_name(d->why));
-    switch (d->why) {
-    case BS_WHY_BLOCKED:
-        fprintf(fp, " (1: the client is blocked, whatever the recipient)");
-        break;
-    case BS_WHY_VALID:
-        fprintf(fp, " (3: a known user of a protected domain)");
-        break;
-    case BS_WHY_UNKNOWN_USER:
-        fprintf(fp, " (3: not a user of a protected domain%s)",
-                d->note_invalid ? "; counts an invalid recipient for the client" : "");
-        break;
-    case BS_WHY_DIR_EMPTY:
-        fprintf(fp, " (3: not a user, but the domain's user set is empty: a 4xx, not a 550)");
-        break;
-    case BS_WHY_DIR_STALE:
-        fprintf(fp, " (3: not a user, but the last successful sync is older than "
-                    "max_directory_age: a 4xx, not a 550)");
-        break;
-    case BS_WHY_UNPROTECTED:
-        fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
-        break;
-    case BS_WHY_NDR_ALLOW:
-    case BS_WHY_NDR_DENY:
-    case BS_WHY_NDR_UNDER:
-    case BS_WHY_NDR_LIMIT:
-        fprintf(fp, " (2: a bounce to a domain that is not protected: NDR policy)");
-        break;
-    default:
-        break;
-    }
+    fprintf(fp, "  rule:      %s", bs_ctl_explain_rule(e));
+    if (strcmp(bs_ctl_explain_rule(e), bs_why_name(d->why)) != 0)
+        fprintf(fp, " (harvest detection: a new client of a domain under attack; without it: %s)",
+                bs_why_name(d->why));
+    else
+        switch (d->why) {
+        case BS_WHY_BLOCKED:
+            fprintf(fp, " (1: the client is blocked, whatever the recipient)");
+            break;
+        case BS_WHY_VALID:
+            fprintf(fp, " (3: a known user of a protected domain)");
+            break;
+        case BS_WHY_UNKNOWN_USER:
+            fprintf(fp, " (3: not a user of a protected domain%s)",
+                    d->note_invalid ? "; counts an invalid recipient for the client" : "");
+            break;
+        case BS_WHY_DIR_EMPTY:
+            fprintf(fp, " (3: not a user, but the domain's user set is empty: a 4xx, not a 550)");
+            break;
+        case BS_WHY_DIR_STALE:
+            fprintf(fp, " (3: not a user, but the last successful sync is older than "
+                        "max_directory_age: a 4xx, not a 550)");
+            break;
+        case BS_WHY_UNPROTECTED:
+            fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
+            break;
+        case BS_WHY_NDR_ALLOW:
+        case BS_WHY_NDR_DENY:
+        case BS_WHY_NDR_UNDER:
+        case BS_WHY_NDR_LIMIT:
+            fprintf(fp, " (2: a bounce to a domain that is not protected: NDR policy)");
+            break;
+        default:
+            break;
+        }
     fprintf(fp, "\n  answer:    %s\n", reply);
 }

@@ -103,6 +103,16 @@ static const ctl_command commands[] = {
      "SMISMEMBER backstop:exempt IP CLIENT"},
     {"stats", NULL, bs_ctl_stats, 0, 0, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "[--json]",
      "the cluster-wide decision counters", "HGETALL backstop:stats"},
+    /* "harvest end" before "harvest": a row without a verb takes any second word */
+    {"harvest", "end", bs_ctl_harvest_end, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "DOMAIN",
+     "end a harvest attack on DOMAIN by hand and forget its unknown recipients (so the next one "
+     "does not trip it again at once); 1 if it was not under attack",
+     "HDEL backstop:attack DOMAIN\nDEL backstop:harvest:DOMAIN"},
+    {"harvest", NULL, bs_ctl_harvest, 0, 0, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "[--json]",
+     "domains under a harvest attack: since, until, unknown recipients in the threshold window, "
+     "rate, top client networks",
+     "HGETALL backstop:attack\nZCOUNT backstop:harvest:DOMAIN NOW-WINDOW +inf\n"
+     "ZREVRANGEBYSCORE backstop:harvest:DOMAIN +inf NOW-WINDOW"},
     {"check", NULL, bs_ctl_check, 0, 0,
      COMMON | JSON | O(BS_OPT_SENDER) | O(BS_OPT_RECIPIENT) | O(BS_OPT_CLIENT) | O(BS_OPT_HELO) |
          O(BS_OPT_SERVER),
