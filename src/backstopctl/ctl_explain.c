@@ -16,12 +16,20 @@
  *                        store_reply.c, the daemon's own reader
  *                        (bs_store_reply_apply). 0, or -1 on an I/O error
  *                        (printed).
+ *                        For a recipient of a protected domain the harvest
+ *                        facts are read too (ctl_harvest.c).
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
  *   bs_ctl_explain_print print every fact and the rule that decided.
+ *   bs_ctl_explain_reply / _rule
+ *                        the predicted reply and reason: decide.c's, or
+ *                        harvest detection's 450 4.7.1 when it defers.
  *
  * WHY NOT OUR OWN RULES
  *   So "ndr explain", "check" and "purge-queue" can never disagree with the
- *   daemon: the only logic here is reading Redis and printing.
+ *   daemon: the only logic here is reading Redis and printing. Harvest
+ *   detection is the exception until decide.c has its rules (issue 11): its
+ *   prediction is ctl_harvest.c's, from the spec, and check reports when the
+ *   daemon answers otherwise.
  *
  * NEVER
  *   Writes to Redis. A "limit" rule is predicted from ndrcount:<domain>

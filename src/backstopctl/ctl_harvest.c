@@ -44,6 +44,7 @@
  *   The top networks are counted over at most BS_CTL_HARVEST_SAMPLE members
  *   (the newest); the text says so when the window holds more.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -109,10 +110,13 @@ int bs_ctl_harvest_attack_parse(const char *v, size_t len, long long *since, lon
         num[nlen] = 0;
         if (num[0] < '0' || num[0] > '9')
             return -1;
+        errno = 0;
         *out[i] = strtoll(num, &numend, 10);
-        if (*numend || *out[i] < 0)
+        if (*numend || errno == ERANGE)
             return -1;
         seen |= 1 << i;
+        if (semi && semi + 1 == end) /* a trailing ';' */
+            return -1;
         p = semi ? semi + 1 : end;
     }
     return seen == 7 ? 0 : -1;
@@ -472,6 +476,7 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
     bs_ctl_harvest_facts *h = &e->harvest;
     const bs_decision *d = &e->d;
     char akey[BS_CTL_KEY_MAX], kkey[BS_CTL_KEY_MAX], gkey[BS_CTL_KEY_MAX + BS_LOCAL_MAX];
+    char gname[BS_DOMAIN_MAX + BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 3];
     redisReply *rep[6];
     uint8_t ip[16];
     int i, n = 0, bad = 0;
@@ -488,8 +493,8 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
     }
     bs_ctl_key(c, akey, sizeof(akey), BS_KEY_ATTACK, NULL);
     bs_ctl_key(c, kkey, sizeof(kkey), BS_KEY_KNOWN, d->rcpt.domain);
-    snprintf(gkey, sizeof(gkey), "%s%s%s:%s:%.*s", c->cfg.prefix, BS_KEY_GREY, d->rcpt.domain,
-             h->network, (int)d->rcpt.local_len, d->rcpt.local);
+    snprintf(gname, sizeof(gname), "%s:%s:%s", d->rcpt.domain, h->network, d->rcpt.local);
+    bs_ctl_key(c, gkey, sizeof(gkey), BS_KEY_GREY, gname);
     const char *time_[] = {"TIME"}, *hget[] = {"HGET", akey, d->rcpt.domain},
                *zscore[] = {"ZSCORE", kkey, h->network}, *get[] = {"GET", gkey},
                *pttl[] = {"PTTL", gkey};
@@ -634,7 +639,10 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
                     bs_ctl_remaining((uint64_t)h->grey_pttl, left, sizeof(left)));
         fputc('\n', fp);
     }
-    fprintf(fp, "  harvest:   %s\n", verdict_text(h->verdict));
+    fprintf(fp, "  harvest:   %s%s\n", verdict_text(h->verdict),
+            e->d.why == BS_WHY_BLOCKED && h->verdict >= BS_HV_GREY_FIRST
+                ? "; but the client is blocked: rule 1 answers first"
+                : "");
 }
 
 /* bs_ctl_harvest_explain_json - the same facts as an object, or null */
