@@ -471,13 +471,14 @@ static long long read_num(const redisReply *rep)
 }
 
 /* bs_ctl_harvest_explain_run - TIME, HGET attack, ZSCORE known, GET/PTTL grey */
+#define HARVEST_REPLIES 5 /* one round trip: the five commands above */
 int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
 {
     bs_ctl_harvest_facts *h = &e->harvest;
     const bs_decision *d = &e->d;
     char akey[BS_CTL_KEY_MAX], kkey[BS_CTL_KEY_MAX], gkey[BS_CTL_KEY_MAX + BS_LOCAL_MAX];
     char gname[BS_DOMAIN_MAX + BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 3];
-    redisReply *rep[6];
+    redisReply *rep[HARVEST_REPLIES];
     uint8_t ip[16];
     int i, n = 0, bad = 0;
 
@@ -502,10 +503,10 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
         bs_ctl_append(c, 3, zscore, NULL) < 0 || bs_ctl_append(c, 2, get, NULL) < 0 ||
         bs_ctl_append(c, 2, pttl, NULL) < 0)
         return -1;
-    for (n = 0; n < 5; n++)
+    for (n = 0; n < HARVEST_REPLIES; n++)
         if (!(rep[n] = bs_ctl_read(c)))
             break;
-    if (n == 5) {
+    if (n == HARVEST_REPLIES) {
         const redisReply *t = rep[0];
         if (t->type == REDIS_REPLY_ARRAY && t->elements == 2 &&
             t->element[0]->type == REDIS_REPLY_STRING && t->element[1]->type == REDIS_REPLY_STRING)
@@ -514,7 +515,7 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
                         strtoll(t->element[1]->str, NULL, 10) / 1000;
         else
             bad = !bs_ctl_reply_ok(t, REDIS_REPLY_ARRAY, "TIME");
-        for (i = 1; i < 5; i++)
+        for (i = 1; i < HARVEST_REPLIES; i++)
             if (rep[i]->type == REDIS_REPLY_ERROR)
                 bad = !bs_ctl_reply_ok(rep[i], REDIS_REPLY_STRING, "harvest lookup");
         h->attack = rep[1]->type == REDIS_REPLY_STRING;
@@ -530,7 +531,7 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
     }
     for (i = 0; i < n; i++)
         freeReplyObject(rep[i]);
-    if (n < 5)
+    if (n < HARVEST_REPLIES)
         return -1;
     if (bad) {
         e->redis_failed = 1;
