@@ -222,11 +222,10 @@ enum bs_ctl_harvest_verdict {
     BS_HV_NONE = 0,   /* not looked at: not a protected domain, no client */
     BS_HV_OFF,        /* [harvest] threshold = 0 */
     BS_HV_NO_ATTACK,  /* the domain is not under attack (or it is past until) */
-    BS_HV_UNREADABLE, /* its attack value does not parse: the daemon's rules alone */
-    BS_HV_EXEMPT,     /* an exempt client: normal rules (assumed, as for the rate) */
+    BS_HV_EXEMPT,     /* an exempt client (config or exempt SET): normal rules */
     BS_HV_KNOWN,      /* the client's network is known to the domain: normal rules */
     BS_HV_NORMAL,     /* new_clients = normal: normal rules, the lowered limit */
-    BS_HV_PASS,       /* greylist: a retry within [retry_after, retry_window] */
+    BS_HV_PASS,       /* greylist: retried after retry_after (grey: key still there) */
     BS_HV_GREY_FIRST, /* greylist: first sight: 450 4.7.1 harvest_greylist */
     BS_HV_GREY_EARLY, /* greylist: retried before retry_after: 450 harvest_greylist */
     BS_HV_DEFER       /* new_clients = defer: 450 4.7.1 harvest_defer */
@@ -238,7 +237,9 @@ typedef struct bs_ctl_harvest_facts {
     long long now_ms;                    /* Redis's clock (TIME) */
     int attack;                          /* the domain's field is in attack */
     char attack_raw[96];                 /* its value, displayable */
-    long long since, until, unknown;     /* parsed (Unix seconds), -1 unreadable */
+    long long since, unknown;            /* parsed (Unix seconds), -1 unreadable */
+    long long until;                     /* as the daemon reads it, -1 none (in force) */
+    int exempt_set;                      /* the client is in the exempt SET */
     long long known_ms;                  /* known:<domain> score, -1 absent */
     long long grey_ms;                   /* grey:... value, -1 absent or unreadable */
     long long grey_pttl;                 /* its TTL in ms, < 0 none */
@@ -248,6 +249,9 @@ typedef struct bs_ctl_harvest_facts {
  * order, each once) into the three numbers; 0, or -1 (not that form). */
 int bs_ctl_harvest_attack_parse(const char *v, size_t len, long long *since, long long *until,
                                 long long *unknown);
+/* bs_ctl_harvest_attack_until - the until the daemon reads in a value (the
+ * first "until=" with digits), or -1 when it has none. */
+long long bs_ctl_harvest_attack_until(const char *v, size_t len);
 
 /* ------------------------------------------------------------ ctl_explain.c */
 /* One request re-derived with decide.c against the Redis data. */

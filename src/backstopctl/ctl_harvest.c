@@ -27,15 +27,19 @@
  *                        within known_client_age), the greylist state of
  *                        (network, recipient), and what follows.
  *
- * THE PREDICTION (the spec of issue 11 until decide.c has the harvest rules:
- * then explain should take the verdict from decide.c, as for every rule)
- *   off ([harvest] threshold = 0) or not under attack (no field, or until
- *   is past): normal rules. Under attack: a blocked client is refused by
- *   rule 1 anyway; an exempt client and a network known to the domain keep
- *   the normal rules; new_clients = normal: normal rules (lowered limit);
- *   defer: 450 4.7.1 (harvest_defer); greylist: 450 4.7.1
- *   (harvest_greylist) on first sight and before retry_after, the normal
- *   answer from retry_after to retry_window after the first sight.
+ * THE PREDICTION (the spec of issue 11 and the harvest branch's scripts,
+ * until decide.c has the harvest rules: then explain should take the
+ * verdict from decide.c, as for every rule)
+ *   off ([harvest] threshold = 0) or not under attack (no field, or its
+ *   until is past; a value without a readable "until=N" counts as under
+ *   attack, as the daemon's sweep reads it): normal rules. Under attack: a
+ *   blocked client is refused by rule 1 anyway; an exempt client ([ratelimit]
+ *   exempt, or the exempt SET) and a network known to the domain (known:
+ *   score newer than known_client_age) keep the normal rules; new_clients =
+ *   normal: normal rules (lowered limit); defer: 450 4.7.1 (harvest_defer);
+ *   greylist: 450 4.7.1 (harvest_greylist) on first sight and before
+ *   retry_after, the normal answer once retry_after has passed (the grey:
+ *   key expires retry_window after the first sight).
  *
  * NEVER
  *   Writes to Redis, except harvest end's HDEL and DEL.
@@ -45,6 +49,7 @@
  *   (the newest); the text says so when the window holds more.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,9 +60,9 @@
 #define BS_CTL_HARVEST_TOP 5        /* client networks shown per domain */
 #define BS_CTL_HARVEST_SAMPLE 20000 /* members read to count them */
 
-/* The replies of harvest's 450 (decide.c's refusal table will own them). */
-static const char grey_text[] = "Greylisted, try again later";
-static const char defer_text[] = "Try again later";
+/* The text of harvest's 450, one for every recipient (decide.c's refusal
+ * table on the harvest branch; check notices when they differ). */
+static const char grey_text[] = "Recipient verification delayed, try again later";
 
 /* One network and how many members of the window it has. */
 typedef struct net_count {
@@ -71,7 +76,8 @@ typedef struct attack_row {
     const redisReply *field, *value; /* into the HGETALL reply */
     int readable;
     long long since, until, unknown;
-    long long in_window; /* ZCOUNT; -1 unreadable */
+    long long until_read; /* as the daemon reads it: -1 none (then in force) */
+    long long in_window;  /* ZCOUNT; -1 unreadable */
     char window_err[128];
     struct {
         char net[BS_CLIENT_KEY_MAX + 16]; /* a longer member prefix is cut */
@@ -120,6 +126,33 @@ int bs_ctl_harvest_attack_parse(const char *v, size_t len, long long *since, lon
         p = semi ? semi + 1 : end;
     }
     return seen == 7 ? 0 : -1;
+}
+
+/* bs_ctl_harvest_attack_until - the first "until=" followed by digits, as
+ * the daemon's sweep reads a value (Lua 'until=(%d+)'); -1 when there is
+ * none (the daemon then keeps the domain under attack) */
+long long bs_ctl_harvest_attack_until(const char *v, size_t len)
+{
+    static const char name[] = "until=";
+    const size_t nlen = sizeof(name) - 1;
+    size_t i, j;
+    long long u = 0;
+
+    for (i = 0; i + nlen < len; i++) {
+        if (memcmp(v + i, name, nlen) != 0 || v[i + nlen] < '0' || v[i + nlen] > '9')
+            continue;
+        for (j = i + nlen; j < len && v[j] >= '0' && v[j] <= '9'; j++)
+            u = u > (LLONG_MAX - 9) / 10 ? LLONG_MAX : u * 10 + (v[j] - '0');
+        return u;
+    }
+    return -1;
+}
+
+/* in_force - under attack at now_s as the daemon's sweep sees the value:
+ * its until not past, or no readable until */
+static int in_force(long long until_read, long long now_s)
+{
+    return until_read < 0 || until_read >= now_s;
 }
 
 /* utc_text - Unix seconds as "2026-12-02 04:00:00 UTC" */
@@ -269,16 +302,21 @@ static void print_row(const bs_ctl *c, const attack_row *r, uint64_t now)
 
     bs_ctl_safe(r->field->str, r->field->len, dom, sizeof(dom));
     if (!r->readable) {
-        printf("%s  unreadable value in attack: \"%s\" (not since=UNIX;until=UNIX;unknown=N)\n",
+        printf("%s  unreadable value in attack: \"%s\" (not since=UNIX;until=UNIX;unknown=N; "
+               "backstopd %s)\n",
                dom,
                r->value->type == REDIS_REPLY_STRING
                    ? bs_ctl_safe(r->value->str, r->value->len, raw, sizeof(raw))
-                   : "?");
+                   : "?",
+               r->until_read < 0 ? "keeps it under attack: no readable until"
+               : in_force(r->until_read, now_s)
+                   ? "reads an until not past: in force"
+                   : "reads an until that is past: no longer in force");
     } else {
         printf("%s  under attack since %s (%s ago), ", dom, utc_text(r->since, t1, sizeof(t1)),
                bs_ctl_remaining(now_s > r->since ? (uint64_t)(now_s - r->since) * 1000 : 0, ago,
                                 sizeof(ago)));
-        if (r->until > now_s)
+        if (in_force(r->until, now_s))
             printf("until %s (%s left)\n", utc_text(r->until, t2, sizeof(t2)),
                    bs_ctl_remaining((uint64_t)(r->until - now_s) * 1000, left, sizeof(left)));
         else
@@ -325,7 +363,7 @@ static json_t *row_json(const bs_ctl *c, const attack_row *r, uint64_t now)
         "readable", r->readable, "since", r->readable ? json_integer(r->since) : json_null(),
         "until", r->readable ? json_integer(r->until) : json_null(), "left_s",
         r->readable ? json_integer(r->until > now_s ? r->until - now_s : 0) : json_null(),
-        "in_force", r->readable && r->until > now_s, "unknown_at_trip",
+        "in_force", in_force(r->until_read, now_s), "unknown_at_trip",
         r->readable ? json_integer(r->unknown) : json_null(), "unknown",
         r->in_window >= 0 ? json_integer(r->in_window) : json_null(), "rate_per_minute",
         rate >= 0 ? json_real(rate) : json_null(), "top_networks", top, "sampled",
@@ -360,6 +398,8 @@ int bs_ctl_harvest(bs_ctl *c, int argc, char **argv)
         r->readable =
             v->type == REDIS_REPLY_STRING &&
             bs_ctl_harvest_attack_parse(v->str, v->len, &r->since, &r->until, &r->unknown) == 0;
+        r->until_read =
+            v->type == REDIS_REPLY_STRING ? bs_ctl_harvest_attack_until(v->str, v->len) : -1;
         n++;
     }
     qsort(rows, n, sizeof(*rows), cmp_row);
@@ -429,21 +469,24 @@ int bs_ctl_harvest_end(bs_ctl *c, int argc, char **argv)
 
 /* ------------------------------------------------------------ explain */
 
+/* known_now - known:<domain>'s score newer than known_client_age (the
+ * daemon's script: seen > now - age) */
+static int known_now(const bs_ctl *c, const bs_ctl_harvest_facts *h)
+{
+    return h->known_ms >= 0 && h->known_ms > h->now_ms - (long long)c->cfg.harvest_known_age_ms;
+}
+
 /* predict - the verdict from the facts read (see THE PREDICTION) */
 static int predict(const bs_ctl *c, const bs_ctl_explain *e)
 {
     const bs_ctl_harvest_facts *h = &e->harvest;
     long long age;
 
-    if (!h->attack)
+    if (!h->attack || !in_force(h->until, h->now_ms / 1000))
         return BS_HV_NO_ATTACK;
-    if (h->since < 0)
-        return BS_HV_UNREADABLE;
-    if (h->until * 1000 <= h->now_ms)
-        return BS_HV_NO_ATTACK;
-    if (e->f.exempt || e->d.cidr_exempt)
+    if (e->f.exempt || e->d.cidr_exempt || h->exempt_set)
         return BS_HV_EXEMPT;
-    if (h->known_ms >= 0 && h->now_ms - h->known_ms <= (long long)c->cfg.harvest_known_age_ms)
+    if (known_now(c, h))
         return BS_HV_KNOWN;
     if (c->cfg.harvest_new_clients == BS_HARVEST_NORMAL)
         return BS_HV_NORMAL;
@@ -452,9 +495,9 @@ static int predict(const bs_ctl *c, const bs_ctl_explain *e)
     if (h->grey_ms < 0)
         return BS_HV_GREY_FIRST;
     age = h->now_ms - h->grey_ms;
-    if (age < (long long)c->cfg.harvest_retry_after_ms)
-        return BS_HV_GREY_EARLY;
-    return age <= (long long)c->cfg.harvest_retry_window_ms ? BS_HV_PASS : BS_HV_GREY_FIRST;
+    /* the key expires retry_window after the first sight: its presence is
+     * the upper bound */
+    return age < (long long)c->cfg.harvest_retry_after_ms ? BS_HV_GREY_EARLY : BS_HV_PASS;
 }
 
 /* read_num - a GET or ZSCORE reply as a whole number; -1 when it is nil or
@@ -470,13 +513,16 @@ static long long read_num(const redisReply *rep)
     return *end || !(v >= 0 && v < 9e18) ? -1 : (long long)v;
 }
 
-/* bs_ctl_harvest_explain_run - TIME, HGET attack, ZSCORE known, GET/PTTL grey */
-#define HARVEST_REPLIES 5 /* one round trip: the five commands above */
+/* bs_ctl_harvest_explain_run - TIME, HGET attack, ZSCORE known, GET/PTTL
+ * grey, SMISMEMBER exempt (the daemon's script checks the SET for every
+ * client; decide.c's lookup only for a blocked one) */
+#define HARVEST_REPLIES 6 /* one round trip: the six commands above */
 int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
 {
     bs_ctl_harvest_facts *h = &e->harvest;
     const bs_decision *d = &e->d;
-    char akey[BS_CTL_KEY_MAX], kkey[BS_CTL_KEY_MAX], gkey[BS_CTL_KEY_MAX + BS_LOCAL_MAX];
+    char akey[BS_CTL_KEY_MAX], kkey[BS_CTL_KEY_MAX], gkey[BS_CTL_KEY_MAX + BS_LOCAL_MAX],
+        xkey[BS_CTL_KEY_MAX];
     char gname[BS_DOMAIN_MAX + BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 3];
     redisReply *rep[HARVEST_REPLIES];
     uint8_t ip[16];
@@ -496,12 +542,13 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
     bs_ctl_key(c, kkey, sizeof(kkey), BS_KEY_KNOWN, d->rcpt.domain);
     snprintf(gname, sizeof(gname), "%s:%s:%s", d->rcpt.domain, h->network, d->rcpt.local);
     bs_ctl_key(c, gkey, sizeof(gkey), BS_KEY_GREY, gname);
+    bs_ctl_key(c, xkey, sizeof(xkey), BS_KEY_EXEMPT, NULL);
     const char *time_[] = {"TIME"}, *hget[] = {"HGET", akey, d->rcpt.domain},
                *zscore[] = {"ZSCORE", kkey, h->network}, *get[] = {"GET", gkey},
-               *pttl[] = {"PTTL", gkey};
+               *pttl[] = {"PTTL", gkey}, *sms[] = {"SMISMEMBER", xkey, d->client_ip, d->client_key};
     if (bs_ctl_append(c, 1, time_, NULL) < 0 || bs_ctl_append(c, 3, hget, NULL) < 0 ||
         bs_ctl_append(c, 3, zscore, NULL) < 0 || bs_ctl_append(c, 2, get, NULL) < 0 ||
-        bs_ctl_append(c, 2, pttl, NULL) < 0)
+        bs_ctl_append(c, 2, pttl, NULL) < 0 || bs_ctl_append(c, 4, sms, NULL) < 0)
         return -1;
     for (n = 0; n < HARVEST_REPLIES; n++)
         if (!(rep[n] = bs_ctl_read(c)))
@@ -523,11 +570,15 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
             bs_ctl_safe(rep[1]->str, rep[1]->len, h->attack_raw, sizeof(h->attack_raw));
             if (bs_ctl_harvest_attack_parse(rep[1]->str, rep[1]->len, &h->since, &h->until,
                                             &h->unknown) < 0)
-                h->since = h->until = h->unknown = -1;
+                h->since = h->unknown = -1; /* unreadable: shown as such */
+            h->until = bs_ctl_harvest_attack_until(rep[1]->str, rep[1]->len);
         }
         h->known_ms = read_num(rep[2]);
         h->grey_ms = read_num(rep[3]);
         h->grey_pttl = rep[4]->type == REDIS_REPLY_INTEGER ? rep[4]->integer : -2;
+        for (i = 0; rep[5]->type == REDIS_REPLY_ARRAY && i < (int)rep[5]->elements; i++)
+            h->exempt_set |=
+                rep[5]->element[i]->type == REDIS_REPLY_INTEGER && rep[5]->element[i]->integer == 1;
     }
     for (i = 0; i < n; i++)
         freeReplyObject(rep[i]);
@@ -550,7 +601,7 @@ int bs_ctl_harvest_defers(const bs_ctl_explain *e, const char **why, const char 
         (v != BS_HV_GREY_FIRST && v != BS_HV_GREY_EARLY && v != BS_HV_DEFER))
         return 0;
     *why = v == BS_HV_DEFER ? "harvest_defer" : "harvest_greylist";
-    *text = v == BS_HV_DEFER ? defer_text : grey_text;
+    *text = grey_text;
     return 1;
 }
 
@@ -561,7 +612,6 @@ static const char *verdict_text(int v)
         [BS_HV_NONE] = "not looked at",
         [BS_HV_OFF] = "off ([harvest] threshold = 0): the normal rules",
         [BS_HV_NO_ATTACK] = "not under attack: the normal rules",
-        [BS_HV_UNREADABLE] = "the attack value does not parse: the normal rules",
         [BS_HV_EXEMPT] = "an exempt client: the normal rules",
         [BS_HV_KNOWN] = "KNOWN client network: the normal rules",
         [BS_HV_NORMAL] = "new client, new_clients = normal: the normal rules with the lowered "
@@ -578,10 +628,10 @@ static const char *verdict_text(int v)
 static const char *verdict_name(int v)
 {
     static const char *const names[] = {
-        [BS_HV_NONE] = "none",         [BS_HV_OFF] = "off",       [BS_HV_NO_ATTACK] = "normal",
-        [BS_HV_UNREADABLE] = "normal", [BS_HV_EXEMPT] = "exempt", [BS_HV_KNOWN] = "known",
-        [BS_HV_NORMAL] = "normal",     [BS_HV_PASS] = "pass",     [BS_HV_GREY_FIRST] = "defer",
-        [BS_HV_GREY_EARLY] = "defer",  [BS_HV_DEFER] = "defer",
+        [BS_HV_NONE] = "none",     [BS_HV_OFF] = "off",          [BS_HV_NO_ATTACK] = "normal",
+        [BS_HV_EXEMPT] = "exempt", [BS_HV_KNOWN] = "known",      [BS_HV_NORMAL] = "normal",
+        [BS_HV_PASS] = "pass",     [BS_HV_GREY_FIRST] = "defer", [BS_HV_GREY_EARLY] = "defer",
+        [BS_HV_DEFER] = "defer",
     };
     return v >= 0 && v <= BS_HV_DEFER ? names[v] : "?";
 }
@@ -600,9 +650,15 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
     }
     if (!h->attack)
         fprintf(fp, "  attack:    %s is not under attack\n", e->d.rcpt.domain);
-    else if (h->since < 0)
-        fprintf(fp, "  attack:    unreadable value \"%s\" in attack\n", h->attack_raw);
-    else if (h->until > now_s)
+    else if (h->since < 0 && h->until < 0)
+        fprintf(fp,
+                "  attack:    unreadable value \"%s\" in attack: backstopd keeps the domain under "
+                "attack (no readable until)\n",
+                h->attack_raw);
+    else if (h->since < 0 && in_force(h->until, now_s))
+        fprintf(fp, "  attack:    unreadable value \"%s\" in attack, but its until is not past\n",
+                h->attack_raw);
+    else if (in_force(h->until, now_s))
         fprintf(fp, "  attack:    under attack until %s (%s left)\n",
                 utc_text(h->until, t, sizeof(t)),
                 bs_ctl_remaining((uint64_t)(h->until - now_s) * 1000, left, sizeof(left)));
@@ -619,10 +675,7 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
                 h->network,
                 bs_ctl_remaining(h->now_ms > h->known_ms ? (uint64_t)(h->now_ms - h->known_ms) : 0,
                                  age, sizeof(age)),
-                max,
-                h->now_ms - h->known_ms <= (long long)c->cfg.harvest_known_age_ms
-                    ? ""
-                    : ": too long ago");
+                max, known_now(c, h) ? "" : ": too long ago");
     if (h->grey_ms < 0) {
         fprintf(fp, "  greylist:  %s and this recipient not seen yet\n", h->network);
     } else {
@@ -650,8 +703,7 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
 json_t *bs_ctl_harvest_explain_json(const bs_ctl *c, const bs_ctl_explain *e)
 {
     const bs_ctl_harvest_facts *h = &e->harvest;
-    int fresh =
-        h->known_ms >= 0 && h->now_ms - h->known_ms <= (long long)c->cfg.harvest_known_age_ms;
+    int fresh = known_now(c, h);
     const char *why = NULL, *text = NULL;
 
     if (h->verdict == BS_HV_NONE)
@@ -660,7 +712,7 @@ json_t *bs_ctl_harvest_explain_json(const bs_ctl *c, const bs_ctl_explain *e)
     return json_pack(
         "{s:s, s:s, s:s?, s:s, s:b, s:o, s:o, s:b, s:o, s:o, s:o}", "verdict",
         verdict_name(h->verdict), "detail", verdict_text(h->verdict), "rule", why, "network",
-        h->network, "under_attack", h->attack && h->since >= 0 && h->until * 1000 > h->now_ms,
+        h->network, "under_attack", h->attack && in_force(h->until, h->now_ms / 1000),
         "attack_value", h->attack ? json_string(h->attack_raw) : json_null(), "until",
         h->until >= 0 ? json_integer(h->until) : json_null(), "known", fresh, "known_at_ms",
         h->known_ms >= 0 ? json_integer(h->known_ms) : json_null(), "grey_first_ms",

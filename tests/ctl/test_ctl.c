@@ -7,6 +7,7 @@
  * duration formatters and the harvest attack value. No Redis, no network: tests/ctl/test_*.py drive
  * the commands themselves.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -427,6 +428,14 @@ static void test_attack_values(void)
             CHECK_EQ_INT(n, cases[i].unknown);
         }
     }
+    /* the until the daemon's sweep reads (Lua 'until=(%d+)'): the first with digits */
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("since=1;until=22;unknown=3", 26), 22);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=;until=7", 14), 7);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("by hand until=1796184000", 24), 1796184000);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=", 6), -1);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("since=yesterday", 15), -1);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=5", 6), -1); /* the length ends it */
+    CHECK(bs_ctl_harvest_attack_until("until=99999999999999999999999", 29) == LLONG_MAX);
     /* the length given, not the NUL, ends the value */
     CHECK_EQ_INT(bs_ctl_harvest_attack_parse("since=1;until=2;unknown=34", 25, &a, &b, &n), 0);
     CHECK_EQ_INT(n, 3);

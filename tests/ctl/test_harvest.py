@@ -59,7 +59,8 @@ def test_harvest_list(env):
         "example.com  under attack since ", " ago), until ", " left)",
         "unknown recipients: 12 in the last 10m (1.2 a minute; threshold 200/10m), 201 at the last trip",
         "top client networks: 198.51.100.0/24 (4), 203.0.113.0/24 (3), ",
-        "garbled.example  unreadable value in attack: \"since=yesterday\"",
+        "garbled.example  unreadable value in attack: \"since=yesterday\" (not since=UNIX;"
+        "until=UNIX;unknown=N; backstopd keeps it under attack: no readable until)",
         "wrongtype.example  under attack since 1970-01-01 00:00:01 UTC",
         "(past: no longer in force)",
         "unknown recipients: unreadable (WRONGTYPE"], not_out=["198.18.0.0/24", "no domain"])
@@ -86,7 +87,7 @@ def test_harvest_list(env):
                                       {"network": "203.0.113.0/24", "count": 3}], ex
     assert len(ex["top_networks"]) == 5, ex
     fields(rows["garbled.example"], {"readable": False, "value": "since=yesterday",
-                                     "since": None, "until": None, "in_force": False,
+                                     "since": None, "until": None, "in_force": True,
                                      "unknown": 0}, "garbled")
     fields(rows["wrongtype.example"], {"readable": True, "in_force": False, "unknown": None,
                                        "rate_per_minute": None}, "wrongtype")
@@ -233,9 +234,14 @@ def test_explain_known_and_exempt(protected):
                      "rule:      blocked", "answer:    450 4.7.1 Too many invalid recipients"])
     fields(check(env, "alice@example.com", client="198.51.102.9", json=True),
            {"rule": "blocked"}, "blocked")
-    # an exempt client keeps the normal rules
+    # an exempt client keeps the normal rules: [ratelimit] exempt, or the exempt SET
     check(env, "nobody@example.com", client="127.0.0.1").expect(1, out=[
         "harvest:   an exempt client", "rule:      unknown_user"])
+    env.client().sadd("backstop:exempt", "198.51.103.4")
+    check(env, "nobody@example.com", client="198.51.103.4").expect(1, out=[
+        "harvest:   an exempt client", "rule:      unknown_user"])
+    check(env, "nobody@example.com", client="198.51.103.5").expect(1, out=[
+        "rule:      harvest_greylist"])
 
 
 def test_explain_config(protected):
@@ -255,10 +261,19 @@ def test_explain_config(protected):
     check(env, "alice@example.com", config=report).expect(1, out=[
         "rule:      harvest_greylist", "answer:    WARN would defer: 450 4.7.1 "
         "<alice@example.com>: Recipient address rejected: "])
-    # a value backstopd did not write: shown, and the normal rules apply
+    # a value backstopd did not write: shown; without a readable until the daemon's sweep
+    # keeps the domain under attack, with one it reads that until
     env.client().hset("backstop:attack", "example.com", "under attack!")
     check(env, "alice@example.com").expect(1, out=[
-        "attack:    unreadable value \"under attack!\"", "rule:      valid"])
+        "attack:    unreadable value \"under attack!\" in attack: backstopd keeps the domain "
+        "under attack", "rule:      harvest_greylist"])
+    now = redis_now(env) // 1000
+    env.client().hset("backstop:attack", "example.com", "by hand until=%d" % (now + 600))
+    check(env, "alice@example.com").expect(1, out=["but its until is not past",
+                                                   "rule:      harvest_greylist"])
+    env.client().hset("backstop:attack", "example.com", "by hand until=%d" % (now - 600))
+    check(env, "alice@example.com").expect(1, out=["(past: no longer in force)",
+                                                   "rule:      valid"])
     # a key of another type: a failed lookup, the daemon's fallback
     env.client().hdel("backstop:attack", "example.com")
     env.client().delete("backstop:attack")
