@@ -458,7 +458,8 @@ int bs_ctl_harvest_end(bs_ctl *c, int argc, char **argv)
         bs_ctl_reply_ok(rep->element[0], REDIS_REPLY_INTEGER, "HDEL") &&
         bs_ctl_reply_ok(rep->element[1], REDIS_REPLY_INTEGER, "DEL")) {
         printf("%s: %s; %s %s\n", dom,
-               rep->element[0]->integer ? "attack ended (removed from attack)"
+               rep->element[0]->integer ? "attack ended (removed from attack: every backstopd "
+                                          "answers normally within a second)"
                                         : "was not under attack",
                hkey, rep->element[1]->integer ? "deleted" : "was already empty");
         rc = rep->element[0]->integer ? BS_CTL_OK : BS_CTL_FAIL;

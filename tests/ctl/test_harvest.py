@@ -5,9 +5,13 @@ The keys are written with redis-py the way backstopd writes them (README key tab
   harvest:<domain>  ZSET  "<network> <sec>.<usec>" scored by Redis time in ms, PEXPIRE window
   known:<domain>    ZSET  <network> scored by Unix ms of its last delivery to a valid user
   grey:<domain>:<network>:<local>  STRING  Unix ms of the first sight, PX retry_window
+
+test_check_matches_the_daemon runs check against a live backstopd: it needs the daemon side of
+harvest detection (the harvest branch) and fails without it.
 """
 import os
 import re
+import time
 
 import pytest
 
@@ -279,3 +283,43 @@ def test_explain_config(protected):
     env.client().delete("backstop:attack")
     env.client().set("backstop:attack", "x")
     check(env, "alice@example.com").expect(1, out="a lookup failed")
+
+
+def test_check_matches_the_daemon(protected, backstopd_bin):
+    """The harvest prediction against a live backstopd's answers (needs the daemon side of
+    harvest detection: fails before the harvest branch is merged)."""
+    env = protected
+    ini = env.write_config("d.ini", extra="[harvest]\nretry_after = 2s\n")
+    env.start("backstopd", [backstopd_bin, "-f", "-c", ini])
+    env.wait_for(lambda: os.path.exists(os.path.join(env.dir, "p.sock")), "backstopd")
+    nets = iter(range(1, 200))
+
+    def ask(rcpt, client):
+        doc = env.ctl("check", "--sender", "a@remote.example", "--recipient", rcpt, "--client",
+                      client, "--json", config=ini).json(0, "check --json")
+        assert doc["explanation"] is not None, doc
+        return doc
+
+    # a partner delivers before the attack: the daemon records its network as known
+    assert ask("alice@example.com", "192.0.2.10")["action"] == "DUNNO"
+    env.wait_for(lambda: env.client().zscore("backstop:known:example.com", "192.0.2.0/24"),
+                 "known:example.com records the partner's network")
+    trip(env, "example.com")
+    # the daemon reads attack once a second: new clients get its 450 soon
+    env.wait_for(lambda: ask("alice@example.com", "198.51.%d.1" % next(nets))["action"]
+                 .startswith("450"), "backstopd answers 450 to a new client")
+    cases = [("alice@example.com", "198.18.1.1", "harvest_greylist"),   # first sight
+             ("nobody@example.com", "198.18.1.1", "harvest_greylist"),  # first sight
+             ("alice@example.com", "198.18.1.2", "harvest_greylist"),   # too early
+             ("nobody@example.com", "192.0.2.11", "unknown_user"),      # a known network
+             ("nobody@example.com", "127.0.0.1", "unknown_user")]       # exempt
+    for rcpt, client, rule in cases:
+        doc = ask(rcpt, client)
+        assert doc["explanation"]["rule"] == rule and doc["explanation"]["matches"] is True, \
+            "%s from %s: %r" % (rcpt, client, doc)
+    time.sleep(2.2)  # retry_after
+    # (unknown first: a valid recipient's DUNNO makes the network known)
+    for rcpt, rule in (("nobody@example.com", "unknown_user"), ("alice@example.com", "valid")):
+        doc = ask(rcpt, "198.18.1.3")
+        assert doc["explanation"]["rule"] == rule and doc["explanation"]["matches"] is True \
+            and doc["explanation"]["harvest"]["verdict"] == "pass", "retry %s: %r" % (rcpt, doc)

@@ -23,8 +23,9 @@ test_harvest_as_seen_by_smtp_clients, in order:
              unknown user (the text after the address is the same); its
              retry after retry_after gets 250 and 550 5.1.1; the partner's
              network is known and keeps 250 / 550 5.1.1 at once
-    end      `backstopctl harvest end example.com` (exit 0): a new client
-             gets 250 / 550 5.1.1 again
+    end      `backstopctl harvest end example.com` (exit 0); once backstopd
+             logs the end (its sweep runs once a second) a new client gets
+             250 / 550 5.1.1 again
 The terminal summary (e2e report) has the reply table.
 """
 import json
@@ -144,11 +145,15 @@ def test_harvest_as_seen_by_smtp_clients(env):
     expect(valid, "250", "known network, valid user")
     expect(unknown, "550 5.1.1", "known network, unknown user")
 
-    # end by hand: back to the normal answers for a new client
+    # end by hand: once backstopd's once-a-second sweep has seen it (it logs the end), the
+    # normal answers for a new client
+    off = env.bsd.log_size()
     p = ctl(env, "harvest", "end", "example.com")
     check(p.returncode == 0 and "attack ended" in p.stdout,
           "harvest end: %d %s %s" % (p.returncode, p.stdout, p.stderr))
     check(not env.db.exists("backstop:harvest:example.com"), "harvest:example.com kept")
+    env.bsd.wait_log(r"harvest attack on example\.com: no longer under attack \(ended by hand\)",
+                     offset=off, timeout=TRIP_TIMEOUT_S)
     valid, unknown = rcpts(env, "ended", "198.18.9.20", "alice@example.com",
                            "nobody11@example.com")
     expect(valid, "250", "after harvest end, valid user")
