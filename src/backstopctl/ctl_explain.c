@@ -424,6 +424,17 @@ const char *bs_ctl_explain_rule(const bs_ctl_explain *e)
     return bs_ctl_harvest_defers(e, &why, &text) ? why : bs_why_name(e->d.why);
 }
 
+/* harvest_rule_note - when harvest detection decides, the rule it replaces
+ * (after the rule's name); 1 if so: the rule's own note is then left out */
+static int harvest_rule_note(const bs_ctl_explain *e, FILE *fp)
+{
+    if (strcmp(bs_ctl_explain_rule(e), bs_why_name(e->d.why)) == 0)
+        return 0;
+    fprintf(fp, " (harvest detection: a new client of a domain under attack; without it: %s)",
+            bs_why_name(e->d.why));
+    return 1;
+}
+
 /* bs_ctl_explain_ndr - every candidate, its value, which one decided */
 void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, const char *indent)
 {
@@ -584,47 +595,42 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
             print_rcpt(c, e, fp);
         if (e->dir_looked_up)
             print_directory(c, e, fp);
-        if (e->f.protected_domain)
-            bs_ctl_harvest_explain_print(c, e, fp);
         else if (d->null_sender && e->ndr_known) {
             fprintf(fp, "  ndr policy for %s:\n", d->rcpt.domain);
             bs_ctl_explain_ndr(c, e, fp, "    ");
         }
+        bs_ctl_harvest_explain_print(c, e, fp); /* nothing unless it was looked at */
     }
     fprintf(fp, "  rule:      %s", bs_ctl_explain_rule(e));
-    if (strcmp(bs_ctl_explain_rule(e), bs_why_name(d->why)) != 0)
-        fprintf(fp, " (harvest detection: a new client of a domain under attack; without it: %s)",
-                bs_why_name(d->why));
-    else
-        switch (d->why) {
-        case BS_WHY_BLOCKED:
-            fprintf(fp, " (1: the client is blocked, whatever the recipient)");
-            break;
-        case BS_WHY_VALID:
-            fprintf(fp, " (3: a known user of a protected domain)");
-            break;
-        case BS_WHY_UNKNOWN_USER:
-            fprintf(fp, " (3: not a user of a protected domain%s)",
-                    d->note_invalid ? "; counts an invalid recipient for the client" : "");
-            break;
-        case BS_WHY_DIR_EMPTY:
-            fprintf(fp, " (3: not a user, but the domain's user set is empty: a 4xx, not a 550)");
-            break;
-        case BS_WHY_DIR_STALE:
-            fprintf(fp, " (3: not a user, but the last successful sync is older than "
-                        "max_directory_age: a 4xx, not a 550)");
-            break;
-        case BS_WHY_UNPROTECTED:
-            fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
-            break;
-        case BS_WHY_NDR_ALLOW:
-        case BS_WHY_NDR_DENY:
-        case BS_WHY_NDR_UNDER:
-        case BS_WHY_NDR_LIMIT:
-            fprintf(fp, " (2: a bounce to a domain that is not protected: NDR policy)");
-            break;
-        default:
-            break;
-        }
+    switch (harvest_rule_note(e, fp) ? BS_WHY_COUNT : d->why) {
+    case BS_WHY_BLOCKED:
+        fprintf(fp, " (1: the client is blocked, whatever the recipient)");
+        break;
+    case BS_WHY_VALID:
+        fprintf(fp, " (3: a known user of a protected domain)");
+        break;
+    case BS_WHY_UNKNOWN_USER:
+        fprintf(fp, " (3: not a user of a protected domain%s)",
+                d->note_invalid ? "; counts an invalid recipient for the client" : "");
+        break;
+    case BS_WHY_DIR_EMPTY:
+        fprintf(fp, " (3: not a user, but the domain's user set is empty: a 4xx, not a 550)");
+        break;
+    case BS_WHY_DIR_STALE:
+        fprintf(fp, " (3: not a user, but the last successful sync is older than "
+                    "max_directory_age: a 4xx, not a 550)");
+        break;
+    case BS_WHY_UNPROTECTED:
+        fprintf(fp, " (5: not a bounce, and not a protected domain: nothing to check)");
+        break;
+    case BS_WHY_NDR_ALLOW:
+    case BS_WHY_NDR_DENY:
+    case BS_WHY_NDR_UNDER:
+    case BS_WHY_NDR_LIMIT:
+        fprintf(fp, " (2: a bounce to a domain that is not protected: NDR policy)");
+        break;
+    default:
+        break;
+    }
     fprintf(fp, "\n  answer:    %s\n", reply);
 }

@@ -168,6 +168,11 @@ def test_explain_not_under_attack(protected):
     fields(h, {"rule": "unknown_user", "action": "550 5.1.1 User unknown"}, "explanation")
     fields(h["harvest"], {"verdict": "normal", "under_attack": False, "network": "198.51.100.0/24",
                           "known": False, "rule": None}, "harvest")
+    # a bounce to a valid user: the NDR candidates are still shown, then the harvest facts
+    r = env.ctl("check", "--sender", "", "--recipient", "alice@example.com", "--client",
+                "198.51.100.7", "--server", "unix:" + os.path.join(env.dir, "none.sock"))
+    r.expect(1, out=["ndr policy for example.com:", "harvest:   not under attack"])
+    assert r.out.index("ndr policy for") < r.out.index("attack:    "), r
     # a recipient of a domain that is not protected: no harvest facts at all
     r = check(env, "x@remote.example")
     assert "harvest:" not in r.out and "attack:" not in r.out, r
