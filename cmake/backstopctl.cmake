@@ -19,6 +19,7 @@ add_library(backstopctl_core STATIC
   src/backstopctl/ctl_json.c
   src/backstopctl/ctl_rbl.c
   src/backstopctl/ctl_sync.c
+  src/backstopctl/ctl_harvest.c
   src/backstopctl/sync.c
   src/backstopctl/source_file.c
   src/backstopctl/source_command.c

@@ -25,6 +25,8 @@
  *   ctl_json.c     JSON with jansson: "postqueue -j" lines in, --json out
  *   ctl_rbl.c      rbl-check: DNSBL lookups with res_nquery
  *   ctl_sync.c     sync: directory sources (sync.c) into rcpt:<domain>
+ *   ctl_harvest.c  harvest [end]: domains under a harvest attack; the
+ *                  harvest facts of one request for explain
  *
  * Exit status of every command: BS_CTL_OK, BS_CTL_FAIL (an error, or a
  * check that failed: documented per command), BS_CTL_USAGE (bad command
@@ -126,7 +128,9 @@ int bs_ctl_stats(bs_ctl *c, int argc, char **argv);
 int bs_ctl_check(bs_ctl *c, int argc, char **argv);
 int bs_ctl_purge_queue(bs_ctl *c, int argc, char **argv);
 int bs_ctl_rbl_check(bs_ctl *c, int argc, char **argv);
-int bs_ctl_sync(bs_ctl *c, int argc, char **argv); /* ctl_sync.c */
+int bs_ctl_sync(bs_ctl *c, int argc, char **argv);        /* ctl_sync.c */
+int bs_ctl_harvest(bs_ctl *c, int argc, char **argv);     /* ctl_harvest.c */
+int bs_ctl_harvest_end(bs_ctl *c, int argc, char **argv); /* ctl_harvest.c */
 /* bs_ctl_sync_show - the last sync of these domains (all when n is 0) from
  * backstop:sync, for domain list and stats: printed, or with --json set as
  * member "sync" of into; 0 / -1 (printed) */
@@ -230,6 +234,45 @@ typedef struct bs_ctl_lines {
 int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const char *domain,
                        char local[BS_LOCAL_MAX + 1], const char **why);
 
+/* ------------------------------------------------------------ ctl_harvest.c */
+/* What harvest detection would do with one request (a recipient of a
+ * protected domain), from the keys of the schema: attack, known:<domain>,
+ * grey:<domain>:<network>:<local>. */
+enum bs_ctl_harvest_verdict {
+    BS_HV_NONE = 0,   /* not looked at: not a protected domain, no client */
+    BS_HV_OFF,        /* [harvest] threshold = 0 */
+    BS_HV_NO_ATTACK,  /* the domain is not under attack (or it is past until) */
+    BS_HV_EXEMPT,     /* an exempt client (config or exempt SET): normal rules */
+    BS_HV_KNOWN,      /* the client's network is known to the domain: normal rules */
+    BS_HV_NORMAL,     /* new_clients = normal: normal rules, the lowered limit */
+    BS_HV_PASS,       /* greylist: retried after retry_after (grey: key still there) */
+    BS_HV_GREY_FIRST, /* greylist: first sight: 450 4.7.1 harvest_greylist */
+    BS_HV_GREY_EARLY, /* greylist: retried before retry_after: 450 harvest_greylist */
+    BS_HV_DEFER       /* new_clients = defer: 450 4.7.1 harvest_defer */
+};
+
+typedef struct bs_ctl_harvest_facts {
+    int verdict;                         /* enum bs_ctl_harvest_verdict */
+    char network[BS_CLIENT_KEY_MAX + 1]; /* bs_client_network of the client */
+    long long now_ms;                    /* Redis's clock (TIME) */
+    int attack;                          /* the domain's field is in attack */
+    char attack_raw[96];                 /* its value, displayable */
+    long long since, unknown;            /* parsed (Unix seconds), -1 unreadable */
+    long long until;                     /* as the daemon reads it, -1 none (in force) */
+    int exempt_set;                      /* the client is in the exempt SET */
+    long long known_ms;                  /* known:<domain> score, -1 absent */
+    long long grey_ms;                   /* grey:... value, -1 absent or unreadable */
+    long long grey_pttl;                 /* its TTL in ms, < 0 none */
+} bs_ctl_harvest_facts;
+
+/* bs_ctl_harvest_attack_parse - "since=UNIX;until=UNIX;unknown=N" (any
+ * order, each once) into the three numbers; 0, or -1 (not that form). */
+int bs_ctl_harvest_attack_parse(const char *v, size_t len, long long *since, long long *until,
+                                long long *unknown);
+/* bs_ctl_harvest_attack_until - the until the daemon reads in a value (the
+ * first "until=" with digits), or -1 when it has none. */
+long long bs_ctl_harvest_attack_until(const char *v, size_t len);
+
 /* ------------------------------------------------------------ ctl_explain.c */
 /* One request re-derived with decide.c against the Redis data. */
 typedef struct bs_ctl_explain {
@@ -253,9 +296,10 @@ typedef struct bs_ctl_explain {
     char ndr_winner[BS_DOMAIN_MAX + 2]; /* field, or "ndr_default" */
     int ndr_unusable;                   /* first field set had a bad value */
     bs_ndr_rule ndr_rule;
-    long long ndr_used;   /* limit: ndrcount before this request, 0 = none */
-    long long ndr_pttl;   /* its time left in ms, < 0 none */
-    long long block_pttl; /* ms; -1 no expiry */
+    long long ndr_used;           /* limit: ndrcount before this request, 0 = none */
+    long long ndr_pttl;           /* its time left in ms, < 0 none */
+    long long block_pttl;         /* ms; -1 no expiry */
+    bs_ctl_harvest_facts harvest; /* read for a recipient of a protected domain */
 } bs_ctl_explain;
 
 /* bs_ctl_request_text - a realistic RCPT-state request with these values
@@ -276,6 +320,23 @@ const char *bs_ctl_mode_from(const bs_ctl *c, int src, const char *domain, char 
 
 /* bs_ctl_explain_print - every fact and the rule that decided */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
+/* bs_ctl_explain_reply - the predicted "action=...\n\n" (BS_REPLY_MAX),
+ * harvest detection included; returns its length */
+size_t bs_ctl_explain_reply(const bs_ctl *c, const bs_ctl_explain *e, char *out);
+/* bs_ctl_explain_rule - the predicted reason name ("valid", "harvest_greylist") */
+const char *bs_ctl_explain_rule(const bs_ctl_explain *e);
+
+/* bs_ctl_harvest_explain_run - read e's harvest facts (after decide.c's
+ * steps; only for a recipient of a protected domain); 0, or -1 on an I/O
+ * error (printed). A bad reply sets e->redis_failed. */
+int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e);
+/* bs_ctl_harvest_defers - 1 when the prediction is harvest's 450 (why and
+ * the reply's text set), else 0: decide.c's verdict stands */
+int bs_ctl_harvest_defers(const bs_ctl_explain *e, const char **why, const char **text);
+/* bs_ctl_harvest_explain_print / _json - the facts, as lines or an object
+ * (json: null when not looked at) */
+void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
+json_t *bs_ctl_harvest_explain_json(const bs_ctl *c, const bs_ctl_explain *e);
 
 /* ------------------------------------------------------------ ctl_json.c */
 /* One "postqueue -j" line. Strings are decoded (UTF-8, no NUL). */

@@ -225,7 +225,7 @@ static int same_answer(const bs_ctl *c, const bs_ctl_explain *e, const char *rep
 {
     char want[BS_REPLY_MAX];
 
-    bs_decide_reply(&e->d, &c->cfg, want);
+    bs_ctl_explain_reply(c, e, want);
     return strcmp(want, reply) == 0;
 }
 
@@ -262,7 +262,7 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
 
     if (!r->redis_ok)
         return json_null();
-    n = bs_decide_reply(&e->d, &c->cfg, want);
+    n = bs_ctl_explain_reply(c, e, want);
     while (n > 0 && want[n - 1] == '\n')
         want[--n] = 0;
     return json_pack(
@@ -273,6 +273,17 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
         e->f.protected_domain, "null_sender", e->d.null_sender, "counts_invalid", e->d.note_invalid,
         "mode", bs_mode_name(e->d.mode), "mode_source", bs_decide_mode_src(e->d.mode_src),
         "would_reject", bs_decide_would_reject(&e->d, &c->cfg));
+}
+
+/* with_harvest - the explanation with harvest detection's facts, and its
+ * reason when it decides (ctl_harvest.c); takes and returns x */
+static json_t *with_harvest(const bs_ctl *c, const bs_ctl_explain *e, json_t *x)
+{
+    if (json_is_object(x)) {
+        json_object_set_new(x, "rule", json_string(bs_ctl_explain_rule(e)));
+        json_object_set_new(x, "harvest", bs_ctl_harvest_explain_json(c, e));
+    }
+    return x;
 }
 
 /* check_json - the whole result as one object (see backstopctl(8)) */
@@ -289,7 +300,8 @@ static json_t *check_json(const bs_ctl *c, const bs_ctl_explain *e, const char *
         helo ? bs_ctl_jstr(helo, strlen(helo)) : json_null(), "answered", r->answered, "action",
         r->answered ? bs_ctl_jstr(r->reply + skip, n - skip) : json_null(), "error",
         r->answered ? NULL : r->daemon_err, "redis", "ok", r->redis_ok && !e->redis_failed, "error",
-        r->redis_err[0] ? r->redis_err : NULL, "explanation", explain_json(c, e, r));
+        r->redis_err[0] ? r->redis_err : NULL, "explanation",
+        with_harvest(c, e, explain_json(c, e, r)));
 }
 
 /* print_text - the answer, then the explanation or why there is none */

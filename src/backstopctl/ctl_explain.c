@@ -17,12 +17,20 @@
  *                        store_reply.c, the daemon's own reader
  *                        (bs_store_reply_apply). 0, or -1 on an I/O error
  *                        (printed).
+ *                        For a recipient of a protected domain the harvest
+ *                        facts are read too (ctl_harvest.c).
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
  *   bs_ctl_explain_print print every fact and the rule that decided.
+ *   bs_ctl_explain_reply / _rule
+ *                        the predicted reply and reason: decide.c's, or
+ *                        harvest detection's 450 4.7.1 when it defers.
  *
  * WHY NOT OUR OWN RULES
  *   So "ndr explain", "check" and "purge-queue" can never disagree with the
- *   daemon: the only logic here is reading Redis and printing.
+ *   daemon: the only logic here is reading Redis and printing. Harvest
+ *   detection is the exception until decide.c has its rules (issue 11): its
+ *   prediction is ctl_harvest.c's, from the spec, and check reports when the
+ *   daemon answers otherwise.
  *
  * NEVER
  *   Writes to Redis. A "limit" rule is predicted from ndrcount:<domain>
@@ -391,7 +399,9 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         if (follow_ups(c, e) < 0)
             return -1;
     }
-    if (e->redis_failed) { /* in the first lookup or a follow-up */
+    if (!e->redis_failed && bs_ctl_harvest_explain_run(c, e) < 0) /* ctl_harvest.c */
+        return -1;
+    if (e->redis_failed) { /* in the first lookup, a follow-up or the harvest facts */
         bs_decide_fallback(&e->d, &c->cfg, BS_WHY_REDIS_ERROR);
         e->step = BS_DECIDE_DONE;
         return 0;
@@ -401,6 +411,47 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         e->step = BS_DECIDE_DONE;
     }
     return rc;
+}
+
+/* bs_ctl_explain_reply - decide.c's reply, or harvest's 450 when it defers
+ * (formatted as decide.c formats a 450: the short text, or WARN in report
+ * mode with what the client would see) */
+size_t bs_ctl_explain_reply(const bs_ctl *c, const bs_ctl_explain *e, char *out)
+{
+    const char *why, *text;
+    char to[BS_LOG_FIELD_MAX];
+    int n;
+
+    if (!bs_ctl_harvest_defers(e, &why, &text))
+        return bs_decide_reply(&e->d, &c->cfg, out);
+    if (c->cfg.mode == BS_MODE_REPORT) {
+        bs_escape(e->d.to, strlen(e->d.to), to, sizeof(to));
+        n = snprintf(out, BS_REPLY_MAX,
+                     "action=WARN would defer: 450 4.7.1 <%s>: Recipient address rejected: %s\n\n",
+                     to, text);
+    } else {
+        n = snprintf(out, BS_REPLY_MAX, "action=450 4.7.1 %s\n\n", text);
+    }
+    return n < 0 ? 0 : (size_t)n < BS_REPLY_MAX ? (size_t)n : BS_REPLY_MAX - 1;
+}
+
+/* bs_ctl_explain_rule - decide.c's reason, or harvest's */
+const char *bs_ctl_explain_rule(const bs_ctl_explain *e)
+{
+    const char *why, *text;
+
+    return bs_ctl_harvest_defers(e, &why, &text) ? why : bs_why_name(e->d.why);
+}
+
+/* harvest_rule_note - when harvest detection decides, the rule it replaces
+ * (after the rule's name); 1 if so: the rule's own note is then left out */
+static int harvest_rule_note(const bs_ctl_explain *e, FILE *fp)
+{
+    if (strcmp(bs_ctl_explain_rule(e), bs_why_name(e->d.why)) == 0)
+        return 0;
+    fprintf(fp, " (harvest detection: a new client of a domain under attack; without it: %s)",
+            bs_why_name(e->d.why));
+    return 1;
 }
 
 /* bs_ctl_explain_ndr - every candidate, its value, which one decided */
@@ -452,7 +503,7 @@ void bs_ctl_explain_ndr(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp, cons
 static void reply_text(const bs_ctl *c, const bs_ctl_explain *e, char *out, size_t outsz)
 {
     char r[BS_REPLY_MAX];
-    size_t n = bs_decide_reply(&e->d, &c->cfg, r);
+    size_t n = bs_ctl_explain_reply(c, e, r);
 
     while (n > 0 && r[n - 1] == '\n')
         n--;
@@ -602,9 +653,10 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
             fprintf(fp, "  ndr policy for %s:\n", d->rcpt.domain);
             bs_ctl_explain_ndr(c, e, fp, "    ");
         }
+        bs_ctl_harvest_explain_print(c, e, fp); /* nothing unless it was looked at */
     }
-    fprintf(fp, "  rule:      %s", bs_why_name(d->why));
-    switch (d->why) {
+    fprintf(fp, "  rule:      %s", bs_ctl_explain_rule(e));
+    switch (harvest_rule_note(e, fp) ? BS_WHY_COUNT : d->why) {
     case BS_WHY_BLOCKED:
         fprintf(fp, " (1: the client is blocked, whatever the recipient)");
         break;

@@ -144,6 +144,16 @@ static const ctl_command commands[] = {
      "write failed, 3 if a guard (max_shrink, empty) refused a domain",
      "SADD backstop:tmp:sync:DOMAIN:PID LOCAL...\nMULTI, RENAME ... backstop:rcpt:DOMAIN, "
      "HSET backstop:sync DOMAIN RECORD, EXEC"},
+    /* "harvest end" before "harvest": a row without a verb takes any second word */
+    {"harvest", "end", bs_ctl_harvest_end, 1, 1, COMMON, NEED_CONFIG | NEED_REDIS, "DOMAIN",
+     "end a harvest attack on DOMAIN by hand and forget its unknown recipients (so the next one "
+     "does not trip it again at once); 1 if it was not under attack",
+     "HDEL backstop:attack DOMAIN\nDEL backstop:harvest:DOMAIN"},
+    {"harvest", NULL, bs_ctl_harvest, 0, 0, COMMON | JSON, NEED_CONFIG | NEED_REDIS, "[--json]",
+     "domains under a harvest attack: since, until, unknown recipients in the threshold window, "
+     "rate, top client networks",
+     "HGETALL backstop:attack\nZCOUNT backstop:harvest:DOMAIN NOW-WINDOW +inf\n"
+     "ZREVRANGEBYSCORE backstop:harvest:DOMAIN +inf NOW-WINDOW"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

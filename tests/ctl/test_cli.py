@@ -7,9 +7,10 @@ def test_cli(env, redis_factory):
     words = ["domain add", "domain del", "domain list", "domain mode", "user add", "user del", "user list",
              "import", "ndr set", "ndr del", "ndr list", "ndr explain", "block list",
              "block add", "block del", "client IP", "stats", "check", "purge-queue",
-             "rbl-check", "sync"]
+             "rbl-check", "sync", "harvest end DOMAIN", "harvest [--json]"]
     r.expect(0, out=words + ["SADD backstop:domains", "HSET backstop:ndr", "HSET backstop:mode",
-                                  "SET backstop:block:CLIENT", "HGETALL backstop:stats"])
+                                  "SET backstop:block:CLIENT", "HGETALL backstop:stats",
+                                  "HGETALL backstop:attack", "HDEL backstop:attack DOMAIN"])
     assert r.out.count("redis-cli:") == len(words), "--help: one redis-cli line per command"
     env.ctl("ndr", "explain", "--help").expect(0,
                out=["ndr explain DOMAIN", "HMGET backstop:ndr"])

@@ -3,10 +3,11 @@
  *
  * The postqueue -j reader (jansson: good lines, every escape, every syntax
  * error we promise to catch), the --json string helper, the import line
- * classifier, DNSBL query names and the
- * duration formatters. No Redis, no network: tests/ctl/test_*.py drive the
- * commands themselves.
+ * classifier, DNSBL query names, the
+ * duration formatters and the harvest attack value. No Redis, no network: tests/ctl/test_*.py drive
+ * the commands themselves.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -390,6 +391,56 @@ static void test_request_text(void)
     CHECK_EQ_INT(bs_ctl_request_text(buf, 100, "", "a@example.com", "192.0.2.1", NULL), -1);
 }
 
+/* ------------------------------------------------------------ harvest */
+
+static void test_attack_values(void)
+{
+    static const struct {
+        const char *v;
+        int rc;
+        long long since, until, unknown;
+    } cases[] = {
+        {"since=1796184000;until=1796187600;unknown=240", 0, 1796184000, 1796187600, 240},
+        {"unknown=0;until=2;since=1", 0, 1, 2, 0}, /* any order */
+        {"since=1;until=2", -1, 0, 0, 0},          /* each name once, all three */
+        {"since=1;until=2;unknown=3;since=4", -1, 0, 0, 0},
+        {"since=1;until=2;unknown=3;extra=4", -1, 0, 0, 0},
+        {"since=1;until=2;unknown=-3", -1, 0, 0, 0},
+        {"since=1;until=2;unknown=", -1, 0, 0, 0},
+        {"since=1;until=2;unknown=3x", -1, 0, 0, 0},
+        {"since=1;until=2;unknown=3;", -1, 0, 0, 0},
+        {"since 1;until=2;unknown=3", -1, 0, 0, 0},
+        {"since=+1;until=2;unknown=3", -1, 0, 0, 0},
+        {"since=99999999999999999999999;until=2;unknown=3", -1, 0, 0, 0},
+        {"", -1, 0, 0, 0},
+        {"garbage", -1, 0, 0, 0},
+    };
+    long long a, b, n;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        a = b = n = 0;
+        CHECK_EQ_INT(bs_ctl_harvest_attack_parse(cases[i].v, strlen(cases[i].v), &a, &b, &n),
+                     cases[i].rc);
+        if (cases[i].rc == 0) {
+            CHECK_EQ_INT(a, cases[i].since);
+            CHECK_EQ_INT(b, cases[i].until);
+            CHECK_EQ_INT(n, cases[i].unknown);
+        }
+    }
+    /* the until the daemon's sweep reads (Lua 'until=(%d+)'): the first with digits */
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("since=1;until=22;unknown=3", 26), 22);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=;until=7", 14), 7);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("by hand until=1796184000", 24), 1796184000);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=", 6), -1);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("since=yesterday", 15), -1);
+    CHECK_EQ_INT(bs_ctl_harvest_attack_until("until=5", 6), -1); /* the length ends it */
+    CHECK(bs_ctl_harvest_attack_until("until=99999999999999999999999", 29) == LLONG_MAX);
+    /* the length given, not the NUL, ends the value */
+    CHECK_EQ_INT(bs_ctl_harvest_attack_parse("since=1;until=2;unknown=34", 25, &a, &b, &n), 0);
+    CHECK_EQ_INT(n, 3);
+}
+
 int main(void)
 {
     test_json_good();
@@ -403,5 +454,6 @@ int main(void)
     test_durations();
     test_safe();
     test_request_text();
+    test_attack_values();
     return check_summary();
 }

@@ -26,9 +26,18 @@
 #                 clients during a 20,000-user sync see the old or the new
 #                 set, never a mix. About 20 s.
 #
+#   e2e_harvest   test_harvest.py: one Postfix, one backstopd with [harvest]
+#                 threshold = 5/1m, one redis-server: a harvester's SMTP codes
+#                 before (250 / 550 5.1.1) and during an attack tripped by
+#                 probing through Postfix (the same 450 4.7.1 for a valid and an
+#                 unknown user from a new client, 250 / 550 on the retry after
+#                 retry_after, a known network unaffected), then backstopctl
+#                 harvest end. About 10 s.
+#
 # They run alone (RUN_SERIAL): they start daemons as root.
 
 backstop_add_pytest(NAME e2e_postfix PATHS e2e/test_postfix.py TIMEOUT 900)
 backstop_add_pytest(NAME e2e_purge_queue PATHS e2e/test_purge_queue.py TIMEOUT 600)
 backstop_add_pytest(NAME e2e_directory PATHS e2e/test_directory.py TIMEOUT 300)
-set_tests_properties(e2e_postfix e2e_purge_queue e2e_directory PROPERTIES RUN_SERIAL TRUE LABELS "e2e")
+backstop_add_pytest(NAME e2e_harvest PATHS e2e/test_harvest.py TIMEOUT 300)
+set_tests_properties(e2e_postfix e2e_purge_queue e2e_directory e2e_harvest PROPERTIES RUN_SERIAL TRUE LABELS "e2e")
