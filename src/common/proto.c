@@ -36,13 +36,17 @@
  *   other control and 8-bit bytes: whoever logs or echoes a value escapes it.
  *   Bytes after the request's empty line are never examined.
  *
- * COST
- *   Until the request is decided, each byte passes through each of three
- *   memchr()s ('\n' per line, '\0' once per call, the line's first '=') at
- *   most once over all calls, plus O(1) look-backs per call and per line
- *   (the '\r' before '\n'), so feeding a request in k pieces costs O(n + k),
- *   not O(n * k). Nothing is allocated; no I/O; no globals. About 0.4 us
- *   for a 31-attribute Postfix request on a 2020s x86 core.
+ COST
+ *   Until the request is decided, each byte is examined once over all calls
+ *   by scan_line, which looks for '\n', NUL and (until the line has one)
+ *   '=' together: with SSE2 (the x86-64 baseline) 16 bytes per compare, else
+ *   with memchr(); plus O(1) look-backs per call and per line (the '\r'
+ *   before '\n', the <= 15 bytes of a short last block re-read), so feeding
+ *   a request in k pieces costs O(n + k), not O(n * k). Nothing is
+ *   allocated; no I/O; no globals. About 1,300 instructions for a
+ *   31-attribute Postfix request with SSE2 (3,700 with three memchr()s).
+ *   BS_PROTO_PORTABLE (a compile definition) forces the portable scan; the
+ *   unit test and the fuzz replay run both builds.
  *
  * STATE LEFT BEHIND
  *   p->attrs[p->nattrs] (when nattrs < MAX_ATTRS) is a scratch slot for the
@@ -80,25 +84,94 @@ static size_t line_too_long(const char *buf, size_t ls, size_t stop)
     return q < stop ? q : 0;
 }
 
+/* scan_line's *eq: NO_EQ = look for the line's '=' (none seen yet), SKIP_EQ
+ * = do not (seen by an earlier call, or no slot to keep it) */
+#define NO_EQ ((size_t)-1)
+#define SKIP_EQ ((size_t)-2)
+
+#if defined(__SSE2__) && !defined(BS_PROTO_PORTABLE)
+#include <emmintrin.h>
+
+/* masks16 - bit k set where p[k] ends a line ('\n') or is a NUL (*stop),
+ * or is a '=' (*eq); p[0..16) must be readable */
+static inline void masks16(const char *p, unsigned *stop, unsigned *eq)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+
+    *stop = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')),
+                                                     _mm_cmpeq_epi8(v, _mm_setzero_si128())));
+    *eq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('=')));
+}
+
+/*
+ * scan_line - the first '\n' or NUL in buf[i..limit), or limit if none;
+ * when *eq is NO_EQ it becomes the first '=' before that, if any.
+ *
+ * 16 bytes at a time, never reading outside buf[0..limit): the last (short)
+ * block is the 16 bytes that end at limit, shifted past the bytes already
+ * seen; a request shorter than 16 bytes is scanned a byte at a time.
+ */
+static size_t scan_line(const char *buf, size_t i, size_t limit, size_t *eq)
+{
+    unsigned stop, e, sh;
+
+    for (; i + 16 <= limit; i += 16) {
+        masks16(buf + i, &stop, &e);
+        if (*eq == NO_EQ && (e &= stop ? (stop & -stop) - 1 : 0xffffu) != 0)
+            *eq = i + (size_t)__builtin_ctz(e);
+        if (stop)
+            return i + (size_t)__builtin_ctz(stop);
+    }
+    if (i >= limit)
+        return limit;
+    if (limit < 16) {
+        for (; i < limit && buf[i] != '\n' && buf[i] != '\0'; i++)
+            if (buf[i] == '=' && *eq == NO_EQ)
+                *eq = i;
+        return i;
+    }
+    sh = (unsigned)(i - (limit - 16)); /* 1..15 bytes of the block already seen */
+    masks16(buf + limit - 16, &stop, &e);
+    stop >>= sh;
+    e >>= sh;
+    if (*eq == NO_EQ && (e &= stop ? (stop & -stop) - 1 : 0xffffu) != 0)
+        *eq = i + (size_t)__builtin_ctz(e);
+    return stop ? i + (size_t)__builtin_ctz(stop) : limit;
+}
+#else
+/* scan_line - portable: the same with memchr (see the SSE2 version) */
+static size_t scan_line(const char *buf, size_t i, size_t limit, size_t *eq)
+{
+    const char *nl = memchr(buf + i, '\n', limit - i);
+    size_t stop = nl ? (size_t)(nl - buf) : limit;
+    const char *z = memchr(buf + i, '\0', stop - i), *e;
+
+    if (z)
+        stop = (size_t)(z - buf);
+    if (*eq == NO_EQ && (e = memchr(buf + i, '=', stop - i)) != NULL)
+        *eq = (size_t)(e - buf);
+    return stop;
+}
+#endif
+
 /*
  * bs_proto_feed - scan buf[0..len) for one complete request
  *
  * Each round takes the rest of one line, never looking past the request
  * limit, until something is decided at byte offset at - 1 (or the bytes run
  * out). The attribute count and the scratch slot live in locals while the
- * lines go by (the common request arrives whole: one '\n' and one '='
- * memchr per line and a few compares, nothing else); a line's '=' is looked
- * for only until one is seen, from where the last call stopped. NULs are
- * then looked for once, over everything this call examined: a NUL before
- * that byte decides first, and one memchr per call is cheaper than one per
- * line. On any error the attribute count is put back and nothing else is
- * stored, so the parser is as before the call and the same error comes
- * again.
+ * lines go by (the common request arrives whole: one scan_line per line and
+ * a few compares, nothing else); a line's '=' is looked for only until one
+ * is seen, from where the last call stopped. A NUL ends the scan like a
+ * '\n' does, so it is found in the same pass: only a line grown too long
+ * before it decides first. On any error the attribute count is put back
+ * and nothing else is stored, so the parser is as before the call and the
+ * same error comes again.
  */
 int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consumed)
 {
     size_t limit = len < BS_PROTO_MAX_REQUEST ? len : BS_PROTO_MAX_REQUEST;
-    size_t start = p->scanned, i = start, ls = p->line_start, at;
+    size_t i = p->scanned, ls = p->line_start, at;
     unsigned nattrs = p->nattrs, n = nattrs;
     bs_proto_attr *a = &p->attrs[n]; /* the scratch slot, when n < MAX_ATTRS */
     int r;
@@ -109,32 +182,36 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         return BS_PROTO_DONE;
     }
     for (;;) {
-        const char *nl, *eq;
-        size_t stop, end;
+        size_t stop, end, eq;
+        int want;
 
         if (i >= limit) { /* out of bytes, or at the request limit */
             at = i;       /* (i > limit only if the caller shrank len) */
             r = len > BS_PROTO_MAX_REQUEST ? BS_PROTO_E_REQUEST : BS_PROTO_NEED_MORE;
             break;
         }
-        nl = memchr(buf + i, '\n', limit - i);
-        stop = nl ? (size_t)(nl - buf) : limit;
+        /* the line's first '=', unless an earlier call saw it (or no slot) */
+        want = n < BS_PROTO_MAX_ATTRS && a->name == NULL;
+        eq = want ? NO_EQ : SKIP_EQ;
+        stop = scan_line(buf, i, limit, &eq);
         if (stop - ls > BS_PROTO_MAX_LINE && (at = line_too_long(buf, ls, stop)) != 0) {
             at++;
             r = BS_PROTO_E_LINE;
             break;
         }
-        /* the line's first '=', unless an earlier call saw it (or no slot) */
-        if (n < BS_PROTO_MAX_ATTRS && a->name == NULL &&
-            (eq = memchr(buf + i, '=', stop - i)) != NULL) {
-            a->name = buf + ls;
-            a->name_len = (size_t)(eq - buf) - ls;
-        }
-        if (!nl) {
+        if (stop == limit) {
+            if (want && eq != NO_EQ) {
+                a->name = buf + ls;
+                a->name_len = eq - ls;
+            }
             i = stop;
             continue;
         }
         at = stop + 1;
+        if (buf[stop] == '\0') {
+            r = BS_PROTO_E_NUL;
+            break;
+        }
         end = stop > ls && buf[stop - 1] == '\r' ? stop - 1 : stop;
         if (end == ls) {
             r = BS_PROTO_DONE;
@@ -143,6 +220,10 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         if (n >= BS_PROTO_MAX_ATTRS) {
             r = BS_PROTO_E_ATTRS;
             break;
+        }
+        if (want && eq != NO_EQ) { /* found by this call */
+            a->name = buf + ls;
+            a->name_len = eq - ls;
         }
         if (a->name == NULL || a->name_len == 0) {
             r = BS_PROTO_E_SYNTAX; /* no '=', or empty name */
@@ -154,8 +235,6 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
             (++a)->name = NULL;
         i = ls = at;
     }
-    if (memchr(buf + start, '\0', at - start))
-        r = BS_PROTO_E_NUL;
     if (r < 0) {
         p->nattrs = nattrs; /* back to the state before this call */
         return r;
