@@ -37,16 +37,14 @@
  *   Bytes after the request's empty line are never examined.
  *
  COST
- *   Until the request is decided, each byte is examined once over all calls
- *   by scan_line, which looks for '\n', NUL and (until the line has one)
- *   '=' together: with SSE2 (the x86-64 baseline) 16 bytes per compare, else
- *   with memchr(); plus O(1) look-backs per call and per line (the '\r'
- *   before '\n', the <= 15 bytes of a short last block re-read), so feeding
- *   a request in k pieces costs O(n + k), not O(n * k). Nothing is
- *   allocated; no I/O; no globals. About 1,300 instructions for a
- *   31-attribute Postfix request with SSE2 (3,700 with three memchr()s).
- *   BS_PROTO_PORTABLE (a compile definition) forces the portable scan; the
- *   unit test and the fuzz replay run both builds.
+ *   Until the request is decided, each byte is examined once over all calls:
+ *   '\n', NUL and '=' are found together, 16 bytes per compare with SSE2
+ *   (the x86-64 baseline), else byte by byte into the same masks; plus O(1)
+ *   look-backs per call and per line (the '\r' before '\n', the <= 15
+ *   bytes of a short last block re-read and masked off), so feeding a
+ *   request in k pieces costs O(n + k), not O(n * k). Nothing is allocated;
+ *   no I/O; no globals. BS_PROTO_PORTABLE (a compile definition) forces the
+ *   portable masks; the unit test and the fuzz replay run both builds.
  *
  * STATE LEFT BEHIND
  *   p->attrs[p->nattrs] (when nattrs < MAX_ATTRS) is a scratch slot for the
@@ -84,16 +82,27 @@ static size_t line_too_long(const char *buf, size_t ls, size_t stop)
     return q < stop ? q : 0;
 }
 
-/* scan_line's *eq: NO_EQ = look for the line's '=' (none seen yet), SKIP_EQ
- * = do not (seen by an earlier call, or no slot to keep it) */
-#define NO_EQ ((size_t)-1)
-#define SKIP_EQ ((size_t)-2)
+/*
+ * block - masks of the bytes buf[i..i+16) (fewer at limit): bit k of *stop
+ * set where buf[i+k] is '\n' or NUL, of *eq where it is '='; returns how
+ * many bytes the masks cover (1..16; none past limit is ever read).
+ */
+static inline size_t block_portable(const char *buf, size_t i, size_t limit, unsigned *stop,
+                                    unsigned *eq)
+{
+    size_t n = limit - i < 16 ? limit - i : 16, k;
+
+    *stop = *eq = 0;
+    for (k = 0; k < n; k++) {
+        *stop |= (unsigned)(buf[i + k] == '\n' || buf[i + k] == '\0') << k;
+        *eq |= (unsigned)(buf[i + k] == '=') << k;
+    }
+    return n;
+}
 
 #if defined(__SSE2__) && !defined(BS_PROTO_PORTABLE)
 #include <emmintrin.h>
 
-/* masks16 - bit k set where p[k] ends a line ('\n') or is a NUL (*stop),
- * or is a '=' (*eq); p[0..16) must be readable */
 static inline void masks16(const char *p, unsigned *stop, unsigned *eq)
 {
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
@@ -103,76 +112,51 @@ static inline void masks16(const char *p, unsigned *stop, unsigned *eq)
     *eq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('=')));
 }
 
-/*
- * scan_line - the first '\n' or NUL in buf[i..limit), or limit if none;
- * when *eq is NO_EQ it becomes the first '=' before that, if any.
- *
- * 16 bytes at a time, never reading outside buf[0..limit): the last (short)
- * block is the 16 bytes that end at limit, shifted past the bytes already
- * seen; a request shorter than 16 bytes is scanned a byte at a time.
- */
-static size_t scan_line(const char *buf, size_t i, size_t limit, size_t *eq)
+/* block - 16 bytes per compare; a short last block is the 16 bytes that end
+ * at limit, shifted past the bytes already seen (a request shorter than 16
+ * bytes: byte by byte) */
+static inline size_t block(const char *buf, size_t i, size_t limit, unsigned *stop, unsigned *eq)
 {
-    unsigned stop, e, sh;
+    size_t sh;
 
-    for (; i + 16 <= limit; i += 16) {
-        masks16(buf + i, &stop, &e);
-        if (*eq == NO_EQ && (e &= stop ? (stop & -stop) - 1 : 0xffffu) != 0)
-            *eq = i + (size_t)__builtin_ctz(e);
-        if (stop)
-            return i + (size_t)__builtin_ctz(stop);
+    if (i + 16 <= limit) {
+        masks16(buf + i, stop, eq);
+        return 16;
     }
-    if (i >= limit)
-        return limit;
-    if (limit < 16) {
-        for (; i < limit && buf[i] != '\n' && buf[i] != '\0'; i++)
-            if (buf[i] == '=' && *eq == NO_EQ)
-                *eq = i;
-        return i;
-    }
-    sh = (unsigned)(i - (limit - 16)); /* 1..15 bytes of the block already seen */
-    masks16(buf + limit - 16, &stop, &e);
-    stop >>= sh;
-    e >>= sh;
-    if (*eq == NO_EQ && (e &= stop ? (stop & -stop) - 1 : 0xffffu) != 0)
-        *eq = i + (size_t)__builtin_ctz(e);
-    return stop ? i + (size_t)__builtin_ctz(stop) : limit;
+    if (limit < 16)
+        return block_portable(buf, i, limit, stop, eq);
+    sh = i - (limit - 16);
+    masks16(buf + limit - 16, stop, eq);
+    *stop >>= sh;
+    *eq >>= sh;
+    return 16 - sh;
 }
 #else
-/* scan_line - portable: the same with memchr (see the SSE2 version) */
-static size_t scan_line(const char *buf, size_t i, size_t limit, size_t *eq)
-{
-    const char *nl = memchr(buf + i, '\n', limit - i);
-    size_t stop = nl ? (size_t)(nl - buf) : limit;
-    const char *z = memchr(buf + i, '\0', stop - i), *e;
-
-    if (z)
-        stop = (size_t)(z - buf);
-    if (*eq == NO_EQ && (e = memchr(buf + i, '=', stop - i)) != NULL)
-        *eq = (size_t)(e - buf);
-    return stop;
-}
+#define block block_portable
 #endif
+
+/* NO_EQ - no '=' seen yet in the line being scanned */
+#define NO_EQ ((size_t)-1)
 
 /*
  * bs_proto_feed - scan buf[0..len) for one complete request
  *
- * Each round takes the rest of one line, never looking past the request
- * limit, until something is decided at byte offset at - 1 (or the bytes run
- * out). The attribute count and the scratch slot live in locals while the
- * lines go by (the common request arrives whole: one scan_line per line and
- * a few compares, nothing else); a line's '=' is looked for only until one
- * is seen, from where the last call stopped. A NUL ends the scan like a
- * '\n' does, so it is found in the same pass: only a line grown too long
- * before it decides first. On any error the attribute count is put back
- * and nothing else is stored, so the parser is as before the call and the
+ * A block of up to 16 bytes at a time (block()): its masks of line ends
+ * (and NULs) and '=' are walked bit by bit, so the many short lines of a
+ * Postfix request cost a few instructions each, not a scan each. The
+ * attribute count and the line's '=' (eq) live in locals while the lines go
+ * by; the scratch slot is read on entry and written when the bytes run out
+ * in mid-line. A NUL ends a line's scan like a '\n' does, so it is found in
+ * the same pass: only a line grown too long before it decides first. On any
+ * error the attribute count is put back and nothing else is stored but
+ * completed lines past it, so the parser is as before the call and the
  * same error comes again.
  */
 int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consumed)
 {
     size_t limit = len < BS_PROTO_MAX_REQUEST ? len : BS_PROTO_MAX_REQUEST;
-    size_t i = p->scanned, ls = p->line_start, at;
-    unsigned nattrs = p->nattrs, n = nattrs;
+    size_t i = p->scanned, ls = p->line_start, at, stop, end, span, eq = NO_EQ;
+    unsigned nattrs = p->nattrs, n = nattrs, stopm, eqm, s;
     bs_proto_attr *a = &p->attrs[n]; /* the scratch slot, when n < MAX_ATTRS */
     int r;
 
@@ -181,63 +165,69 @@ int bs_proto_feed(bs_proto_parser *p, const char *buf, size_t len, size_t *consu
         *consumed = i;
         return BS_PROTO_DONE;
     }
-    for (;;) {
-        size_t stop, end, eq;
-        int want;
-
-        if (i >= limit) { /* out of bytes, or at the request limit */
-            at = i;       /* (i > limit only if the caller shrank len) */
-            r = len > BS_PROTO_MAX_REQUEST ? BS_PROTO_E_REQUEST : BS_PROTO_NEED_MORE;
-            break;
-        }
-        /* the line's first '=', unless an earlier call saw it (or no slot) */
-        want = n < BS_PROTO_MAX_ATTRS && a->name == NULL;
-        eq = want ? NO_EQ : SKIP_EQ;
-        stop = scan_line(buf, i, limit, &eq);
-        if (stop - ls > BS_PROTO_MAX_LINE && (at = line_too_long(buf, ls, stop)) != 0) {
-            at++;
-            r = BS_PROTO_E_LINE;
-            break;
-        }
-        if (stop == limit) {
-            if (want && eq != NO_EQ) {
-                a->name = buf + ls;
-                a->name_len = eq - ls;
+    if (n < BS_PROTO_MAX_ATTRS && a->name != NULL)
+        eq = ls + a->name_len; /* an earlier call saw the line's '=' */
+    for (; i < limit; i += span) {
+        span = block(buf, i, limit, &stopm, &eqm);
+        for (; stopm != 0; stopm &= stopm - 1) {
+            s = (unsigned)__builtin_ctz(stopm);
+            stop = i + s;
+            /* eqm holds no '=' of an earlier line of this block */
+            if (eq == NO_EQ && (eqm & ((1u << s) - 1)) != 0)
+                eq = i + (size_t)__builtin_ctz(eqm);
+            eqm &= ~((2u << s) - 1);
+            if (stop - ls > BS_PROTO_MAX_LINE && (at = line_too_long(buf, ls, stop)) != 0) {
+                at++;
+                r = BS_PROTO_E_LINE;
+                goto decided;
             }
-            i = stop;
-            continue;
-        }
-        at = stop + 1;
-        if (buf[stop] == '\0') {
-            r = BS_PROTO_E_NUL;
-            break;
-        }
-        end = stop > ls && buf[stop - 1] == '\r' ? stop - 1 : stop;
-        if (end == ls) {
-            r = BS_PROTO_DONE;
-            break;
-        }
-        if (n >= BS_PROTO_MAX_ATTRS) {
-            r = BS_PROTO_E_ATTRS;
-            break;
-        }
-        if (want && eq != NO_EQ) { /* found by this call */
+            at = stop + 1;
+            if (buf[stop] == '\0') {
+                r = BS_PROTO_E_NUL;
+                goto decided;
+            }
+            end = stop > ls && buf[stop - 1] == '\r' ? stop - 1 : stop;
+            if (end == ls) {
+                r = BS_PROTO_DONE;
+                goto decided;
+            }
+            if (n >= BS_PROTO_MAX_ATTRS) {
+                r = BS_PROTO_E_ATTRS;
+                goto decided;
+            }
+            if (eq == NO_EQ || eq == ls) {
+                r = BS_PROTO_E_SYNTAX; /* no '=', or empty name */
+                goto decided;
+            }
             a->name = buf + ls;
             a->name_len = eq - ls;
+            a->value = buf + eq + 1;
+            a->value_len = end - eq - 1;
+            a++;
+            n++;
+            eq = NO_EQ;
+            ls = at;
         }
-        if (a->name == NULL || a->name_len == 0) {
-            r = BS_PROTO_E_SYNTAX; /* no '=', or empty name */
-            break;
-        }
-        a->value = a->name + a->name_len + 1;
-        a->value_len = end - ls - a->name_len - 1;
-        if (++n < BS_PROTO_MAX_ATTRS)
-            (++a)->name = NULL;
-        i = ls = at;
+        if (eq == NO_EQ && eqm != 0)
+            eq = i + (size_t)__builtin_ctz(eqm);
     }
+    /* out of bytes, or at the request limit (i > limit only if the caller
+     * shrank len) */
+    if (limit - ls > BS_PROTO_MAX_LINE && (at = line_too_long(buf, ls, limit)) != 0) {
+        at++;
+        r = BS_PROTO_E_LINE;
+        goto decided;
+    }
+    at = i;
+    r = len > BS_PROTO_MAX_REQUEST ? BS_PROTO_E_REQUEST : BS_PROTO_NEED_MORE;
+decided:
     if (r < 0) {
         p->nattrs = nattrs; /* back to the state before this call */
         return r;
+    }
+    if (n < BS_PROTO_MAX_ATTRS) { /* the scratch slot: the '=' seen, if any */
+        a->name = eq == NO_EQ ? NULL : buf + ls;
+        a->name_len = eq - ls;
     }
     p->nattrs = n;
     p->scanned = at;
