@@ -56,6 +56,7 @@
 #include "store_redis.h"
 #include "redis_conn.h"
 #include "redis_track.h"
+#include "redis_uv.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
 #define BS_REDIS_CMD_MAX 8192   /* one pipelined command, built on the stack */
@@ -347,18 +348,18 @@ static void on_check(uv_check_t *h)
     /* the callbacks may queue more (a second lookup): for the next turn,
      * whose poll the idle handle keeps from blocking */
     r->answered = r->answered_tail = NULL;
-    if (!op) { /* a turn with nothing to deliver: rest */
-        uv_check_stop(&r->check);
-        uv_idle_stop(&r->idle);
-        return;
-    }
-    /* stay one more turn even when nothing new waits: a callback that
-     * queued a Redis command (a second lookup) started redis_uv's flush
-     * check handle during this check phase, so it runs next turn, whose
-     * poll must not block (it did, for up to a timer tick: 80 ms) */
     for (; op; op = next) {
         next = op->next_free;
         op_done(op);
+    }
+    /* a callback that queued a Redis command (a second lookup, a rate
+     * script) started redis_uv's flush check handle during this check
+     * phase, too late for this turn: write now, not after the next poll */
+    if (r->conn.ac)
+        bs_redis_uv_flush(r->conn.ac);
+    if (!r->answered) { /* nothing more to deliver: the next poll may block */
+        uv_check_stop(&r->check);
+        uv_idle_stop(&r->idle);
     }
 }
 
