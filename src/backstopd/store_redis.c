@@ -36,7 +36,10 @@
  * (redis_track.c, mirror.c); one it answers completes from a check
  * handle, right after the loop's poll phase that read the request
  * (callbacks never run inside the call; an idle handle keeps the next poll
- * from blocking while answers wait),
+ * from blocking while answers wait; a lookup a callback chains that the
+ * mirror answers too is delivered by the same check callback, and what the
+ * callbacks queued for Redis is written before it returns: no loop turn is
+ * added to a request),
  * one it cannot answer goes to Redis as above. Writes (rate scripts, NDR
  * budgets, stats) always go to Redis.
  */
@@ -343,24 +346,25 @@ static void on_idle(uv_idle_t *h) {}
 static void on_check(uv_check_t *h)
 {
     bs_redis *r = h->data;
-    bs_redis_op *op = r->answered, *next;
+    bs_redis_op *op, *next;
 
-    /* the callbacks may queue more (a second lookup): for the next turn,
-     * whose poll the idle handle keeps from blocking */
-    r->answered = r->answered_tail = NULL;
-    for (; op; op = next) {
-        next = op->next_free;
-        op_done(op);
+    /* a callback may queue another lookup the mirror answers (the
+     * directory before a 550): delivered here too, not a loop turn later */
+    while ((op = r->answered) != NULL) {
+        r->answered = r->answered_tail = NULL;
+        for (; op; op = next) {
+            next = op->next_free;
+            op_done(op);
+        }
     }
-    /* a callback that queued a Redis command (a second lookup, a rate
-     * script) started redis_uv's flush check handle during this check
-     * phase, too late for this turn: write now, not after the next poll */
+    /* a callback that queued a Redis command (a lookup the mirror cannot
+     * answer, a rate script) started redis_uv's flush check handle during
+     * this check phase, too late for this turn: write now, not after the
+     * next poll */
     if (r->conn.ac)
         bs_redis_uv_flush(r->conn.ac);
-    if (!r->answered) { /* nothing more to deliver: the next poll may block */
-        uv_check_stop(&r->check);
-        uv_idle_stop(&r->idle);
-    }
+    uv_check_stop(&r->check);
+    uv_idle_stop(&r->idle);
 }
 
 /* mirror_lookup - answer q from the mirror (the callback follows from the
