@@ -12,6 +12,8 @@
 #ifndef BACKSTOP_LOG_H
 #define BACKSTOP_LOG_H
 
+#include <stddef.h>
+
 enum bs_log_level { BS_LOG_ERROR = 0, BS_LOG_WARN = 1, BS_LOG_INFO = 2, BS_LOG_DEBUG = 3 };
 
 extern int bs_log_level;
@@ -25,6 +27,11 @@ int bs_log_facility_valid(const char *name);
 int bs_log_level_parse(const char *name);
 
 void bs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* bs_log_text - one line of text formatted by the caller (len bytes, NUL
+ * not needed), with the level's prefix, cut and cleaned as bs_log's; no
+ * printf pass. Test the level first (bs_log_enabled) to skip building it. */
+void bs_log_text(int level, const char *text, size_t len);
+#define bs_log_enabled(level) ((level) <= bs_log_level)
 /* bs_fatal, bs_panic - logged and always written to stderr too */
 void bs_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void bs_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -375,6 +375,24 @@ static void note_mode_bad(bs_conn *c)
     last_count = bs_stat.mode_bad_values;
 }
 
+/* conn_tag - " conn=<cid>" at out (CONN_TAG_MAX bytes), the log line's
+ * last field; returns its length (NUL not counted) */
+#define CONN_TAG_MAX 32
+static size_t conn_tag(char *out, uint64_t cid)
+{
+    char digits[20];
+    size_t k = 0;
+
+    do
+        digits[k++] = (char)('0' + cid % 10);
+    while ((cid /= 10) != 0);
+    memcpy(out, " conn=", 6);
+    for (size_t i = 0; i < k; i++)
+        out[6 + i] = digits[k - 1 - i];
+    out[6 + k] = '\0';
+    return 6 + k;
+}
+
 /* respond - count, log, and write the decided answer */
 static void respond(bs_conn *c)
 {
@@ -407,10 +425,12 @@ static void respond(bs_conn *c)
         note_unreadable(c);
     if (d->action == BS_ACT_DEFER_DIR)
         note_directory(c);
-    n = bs_decide_log_line(d, cfg, line, sizeof(line));
-    if (n) {
-        bs_log(BS_LOG_INFO, "%s conn=%llu", line, (unsigned long long)c->cid);
-    } else if (bs_log_level >= BS_LOG_DEBUG) {
+    /* the line is built once, and only when it will be printed */
+    if (bs_log_enabled(BS_LOG_INFO) &&
+        (n = bs_decide_log_line(d, cfg, line, sizeof(line) - CONN_TAG_MAX)) != 0) {
+        n += conn_tag(line + n, c->cid);
+        bs_log_text(BS_LOG_INFO, line, n);
+    } else if (bs_log_enabled(BS_LOG_DEBUG)) {
         bs_decision_text t;
         bs_decide_text(d, &t);
         bs_log(BS_LOG_DEBUG, "%s: dunno: RCPT from %s[%s]: from=<%s> to=<%s> reason=%s conn=%llu",

@@ -1,10 +1,9 @@
 /*
  * redis_uv.c - libuv event hooks for a hiredis async context (see redis_uv.h)
  *
- * Provides bs_redis_uv_attach(). Never blocks; never frees the context (only
- * hiredis does). After any handler call the context may be gone (hiredis
- * then called cleanup, which cleared p->ac), so p->ac is re-checked before
- * each call.
+ * Provides bs_redis_uv_attach() and bs_redis_uv_flush(). Never blocks; never frees the context
+ * (only hiredis does). After any handler call the context may be gone (hiredis then called cleanup,
+ * which cleared p->ac), so p->ac is re-checked before each call.
  *
  * Writes: on a connected context, the commands queued during one loop
  * iteration are written by a uv_check handle right after that iteration's
@@ -71,6 +70,15 @@ static void on_flush(uv_check_t *h)
     p->flushing = 1;
     redisAsyncHandleWrite(p->ac); /* may call add_write (full socket): poll */
     p->flushing = 0;
+}
+
+/* bs_redis_uv_flush - write now what on_flush would write after the next poll */
+void bs_redis_uv_flush(redisAsyncContext *ac)
+{
+    bs_redis_uv *p = ac->ev.data;
+
+    if (p && p->ac == ac && uv_is_active((uv_handle_t *)&p->flush))
+        on_flush(&p->flush);
 }
 
 static void add_read(void *d)

@@ -21,4 +21,10 @@
 /* bs_redis_uv_attach - returns 0, or -1 (context left unattached). */
 int bs_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop);
 
+/* bs_redis_uv_flush - write the commands queued so far now, as the flush
+ * check handle would (a no-op when nothing waits). For a caller in the
+ * check phase: commands queued there, after the flush handle ran or
+ * started, would otherwise wait for the next loop turn's poll. */
+void bs_redis_uv_flush(redisAsyncContext *ac);
+
 #endif

@@ -40,7 +40,10 @@
  * (redis_track.c, mirror.c); one it answers completes from a check
  * handle, right after the loop's poll phase that read the request
  * (callbacks never run inside the call; an idle handle keeps the next poll
- * from blocking while answers wait),
+ * from blocking while answers wait; a lookup a callback chains that the
+ * mirror answers too is delivered by the same check callback, and what the
+ * callbacks queued for Redis is written before it returns: no loop turn is
+ * added to a request),
  * one it cannot answer goes to Redis as above. Writes (rate scripts, NDR
  * budgets, stats) always go to Redis.
  */
@@ -60,6 +63,7 @@
 #include "store_redis.h"
 #include "redis_conn.h"
 #include "redis_track.h"
+#include "redis_uv.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
 #define BS_REDIS_CMD_MAX 8192         /* one pipelined command, built on the stack */
@@ -568,25 +572,26 @@ static int recheck(bs_redis *r, bs_redis_op *op)
 static void on_check(uv_check_t *h)
 {
     bs_redis *r = h->data;
-    bs_redis_op *op = r->answered, *next;
+    bs_redis_op *op, *next;
 
-    /* the callbacks may queue more (a second lookup): for the next turn,
-     * whose poll the idle handle keeps from blocking */
-    r->answered = r->answered_tail = NULL;
-    if (!op) { /* a turn with nothing to deliver: rest */
-        uv_check_stop(&r->check);
-        uv_idle_stop(&r->idle);
-        return;
+    /* a callback may queue another lookup the mirror answers (the
+     * directory before a 550): delivered here too, not a loop turn later */
+    while ((op = r->answered) != NULL) {
+        r->answered = r->answered_tail = NULL;
+        for (; op; op = next) {
+            next = op->next_free;
+            if (!recheck(r, op))
+                op_done(op);
+        }
     }
-    /* stay one more turn even when nothing new waits: a callback that
-     * queued a Redis command (a second lookup) started redis_uv's flush
-     * check handle during this check phase, so it runs next turn, whose
-     * poll must not block (it did, for up to a timer tick: 80 ms) */
-    for (; op; op = next) {
-        next = op->next_free;
-        if (!recheck(r, op))
-            op_done(op);
-    }
+    /* a callback that queued a Redis command (a lookup the mirror cannot
+     * answer, a rate script) started redis_uv's flush check handle during
+     * this check phase, too late for this turn: write now, not after the
+     * next poll */
+    if (r->conn.ac)
+        bs_redis_uv_flush(r->conn.ac);
+    uv_check_stop(&r->check);
+    uv_idle_stop(&r->idle);
 }
 
 /* mirror_lookup - answer q from the mirror into op (delivered from the

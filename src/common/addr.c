@@ -69,6 +69,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define BS_LABEL_MAX 63 /* RFC 1035 2.3.4 */
 /* The flags of Postfix's midna_domain_to_ascii(): UTS #46, non-transitional */
@@ -458,6 +461,31 @@ int bs_client_network(const uint8_t addr[16], unsigned ipv6_prefix, char *out)
     return (int)n + 3;
 }
 
+/* plain_run - the end of the run of bytes from s[i] that need no escape
+ * (0x21..0x7e but '\\'), at most len; 16 bytes per compare with SSE2 */
+static size_t plain_run(const char *s, size_t i, size_t len)
+{
+#ifdef __SSE2__
+    const __m128i lo = _mm_set1_epi8(0x21), del = _mm_set1_epi8(0x7f), bs = _mm_set1_epi8('\\');
+
+    for (; i + 16 <= len; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        /* signed: 0x80..0xff are below 0x21 too */
+        unsigned bad = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_cmplt_epi8(v, lo), _mm_or_si128(_mm_cmpeq_epi8(v, del), _mm_cmpeq_epi8(v, bs))));
+
+        if (bad)
+            return i + (size_t)__builtin_ctz(bad);
+    }
+#endif
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x21 || c > 0x7e || c == '\\')
+            break;
+    }
+    return i;
+}
+
 /* bs_escape - "\xHH" for every byte outside 0x21..0x7e, and for '\\' */
 size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
 {
@@ -468,11 +496,7 @@ size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
         return 0;
     while (i < len) {
         /* a run of bytes that need no escape is copied in one go */
-        for (run = i; run < len; run++) {
-            unsigned char c = (unsigned char)s[run];
-            if (c < 0x21 || c > 0x7e || c == '\\')
-                break;
-        }
+        run = plain_run(s, i, len);
         if (run > i) {
             size_t take = run - i < outsz - 1 - n ? run - i : outsz - 1 - n;
             memcpy(out + n, s + i, take);

@@ -5,6 +5,8 @@
  *   bs_log_open            (re)open syslog with LOG_PID and a facility;
  *                          choose whether lines are copied to stderr.
  *   bs_log                 one line at a level, if the level is enabled.
+ *   bs_log_text            the same for text already formatted (a length,
+ *                          no format string): copied, not formatted again.
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
  *                          Their line goes to stderr as well, with or
  *                          without -f: a start-up failure is never silent.
@@ -17,7 +19,8 @@
  *   "2024-05-01 12:00:00.123 backstopd[1234]: warning: text". Each line is
  *   formatted into a fixed buffer of BS_LOG_LINE_MAX bytes (longer text is
  *   cut and ends in "..."), and any control character that reached it is
- *   replaced by '?', so one call is one line whatever the arguments hold.
+ *   replaced by '?' (a NUL in bs_log_text's text too), so one call is one
+ *   line whatever the arguments hold.
  *
  * STATE
  *   Until bs_log_open is first called, lines go to stderr only: a start-up
@@ -39,6 +42,9 @@
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define BS_LOG_LINE_MAX 2048
 #define BS_LOG_IDENT_MAX 64
@@ -109,25 +115,38 @@ void bs_log_open(const char *ident, const char *facility, int to_stderr)
 }
 
 /*
- * emit - format prefix + text into one bounded, control-free line and send
- * it to syslog and/or stderr.
+ * clean - replace each control character (< 0x20, 0x7f) of line[0..len) by
+ * '?'. Lines are mostly clean: with SSE2, 16 bytes are tested at a time and
+ * only a block holding one is rewritten byte by byte.
  */
-static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
+static void clean(char *line, size_t len)
 {
-    char line[BS_LOG_LINE_MAX];
-    size_t n = (size_t)snprintf(line, sizeof line, "%s", prefix);
-    int r = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    size_t i = 0;
 
-    if (r < 0)
-        snprintf(line + n, sizeof line - n, "(unformattable log line: %s)", fmt);
-    else if ((size_t)r >= sizeof line - n)
-        memcpy(line + sizeof line - 4, "...", 4);
-    for (char *c = line; *c != '\0'; c++) {
-        if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            *c = '?';
+#ifdef __SSE2__
+    const __m128i c1f = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+
+    for (; i + 16 <= len; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(line + i));
+        __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, c1f), c1f), /* <= 0x1f */
+                                   _mm_cmpeq_epi8(v, del));
+
+        if (_mm_movemask_epi8(bad) != 0) {
+            for (size_t k = i; k < i + 16; k++)
+                if ((unsigned char)line[k] < 0x20 || line[k] == 0x7f)
+                    line[k] = '?';
+        }
     }
+#endif
+    for (; i < len; i++) {
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
+    }
+}
+
+/* send_line - a finished line (NUL-terminated, len bytes) to syslog and/or stderr */
+static void send_line(int priority, int to_stderr, const char *line)
+{
     if (log_opened)
         syslog(priority, "%s", line);
     if (to_stderr) {
@@ -147,6 +166,56 @@ static void emit(int priority, int to_stderr, const char *prefix, const char *fm
             (void)w;
         }
     }
+}
+
+/*
+ * emit - format prefix + text into one bounded, control-free line and send
+ * it to syslog and/or stderr.
+ */
+static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void emit(int priority, int to_stderr, const char *prefix, const char *fmt, va_list ap)
+{
+    char line[BS_LOG_LINE_MAX];
+    size_t n = strlen(prefix);
+    int r;
+
+    memcpy(line, prefix, n + 1); /* the prefixes are short constants */
+    r = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    if (r < 0)
+        r = snprintf(line + n, sizeof line - n, "(unformattable log line: %s)", fmt);
+    if (r < 0)
+        r = 0;
+    if ((size_t)r >= sizeof line - n) {
+        memcpy(line + sizeof line - 4, "...", 4);
+        r = (int)(sizeof line - 1 - n);
+    }
+    clean(line, n + (size_t)r);
+    send_line(priority, to_stderr, line);
+}
+
+/* bs_log_text - as bs_log with "%.*s": the text is copied, not formatted */
+void bs_log_text(int level, const char *text, size_t len)
+{
+    char line[BS_LOG_LINE_MAX];
+    size_t n;
+
+    if (level > bs_log_level)
+        return;
+    if (level < BS_LOG_ERROR || level > BS_LOG_DEBUG)
+        level = BS_LOG_ERROR;
+    n = strlen(levels[level].prefix);
+    memcpy(line, levels[level].prefix, n);
+    if (len >= sizeof line - n) {
+        len = sizeof line - 1 - n;
+        memcpy(line + n, text, len - 3);
+        memcpy(line + n + len - 3, "...", 3);
+    } else {
+        memcpy(line + n, text, len);
+    }
+    line[n + len] = '\0';
+    clean(line, n + len); /* a NUL inside text becomes '?' too */
+    send_line(levels[level].priority, log_to_stderr, line);
 }
 
 void bs_log(int level, const char *fmt, ...)

@@ -29,6 +29,14 @@ foreach(t IN LISTS BACKSTOP_FUZZ_TARGETS)
            COMMAND fuzz_replay_${t} ${BACKSTOP_FUZZ_DIR}/corpus/${t})
   set_tests_properties(fuzz_replay_${t} PROPERTIES TIMEOUT 300)
 endforeach()
+# the parser's portable scan (BS_PROTO_PORTABLE: what CPUs without SSE2 build)
+# against the same model and corpus
+add_executable(fuzz_replay_proto_portable ${BACKSTOP_FUZZ_DIR}/fuzz_proto.c ${BACKSTOP_FUZZ_DIR}/replay.c
+                                          ${CMAKE_CURRENT_SOURCE_DIR}/src/common/proto.c)
+target_compile_definitions(fuzz_replay_proto_portable PRIVATE BS_PROTO_PORTABLE)
+target_link_libraries(fuzz_replay_proto_portable PRIVATE backstop_common)
+add_test(NAME fuzz_replay_proto_portable COMMAND fuzz_replay_proto_portable ${BACKSTOP_FUZZ_DIR}/corpus/proto)
+set_tests_properties(fuzz_replay_proto_portable PROPERTIES TIMEOUT 300)
 
 option(BACKSTOP_FUZZ "Build the libFuzzer targets fuzz_* and the fuzz_run_* tests (clang only)" OFF)
 set(BACKSTOP_FUZZ_SECONDS 20 CACHE STRING "How long each fuzz_run_* test fuzzes, in seconds")

@@ -697,6 +697,28 @@ static void test_escape_misc(void)
     for (i = 0; i < n; i++)
         CHECK(wide[i] >= 0x21 && wide[i] <= 0x7e);
 
+    /* Each byte value at every offset of a 40-byte run (across the 16-byte
+     * blocks bs_escape scans at once), the rest plain. */
+    for (i = 0; i < 40; i++) {
+        for (int c = 0; c < 256; c++) {
+            char run[40], want[40 + 4 + 1], got[sizeof(want)];
+            int esc = c < 0x21 || c > 0x7e || c == '\\';
+
+            memset(run, 'a', sizeof(run));
+            run[i] = (char)c;
+            memcpy(want, run, i);
+            if (esc)
+                snprintf(want + i, 5, "\\x%02x", c);
+            else
+                want[i] = (char)c;
+            memcpy(want + i + (esc ? 4 : 1), run + i + 1, 40 - i - 1);
+            want[40 + (esc ? 3 : 0)] = '\0';
+            n = bs_escape(run, sizeof(run), got, sizeof(got));
+            CHECK_EQ_INT(n, 40 + (esc ? 3 : 0));
+            CHECK_EQ_STR(got, want);
+        }
+    }
+
     /* 10 kB of CRLF into 64 bytes: stops cleanly on an escape boundary. */
     in = dup_exact(repeat('\n', 10240), 10240);
     n = bs_escape(in, 10240, out, sizeof(out));

@@ -529,6 +529,72 @@ static void test_no_rescan(void)
     CHECK_EQ_INT(p.attrs[0].value_len, 1);
 }
 
+/*
+ * test_block_edges - '=', '\n', NUL and '\r' at every offset around the
+ * scan's 16-byte blocks
+ *
+ * The SSE2 scan reads 16 bytes at a time and re-reads the last block of a
+ * short tail; the portable one uses memchr. A prefix line of each length
+ * 0 or 2..21 moves the line under test across block edges; its '=' (then a
+ * second '='), its end, a NUL and a lone '\r' are put at every offset up
+ * to 40 bytes, each input parsed every way (parse_all_ways).
+ */
+static void test_block_edges(void)
+{
+    static bs_proto_parser p;
+    char buf[128];
+    size_t pre, len, eq, k, off, consumed = 0;
+
+    for (pre = 0; pre <= 21; pre += pre ? 1 : 2) {
+        off = pre ? pre + 1 : 0; /* "x=...\n" of pre (2..21) bytes, or nothing */
+        if (pre) {
+            buf[0] = 'x';
+            memset(buf + 1, '=', pre - 1);
+            buf[pre] = '\n';
+        }
+        for (len = 2; len <= 40; len++) { /* the line under test, '\n' excluded */
+            for (eq = 1; eq < len; eq++) {
+                memset(buf + off, 'a', len);
+                buf[off + eq] = '=';
+                memcpy(buf + off + len, "\n\n", 2);
+                CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed), BS_PROTO_DONE);
+                CHECK_EQ_INT(consumed, off + len + 2);
+                CHECK_EQ_INT(p.nattrs, pre ? 2 : 1);
+                CHECK_EQ_INT(p.attrs[p.nattrs - 1].name_len, eq);
+                CHECK_EQ_INT(p.attrs[p.nattrs - 1].value_len, len - eq - 1);
+                if (eq + 1 < len) { /* a later '=' is part of the value */
+                    buf[off + len - 1] = '=';
+                    CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed), BS_PROTO_DONE);
+                    CHECK_EQ_INT(p.attrs[p.nattrs - 1].name_len, eq);
+                    buf[off + len - 1] = 'a';
+                }
+            }
+            /* '=' first: an empty name; no '=' at all */
+            memset(buf + off, 'a', len);
+            buf[off] = '=';
+            CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed), BS_PROTO_E_SYNTAX);
+            buf[off] = 'a';
+            CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed), BS_PROTO_E_SYNTAX);
+            /* a NUL or a lone '\r' anywhere in a valid line */
+            buf[off + 1] = '=';
+            for (k = 0; k < len; k++) {
+                char was = buf[off + k];
+
+                buf[off + k] = '\0';
+                CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed), BS_PROTO_E_NUL);
+                CHECK_EQ_INT(parse_all_ways(&p, buf, off + k + 1, &consumed), BS_PROTO_E_NUL);
+                CHECK_EQ_INT(parse_all_ways(&p, buf, off + k, &consumed), BS_PROTO_NEED_MORE);
+                buf[off + k] = '\r';
+                CHECK_EQ_INT(parse_all_ways(&p, buf, off + len + 2, &consumed),
+                             k == 1 ? BS_PROTO_E_SYNTAX : BS_PROTO_DONE);
+                if (k > 1 && k + 1 < len)
+                    CHECK_EQ_INT(p.attrs[p.nattrs - 1].value_len, len - 2);
+                buf[off + k] = was;
+            }
+        }
+    }
+}
+
 static void test_reset(void)
 {
     bs_proto_parser zeroed;
@@ -612,6 +678,7 @@ int main(void)
     test_pipelined();
     test_sticky();
     test_no_rescan();
+    test_block_edges();
     test_reset();
     test_get();
     test_strerror();
