@@ -190,6 +190,7 @@ def test_sentinel_failover(sentinel_group, rel_backstopd, checks):
                       redis={"server": None, "sentinel": g.endpoints(), "master_name": "m",
                              "timeout": "%dms" % TIMEOUT_MS, "connect_timeout": "1s"},
                       ratelimit={"invalid_recipients": "1000/1m", "block_time": "1h"},
+                      harvest={"threshold": "100000/1m"},  # counted, never tripped
                       log={"level": "info"})
     checks.check("backstopd connects to the master Sentinel names",
                   master.port in connected_ports(d.pid), "peers %s" % tcp_peers_of(d.pid))

@@ -167,6 +167,7 @@ def test_soak(pytestconfig, redis_factory, rel_backstopd, backstopd_bin, checks,
                       server={"max_connections": str(max(1000, a["connections"] + 64))},
                       redis={"timeout": "%dms" % TIMEOUT_MS, "connect_timeout": "1s"},
                       ratelimit={"invalid_recipients": "100000/1m"},
+                      harvest={"threshold": "100000/1m"},  # counted, never tripped
                       log={"level": "info"})
     pid = d.pid
     rss0, fds0 = settle(checks, d, "after start")
