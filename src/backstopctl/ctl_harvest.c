@@ -742,7 +742,7 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
         fputc('\n', fp);
     }
     fprintf(fp, "  harvest:   %s%s%s\n", verdict_text(h->verdict),
-            h->verdict == BS_HV_EXEMPT && h->exempt_set && !e->f.exempt
+            h->verdict == BS_HV_EXEMPT && e->d.harvest_result == BS_GREY_KNOWN
                 ? " (in the exempt SET: the check answers KNOWN)"
                 : "",
             skip ? skip : "");
