@@ -235,20 +235,22 @@ int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const cha
                        char local[BS_LOCAL_MAX + 1], const char **why);
 
 /* ------------------------------------------------------------ ctl_harvest.c */
-/* What harvest detection would do with one request (a recipient of a
- * protected domain), from the keys of the schema: attack, known:<domain>,
- * grey:<domain>:<network>:<local>. */
+/* What harvest detection does with one request (a recipient of a protected
+ * domain): decide.c's HARVEST step (asked or not), its result computed from
+ * the keys of the schema (attack, known:<domain>,
+ * grey:<domain>:<network>:<local>, the exempt SET) as the daemon's check
+ * reads them. */
 enum bs_ctl_harvest_verdict {
     BS_HV_NONE = 0,   /* not looked at: not a protected domain, no client */
     BS_HV_OFF,        /* [harvest] threshold = 0 */
     BS_HV_NO_ATTACK,  /* the domain is not under attack (or it is past until) */
-    BS_HV_EXEMPT,     /* an exempt client (config or exempt SET): normal rules */
-    BS_HV_KNOWN,      /* the client's network is known to the domain: normal rules */
-    BS_HV_NORMAL,     /* new_clients = normal: normal rules, the lowered limit */
-    BS_HV_PASS,       /* greylist: retried after retry_after (grey: key still there) */
-    BS_HV_GREY_FIRST, /* greylist: first sight: 450 4.7.1 harvest_greylist */
-    BS_HV_GREY_EARLY, /* greylist: retried before retry_after: 450 harvest_greylist */
-    BS_HV_DEFER       /* new_clients = defer: 450 4.7.1 harvest_defer */
+    BS_HV_EXEMPT,     /* an exempt client (config: no check; exempt SET: KNOWN) */
+    BS_HV_KNOWN,      /* KNOWN: the client's network is known to the domain */
+    BS_HV_NORMAL,     /* new_clients = normal: no check, the lowered limit */
+    BS_HV_PASS,       /* PASS: greylist retry after retry_after (grey: key still there) */
+    BS_HV_GREY_FIRST, /* DEFER: first sight (the daemon records it): harvest_greylist */
+    BS_HV_GREY_EARLY, /* DEFER: retried before retry_after: harvest_greylist */
+    BS_HV_DEFER       /* DEFER: new_clients = defer: harvest_defer */
 };
 
 typedef struct bs_ctl_harvest_facts {
@@ -261,7 +263,8 @@ typedef struct bs_ctl_harvest_facts {
     long long until;                     /* as the daemon reads it, -1 none (in force) */
     int exempt_set;                      /* the client is in the exempt SET */
     long long known_ms;                  /* known:<domain> score, -1 absent */
-    long long grey_ms;                   /* grey:... value, -1 absent or unreadable */
+    int grey_ok;                         /* grey:... is there and a number (Lua's tonumber) */
+    long long grey_ms;                   /* its value (first sight, Unix ms) when grey_ok */
     long long grey_pttl;                 /* its TTL in ms, < 0 none */
 } bs_ctl_harvest_facts;
 
@@ -300,6 +303,8 @@ typedef struct bs_ctl_explain {
     long long ndr_pttl;           /* its time left in ms, < 0 none */
     long long block_pttl;         /* ms; -1 no expiry */
     bs_ctl_harvest_facts harvest; /* read for a recipient of a protected domain */
+    int harvest_without;          /* decide.c's reason had the harvest check answered
+                                     PASS (set when it deferred), else -1 */
 } bs_ctl_explain;
 
 /* bs_ctl_request_text - a realistic RCPT-state request with these values
@@ -320,19 +325,24 @@ const char *bs_ctl_mode_from(const bs_ctl *c, int src, const char *domain, char 
 
 /* bs_ctl_explain_print - every fact and the rule that decided */
 void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);
-/* bs_ctl_explain_reply - the predicted "action=...\n\n" (BS_REPLY_MAX),
- * harvest detection included; returns its length */
+/* bs_ctl_explain_reply - the predicted "action=...\n\n" (BS_REPLY_MAX):
+ * decide.c's (harvest detection included); returns its length */
 size_t bs_ctl_explain_reply(const bs_ctl *c, const bs_ctl_explain *e, char *out);
 /* bs_ctl_explain_rule - the predicted reason name ("valid", "harvest_greylist") */
 const char *bs_ctl_explain_rule(const bs_ctl_explain *e);
 
-/* bs_ctl_harvest_explain_run - read e's harvest facts (after decide.c's
- * steps; only for a recipient of a protected domain); 0, or -1 on an I/O
- * error (printed). A bad reply sets e->redis_failed. */
+/* bs_ctl_harvest_explain_run - read e's harvest facts (after the first
+ * lookup, before decide.c's rules: only for a recipient of a protected
+ * domain) and set e->f.under_attack as the daemon's table of attacks reads
+ * the attack hash; 0, or -1 on an I/O error (printed). A bad reply sets
+ * e->redis_failed. */
 int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e);
-/* bs_ctl_harvest_defers - 1 when the prediction is harvest's 450 (why and
- * the reply's text set), else 0: decide.c's verdict stands */
-int bs_ctl_harvest_defers(const bs_ctl_explain *e, const char **why, const char **text);
+/* bs_ctl_harvest_result - the harvest check's answer (enum bs_grey_result)
+ * from the facts read, as the daemon's script computes it, nothing
+ * written: fed to bs_decide_harvest when decide.c asks for it */
+int bs_ctl_harvest_result(const bs_ctl *c, const bs_ctl_explain *e);
+/* bs_ctl_harvest_explain_settle - e->harvest.verdict once decide.c is done */
+void bs_ctl_harvest_explain_settle(const bs_ctl *c, bs_ctl_explain *e);
 /* bs_ctl_harvest_explain_print / _json - the facts, as lines or an object
  * (json: null when not looked at) */
 void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp);

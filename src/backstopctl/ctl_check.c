@@ -275,8 +275,8 @@ static json_t *explain_json(const bs_ctl *c, const bs_ctl_explain *e, const chec
         "would_reject", bs_decide_would_reject(&e->d, &c->cfg));
 }
 
-/* with_harvest - the explanation with harvest detection's facts, and its
- * reason when it decides (ctl_harvest.c); takes and returns x */
+/* with_harvest - the explanation with decide.c's reason and harvest
+ * detection's facts (ctl_harvest.c); takes and returns x */
 static json_t *with_harvest(const bs_ctl *c, const bs_ctl_explain *e, json_t *x)
 {
     if (json_is_object(x)) {

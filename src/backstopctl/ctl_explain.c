@@ -18,23 +18,29 @@
  *                        (bs_store_reply_apply). 0, or -1 on an I/O error
  *                        (printed).
  *                        For a recipient of a protected domain the harvest
- *                        facts are read too (ctl_harvest.c).
+ *                        facts are read too, before the rules (ctl_harvest.c:
+ *                        they set facts.under_attack as the daemon's table
+ *                        of attacks does), and when decide.c asks for its
+ *                        HARVEST step the check's result computed from them
+ *                        (bs_ctl_harvest_result, nothing written) is fed to
+ *                        bs_decide_harvest.
  *   bs_ctl_explain_ndr   print the NDR candidates and which one decided.
  *   bs_ctl_explain_print print every fact and the rule that decided.
  *   bs_ctl_explain_reply / _rule
- *                        the predicted reply and reason: decide.c's, or
- *                        harvest detection's 450 4.7.1 when it defers.
+ *                        the predicted reply and reason: decide.c's.
  *
  * WHY NOT OUR OWN RULES
  *   So "ndr explain", "check" and "purge-queue" can never disagree with the
- *   daemon: the only logic here is reading Redis and printing. Harvest
- *   detection is the exception until decide.c has its rules (issue 11): its
- *   prediction is ctl_harvest.c's, from the spec, and check reports when the
- *   daemon answers otherwise.
+ *   daemon: the only logic here is reading Redis and printing. The one
+ *   computation is the harvest check's result (ctl_harvest.c), the store
+ *   script's reading of the keys, which the daemon's store does too: what
+ *   that result answers is decide.c's.
  *
  * NEVER
  *   Writes to Redis. A "limit" rule is predicted from ndrcount:<domain>
  *   (the daemon's script INCRs it and refuses past N); nothing is taken.
+ *   The harvest check's first sight of (network, recipient) is not
+ *   recorded (the daemon's check records it).
  *
  * LIMITS
  *   The directory's age is this host's clock minus the sync time, as the
@@ -64,8 +70,9 @@ enum reply_kind {
     R_DIR_SYNC,
     R_MODE
 };
-#define R_MAX 9          /* replies of one round trip: every kind once */
-#define BS_CTL_LOOKUPS 3 /* round trips: the first, exempt, directory */
+#define R_MAX 9                /* replies of one round trip: every kind once */
+#define BS_CTL_LOOKUPS 3       /* round trips: the first, exempt, directory */
+#define BS_CTL_HARVEST_STEPS 1 /* decide.c asks for the harvest check once */
 
 /* has_control - a value that would break the request's line structure */
 static int has_control(const char *s)
@@ -344,14 +351,41 @@ static int round_trip(bs_ctl *c, bs_ctl_explain *e, const bs_lookup *q)
     return 0;
 }
 
-/* follow_ups - the lookups decide.c asks for after the first (the exempt
- * SET, the directory), each as the daemon runs it; 0 / -1 (I/O) */
+/* without_harvest - the reason decide.c gives when the harvest check
+ * passes, for the rule line (a copy; the directory not read: as if sound) */
+static int without_harvest(const bs_ctl *c, const bs_ctl_explain *e)
+{
+    bs_decision *nd = malloc(sizeof(*nd));
+    int why = -1;
+
+    if (!nd)
+        return -1;
+    *nd = e->d;
+    if (bs_decide_harvest(nd, &c->cfg, BS_GREY_PASS, NULL) == BS_DECIDE_DONE)
+        why = nd->why;
+    free(nd);
+    return why;
+}
+
+/* follow_ups - the steps decide.c asks for after the first lookup (the
+ * exempt SET, the harvest check, the directory), each as the daemon runs
+ * it; 0 / -1 (I/O) */
 static int follow_ups(bs_ctl *c, bs_ctl_explain *e)
 {
     bs_lookup q;
+    int rounds = 1, harvests = 0;
 
     e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, &q);
-    for (int round = 1; e->step == BS_DECIDE_LOOKUP && round < BS_CTL_LOOKUPS; round++) {
+    while (e->step == BS_DECIDE_LOOKUP || e->step == BS_DECIDE_HARVEST) {
+        if (e->step == BS_DECIDE_HARVEST) {
+            if (harvests++ == BS_CTL_HARVEST_STEPS)
+                break;
+            /* the facts were read before the rules (ctl_harvest.c) */
+            e->step = bs_decide_harvest(&e->d, &c->cfg, bs_ctl_harvest_result(c, e), &q);
+            continue;
+        }
+        if (rounds++ == BS_CTL_LOOKUPS)
+            break;
         if (round_trip(c, e, &q) < 0)
             return -1;
         if (e->redis_failed)
@@ -363,8 +397,8 @@ static int follow_ups(bs_ctl *c, bs_ctl_explain *e)
         e->dir_looked_up |= q.directory != NULL;
         e->step = bs_decide_facts(&e->d, &c->cfg, &e->f, &q);
     }
-    if (e->step == BS_DECIDE_LOOKUP) { /* decide.c asked more than the daemon can */
-        bs_ctl_err("internal error: too many lookups");
+    if (e->step != BS_DECIDE_DONE && e->step != BS_DECIDE_NDR_TAKE) {
+        bs_ctl_err("internal error: decide.c asked more than the daemon can");
         return -1;
     }
     return 0;
@@ -386,6 +420,7 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
     e->block_pttl = -1;
     e->ndr_pttl = -2;
     e->dir_looked_up = 0;
+    e->harvest_without = -1;
     e->step = bs_decide_begin(&e->d, &c->cfg, &e->req, &e->q);
     if (e->step == BS_DECIDE_DONE)
         return 0;
@@ -396,12 +431,13 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
             ndr_verdict(c, e);
         if (e->ndr_known && e->ndr_rule.action == BS_NDR_LIMIT)
             rc = ndr_budget(c, e);
-        if (follow_ups(c, e) < 0)
+        /* before the rules: facts.under_attack (ctl_harvest.c) */
+        if (bs_ctl_harvest_explain_run(c, e) < 0)
             return -1;
     }
-    if (!e->redis_failed && bs_ctl_harvest_explain_run(c, e) < 0) /* ctl_harvest.c */
+    if (!e->redis_failed && follow_ups(c, e) < 0)
         return -1;
-    if (e->redis_failed) { /* in the first lookup, a follow-up or the harvest facts */
+    if (e->redis_failed) { /* in the first lookup, the harvest facts or a follow-up */
         bs_decide_fallback(&e->d, &c->cfg, BS_WHY_REDIS_ERROR);
         e->step = BS_DECIDE_DONE;
         return 0;
@@ -410,48 +446,22 @@ int bs_ctl_explain_run(bs_ctl *c, bs_ctl_explain *e)
         bs_decide_taken(&e->d, &c->cfg, e->ndr_used + 1 <= (long long)e->d.ndr_rule.limit ? 1 : 0);
         e->step = BS_DECIDE_DONE;
     }
+    bs_ctl_harvest_explain_settle(c, e);
+    if (e->d.why == BS_WHY_HARVEST_GREY || e->d.why == BS_WHY_HARVEST_DEFER)
+        e->harvest_without = without_harvest(c, e);
     return rc;
 }
 
-/* bs_ctl_explain_reply - decide.c's reply, or harvest's 450 when it defers
- * (formatted as decide.c formats a 450: the short text, or WARN in report
- * mode with what the client would see) */
+/* bs_ctl_explain_reply - decide.c's reply */
 size_t bs_ctl_explain_reply(const bs_ctl *c, const bs_ctl_explain *e, char *out)
 {
-    const char *why, *text;
-    char to[BS_LOG_FIELD_MAX];
-    int n;
-
-    if (!bs_ctl_harvest_defers(e, &why, &text))
-        return bs_decide_reply(&e->d, &c->cfg, out);
-    if (c->cfg.mode == BS_MODE_REPORT) {
-        bs_escape(e->d.to, strlen(e->d.to), to, sizeof(to));
-        n = snprintf(out, BS_REPLY_MAX,
-                     "action=WARN would defer: 450 4.7.1 <%s>: Recipient address rejected: %s\n\n",
-                     to, text);
-    } else {
-        n = snprintf(out, BS_REPLY_MAX, "action=450 4.7.1 %s\n\n", text);
-    }
-    return n < 0 ? 0 : (size_t)n < BS_REPLY_MAX ? (size_t)n : BS_REPLY_MAX - 1;
+    return bs_decide_reply(&e->d, &c->cfg, out);
 }
 
-/* bs_ctl_explain_rule - decide.c's reason, or harvest's */
+/* bs_ctl_explain_rule - decide.c's reason */
 const char *bs_ctl_explain_rule(const bs_ctl_explain *e)
 {
-    const char *why, *text;
-
-    return bs_ctl_harvest_defers(e, &why, &text) ? why : bs_why_name(e->d.why);
-}
-
-/* harvest_rule_note - when harvest detection decides, the rule it replaces
- * (after the rule's name); 1 if so: the rule's own note is then left out */
-static int harvest_rule_note(const bs_ctl_explain *e, FILE *fp)
-{
-    if (strcmp(bs_ctl_explain_rule(e), bs_why_name(e->d.why)) == 0)
-        return 0;
-    fprintf(fp, " (harvest detection: a new client of a domain under attack; without it: %s)",
-            bs_why_name(e->d.why));
-    return 1;
+    return bs_why_name(e->d.why);
 }
 
 /* bs_ctl_explain_ndr - every candidate, its value, which one decided */
@@ -656,7 +666,7 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
         bs_ctl_harvest_explain_print(c, e, fp); /* nothing unless it was looked at */
     }
     fprintf(fp, "  rule:      %s", bs_ctl_explain_rule(e));
-    switch (harvest_rule_note(e, fp) ? BS_WHY_COUNT : d->why) {
+    switch (d->why) {
     case BS_WHY_BLOCKED:
         fprintf(fp, " (1: the client is blocked, whatever the recipient)");
         break;
@@ -679,6 +689,15 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
         break;
     case BS_WHY_MODE_OFF:
         fprintf(fp, " (the mode is off for this recipient: nothing checked or counted)");
+        break;
+    case BS_WHY_HARVEST_GREY:
+    case BS_WHY_HARVEST_DEFER:
+        fprintf(fp,
+                " (3: harvest detection: a new client of a domain under attack, the same "
+                "answer for every recipient%s; without it: %s%s)",
+                d->note_invalid ? "; counts an invalid recipient for the client" : "",
+                e->harvest_without >= 0 ? bs_why_name(e->harvest_without) : "?",
+                e->harvest_without == BS_WHY_UNKNOWN_USER ? ", the directory not read" : "");
         break;
     case BS_WHY_NDR_ALLOW:
     case BS_WHY_NDR_DENY:

@@ -20,26 +20,25 @@
  *                        unknown recipient does not trip the domain again at
  *                        once). 0 when it was under attack, 1 when not.
  *   bs_ctl_harvest_attack_parse  the attack value's form.
- *   bs_ctl_harvest_explain_run / _defers / _print / _json
+ *   bs_ctl_harvest_explain_run / _result / _settle / _print / _json
  *                        the harvest facts of one request for explain
- *                        (check): is the domain under attack, is the
- *                        client's network known to it (known:<domain>
- *                        within known_client_age), the greylist state of
- *                        (network, recipient), and what follows.
+ *                        (check): is the domain under attack (the attack
+ *                        hash read as the daemon's table reads it: sets
+ *                        facts.under_attack for decide.c), is the client's
+ *                        network known to it (known:<domain> within
+ *                        known_client_age), the greylist state of (network,
+ *                        recipient), the exempt SET; the result of the
+ *                        harvest check from them, for decide.c's HARVEST
+ *                        step; and what followed.
  *
- * THE PREDICTION (the spec of issue 11 and the harvest branch's scripts,
- * until decide.c has the harvest rules: then explain should take the
- * verdict from decide.c, as for every rule)
- *   off ([harvest] threshold = 0) or not under attack (no field, or its
- *   until is past; a value without a readable "until=N" counts as under
- *   attack, as the daemon's sweep reads it): normal rules. Under attack: a
- *   blocked client is refused by rule 1 anyway; an exempt client ([ratelimit]
- *   exempt, or the exempt SET) and a network known to the domain (known:
- *   score newer than known_client_age) keep the normal rules; new_clients =
- *   normal: normal rules (lowered limit); defer: 450 4.7.1 (harvest_defer);
- *   greylist: 450 4.7.1 (harvest_greylist) on first sight and before
- *   retry_after, the normal answer once retry_after has passed (the grey:
- *   key expires retry_window after the first sight).
+ * THE CHECK (store_redis.c's script_grey, mirrored without its write)
+ *   A member of the exempt SET (address or client key): KNOWN. A network
+ *   in known:<domain> with a score newer than known_client_age: KNOWN.
+ *   new_clients = defer: DEFER. No grey:<domain>:<network>:<local> (or not
+ *   a number): DEFER, and the daemon records the first sight now (this
+ *   does not). First sight at least retry_after ago: PASS; else DEFER.
+ *   Whether the check is asked at all, and what its result answers (reply,
+ *   reason, report or per-domain mode), is decide.c's: no rule here.
  *
  * NEVER
  *   Writes to Redis, except harvest end's HDEL and DEL.
@@ -59,10 +58,6 @@
 
 #define BS_CTL_HARVEST_TOP 5        /* client networks shown per domain */
 #define BS_CTL_HARVEST_SAMPLE 20000 /* members read to count them */
-
-/* The text of harvest's 450, one for every recipient (decide.c's refusal
- * table on the harvest branch; check notices when they differ). */
-static const char grey_text[] = "Recipient verification delayed, try again later";
 
 /* One network and how many members of the window it has. */
 typedef struct net_count {
@@ -477,41 +472,68 @@ static int known_now(const bs_ctl *c, const bs_ctl_harvest_facts *h)
     return h->known_ms >= 0 && h->known_ms > h->now_ms - (long long)c->cfg.harvest_known_age_ms;
 }
 
-/* predict - the verdict from the facts read (see THE PREDICTION) */
-static int predict(const bs_ctl *c, const bs_ctl_explain *e)
+/* bs_ctl_harvest_result - script_grey's answer from the facts read (see
+ * THE CHECK); nothing written */
+int bs_ctl_harvest_result(const bs_ctl *c, const bs_ctl_explain *e)
 {
     const bs_ctl_harvest_facts *h = &e->harvest;
-    long long age;
 
-    if (!h->attack || !in_force(h->until, h->now_ms / 1000))
-        return BS_HV_NO_ATTACK;
-    if (e->f.exempt || e->d.cidr_exempt || h->exempt_set)
-        return BS_HV_EXEMPT;
-    if (known_now(c, h))
-        return BS_HV_KNOWN;
-    if (c->cfg.harvest_new_clients == BS_HARVEST_NORMAL)
-        return BS_HV_NORMAL;
-    if (c->cfg.harvest_new_clients == BS_HARVEST_DEFER)
-        return BS_HV_DEFER;
-    if (h->grey_ms < 0)
-        return BS_HV_GREY_FIRST;
-    age = h->now_ms - h->grey_ms;
-    /* the key expires retry_window after the first sight: its presence is
-     * the upper bound */
-    return age < (long long)c->cfg.harvest_retry_after_ms ? BS_HV_GREY_EARLY : BS_HV_PASS;
+    if (h->exempt_set || known_now(c, h))
+        return BS_GREY_KNOWN;
+    if (c->cfg.harvest_new_clients == BS_HARVEST_DEFER || !h->grey_ok)
+        return BS_GREY_DEFER; /* no grey: key: first sight now, the daemon records it */
+    return h->now_ms - h->grey_ms >= (long long)c->cfg.harvest_retry_after_ms ? BS_GREY_PASS
+                                                                              : BS_GREY_DEFER;
 }
 
-/* read_num - a GET or ZSCORE reply as a whole number; -1 when it is nil or
- * not a number (a ZSCORE is a double's text: "1733112000000") */
-static long long read_num(const redisReply *rep)
+/* bs_ctl_harvest_explain_settle - the verdict: why decide.c did not ask
+ * for the check, or what the check answers (asked, or, when an earlier
+ * rule decided, would answer) */
+void bs_ctl_harvest_explain_settle(const bs_ctl *c, bs_ctl_explain *e)
 {
-    char *end;
+    bs_ctl_harvest_facts *h = &e->harvest;
+    int r;
+
+    if (h->verdict != BS_HV_NO_ATTACK) /* NONE, OFF: not looked at */
+        return;
+    if (!e->f.under_attack)
+        return;
+    if (e->f.exempt || e->d.cidr_exempt || h->exempt_set) {
+        h->verdict = BS_HV_EXEMPT; /* config: not checked; the exempt SET: KNOWN */
+        return;
+    }
+    if (c->cfg.harvest_new_clients == BS_HARVEST_NORMAL) {
+        h->verdict = BS_HV_NORMAL;
+        return;
+    }
+    r = e->d.harvest_result ? e->d.harvest_result : bs_ctl_harvest_result(c, e);
+    h->verdict = r == BS_GREY_KNOWN                               ? BS_HV_KNOWN
+                 : r == BS_GREY_PASS                              ? BS_HV_PASS
+                 : c->cfg.harvest_new_clients == BS_HARVEST_DEFER ? BS_HV_DEFER
+                 : h->grey_ok                                     ? BS_HV_GREY_EARLY
+                                                                  : BS_HV_GREY_FIRST;
+}
+
+/* lua_number - a reply's text as Lua's tonumber reads it (decimal or hex,
+ * spaces around); 0 and *out, or -1 when nil or not a number */
+static int lua_number(const redisReply *rep, long long *out)
+{
+    char buf[64], *end;
     double v;
 
-    if (rep->type != REDIS_REPLY_STRING || rep->len == 0)
+    if (rep->type != REDIS_REPLY_STRING || rep->len == 0 || rep->len >= sizeof(buf))
         return -1;
-    v = strtod(rep->str, &end);
-    return *end || !(v >= 0 && v < 9e18) ? -1 : (long long)v;
+    memcpy(buf, rep->str, rep->len);
+    buf[rep->len] = 0;
+    if (strpbrk(buf, "nNiI")) /* strtod's "nan", "inf": not numbers to Lua */
+        return -1;
+    v = strtod(buf, &end);
+    while (*end == ' ' || (*end >= '\t' && *end <= '\r'))
+        end++;
+    if (end == buf || *end || !(v > -9e18 && v < 9e18))
+        return -1;
+    *out = (long long)v;
+    return 0;
 }
 
 /* bs_ctl_harvest_explain_run - TIME, HGET attack, ZSCORE known, GET/PTTL
@@ -574,8 +596,9 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
                 h->since = h->unknown = -1; /* unreadable: shown as such */
             h->until = bs_ctl_harvest_attack_until(rep[1]->str, rep[1]->len);
         }
-        h->known_ms = read_num(rep[2]);
-        h->grey_ms = read_num(rep[3]);
+        if (lua_number(rep[2], &h->known_ms) < 0)
+            h->known_ms = -1;
+        h->grey_ok = lua_number(rep[3], &h->grey_ms) == 0;
         h->grey_pttl = rep[4]->type == REDIS_REPLY_INTEGER ? rep[4]->integer : -2;
         for (i = 0; rep[5]->type == REDIS_REPLY_ARRAY && i < (int)rep[5]->elements; i++)
             h->exempt_set |=
@@ -589,21 +612,11 @@ int bs_ctl_harvest_explain_run(bs_ctl *c, bs_ctl_explain *e)
         e->redis_failed = 1;
         return 0;
     }
-    h->verdict = predict(c, e);
+    /* the daemon's table of attacks (its sweep): a field whose until is not
+     * past, or that has no readable until */
+    e->f.under_attack = h->attack && in_force(h->until, h->now_ms / 1000);
+    h->verdict = BS_HV_NO_ATTACK; /* until settled */
     return 0;
-}
-
-/* bs_ctl_harvest_defers - harvest's 450, or decide.c's verdict stands */
-int bs_ctl_harvest_defers(const bs_ctl_explain *e, const char **why, const char **text)
-{
-    int v = e->harvest.verdict;
-
-    if (e->redis_failed || e->d.why == BS_WHY_BLOCKED ||
-        (v != BS_HV_GREY_FIRST && v != BS_HV_GREY_EARLY && v != BS_HV_DEFER))
-        return 0;
-    *why = v == BS_HV_DEFER ? "harvest_defer" : "harvest_greylist";
-    *text = grey_text;
-    return 1;
 }
 
 /* verdict_text - what the verdict means, for the text and the JSON */
@@ -618,7 +631,8 @@ static const char *verdict_text(int v)
         [BS_HV_NORMAL] = "new client, new_clients = normal: the normal rules with the lowered "
                          "client_limit",
         [BS_HV_PASS] = "PASS: a greylisting retry after retry_after: the normal rules",
-        [BS_HV_GREY_FIRST] = "DEFER: first sight of this network and recipient (harvest_greylist)",
+        [BS_HV_GREY_FIRST] = "DEFER: first sight now: the daemon would record it "
+                             "(harvest_greylist)",
         [BS_HV_GREY_EARLY] = "DEFER: retried before retry_after (harvest_greylist)",
         [BS_HV_DEFER] = "DEFER: new_clients = defer, until the attack ends (harvest_defer)",
     };
@@ -637,18 +651,36 @@ static const char *verdict_name(int v)
     return v >= 0 && v <= BS_HV_DEFER ? names[v] : "?";
 }
 
-/* bs_ctl_harvest_explain_print - the harvest lines of explain */
-void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+/* not_checked - why decide.c did not ask for the check although its
+ * result is shown (an earlier rule decided), or NULL */
+static const char *not_checked(const bs_ctl_explain *e)
+{
+    int v = e->harvest.verdict;
+
+    if (e->d.harvest_result || v < BS_HV_KNOWN || v == BS_HV_NORMAL)
+        return NULL;
+    if (e->d.why == BS_WHY_MODE_OFF)
+        return "; but the mode is off for this recipient: the daemon does not check";
+    if (e->d.why == BS_WHY_BLOCKED)
+        return "; but the client is blocked: rule 1 answers first, the daemon does not check";
+    return "; but an earlier rule decided: the daemon does not check";
+}
+
+/* harvest_why - the reason when harvest detection decided, else NULL */
+static const char *harvest_why(const bs_ctl_explain *e)
+{
+    return e->d.why == BS_WHY_HARVEST_GREY || e->d.why == BS_WHY_HARVEST_DEFER
+               ? bs_why_name(e->d.why)
+               : NULL;
+}
+
+/* print_attack - the attack line of explain */
+static void print_attack(const bs_ctl_explain *e, FILE *fp)
 {
     const bs_ctl_harvest_facts *h = &e->harvest;
-    char t[40], left[32], age[32], max[32];
+    char t[40], left[32];
     long long now_s = h->now_ms / 1000;
 
-    if (h->verdict == BS_HV_NONE || h->verdict == BS_HV_OFF) {
-        if (h->verdict == BS_HV_OFF)
-            fprintf(fp, "  harvest:   %s\n", verdict_text(h->verdict));
-        return;
-    }
     if (!h->attack)
         fprintf(fp, "  attack:    %s is not under attack\n", e->d.rcpt.domain);
     else if (h->since < 0 && h->until < 0)
@@ -666,6 +698,21 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
     else
         fprintf(fp, "  attack:    was under attack until %s (past: no longer in force)\n",
                 utc_text(h->until, t, sizeof(t)));
+}
+
+/* bs_ctl_harvest_explain_print - the harvest lines of explain */
+void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
+{
+    const bs_ctl_harvest_facts *h = &e->harvest;
+    char left[32], age[32], max[32];
+    const char *skip = not_checked(e);
+
+    if (h->verdict == BS_HV_NONE || h->verdict == BS_HV_OFF) {
+        if (h->verdict == BS_HV_OFF)
+            fprintf(fp, "  harvest:   %s\n", verdict_text(h->verdict));
+        return;
+    }
+    print_attack(e, fp);
     bs_ctl_duration(c->cfg.harvest_known_age_ms, max, sizeof(max));
     if (h->known_ms < 0)
         fprintf(fp,
@@ -677,7 +724,7 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
                 bs_ctl_remaining(h->now_ms > h->known_ms ? (uint64_t)(h->now_ms - h->known_ms) : 0,
                                  age, sizeof(age)),
                 max, known_now(c, h) ? "" : ": too long ago");
-    if (h->grey_ms < 0) {
+    if (!h->grey_ok) {
         fprintf(fp, "  greylist:  %s and this recipient not seen yet\n", h->network);
     } else {
         long long since_first = h->now_ms - h->grey_ms;
@@ -694,30 +741,28 @@ void bs_ctl_harvest_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE
                     bs_ctl_remaining((uint64_t)h->grey_pttl, left, sizeof(left)));
         fputc('\n', fp);
     }
-    fprintf(fp, "  harvest:   %s%s\n", verdict_text(h->verdict),
-            e->d.why == BS_WHY_BLOCKED && h->verdict >= BS_HV_GREY_FIRST
-                ? "; but the client is blocked: rule 1 answers first"
-                : "");
+    fprintf(fp, "  harvest:   %s%s%s\n", verdict_text(h->verdict),
+            h->verdict == BS_HV_EXEMPT && e->d.harvest_result == BS_GREY_KNOWN
+                ? " (in the exempt SET: the check answers KNOWN)"
+                : "",
+            skip ? skip : "");
 }
 
 /* bs_ctl_harvest_explain_json - the same facts as an object, or null */
 json_t *bs_ctl_harvest_explain_json(const bs_ctl *c, const bs_ctl_explain *e)
 {
     const bs_ctl_harvest_facts *h = &e->harvest;
-    int fresh = known_now(c, h);
-    const char *why = NULL, *text = NULL;
 
     if (h->verdict == BS_HV_NONE)
         return json_null();
-    bs_ctl_harvest_defers(e, &why, &text);
     return json_pack(
-        "{s:s, s:s, s:s?, s:s, s:b, s:o, s:o, s:b, s:o, s:o, s:o}", "verdict",
-        verdict_name(h->verdict), "detail", verdict_text(h->verdict), "rule", why, "network",
-        h->network, "under_attack", h->attack && in_force(h->until, h->now_ms / 1000),
-        "attack_value", h->attack ? json_string(h->attack_raw) : json_null(), "until",
-        h->until >= 0 ? json_integer(h->until) : json_null(), "known", fresh, "known_at_ms",
-        h->known_ms >= 0 ? json_integer(h->known_ms) : json_null(), "grey_first_ms",
-        h->grey_ms >= 0 ? json_integer(h->grey_ms) : json_null(), "grey_passes_at_ms",
-        h->grey_ms >= 0 ? json_integer(h->grey_ms + (json_int_t)c->cfg.harvest_retry_after_ms)
-                        : json_null());
+        "{s:s, s:s, s:s?, s:b, s:s, s:b, s:o, s:o, s:b, s:o, s:o, s:o}", "verdict",
+        verdict_name(h->verdict), "detail", verdict_text(h->verdict), "rule", harvest_why(e),
+        "checked", e->d.harvest_result != 0, "network", h->network, "under_attack",
+        e->f.under_attack, "attack_value", h->attack ? json_string(h->attack_raw) : json_null(),
+        "until", h->until >= 0 ? json_integer(h->until) : json_null(), "known", known_now(c, h),
+        "known_at_ms", h->known_ms >= 0 ? json_integer(h->known_ms) : json_null(), "grey_first_ms",
+        h->grey_ok ? json_integer(h->grey_ms) : json_null(), "grey_passes_at_ms",
+        h->grey_ok ? json_integer(h->grey_ms + (json_int_t)c->cfg.harvest_retry_after_ms)
+                   : json_null());
 }

@@ -6,8 +6,8 @@ The keys are written with redis-py the way backstopd writes them (README key tab
   known:<domain>    ZSET  <network> scored by Unix ms of its last delivery to a valid user
   grey:<domain>:<network>:<local>  STRING  Unix ms of the first sight, PX retry_window
 
-test_check_matches_the_daemon runs check against a live backstopd: it needs the daemon side of
-harvest detection (the harvest branch) and fails without it.
+check's harvest verdict is decide.c's HARVEST step fed with the check's result computed from these
+keys (nothing written); test_check_matches_the_daemon compares it with a live backstopd.
 """
 import os
 import re
@@ -291,8 +291,7 @@ def test_explain_config(protected):
 
 
 def test_check_matches_the_daemon(protected, backstopd_bin):
-    """The harvest prediction against a live backstopd's answers (needs the daemon side of
-    harvest detection: fails before the harvest branch is merged)."""
+    """The harvest verdict against a live backstopd's answers."""
     env = protected
     ini = env.write_config("d.ini", extra="[harvest]\nretry_after = 2s\n")
     env.start("backstopd", [backstopd_bin, "-f", "-c", ini])
@@ -328,3 +327,142 @@ def test_check_matches_the_daemon(protected, backstopd_bin):
         doc = ask(rcpt, "198.18.1.3")
         assert doc["explanation"]["rule"] == rule and doc["explanation"]["matches"] is True \
             and doc["explanation"]["harvest"]["verdict"] == "pass", "retry %s: %r" % (rcpt, doc)
+    # the mode hash per domain, read by the daemon with each request: decide.c's answer to the
+    # same check, on both sides
+    env.client().hset("backstop:mode", "example.com", "report")
+    doc = ask("alice@example.com", "198.18.2.1")
+    assert doc["action"].startswith("WARN would defer: 450 4.7.1") and \
+        doc["explanation"]["rule"] == "harvest_greylist" and \
+        doc["explanation"]["matches"] is True, "report: %r" % doc
+    env.client().hset("backstop:mode", "example.com", "off")
+    doc = ask("nobody@example.com", "198.18.3.1")
+    assert doc["action"] == "DUNNO" and doc["explanation"]["rule"] == "mode_off" and \
+        doc["explanation"]["matches"] is True and \
+        doc["explanation"]["harvest"]["checked"] is False, "off: %r" % doc
+    assert not env.client().exists("backstop:grey:example.com:198.18.3.0/24:nobody"), \
+        "mode off: the daemon did not check either"
+
+
+def grey_key(rcpt, network="198.51.100.0/24"):
+    local, domain = rcpt.split("@")
+    return "backstop:grey:%s:%s:%s" % (domain, network, local)
+
+
+def test_explain_each_result_from_decide(protected):
+    """Each result of the harvest check, computed from the keys as backstopd's script does, goes
+    through decide.c's HARVEST step: the reply, the reason and the directory follow from it;
+    nothing is written."""
+    env = protected
+    trip(env, "example.com")
+    known_before = env.client().zrange("backstop:known:example.com", 0, -1)
+
+    # DEFER, first sight: decide.c's 450 and reason; the greylisting record is not made here
+    r = check(env, "nobody@example.com")
+    r.expect(1, out=["harvest:   DEFER: first sight now: the daemon would record it "
+                     "(harvest_greylist)",
+                     "rule:      harvest_greylist (3: harvest detection: a new client of a domain "
+                     "under attack, the same answer for every recipient; counts an invalid "
+                     "recipient for the client; without it: unknown_user, the directory not read)",
+                     "answer:    450 4.7.1 Recipient verification delayed, try again later"],
+             not_out="directory:")
+    h = check(env, "nobody@example.com", json=True)
+    fields(h, {"rule": "harvest_greylist", "counts_invalid": True, "would_reject": False,
+               "action": "450 4.7.1 Recipient verification delayed, try again later"}, "defer")
+    fields(h["harvest"], {"verdict": "defer", "checked": True, "rule": "harvest_greylist"},
+           "defer")
+    assert not env.client().exists(grey_key("nobody@example.com")), "check writes nothing"
+    assert env.client().zrange("backstop:known:example.com", 0, -1) == known_before
+
+    # a grey: value that is no number: the daemon's script takes it as a first sight
+    env.client().set(grey_key("alice@example.com"), "garbage", px=600000)
+    check(env, "alice@example.com").expect(1, out=["not seen yet", "DEFER: first sight now"])
+    # Lua's tonumber reads spaces around a number: 10 minutes ago passes
+    env.client().set(grey_key("alice@example.com"), " %d " % (redis_now(env) - 600000),
+                     px=600000)
+    check(env, "alice@example.com").expect(1, out=["harvest:   PASS", "rule:      valid",
+                                                   "answer:    DUNNO"])
+
+    # PASS for an unknown recipient: decide.c then asks for the directory, as the daemon
+    # does, and its doubt decides (no sync record with max_directory_age set)
+    env.client().set(grey_key("nobody@example.com"), redis_now(env) - 600000, px=600000)
+    stale = env.write_config("stale.ini", extra="[policy]\nmax_directory_age = 1h\n")
+    check(env, "nobody@example.com", config=stale).expect(1, out=[
+        "harvest:   PASS", "directory: backstop:rcpt:example.com has 1 member",
+        "synced:    never successfully", "rule:      directory_stale"])
+    h = check(env, "nobody@example.com", json=True)
+    fields(h, {"rule": "unknown_user", "action": "550 5.1.1 User unknown"}, "pass")
+    fields(h["harvest"], {"verdict": "pass", "checked": True, "rule": None}, "pass")
+
+    # KNOWN: the exempt SET (the script's first test), then known:<domain>
+    env.client().sadd("backstop:exempt", "198.51.104.77")
+    h = check(env, "nobody@example.com", client="198.51.104.77", json=True)
+    fields(h, {"rule": "unknown_user", "counts_invalid": True}, "exempt set")
+    fields(h["harvest"], {"verdict": "exempt", "checked": True}, "exempt set")
+    check(env, "nobody@example.com", client="198.51.104.77").expect(1, out=[
+        "harvest:   an exempt client: the normal rules (in the exempt SET: the check answers "
+        "KNOWN)"])
+    env.client().zadd("backstop:known:example.com", {"203.0.113.0/24": redis_now(env) - 1000})
+    h = check(env, "nobody@example.com", client="203.0.113.5", json=True)
+    fields(h, {"rule": "unknown_user"}, "known")
+    fields(h["harvest"], {"verdict": "known", "checked": True, "known": True}, "known")
+
+    # new_clients = defer: DEFER for every new client, even after retry_after; KNOWN still
+    # keeps the normal rules
+    defer = env.write_config("defer.ini", extra="[harvest]\nnew_clients = defer\n")
+    r = check(env, "alice@example.com", config=defer)
+    r.expect(1, out=["harvest:   DEFER: new_clients = defer", "rule:      harvest_defer",
+                     "without it: valid)", "answer:    450 4.7.1 Recipient verification "
+                     "delayed"], not_out="a retry passes now\n  harvest:   PASS")
+    fields(check(env, "alice@example.com", config=defer, json=True)["harvest"],
+           {"verdict": "defer", "rule": "harvest_defer", "checked": True}, "defer mode")
+    h = check(env, "nobody@example.com", client="203.0.113.5", config=defer, json=True)
+    fields(h, {"rule": "unknown_user"}, "defer mode, known")
+    fields(h["harvest"], {"verdict": "known"}, "defer mode, known")
+    # new_clients = normal: decide.c asks for no check
+    normal = env.write_config("normal.ini", extra="[harvest]\nnew_clients = normal\n")
+    fields(check(env, "alice@example.com", config=normal, json=True)["harvest"],
+           {"verdict": "normal", "checked": False, "under_attack": True}, "normal")
+
+
+def test_explain_modes_from_decide(protected):
+    """report and off, from [policy] mode or the mode hash per domain: decide.c's answer to the
+    harvest result."""
+    env = protected
+    trip(env, "example.com")
+    warn = ("WARN would defer: 450 4.7.1 <alice@example.com>: Recipient address rejected: "
+            "Recipient verification delayed, try again later")
+
+    env.client().hset("backstop:mode", "example.com", "report")
+    r = check(env, "alice@example.com")
+    r.expect(1, out=["mode:      report (from backstop:mode field example.com)",
+                     "rule:      harvest_greylist", "report:    report mode: only logged",
+                     "answer:    " + warn])
+    h = check(env, "alice@example.com", json=True)
+    fields(h, {"rule": "harvest_greylist", "action": warn, "would_reject": True,
+               "mode": "report", "mode_source": "own"}, "domain report")
+    # the domain's field before "*"; [policy] mode = report, the domain's enforce wins
+    env.client().hset("backstop:mode", "example.com", "enforce")
+    report = env.write_config("report.ini", extra="[policy]\nmode = report\n")
+    fields(check(env, "alice@example.com", config=report, json=True),
+           {"rule": "harvest_greylist", "would_reject": False,
+            "action": "450 4.7.1 Recipient verification delayed, try again later"},
+           "domain enforce over report")
+    env.client().hdel("backstop:mode", "example.com")
+    env.client().hset("backstop:mode", "*", "report")
+    fields(check(env, "alice@example.com", json=True),
+           {"rule": "harvest_greylist", "action": warn, "mode_source": "*"}, "* report")
+    # off for the domain: decide.c answers before any check; its result is still shown
+    env.client().hset("backstop:mode", "example.com", "off")
+    r = check(env, "alice@example.com")
+    r.expect(1, out=["rule:      mode_off", "answer:    DUNNO",
+                     "harvest:   DEFER: first sight now: the daemon would record it "
+                     "(harvest_greylist); but the mode is off for this recipient: the daemon "
+                     "does not check"], not_out="report:")
+    h = check(env, "alice@example.com", json=True)
+    fields(h, {"rule": "mode_off", "action": "DUNNO"}, "domain off")
+    fields(h["harvest"], {"verdict": "defer", "checked": False, "rule": None}, "domain off")
+    # a blocked client: rule 1, no check either
+    env.client().hdel("backstop:mode", "example.com")
+    env.client().set("backstop:block:198.51.100.7", "manual", ex=600)
+    fields(check(env, "alice@example.com", json=True)["harvest"],
+           {"verdict": "defer", "checked": False, "rule": None}, "blocked")
