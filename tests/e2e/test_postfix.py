@@ -815,6 +815,10 @@ def recovered(cluster):
     t = time.monotonic()
     check(wait_until(lambda: probe_code(cluster.mta_a, "alice@example.com") == 250, 15, 0.25),
           "MTA A still not accepting alice 15s after Redis is back")
+    # B's fallback is DUNNO (250 for anyone): it is back when it refuses again;
+    # its reconnect backoff may end later than A's
+    check(wait_until(lambda: probe_code(cluster.mta_b, "nobody@example.com") == 550, 15, 0.25),
+          "MTA B still not refusing nobody 15s after Redis is back")
     waited = time.monotonic() - t
     ip = cluster.new_ip()
     for mta in (cluster.mta_a, cluster.mta_b):
