@@ -1035,6 +1035,37 @@ static void c_literal(const char *s)
     putchar('"');
 }
 
+/* the attributes the rules read: a name is taken whole (a lookalike of
+ * the same length, differing in one byte anywhere, is not it), the first
+ * of a name wins, and any order does */
+static void test_attributes(bs_config *cfg)
+{
+    seed();
+    run_raw(cfg, "client_addresS=192.0.2.98\nrequest=smtpd_access_policy\n"
+                 "protocol_stbte=END-OF-MESSAGE\nsendeR=x@y.example\nsender=s@x.example\n"
+                 "recipienT=alice@example.com\nqueue_Id=BAD\nrecjpient=bob-x@example.com\n"
+                 "recipient=nobody@example.com\nsender=t@x.example\nhelo_namE=bad\n"
+                 "Helo_name=bad\nclient_nAme=bad\nprotocol_namE=BAD\nqueue_id=Q1\n"
+                 "xclient_address=192.0.2.97\nclient_address=192.0.2.5\n"
+                 "client_address=192.0.2.6\nprotocol_name=ESMTP\nrecipient=alice@example.com\n"
+                 "protocol_state=RCPT\nclient_name=mx.example\nhelo_name=h.example\n"
+                 "protocol_state=DATA\n\n");
+    CHECK_EQ_INT(d.why, BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(d.to, "nobody@example.com");
+    CHECK_EQ_STR(d.from, "s@x.example");
+    CHECK_EQ_STR(d.client_addr, "192.0.2.5");
+    CHECK_EQ_STR(d.client_key, "192.0.2.5");
+    CHECK_EQ_STR(d.queue_id, "Q1");
+    CHECK_EQ_STR(d.helo, "h.example");
+    CHECK_EQ_STR(d.client_name, "mx.example");
+    CHECK_EQ_STR(d.proto, "ESMTP");
+    /* only lookalikes: nothing is read */
+    run_raw(cfg, "request=smtpd_access_policy\nprotocol_statE=RCPT\n"
+                 "recipienT=nobody@example.com\n\n");
+    CHECK_EQ_INT(d.why, BS_WHY_NOT_RCPT);
+    CHECK_EQ_STR(d.to, "");
+}
+
 static void test_formatting(bs_config *cfg)
 {
     static char line[1504], part[1504], out[BS_REPLY_MAX];
@@ -1085,5 +1116,6 @@ int main(void)
     test_harvest(&cfg);
     test_hostile(&cfg);
     test_formatting(&cfg);
+    test_attributes(&cfg);
     return check_summary();
 }
