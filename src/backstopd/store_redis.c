@@ -324,19 +324,8 @@ struct bs_redis {
 /* arg_key - prefix + name (+ sub), as one argument */
 static void arg_key(bs_resp *b, const bs_redis *r, const char *name, const char *sub)
 {
-    /* the longest: grey:<domain>:<network>:<local> */
-    char tmp[BS_CFG_PREFIX_MAX + 16 + BS_DOMAIN_MAX + BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 3];
-    size_t pl = strlen(r->cfg->prefix), nl = strlen(name), sl = sub ? strlen(sub) : 0;
-
-    if (pl + nl + sl > sizeof(tmp)) {
-        b->overflow = 1;
-        return;
-    }
-    memcpy(tmp, r->cfg->prefix, pl);
-    memcpy(tmp + pl, name, nl);
-    if (sl)
-        memcpy(tmp + pl + nl, sub, sl);
-    bs_resp_arg(b, tmp, pl + nl + sl);
+    bs_resp_arg3(b, r->cfg->prefix, strlen(r->cfg->prefix), name, strlen(name), sub ? sub : "",
+                 sub ? strlen(sub) : 0);
 }
 
 /* warn_rate_limited - at most one Redis error line a second; the rest are
