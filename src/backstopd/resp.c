@@ -73,10 +73,16 @@ void bs_resp_arg3(bs_resp *b, const char *a, size_t alen, const char *m, size_t 
         return;
     }
     p = b->buf + b->len;
-    memcpy(p, a, alen);
-    memcpy(p + alen, m, mlen);
-    memcpy(p + alen + mlen, s, len);
-    p += alen + mlen + len;
+    if (alen) { /* most arguments are one part: no empty memcpy calls */
+        memcpy(p, a, alen);
+        p += alen;
+    }
+    if (mlen) {
+        memcpy(p, m, mlen);
+        p += mlen;
+    }
+    memcpy(p, s, len);
+    p += len;
     *p++ = '\r';
     *p++ = '\n';
     b->len = (size_t)(p - b->buf);
