@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "harvest.h"
+#include "hash.h"
 
 /* number - the decimal digits after "name=" in v, or -1 */
 static long long number(const char *v, size_t len, const char *name)
@@ -72,22 +73,13 @@ int bs_attacks_put(bs_attacks *t, const bs_attack *a)
     return 0;
 }
 
-/* fnv1a - 64-bit FNV-1a of s, continuing from h */
-static uint64_t fnv1a(uint64_t h, const char *s)
-{
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 int bs_known_due(bs_known_filter *k, const char *domain, const char *network, uint64_t now_ms)
 {
-    uint64_t h = fnv1a(fnv1a(0xcbf29ce484222325ULL, domain), " ");
+    /* the domain's length is mixed in first: ("a.b", "c") and ("a", "b c") differ */
+    uint64_t h = bs_hash(BS_HASH_SEED, domain, strlen(domain));
     size_t slot;
 
-    h = fnv1a(h, network) | 1; /* 0 marks an empty slot */
+    h = bs_hash_end(bs_hash(h, network, strlen(network))) | 1; /* 0 marks an empty slot */
     slot = (size_t)(h >> 20) & (BS_KNOWN_SLOTS - 1);
     if (k->hash[slot] == h && now_ms - k->last_ms[slot] < BS_KNOWN_REWRITE_MS)
         return 0;

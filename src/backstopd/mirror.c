@@ -39,6 +39,7 @@
 
 #include "backstop/keys.h"
 #include "backstop/store_reply.h"
+#include "hash.h"
 #include "mirror.h"
 
 enum { K_SET = 1, K_HASH, K_BLOCK, K_SCAN };
@@ -87,11 +88,7 @@ struct bs_mirror {
 
 static uint32_t hash(const char *s, size_t len)
 {
-    uint32_t h = 2166136261u;
-
-    while (len--)
-        h = (h ^ (uint8_t)*s++) * 16777619u;
-    return h;
+    return (uint32_t)bs_hash_end(bs_hash(BS_HASH_SEED, s, len));
 }
 
 static size_t rec_len(const char *p)

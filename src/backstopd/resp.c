@@ -33,11 +33,15 @@ static void put_header(bs_resp *b, char c, uint64_t v)
     char tmp[24];
     size_t i = sizeof(tmp);
 
-    if (v < 10 && b->cap - b->len >= 4 && !b->overflow) { /* most headers */
-        b->buf[b->len++] = c;
-        b->buf[b->len++] = (char)('0' + v);
-        b->buf[b->len++] = '\r';
-        b->buf[b->len++] = '\n';
+    if (v < 100 && b->cap - b->len >= 5 && !b->overflow) { /* most headers */
+        char *p = b->buf + b->len;
+        *p++ = c;
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = '\r';
+        *p++ = '\n';
+        b->len = (size_t)(p - b->buf);
         return;
     }
 
@@ -56,12 +60,37 @@ void bs_resp_cmd(bs_resp *b, unsigned argc)
     put_header(b, '*', argc);
 }
 
+void bs_resp_arg3(bs_resp *b, const char *a, size_t alen, const char *m, size_t mlen, const char *s,
+                  size_t len)
+{
+    char *p;
+
+    put_header(b, '$', (uint64_t)alen + mlen + len);
+    /* one check for the whole argument (alen + mlen + len are bounded by
+     * the callers' buffers: no overflow of the sum) */
+    if (b->overflow || alen + mlen + len + 2 > b->cap - b->len) {
+        b->overflow = 1;
+        return;
+    }
+    p = b->buf + b->len;
+    if (alen) { /* most arguments are one part: no empty memcpy calls */
+        memcpy(p, a, alen);
+        p += alen;
+    }
+    if (mlen) {
+        memcpy(p, m, mlen);
+        p += mlen;
+    }
+    memcpy(p, s, len);
+    p += len;
+    *p++ = '\r';
+    *p++ = '\n';
+    b->len = (size_t)(p - b->buf);
+}
+
 void bs_resp_arg2(bs_resp *b, const char *a, size_t alen, const char *s, size_t len)
 {
-    put_header(b, '$', (uint64_t)alen + len);
-    put(b, a, alen);
-    put(b, s, len);
-    put(b, "\r\n", 2);
+    bs_resp_arg3(b, a, alen, "", 0, s, len);
 }
 
 void bs_resp_arg(bs_resp *b, const char *s, size_t len)

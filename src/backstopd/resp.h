@@ -28,6 +28,9 @@ void bs_resp_cmd(bs_resp *b, unsigned argc);
 void bs_resp_arg(bs_resp *b, const char *s, size_t len);
 /* one argument made of two parts, e.g. key prefix + key name */
 void bs_resp_arg2(bs_resp *b, const char *a, size_t alen, const char *s, size_t len);
+/* ... and of three, e.g. key prefix + key name + its domain */
+void bs_resp_arg3(bs_resp *b, const char *a, size_t alen, const char *m, size_t mlen, const char *s,
+                  size_t len);
 /* a C string argument */
 void bs_resp_str(bs_resp *b, const char *s);
 /* an unsigned decimal argument */

@@ -530,6 +530,36 @@ static void ip6_want(const uint8_t ip[16], char *out)
  * for every shape of zero runs (each word zero or one of a few values,
  * 0xffff in word 5 for the IPv4-mapped and -compatible forms), and for
  * pseudo-random addresses. */
+/* test_client_v4_text - every byte value in every place of an IPv4 key,
+ * its network, and an IPv4-compatible address's "::a.b.c.d", as
+ * inet_ntop and "%u.%u.%u.%u" print them (dotted_quad is by hand) */
+static void test_client_v4_text(void)
+{
+    char got[BS_CLIENT_KEY_MAX + 1], want[INET6_ADDRSTRLEN + 8];
+    uint8_t ip[16];
+    unsigned v, w, bad = 0;
+
+    for (v = 0; v < 256; v++) {
+        for (w = 0; w < 4; w++) {
+            memset(ip, 0, sizeof(ip));
+            ip[10] = ip[11] = 0xff;
+            ip[12] = (uint8_t)(w == 0 ? v : 255 - v);
+            ip[13] = (uint8_t)(w == 1 ? v : v / 3);
+            ip[14] = (uint8_t)(w == 2 ? v : 7);
+            ip[15] = (uint8_t)(w == 3 ? v : 100 + v % 100);
+            snprintf(want, sizeof(want), "%u.%u.%u.%u", ip[12], ip[13], ip[14], ip[15]);
+            bad += bs_client_key_ip(ip, 64, got) != (int)strlen(want) || strcmp(got, want) != 0;
+            snprintf(want, sizeof(want), "%u.%u.%u.0/24", ip[12], ip[13], ip[14]);
+            bad += bs_client_network(ip, 64, got) != (int)strlen(want) || strcmp(got, want) != 0;
+            ip[10] = ip[11] = 0;
+            ip[12] |= 1; /* ::a.b.c.d, not :: or ::1 */
+            ip6_want(ip, want);
+            bad += bs_client_key_ip(ip, 128, got) != (int)strlen(want) || strcmp(got, want) != 0;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 static void test_client_inet_ntop(void)
 {
     static const unsigned values[] = {1, 0x12, 0xabc, 0x1000, 0xffff};
@@ -764,6 +794,7 @@ int main(void)
     test_client_table();
     test_client_misc();
     test_client_inet_ntop();
+    test_client_v4_text();
     test_client_network();
     test_escape_table();
     test_escape_misc();

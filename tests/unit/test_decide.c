@@ -878,6 +878,227 @@ static void test_hostile(bs_config *cfg)
     CHECK_EQ_STR(bs_decide_ndr_field(&d, 0), "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.example.org");
 }
 
+/* ---- the reply and the log line, byte for byte ----
+ * Every verdict's reply and log line as the snprintf formatting of
+ * backstop before issue 10's second round gave them (golden[], recorded
+ * from it), and the log line's truncation at every buffer size: the
+ * prefix that fits, NUL-terminated, as snprintf truncates. */
+static void build_raw(const char *text)
+{
+    size_t used;
+
+    snprintf(reqbuf, sizeof(reqbuf), "%s", text);
+    bs_proto_reset(&parser);
+    if (bs_proto_feed(&parser, reqbuf, strlen(reqbuf), &used) != BS_PROTO_DONE)
+        fprintf(stderr, "test request did not parse\n");
+}
+
+/* run_raw - run() for a request given whole (its facts from the fake store) */
+static void run_raw(const bs_config *cfg, const char *text)
+{
+    bs_lookup q;
+    bs_facts f;
+    int step;
+
+    build_raw(text);
+    memset(&d, 0, sizeof(d));
+    step = bs_decide_begin(&d, cfg, &parser, &q);
+    while (step == BS_DECIDE_LOOKUP) {
+        fake_lookup(&q, &f);
+        step = bs_decide_facts(&d, cfg, &f, &q);
+    }
+    CHECK_EQ_INT(step, BS_DECIDE_DONE);
+}
+
+#define FORMAT_CASES 21
+static const char *const golden[FORMAT_CASES][2] = {
+#include "test_decide_golden.inc"
+};
+
+/* format_case - set up and decide case i */
+static void format_case(bs_config *cfg, int i)
+{
+    static char big[1900];
+    char rcpt[2000];
+
+    seed();
+    f_ndr[0][0] = "a.b.example.org";
+    f_ndr[0][1] = "allow";
+    f_ndr[1][0] = ".b.example.org";
+    f_ndr[1][1] = "deny";
+    f_ndr[2][0] = ".example.org";
+    f_ndr[2][1] = "limit 1/1h";
+    f_ndr[3][0] = "report.example";
+    f_ndr[3][1] = "deny report";
+    switch (i) {
+    case 1: /* report mode */
+    case 3:
+        cfg->mode = BS_MODE_REPORT;
+        break;
+    case 9: /* empty directory */
+        f_domains[2] = "empty.example";
+        break;
+    case 10: /* stale directory */
+        cfg->max_directory_age_ms = 3600000;
+        f_sync[0][0] = "example.com";
+        f_sync[0][1] = "1600000000";
+        break;
+    case 12:
+        cfg->harvest_new_clients = BS_HARVEST_DEFER;
+        /* fall through */
+    case 11:
+        f_attacked[0] = "example.com";
+        f_grey = BS_GREY_DEFER;
+        break;
+    case 14:
+        cfg->on_redis_error = BS_ON_ERROR_DUNNO;
+        /* fall through */
+    case 13:
+        f_fail = 1;
+        break;
+    case 15:
+        f_mode[0][0] = "example.com";
+        f_mode[0][1] = "report";
+        break;
+    case 16:
+        f_mode[0][0] = "*";
+        f_mode[0][1] = "report";
+        break;
+    }
+    if (i == 2 || i == 3)
+        f_blocked[0] = "192.0.2.1";
+    switch (i) {
+    case 2:
+    case 3:
+        run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1");
+        break;
+    case 4:
+        run(cfg, "RCPT", "", "v@c.b.example.org", "192.0.2.1");
+        break;
+    case 5:
+        run(cfg, "RCPT", "", "v@a.b.example.org", "192.0.2.1");
+        break;
+    case 7: /* over the limit of 1 */
+        run(cfg, "RCPT", "", "w@x.example.org", "192.0.2.1");
+        /* fall through */
+    case 6:
+        run(cfg, "RCPT", "", "v@x.example.org", "192.0.2.1");
+        break;
+    case 8:
+        run(cfg, "RCPT", "", "v@report.example", "2001:db8::1");
+        break;
+    case 9:
+        run(cfg, "RCPT", "s@x.example", "alice@empty.example", "192.0.2.1");
+        break;
+    case 11:
+    case 12:
+        run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.7");
+        break;
+    case 17: /* a bounce to a domain that cannot be read */
+        run(cfg, "RCPT", "", "v@bad..domain", "192.0.2.1");
+        break;
+    case 18: /* queue id, no client_name or protocol_name, bytes to escape */
+        run_raw(cfg, "request=smtpd_access_policy\nprotocol_state=RCPT\nqueue_id=4Xyz12AB\n"
+                     "helo_name=h\\ \xc3\xa9lo\nsender=s\x01@x.example\n"
+                     "recipient=n\\o\x7f"
+                     "body@example.com\nclient_address=::ffff:192.0.2.9\n\n");
+        break;
+    case 19: /* the longest recipient, in report mode */
+        cfg->mode = BS_MODE_REPORT;
+        memset(big, 'a', sizeof(big) - 1);
+        snprintf(rcpt, sizeof(rcpt), "%s@example.com", big);
+        run(cfg, "RCPT", "s@x.example", rcpt, "192.0.2.1");
+        break;
+    case 20:
+        run(cfg, "RCPT", "s@x.example", "alice@example.com", "192.0.2.1");
+        break;
+    default: /* an unknown user */
+        run(cfg, "RCPT", "s@x.example", "nobody@example.com", "192.0.2.2");
+        break;
+    }
+}
+
+/* c_literal - s as a C string literal on stdout (recording golden[]) */
+static void c_literal(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if (*s == '\n')
+            printf("\\n");
+        else if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+            printf("\\x%02x\"\"", (unsigned char)*s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+/* the attributes the rules read: a name is taken whole (a lookalike of
+ * the same length, differing in one byte anywhere, is not it), the first
+ * of a name wins, and any order does */
+static void test_attributes(bs_config *cfg)
+{
+    seed();
+    run_raw(cfg, "client_addresS=192.0.2.98\nrequest=smtpd_access_policy\n"
+                 "protocol_stbte=END-OF-MESSAGE\nsendeR=x@y.example\nsender=s@x.example\n"
+                 "recipienT=alice@example.com\nqueue_Id=BAD\nrecjpient=bob-x@example.com\n"
+                 "recipient=nobody@example.com\nsender=t@x.example\nhelo_namE=bad\n"
+                 "Helo_name=bad\nclient_nAme=bad\nprotocol_namE=BAD\nqueue_id=Q1\n"
+                 "xclient_address=192.0.2.97\nclient_address=192.0.2.5\n"
+                 "client_address=192.0.2.6\nprotocol_name=ESMTP\nrecipient=alice@example.com\n"
+                 "protocol_state=RCPT\nclient_name=mx.example\nhelo_name=h.example\n"
+                 "protocol_state=DATA\n\n");
+    CHECK_EQ_INT(d.why, BS_WHY_UNKNOWN_USER);
+    CHECK_EQ_STR(d.to, "nobody@example.com");
+    CHECK_EQ_STR(d.from, "s@x.example");
+    CHECK_EQ_STR(d.client_addr, "192.0.2.5");
+    CHECK_EQ_STR(d.client_key, "192.0.2.5");
+    CHECK_EQ_STR(d.queue_id, "Q1");
+    CHECK_EQ_STR(d.helo, "h.example");
+    CHECK_EQ_STR(d.client_name, "mx.example");
+    CHECK_EQ_STR(d.proto, "ESMTP");
+    /* only lookalikes: nothing is read */
+    run_raw(cfg, "request=smtpd_access_policy\nprotocol_statE=RCPT\n"
+                 "recipienT=nobody@example.com\n\n");
+    CHECK_EQ_INT(d.why, BS_WHY_NOT_RCPT);
+    CHECK_EQ_STR(d.to, "");
+}
+
+static void test_formatting(bs_config *cfg)
+{
+    static char line[1504], part[1504], out[BS_REPLY_MAX];
+    const int record = getenv("BACKSTOP_GOLDEN_RECORD") != NULL;
+    const bs_config saved = *cfg;
+    size_t n, m, sz;
+    int i;
+
+    for (i = 0; i < FORMAT_CASES; i++) {
+        format_case(cfg, i);
+        bs_decide_reply(&d, cfg, out);
+        n = bs_decide_log_line(&d, cfg, line, sizeof(line));
+        line[n] = 0;
+        if (record) {
+            printf("    {");
+            c_literal(out);
+            printf(",\n     ");
+            c_literal(line);
+            printf("},\n");
+        } else {
+            CHECK_EQ_STR(out, golden[i][0]);
+            CHECK_EQ_STR(line, golden[i][1]);
+        }
+        for (sz = 1; n && sz <= n + 1; sz++) {
+            memset(part, 'X', sizeof(part));
+            m = bs_decide_log_line(&d, cfg, part, sz);
+            CHECK_EQ_INT(m, n < sz - 1 ? n : sz - 1);
+            CHECK(part[m] == 0 && memcmp(part, line, m) == 0);
+        }
+        *cfg = saved;
+    }
+}
+
 int main(void)
 {
     static bs_config cfg;
@@ -894,5 +1115,7 @@ int main(void)
     test_directory(&cfg);
     test_harvest(&cfg);
     test_hostile(&cfg);
+    test_formatting(&cfg);
+    test_attributes(&cfg);
     return check_summary();
 }

@@ -1,13 +1,14 @@
 /*
  * test_harvest.c - backstopd's harvest tables (src/backstopd/harvest.c):
  * the attack hash's values, the bounded table of domains under attack and
- * the known-client write filter
+ * the known-client write filter; and the tables' hash (hash.h)
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "check.h"
 #include "harvest.h"
+#include "hash.h"
 
 static void test_parse(void)
 {
@@ -74,6 +75,51 @@ static void test_known_filter(void)
     /* "a b" + "c" and "a" + "b c" are different pairs (mostly: a collision
      * only costs a write) */
     CHECK_EQ_INT(bs_known_due(&k, "a.example", "b", t0), 1);
+    /* where the domain ends is part of the pair */
+    CHECK_EQ_INT(bs_known_due(&k, "ab.example", "192.0.2.0/24", t0), 1);
+    CHECK_EQ_INT(bs_known_due(&k, "ab.exampl", "e192.0.2.0/24", t0), 1);
+    CHECK_EQ_INT(bs_known_due(&k, "ab.example", "192.0.2.0/24", t0 + 1), 0);
+}
+
+static uint64_t h_of(const char *s, size_t len)
+{
+    return bs_hash_end(bs_hash(BS_HASH_SEED, s, len));
+}
+
+/* bs_hash: every byte counts, whatever its place in an 8-byte step (the
+ * mirror's tables find a key by it), and the low bits spread (they index
+ * the tables) */
+static void test_hash(void)
+{
+    static unsigned count[4096];
+    char a[40], b[40];
+    size_t len, i, worst = 0;
+    int n, differ = 1;
+
+    memset(a, 'x', sizeof(a));
+    for (len = 0; len <= sizeof(a); len++) {
+        CHECK(h_of(a, len) == h_of(a, len));
+        if (len < sizeof(a) && h_of(a, len) == h_of(a, len + 1))
+            differ = 0; /* a longer key of the same bytes */
+        for (i = 0; i < len; i++) {
+            memcpy(b, a, len);
+            b[i] ^= 0x01;
+            if (h_of(a, len) == h_of(b, len))
+                differ = 0;
+            b[i] = (char)0xff;
+            if (h_of(a, len) == h_of(b, len))
+                differ = 0;
+        }
+    }
+    CHECK(differ);
+    /* 16,384 user names in 4,096 slots by the low bits: 4 a slot on average */
+    for (i = 0; i < 16384; i++) {
+        n = snprintf(a, sizeof(a), "user%zu", i);
+        count[h_of(a, (size_t)n) & 4095]++;
+    }
+    for (i = 0; i < 4096; i++)
+        worst = count[i] > worst ? count[i] : worst;
+    CHECK(worst < 20);
 }
 
 int main(void)
@@ -81,5 +127,6 @@ int main(void)
     test_parse();
     test_table();
     test_known_filter();
+    test_hash();
     return check_summary();
 }

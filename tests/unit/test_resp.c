@@ -1,4 +1,5 @@
 /* test_resp.c - RESP builder: exact wire bytes, binary safety, overflow */
+#include <stdio.h>
 #include <string.h>
 
 #include "resp.h"
@@ -55,10 +56,41 @@ static void test_overflow(void)
     CHECK_EQ_INT(b.len, 11);
 }
 
+/* bs_resp_arg3, and the lengths of one, two and three digits (the header's
+ * fast path below 100), each at an exact fit and one byte short */
+static void test_parts_and_lengths(void)
+{
+    static const size_t lens[] = {0, 9, 10, 99, 100, 1000};
+    char buf[1200], want[1200], arg[1000];
+    size_t i, n, cap;
+    bs_resp b;
+
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_arg3(&b, "bs:", 3, "rcpt:", 5, "example.com", 11);
+    bs_resp_arg3(&b, "", 0, "", 0, "", 0);
+    CHECK(!b.overflow);
+    CHECK_EQ_INT(b.len, strlen("*2\r\n$19\r\nbs:rcpt:example.com\r\n$0\r\n\r\n"));
+    CHECK(memcmp(buf, "*2\r\n$19\r\nbs:rcpt:example.com\r\n$0\r\n\r\n", b.len) == 0);
+    memset(arg, 'a', sizeof(arg));
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        n = (size_t)snprintf(want, sizeof(want), "$%zu\r\n%.*s\r\n", lens[i], (int)lens[i], arg);
+        for (cap = n - 1; cap <= n; cap++) {
+            bs_resp_init(&b, buf, cap);
+            bs_resp_arg3(&b, arg, lens[i] / 3, arg, lens[i] / 3, arg, lens[i] - 2 * (lens[i] / 3));
+            CHECK_EQ_INT(b.overflow, cap < n);
+            CHECK(b.len <= cap);
+            if (!b.overflow)
+                CHECK(b.len == n && memcmp(buf, want, n) == 0);
+        }
+    }
+}
+
 int main(void)
 {
     test_basic();
     test_binary_and_numbers();
     test_overflow();
+    test_parts_and_lengths();
     return check_summary();
 }
