@@ -162,6 +162,7 @@ static void protocol_error(bs_conn *c, int err)
 static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f);
 static void on_taken(void *arg, uint64_t id, int status, int result);
 static void on_grey(void *arg, uint64_t id, int status, int result);
+static void next_step(bs_conn *c, int step, const bs_lookup *q);
 
 /* decide - a complete request: start its decision (parser holds it) */
 static void decide(bs_conn *c, const bs_proto_parser *p)
@@ -169,7 +170,6 @@ static void decide(bs_conn *c, const bs_proto_parser *p)
     bs_conn_env *env = c->env;
     const bs_proto_attr *req = bs_proto_get(p, "request");
     bs_lookup q;
-    int rc;
 
     if (!req || req->value_len != 19 || memcmp(req->value, "smtpd_access_policy", 19) != 0) {
         char esc[64] = "(none)";
@@ -185,15 +185,36 @@ static void decide(bs_conn *c, const bs_proto_parser *p)
     c->gen++;
     c->started = uv_hrtime();
     enter_state(c, BS_CONN_DECIDING);
-    if (bs_decide_begin(&c->d, env->cfg, p, &q) == BS_DECIDE_DONE) {
+    next_step(c, bs_decide_begin(&c->d, env->cfg, p, &q), &q);
+}
+
+/* next_step - run what decide asked for (a lookup, an NDR budget take, the
+ * harvest check), whose answer comes back through a callback; or, when it
+ * is done or the store refuses the work, answer now */
+static void next_step(bs_conn *c, int step, const bs_lookup *q)
+{
+    bs_conn_env *env = c->env;
+    int rc;
+
+    switch (step) {
+    case BS_DECIDE_LOOKUP:
+        rc = env->store->ops->lookup(env->store, q, on_facts, env, conn_id(c));
+        break;
+    case BS_DECIDE_NDR_TAKE:
+        rc = env->store->ops->ndr_take(env->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, env,
+                                       conn_id(c));
+        break;
+    case BS_DECIDE_HARVEST:
+        rc = env->store->ops->harvest_check(env->store, &c->d, on_grey, env, conn_id(c));
+        break;
+    default: /* BS_DECIDE_DONE */
         respond(c);
         return;
     }
-    rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
-    if (rc) {
-        bs_decide_fallback(&c->d, env->cfg, rc);
-        respond(c);
-    }
+    if (rc == 0)
+        return;
+    bs_decide_fallback(&c->d, env->cfg, rc);
+    respond(c);
 }
 
 static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
@@ -201,7 +222,6 @@ static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
     bs_conn_env *env = arg;
     bs_conn *c = find(env, id);
     bs_lookup q;
-    int rc, step;
 
     if (!c)
         return;
@@ -210,25 +230,7 @@ static void on_facts(void *arg, uint64_t id, int status, const bs_facts *f)
         respond(c);
         return;
     }
-    step = bs_decide_facts(&c->d, env->cfg, f, &q);
-    if (step == BS_DECIDE_LOOKUP) {
-        rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
-        if (rc == 0)
-            return;
-        bs_decide_fallback(&c->d, env->cfg, rc);
-    } else if (step == BS_DECIDE_NDR_TAKE) {
-        rc = env->store->ops->ndr_take(env->store, c->d.rcpt.domain, &c->d.ndr_rule, on_taken, env,
-                                       conn_id(c));
-        if (rc == 0)
-            return;
-        bs_decide_fallback(&c->d, env->cfg, rc);
-    } else if (step == BS_DECIDE_HARVEST) {
-        rc = env->store->ops->harvest_check(env->store, &c->d, on_grey, env, conn_id(c));
-        if (rc == 0)
-            return;
-        bs_decide_fallback(&c->d, env->cfg, rc);
-    }
-    respond(c);
+    next_step(c, bs_decide_facts(&c->d, env->cfg, f, &q), &q);
 }
 
 /* on_grey - the harvest check's answer; an unknown recipient may still
@@ -238,19 +240,15 @@ static void on_grey(void *arg, uint64_t id, int status, int result)
     bs_conn_env *env = arg;
     bs_conn *c = find(env, id);
     bs_lookup q;
-    int rc;
 
     if (!c)
         return;
     if (status) {
         bs_decide_fallback(&c->d, env->cfg, status);
-    } else if (bs_decide_harvest(&c->d, env->cfg, result, &q) == BS_DECIDE_LOOKUP) {
-        rc = env->store->ops->lookup(env->store, &q, on_facts, env, conn_id(c));
-        if (rc == 0)
-            return;
-        bs_decide_fallback(&c->d, env->cfg, rc);
+        respond(c);
+        return;
     }
-    respond(c);
+    next_step(c, bs_decide_harvest(&c->d, env->cfg, result, &q), &q);
 }
 
 static void on_taken(void *arg, uint64_t id, int status, int result)
