@@ -17,6 +17,11 @@
  *   READING, partial request   BS_PARTIAL_TIMEOUT_MS from its first byte
  *   DECIDING                   [redis] timeout -> the on_redis_error answer
  *   WRITING                    BS_WRITE_TIMEOUT_MS         -> close
+ * The timer is armed lazily: a state change only records its deadline and
+ * re-arms the timer when it would fire after it. A timer that fires before
+ * the deadline (set for an earlier state) re-arms itself for the rest, so
+ * the deadline is kept to the millisecond while a busy connection costs a
+ * timer operation every [redis] timeout or so, not three a request.
  *
  * Store answers are routed by (env, id): id = slot << 32 | generation;
  * an answer whose connection is gone, or has moved on, is dropped and
@@ -91,6 +96,19 @@ static void part_put(bs_conn_env *env, bs_partial *p)
 
 static void on_timer(uv_timer_t *t);
 
+/* arm - the state's deadline is ms from now; the timer is started again
+ * only if it is idle or would fire after that */
+static void arm(bs_conn *c, uint64_t ms)
+{
+    uint64_t now = uv_now(c->env->loop);
+
+    c->deadline = now + ms;
+    if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_due <= c->deadline)
+        return; /* fires first: on_timer re-arms for the rest */
+    c->timer_due = c->deadline;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
 /* enter_state - every state change passes here, with its deadline */
 static void enter_state(bs_conn *c, int state)
 {
@@ -126,7 +144,7 @@ static void enter_state(bs_conn *c, int state)
         uv_timer_stop(&c->timer);
         return;
     }
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    arm(c, ms);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -401,7 +419,6 @@ static void respond(bs_conn *c)
     size_t n;
     int w;
 
-    uv_timer_stop(&c->timer);
     bs_stats_latency((uv_hrtime() - c->started) / 1000);
     bs_stat.by_why[d->why]++;
     env->store->ops->count(env->store, d->why);
@@ -602,7 +619,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static void on_timer(uv_timer_t *t)
 {
     bs_conn *c = t->data;
+    uint64_t now = uv_now(c->env->loop);
 
+    if (now < c->deadline) { /* armed for an earlier state's deadline */
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+        return;
+    }
     switch (c->state) {
     case BS_CONN_DECIDING:
         bs_decide_fallback(&c->d, c->env->cfg, BS_WHY_REDIS_TIMEOUT);

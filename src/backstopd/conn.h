@@ -83,7 +83,9 @@ typedef struct bs_partial {
 
 struct bs_conn {
     bs_stream_handle h;
-    uv_timer_t timer; /* idle, partial, answer or write deadline by state */
+    uv_timer_t timer;   /* idle, partial, answer or write deadline by state */
+    uint64_t deadline;  /* the state's deadline, uv_now() time (ms) */
+    uint64_t timer_due; /* when the armed timer fires: never after deadline */
     uv_write_t wreq;
     bs_conn_env *env; /* the owner's, shared by every connection */
     uint64_t cid;     /* connection number, for logs */
