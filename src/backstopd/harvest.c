@@ -2,7 +2,7 @@
  * harvest.c - the attack table and the known-client write filter (see
  * harvest.h)
  *
- * Provides bs_attack_parse, bs_attacks_find/_put, bs_known_due. Never:
+ * Provides bs_attacks_find/_put, bs_known_due. Never:
  * allocates, does I/O, or reads a clock (the caller passes the time).
  * The attack table is small and usually empty: a linear scan, comparing
  * lengths first, is cheaper than hashing for a handful of entries and
@@ -12,39 +12,6 @@
 
 #include "harvest.h"
 #include "hash.h"
-
-/* number - the decimal digits after "name=" in v, or -1 */
-static long long number(const char *v, size_t len, const char *name)
-{
-    size_t nl = strlen(name), i = 0, digits;
-    long long x;
-
-    while (i + nl < len) {
-        if ((i == 0 || v[i - 1] == ';') && memcmp(v + i, name, nl) == 0 && v[i + nl] == '=') {
-            x = 0;
-            for (i += nl + 1, digits = 0; i < len && v[i] >= '0' && v[i] <= '9' && digits < 15;
-                 i++, digits++)
-                x = x * 10 + (v[i] - '0');
-            return digits && (i == len || v[i] == ';') ? x : -1;
-        }
-        while (i < len && v[i] != ';')
-            i++;
-        i++;
-    }
-    return -1;
-}
-
-int bs_attack_parse(const char *v, size_t len, bs_attack *a)
-{
-    long long since = number(v, len, "since"), until = number(v, len, "until"),
-              unknown = number(v, len, "unknown");
-
-    a->since = since > 0 ? since : 0;
-    a->until = until > 0 ? until : 0;
-    a->unknown = unknown > 0 ? unknown : 0;
-    a->unreadable = until <= 0;
-    return a->unreadable ? -1 : 0;
-}
 
 const bs_attack *bs_attacks_find(const bs_attacks *t, const char *domain)
 {

@@ -3,8 +3,10 @@
  * domains under attack and the known-client write filter
  *
  * Pure (no libuv, no hiredis, no clock of its own): store_redis.c fills the
- * attack table from HGETALL attack (once a second, and at once when its own
- * script started an attack) and reads it for every lookup of a protected
+ * attack table from the sweep script's answer (once a second: each field of
+ * the attack hash still in force and the until the script read in its
+ * value; at once when its own script started an attack; the value itself
+ * is never parsed here) and reads it for every lookup of a protected
  * domain, so "under attack" costs no round trip; the filter keeps the
  * known:<domain> write off the common path (one write per domain and
  * network per BS_KNOWN_REWRITE_MS).
@@ -21,23 +23,18 @@
 #define BS_KNOWN_SLOTS 4096          /* known-client write filter (a power of two) */
 #define BS_KNOWN_REWRITE_MS 3600000u /* write known:<domain> again after an hour */
 
-/* One domain under attack: the attack hash's field and its value
- * "since=UNIX;until=UNIX;unknown=N" (0 where a part is missing). */
+/* One domain under attack: the attack hash's field and the until of its
+ * value "since=UNIX;until=UNIX;unknown=N". */
 typedef struct bs_attack {
     char domain[BS_DOMAIN_MAX + 1];
-    long long since, until, unknown;
-    int unreadable; /* no readable until: treated as under attack */
+    long long until; /* Unix seconds, as the sweep script read it */
+    int unreadable;  /* no readable until: treated as under attack */
 } bs_attack;
 
 typedef struct bs_attacks {
     bs_attack a[BS_HARVEST_DOMAINS_MAX];
     size_t n;
 } bs_attacks;
-
-/* bs_attack_parse - read a value of the attack hash into a; returns 0, or
- * -1 when it has no readable until (a->unreadable set; the other parts
- * that could be read are kept) */
-int bs_attack_parse(const char *v, size_t len, bs_attack *a);
 
 /* bs_attacks_find - the entry of domain, or NULL */
 const bs_attack *bs_attacks_find(const bs_attacks *t, const char *domain);

@@ -200,7 +200,10 @@ static const char script_known[] =
  * The end of attacks, and the table of domains under attack, once a
  * second. KEYS: attack, stats. Deletes the fields whose until has passed
  * (Redis time) and counts them. Returns {now (Unix s), {domain, since, ...
- * ended by this call}, {domain, value, ... still under attack}}.
+ * ended by this call}, {domain, until, ... still under attack}}: the until
+ * this script read ('until=' and digits, the first anywhere in the value;
+ * at most 2^53), or -1 when it has none (then the field counts as under
+ * attack). The value is read here only: the daemons take its reading.
  */
 static const char script_sweep[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -216,7 +219,7 @@ static const char script_sweep[] =
     "    ended[#ended + 1] = string.match(all[i + 1], 'since=(%d+)') or '0'\n"
     "  else\n"
     "    left[#left + 1] = all[i]\n"
-    "    left[#left + 1] = all[i + 1]\n"
+    "    left[#left + 1] = u and math.min(u, 9007199254740992) or -1\n"
     "  end\n"
     "end\n"
     "return {sec, ended, left}\n";
@@ -1277,9 +1280,7 @@ static void harvest_counted(bs_redis_op *op, const redisReply *rep)
             n ? top : "none");
     memset(&a, 0, sizeof(a));
     snprintf(a.domain, sizeof(a.domain), "%s", op->key);
-    a.since = (long long)time(NULL);
-    a.until = a.since + (long long)(r->cfg->harvest_duration_ms / 1000);
-    a.unknown = rep->element[1]->integer;
+    a.until = (long long)time(NULL) + (long long)(r->cfg->harvest_duration_ms / 1000);
     attacks_put(r, &r->attacks, &a);
     for (i = 0; i < r->attacks.n; i++)
         if (strcmp(r->attacks.a[i].domain, a.domain) == 0)
@@ -1347,11 +1348,13 @@ static void on_sweep(redisAsyncContext *ac, void *reply, void *privdata)
     left = rep->element[2];
     next->n = 0;
     for (i = 0; i + 1 < left->elements; i += 2) {
-        if (!(d = str_el(left, i, &len)) || left->element[i + 1]->type != REDIS_REPLY_STRING)
+        if (!(d = str_el(left, i, &len)) || left->element[i + 1]->type != REDIS_REPLY_INTEGER)
             continue;
         memset(&a, 0, sizeof(a));
         memcpy(a.domain, d, len);
-        if (bs_attack_parse(left->element[i + 1]->str, left->element[i + 1]->len, &a) < 0) {
+        a.until = left->element[i + 1]->integer;
+        if (a.until < 0) {
+            a.unreadable = 1;
             char esc[BS_DOMAIN_MAX * 4 + 1];
             bs_stat.harvest_unreadable++;
             bs_escape(d, len, esc, sizeof(esc));

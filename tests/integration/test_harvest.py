@@ -228,6 +228,23 @@ def test_unreadable_attack_value_counts_as_under_attack(redis, backstopd):
     d.wait_log(r"attack entry of example\.com has no readable until")
 
 
+def test_hand_written_until_read_as_the_sweep_reads_it(redis, backstopd):
+    """The daemon takes the until the sweep script read in a value (the first
+    'until=' and digits, anywhere), so its table and the sweep never
+    disagree: a future one is an attack (no 'unreadable' warning), a past
+    one is ended by the sweep and the domain answers as before."""
+    d = backstopd(redis, harvest=harvest())
+    now = int(time.time())
+    redis.client.hset(ATTACK, "example.com", "by hand, until=%d" % (now + 600))
+    answers_new(d, GREY)
+    assert "no readable until" not in d.log()
+    redis.client.hset(ATTACK, "example.com", "by hand, until=%d" % (now - 600))
+    answers_new(d, DUNNO)
+    assert not attacked(redis), "the sweep deleted the ended attack"
+    d.wait_log(r"harvest attack on example\.com ended after")
+    assert "no readable until" not in d.log()
+
+
 def test_threshold_zero_disables(redis, backstopd):
     d = backstopd(redis, harvest=harvest(threshold="0"))
     with d.conn() as c:

@@ -1,6 +1,6 @@
 /*
  * test_harvest.c - backstopd's harvest tables (src/backstopd/harvest.c):
- * the attack hash's values, the bounded table of domains under attack and
+ * the bounded table of domains under attack and
  * the known-client write filter; and the tables' hash (hash.h)
  */
 #include <stdio.h>
@@ -9,30 +9,6 @@
 #include "check.h"
 #include "harvest.h"
 #include "hash.h"
-
-static void test_parse(void)
-{
-    bs_attack a;
-    static const char ok[] = "since=1700000000;until=1700003600;unknown=201";
-
-    CHECK_EQ_INT(bs_attack_parse(ok, strlen(ok), &a), 0);
-    CHECK(a.since == 1700000000 && a.until == 1700003600 && a.unknown == 201 && !a.unreadable);
-    /* any order, parts missing */
-    CHECK_EQ_INT(bs_attack_parse("until=5;since=4", 15, &a), 0);
-    CHECK(a.until == 5 && a.since == 4 && a.unknown == 0);
-    /* no readable until: -1, treated as under attack by the caller */
-    CHECK_EQ_INT(bs_attack_parse("garbage", 7, &a), -1);
-    CHECK(a.unreadable);
-    CHECK_EQ_INT(bs_attack_parse("since=4;until=x5", 16, &a), -1);
-    CHECK(a.since == 4);
-    CHECK_EQ_INT(bs_attack_parse("since=4;until=", 14, &a), -1);
-    CHECK_EQ_INT(bs_attack_parse("xuntil=5", 8, &a), -1); /* a name must be whole */
-    CHECK_EQ_INT(bs_attack_parse("until=1234567890123456789", 25, &a), -1); /* too long */
-    CHECK_EQ_INT(bs_attack_parse("", 0, &a), -1);
-    /* the length bounds the read: no NUL needed */
-    CHECK_EQ_INT(bs_attack_parse("until=12;junk", 8, &a), 0);
-    CHECK(a.until == 12);
-}
 
 static void test_table(void)
 {
@@ -124,7 +100,6 @@ static void test_hash(void)
 
 int main(void)
 {
-    test_parse();
     test_table();
     test_known_filter();
     test_hash();
