@@ -2,6 +2,10 @@
  * log.h - logging: syslog (facility from the config, ident "backstopd") and,
  * with -f, stderr too
  *
+ * Syslog is our own non-blocking client (log.c), not syslog(3): a line the
+ * daemon cannot take at once, or any line while nothing listens, is dropped
+ * and counted (bs_log_stats), never waited for.
+ *
  * Levels follow Postfix msg(3): warn = a peer or Redis misbehaved and we
  * recover; fatal = broken config/environment at start-up only (exits 1);
  * panic = our own bug (aborts). The macros test the level before any
@@ -19,8 +23,23 @@ enum bs_log_level { BS_LOG_ERROR = 0, BS_LOG_WARN = 1, BS_LOG_INFO = 2, BS_LOG_D
 extern int bs_log_level;
 
 /* bs_log_open - ident, syslog facility name ("mail", "local0", ...; NULL =
- * mail), whether to copy lines to stderr. May be called again (reload). */
+ * mail), whether to copy lines to stderr. Connects to _PATH_LOG (/dev/log)
+ * at once: call it before chroot or dropping privileges. May be called
+ * again (reload: the old socket is closed); must be called again in a
+ * forked child (the pid in each line is taken here). */
 void bs_log_open(const char *ident, const char *facility, int to_stderr);
+/* bs_log_open_path - the same with another socket path (NULL: _PATH_LOG) */
+void bs_log_open_path(const char *ident, const char *facility, int to_stderr, const char *path);
+
+/* Syslog counters since the process started (across re-opens). */
+struct bs_log_stats {
+    unsigned long long sent;             /* lines the daemon took (drop warnings too) */
+    unsigned long long dropped;          /* lines not sent: no socket, daemon behind, errors */
+    unsigned long long connects;         /* connect attempts */
+    unsigned long long connect_failures; /* of those, failed */
+};
+/* bs_log_stats - copy the counters into *out */
+void bs_log_stats(struct bs_log_stats *out);
 /* bs_log_facility_valid - 1 if name is a syslog facility we know */
 int bs_log_facility_valid(const char *name);
 /* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */

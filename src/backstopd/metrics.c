@@ -74,6 +74,7 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
 {
     size_t len = 0, i;
     uint64_t cum = 0, fallback = 0;
+    struct bs_log_stats ls;
 
     buf[0] = 0;
     len = put(buf, bufsz, len,
@@ -126,6 +127,17 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
             len = put(buf, bufsz, len, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c->metric,
                       c->help, c->metric, c->metric, (unsigned long long)bs_counter_value(c));
     }
+    bs_log_stats(&ls); /* log.c's own: the syslog client is in the common library */
+    len = put(buf, bufsz, len,
+              "# HELP backstop_log_lines_total Log lines the syslog daemon took.\n"
+              "# TYPE backstop_log_lines_total counter\nbackstop_log_lines_total %llu\n"
+              "# HELP backstop_log_dropped_total Log lines not sent to syslog: nothing listening, "
+              "or the daemon not taking them at once.\n"
+              "# TYPE backstop_log_dropped_total counter\nbackstop_log_dropped_total %llu\n"
+              "# HELP backstop_log_connect_failures_total Failed connects to the syslog socket "
+              "(at most one a second).\n# TYPE backstop_log_connect_failures_total counter\n"
+              "backstop_log_connect_failures_total %llu\n",
+              ls.sent, ls.dropped, ls.connect_failures);
     return len;
 }
 

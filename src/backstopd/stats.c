@@ -61,6 +61,7 @@ void bs_stats_log(const char *when)
 {
     char buf[2048], name[64];
     size_t len = 0, i;
+    struct bs_log_stats ls;
 
     buf[0] = 0;
     for (i = 0; i < bs_ncounters; i++)
@@ -73,5 +74,9 @@ void bs_stats_log(const char *when)
         snprintf(name, sizeof(name), "proto_error_%s", bs_proto_error_name(-(int)i));
         len = append(buf, len, sizeof(buf), name, bs_stat.proto_errors[i]);
     }
+    bs_log_stats(&ls);
+    len = append(buf, len, sizeof(buf), "log_sent", ls.sent);
+    len = append(buf, len, sizeof(buf), "log_dropped", ls.dropped);
+    len = append(buf, len, sizeof(buf), "log_connect_failures", ls.connect_failures);
     bs_log(BS_LOG_INFO, "statistics (%s):%s", when, len ? buf : " none");
 }

@@ -121,7 +121,8 @@ extern bs_stats bs_stat;
 void bs_stats_latency(uint64_t us);
 
 /* bs_stats_log - one info line with every non-zero counter: the rows of
- * BS_COUNTERS, then why_<reason>=, then proto_error_<name>= */
+ * BS_COUNTERS, then why_<reason>=, then proto_error_<name>=, then the
+ * syslog client's log_sent=, log_dropped=, log_connect_failures= (log.h) */
 void bs_stats_log(const char *when);
 
 #endif

@@ -1,15 +1,19 @@
 /*
- * log.c - syslog, and stderr with -f (log.h)
+ * log.c - our own syslog client, and stderr with -f (log.h)
  *
  * PROVIDES
- *   bs_log_open            (re)open syslog with LOG_PID and a facility;
- *                          choose whether lines are copied to stderr.
+ *   bs_log_open            (re)open the syslog socket (_PATH_LOG) with an
+ *                          ident and a facility; choose whether lines are
+ *                          copied to stderr. Closes the previous socket.
+ *   bs_log_open_path       the same with another socket path (tests, a
+ *                          daemon listening elsewhere).
  *   bs_log                 one line at a level, if the level is enabled.
  *   bs_log_text            the same for text already formatted (a length,
  *                          no format string): copied, not formatted again.
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
  *                          Their line goes to stderr as well, with or
  *                          without -f: a start-up failure is never silent.
+ *   bs_log_stats           the syslog counters (sent, dropped, connects).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
  *   bs_log_level_parse     level word -> enum bs_log_level, or -1.
  *
@@ -22,23 +26,54 @@
  *   replaced by '?' (a NUL in bs_log_text's text too), so one call is one
  *   line whatever the arguments hold.
  *
+ * SYSLOG
+ *   Not syslog(3): glibc's retries socket()+connect() for every line while
+ *   nothing listens, and blocks the caller while the daemon's queue is
+ *   full. Here one AF_UNIX socket (SOCK_DGRAM, or SOCK_STREAM if the daemon
+ *   only offers that: connect says EPROTOTYPE), non-blocking and
+ *   close-on-exec, is connected at bs_log_open (call it before chroot or
+ *   dropping privileges). A message is what glibc sends, so rsyslog and
+ *   journald read it the same: "<PRI>Mmm dd HH:MM:SS ident[pid]: text"
+ *   (PRI = facility | priority, local time, C-locale month; on a stream
+ *   socket followed by a '\0'). The pid is taken at bs_log_open: a process
+ *   that forks must call it again in the child. The time stamp is rebuilt
+ *   only when the second changes. Each line is one send(MSG_DONTWAIT):
+ *   - EAGAIN/ENOBUFS (the daemon is behind): the line is dropped and
+ *     counted, never waited for;
+ *   - ECONNREFUSED/ENOTCONN/ECONNRESET/EPIPE (the daemon restarted): the
+ *     socket is closed and connected again at once, and the line sent once
+ *     more; if that fails too, no connect for BS_LOG_RECONNECT_MS;
+ *   - a stream write cut short: the socket is closed, the next line
+ *     connects again;
+ *   - no socket: a connect is tried at most once per BS_LOG_RECONNECT_MS
+ *     (CLOCK_MONOTONIC_COARSE); lines in between are dropped and counted
+ *     (with -f they still reach stderr).
+ *   The first line to get through after drops is preceded by one
+ *   "warning: N log lines dropped (syslog not accepting them)".
+ *
  * STATE
  *   Until bs_log_open is first called, lines go to stderr only: a start-up
  *   error (a bad config) is seen by whoever started the program. After it,
  *   lines go to syslog, and to stderr too if to_stderr (fatal and panic
- *   lines always).
+ *   lines always). One process-wide state; not thread-safe (backstopd logs
+ *   from its one loop thread).
  *
  * NEVER
- *   Allocates. Blocks on anything but syslog(3) and write(2) to stderr.
+ *   Allocates. Blocks: every syslog send is non-blocking; only the write(2)
+ *   of the stderr copy may wait. Retries a line more than once.
  *   Returns from bs_fatal (exit status 1) or bs_panic (abort).
  */
 #include "backstop/log.h"
 
+#include <errno.h>
+#include <paths.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +83,9 @@
 
 #define BS_LOG_LINE_MAX 2048
 #define BS_LOG_IDENT_MAX 64
+#define BS_LOG_RECONNECT_MS 1000 /* at most one connect attempt a second */
+/* "<191>" + "Mmm dd HH:MM:SS " + "ident[pid]: " + line + '\0' */
+#define BS_LOG_MSG_MAX (5 + 16 + BS_LOG_IDENT_MAX + 24 + BS_LOG_LINE_MAX + 1)
 
 int bs_log_level = BS_LOG_INFO;
 
@@ -72,9 +110,25 @@ static const struct {
     [BS_LOG_DEBUG] = {"debug", "", LOG_DEBUG},
 };
 
-static char log_ident[BS_LOG_IDENT_MAX] = "backstopd"; /* openlog keeps the pointer */
+static char log_ident[BS_LOG_IDENT_MAX] = "backstopd";
 static int log_opened;
 static int log_to_stderr = 1;
+
+/* The syslog client: one socket, process-wide (see SYSLOG above). */
+static struct {
+    int fd;                          /* -1: not connected */
+    int stream;                      /* fd is SOCK_STREAM: messages end in '\0' */
+    int facility;                    /* LOG_MAIL ... */
+    long pid;                        /* at bs_log_open */
+    long long retry_at_ms;           /* CLOCK_MONOTONIC_COARSE: no connect before */
+    time_t stamp_sec;                /* stamp is for this second */
+    size_t stamp_len, tag_len;       /* of stamp, tag */
+    char stamp[20];                  /* "Mmm dd HH:MM:SS " */
+    char tag[BS_LOG_IDENT_MAX + 24]; /* "ident[pid]: " */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    unsigned long long unreported; /* dropped since the last warning about it */
+    struct bs_log_stats stats;
+} sl = {.fd = -1, .stamp_sec = -1};
 
 /* find_facility - index into facilities[], or -1 */
 static int find_facility(const char *name)
@@ -100,18 +154,222 @@ int bs_log_level_parse(const char *name)
     return -1;
 }
 
-/* bs_log_open - closelog first, so a reload can change ident and facility */
-void bs_log_open(const char *ident, const char *facility, int to_stderr)
+/* now_ms - CLOCK_MONOTONIC_COARSE in milliseconds (a vDSO read, no syscall) */
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* sl_close - close the socket, if any; the next line may connect at once */
+static void sl_close(void)
+{
+    if (sl.fd >= 0)
+        close(sl.fd);
+    sl.fd = -1;
+}
+
+/* try_type - a non-blocking socket of type connected to sl.path: 0, or -1
+ * with errno set and nothing left open */
+static int try_type(int type)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
+
+    if (fd < 0)
+        return -1;
+    memcpy(sun.sun_path, sl.path, sizeof sun.sun_path);
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    sl.fd = fd;
+    sl.stream = type == SOCK_STREAM;
+    return 0;
+}
+
+/*
+ * sl_connect - connect to sl.path, a datagram socket, else a stream one.
+ * Returns 0 (sl.fd open) or -1 (counted; no attempt again before
+ * BS_LOG_RECONNECT_MS). now: now_ms().
+ */
+static int sl_connect(long long now)
+{
+    sl_close();
+    sl.stats.connects++;
+    if (try_type(SOCK_DGRAM) == 0 || (errno == EPROTOTYPE && try_type(SOCK_STREAM) == 0))
+        return 0;
+    sl.stats.connect_failures++;
+    sl.retry_at_ms = now + BS_LOG_RECONNECT_MS;
+    return -1;
+}
+
+/* bs_log_open_path - close the old socket first, so a reload can change
+ * ident and facility; connect now, while the path is still reachable */
+void bs_log_open_path(const char *ident, const char *facility, int to_stderr, const char *path)
 {
     int f = facility != NULL ? find_facility(facility) : -1;
+    int n;
 
-    if (log_opened)
-        closelog();
     snprintf(log_ident, sizeof log_ident, "%s", ident != NULL ? ident : "backstopd");
-    /* LOG_NDELAY: connect now, while /dev/log is still reachable */
-    openlog(log_ident, LOG_PID | LOG_NDELAY, f >= 0 ? facilities[f].facility : LOG_MAIL);
+    sl.facility = f >= 0 ? facilities[f].facility : LOG_MAIL;
+    sl.pid = (long)getpid();
+    n = snprintf(sl.tag, sizeof sl.tag, "%s[%ld]: ", log_ident, sl.pid);
+    sl.tag_len = n > 0 && (size_t)n < sizeof sl.tag ? (size_t)n : 0;
+    snprintf(sl.path, sizeof sl.path, "%s", path != NULL ? path : _PATH_LOG);
+    tzset(); /* the zone is read now, not from a chroot later */
+    sl.stamp_sec = -1;
     log_opened = 1;
     log_to_stderr = to_stderr;
+    sl_connect(now_ms());
+}
+
+void bs_log_open(const char *ident, const char *facility, int to_stderr)
+{
+    bs_log_open_path(ident, facility, to_stderr, _PATH_LOG);
+}
+
+void bs_log_stats(struct bs_log_stats *out)
+{
+    *out = sl.stats;
+}
+
+/* put_stamp - sl.stamp for the current second: "Dec  2 07:05:09 " as glibc's
+ * "%h %e %T" in the C locale; localtime_r once a second at most */
+static void put_stamp(void)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    time_t now = time(NULL);
+    struct tm tm;
+    char *s = sl.stamp;
+
+    if (now == sl.stamp_sec)
+        return;
+    sl.stamp_sec = now;
+    if (localtime_r(&now, &tm) == NULL || tm.tm_mon < 0 || tm.tm_mon > 11) {
+        sl.stamp_len = 0; /* no stamp: the daemon adds its own */
+        return;
+    }
+    memcpy(s, months + 3 * tm.tm_mon, 3);
+    s[3] = ' ';
+    s[4] = tm.tm_mday >= 10 ? (char)('0' + tm.tm_mday / 10) : ' ';
+    s[5] = (char)('0' + tm.tm_mday % 10);
+    s[6] = ' ';
+    s[7] = (char)('0' + tm.tm_hour / 10);
+    s[8] = (char)('0' + tm.tm_hour % 10);
+    s[9] = ':';
+    s[10] = (char)('0' + tm.tm_min / 10);
+    s[11] = (char)('0' + tm.tm_min % 10);
+    s[12] = ':';
+    s[13] = (char)('0' + tm.tm_sec / 10); /* 60: a leap second */
+    s[14] = (char)('0' + tm.tm_sec % 10);
+    s[15] = ' ';
+    sl.stamp_len = 16;
+}
+
+/* Outcome of one send. */
+enum { SENT, BUSY, GONE, FAILED };
+
+/*
+ * sl_send - one message for priority and text[0..len) on sl.fd. Returns
+ * SENT; BUSY (the daemon is behind: try later); GONE (the peer went away:
+ * the socket was closed); FAILED (any other error; on a stream socket, or a
+ * stream write cut short, the socket was closed).
+ */
+static int sl_send(int priority, const char *text, size_t len)
+{
+    char msg[BS_LOG_MSG_MAX];
+    unsigned pri = (unsigned)(sl.facility | (priority & LOG_PRIMASK));
+    size_t n = 0;
+    ssize_t w;
+    int gone;
+
+    msg[n++] = '<';
+    if (pri >= 100)
+        msg[n++] = (char)('0' + pri / 100);
+    if (pri >= 10)
+        msg[n++] = (char)('0' + pri / 10 % 10);
+    msg[n++] = (char)('0' + pri % 10);
+    msg[n++] = '>';
+    put_stamp();
+    memcpy(msg + n, sl.stamp, sl.stamp_len);
+    n += sl.stamp_len;
+    memcpy(msg + n, sl.tag, sl.tag_len);
+    n += sl.tag_len;
+    if (len > sizeof msg - 1 - n)
+        len = sizeof msg - 1 - n;
+    memcpy(msg + n, text, len);
+    n += len;
+    if (sl.stream)
+        msg[n++] = '\0'; /* the stream's message separator, as glibc */
+    w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w == (ssize_t)n)
+        return SENT;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+        return BUSY;
+    gone = w < 0 &&
+           (errno == ECONNREFUSED || errno == ENOTCONN || errno == ECONNRESET || errno == EPIPE);
+    if (gone || sl.stream) /* a stream cut mid-message cannot go on */
+        sl_close();
+    return gone ? GONE : FAILED;
+}
+
+/* sl_deliver - sl_send, and once more on a new socket if the peer went */
+static int sl_deliver(int priority, const char *text, size_t len)
+{
+    int r = sl_send(priority, text, len);
+
+    if (r == GONE) {
+        long long now = now_ms();
+
+        if (sl_connect(now) < 0)
+            return FAILED;
+        if ((r = sl_send(priority, text, len)) != SENT && sl.fd < 0)
+            sl.retry_at_ms = now + BS_LOG_RECONNECT_MS; /* no connect per line */
+    }
+    return r;
+}
+
+/*
+ * to_syslog - one cleaned line (len bytes) to the syslog socket: sent, or
+ * dropped and counted. The first line through after drops is preceded by a
+ * warning with their number.
+ */
+static void to_syslog(int priority, const char *line, size_t len)
+{
+    if (sl.fd < 0) {
+        long long now = now_ms();
+
+        if (now < sl.retry_at_ms || sl_connect(now) < 0) {
+            sl.stats.dropped++;
+            sl.unreported++;
+            return;
+        }
+    }
+    if (sl.unreported) {
+        char warn[96];
+        int n =
+            snprintf(warn, sizeof warn,
+                     "warning: %llu log lines dropped (syslog not accepting them)", sl.unreported);
+
+        if (sl_deliver(LOG_WARNING, warn, (size_t)n) != SENT) {
+            sl.stats.dropped++;
+            sl.unreported++;
+            return;
+        }
+        sl.stats.sent++;
+        sl.unreported = 0;
+    }
+    if (sl_deliver(priority, line, len) == SENT) {
+        sl.stats.sent++;
+    } else {
+        sl.stats.dropped++;
+        sl.unreported++;
+    }
 }
 
 /*
@@ -145,23 +403,23 @@ static void clean(char *line, size_t len)
 }
 
 /* send_line - a finished line (NUL-terminated, len bytes) to syslog and/or stderr */
-static void send_line(int priority, int to_stderr, const char *line)
+static void send_line(int priority, int to_stderr, const char *line, size_t len)
 {
     if (log_opened)
-        syslog(priority, "%s", line);
+        to_syslog(priority, line, len);
     if (to_stderr) {
         char out[BS_LOG_LINE_MAX + 128], stamp[32] = "";
         struct timespec ts;
         struct tm tm;
-        int len;
+        int n;
 
         clock_gettime(CLOCK_REALTIME, &ts);
         if (localtime_r(&ts.tv_sec, &tm) != NULL)
             strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-        len = snprintf(out, sizeof out, "%s.%03ld %s[%ld]: %s\n", stamp, ts.tv_nsec / 1000000,
-                       log_ident, (long)getpid(), line);
-        if (len > 0) {
-            size_t todo = (size_t)len < sizeof out ? (size_t)len : sizeof out - 1;
+        n = snprintf(out, sizeof out, "%s.%03ld %s[%ld]: %s\n", stamp, ts.tv_nsec / 1000000,
+                     log_ident, log_opened ? sl.pid : (long)getpid(), line);
+        if (n > 0) {
+            size_t todo = (size_t)n < sizeof out ? (size_t)n : sizeof out - 1;
             ssize_t w = write(STDERR_FILENO, out, todo); /* one write: lines do not interleave */
             (void)w;
         }
@@ -191,7 +449,7 @@ static void emit(int priority, int to_stderr, const char *prefix, const char *fm
         r = (int)(sizeof line - 1 - n);
     }
     clean(line, n + (size_t)r);
-    send_line(priority, to_stderr, line);
+    send_line(priority, to_stderr, line, n + (size_t)r);
 }
 
 /* bs_log_text - as bs_log with "%.*s": the text is copied, not formatted */
@@ -215,7 +473,7 @@ void bs_log_text(int level, const char *text, size_t len)
     }
     line[n + len] = '\0';
     clean(line, n + len); /* a NUL inside text becomes '?' too */
-    send_line(levels[level].priority, log_to_stderr, line);
+    send_line(levels[level].priority, log_to_stderr, line, n + len);
 }
 
 void bs_log(int level, const char *fmt, ...)

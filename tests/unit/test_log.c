@@ -7,15 +7,38 @@
  * for a disabled level), the prefixes, control characters (and a NUL in
  * bs_log_text's text) as '?' on both sides of the 16-byte blocks the
  * cleaning tests at once, and the cut at BS_LOG_LINE_MAX ("..." at the end).
+ *
+ * Then the syslog client, against private AF_UNIX sockets in a temporary
+ * directory (bs_log_open_path): the exact bytes of a message (PRI per
+ * facility and level, the time stamp's shape and value, ident[pid]); the
+ * stderr copy alongside; fatal's line (in a child); nothing listening (one
+ * connect attempt a second at most over a burst, every line dropped and
+ * counted, ns per line printed); a receiver that stops reading (lines
+ * dropped at once and counted, then the "N log lines dropped" warning
+ * before the next line); the daemon restarted between two lines (the line
+ * resent on a new socket) and down for a while (reconnect after
+ * BS_LOG_RECONNECT_MS); a stream-only daemon ('\0'-ended messages, a new
+ * connection after the old one closed); a re-open (new ident and facility,
+ * the old socket closed).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backstop/log.h"
 #include "check.h"
 
 #define LINE_MAX_TEXT 2047 /* BS_LOG_LINE_MAX - 1 */
+#define RECONNECT_MS 1000  /* BS_LOG_RECONNECT_MS */
 
 static FILE *cap;
 static int saved_stderr;
@@ -116,6 +139,405 @@ static void test_cut(void)
     CHECK_EQ_STR(captured(), want);
 }
 
+/* ---- the syslog client -------------------------------------------------- */
+
+static char dir[64], sock_path[96]; /* sun_path holds 108 */
+
+/* receiver - a socket of type bound at sock_path (removed first), or -1 */
+static int receiver(int type)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+
+    unlink(sock_path);
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock_path);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 ||
+        (type == SOCK_STREAM && listen(fd, 8) < 0)) {
+        perror("receiver");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* take - the next message on fd within ms (NUL-terminated in buf), its
+ * length, or -1 if none came */
+static ssize_t take(int fd, char *buf, size_t bufsz, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ssize_t r;
+
+    if (poll(&p, 1, ms) != 1)
+        return -1;
+    r = recv(fd, buf, bufsz - 1, MSG_DONTWAIT);
+    if (r < 0)
+        return -1;
+    buf[r] = '\0';
+    return r;
+}
+
+/* body - a message after "<PRI>Mmm dd HH:MM:SS backstopd[pid]: ", or NULL
+ * if it does not start so (ident given) */
+static const char *body(const char *msg, const char *ident)
+{
+    char tag[96];
+    const char *p = strchr(msg, '>');
+
+    snprintf(tag, sizeof tag, "%s[%ld]: ", ident, (long)getpid());
+    if (!p || strlen(p + 1) < 16 || strncmp(p + 17, tag, strlen(tag)) != 0)
+        return NULL;
+    return p + 17 + strlen(tag);
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* stamp_of - "%b %e %T " of t, as the C locale writes it */
+static void stamp_of(time_t t, char *out, size_t outsz)
+{
+    struct tm tm;
+
+    localtime_r(&t, &tm);
+    strftime(out, outsz, "%b %e %H:%M:%S ", &tm);
+}
+
+/* test_message - the exact bytes of one message, and the stderr copy */
+static void test_message(void)
+{
+    char msg[4096], want[4096], s0[32], s1[32], head[16];
+    int fd = receiver(SOCK_DGRAM);
+    time_t t0, t1;
+    ssize_t n;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 1, sock_path);
+    t0 = time(NULL);
+    bs_log(BS_LOG_INFO, "NOQUEUE: reject: RCPT from %s: 550 5.1.1; conn=%d", "x[192.0.2.1]", 7);
+    t1 = time(NULL);
+    n = take(fd, msg, sizeof msg, 1000);
+    stamp_of(t0, s0, sizeof s0);
+    stamp_of(t1, s1, sizeof s1);
+    CHECK_EQ_INT(strlen(s0), 16);
+    /* <22> = mail (2 << 3) | info (6); the stamp is the time of the call */
+    snprintf(head, sizeof head, "%.4s", msg);
+    CHECK_EQ_STR(head, "<22>");
+    CHECK(n > 20 && (strncmp(msg + 4, s0, 16) == 0 || strncmp(msg + 4, s1, 16) == 0));
+    snprintf(want, sizeof want,
+             "<22>%.16sbackstopd[%ld]: NOQUEUE: reject: RCPT from x[192.0.2.1]: "
+             "550 5.1.1; conn=7",
+             msg + 4, (long)getpid());
+    CHECK_EQ_STR(msg, want);
+    CHECK_EQ_INT(n, strlen(want)); /* no newline, no NUL on a datagram */
+    /* the shape: "Mmm dd HH:MM:SS ", day space-padded */
+    CHECK(n > 20 &&
+          strstr("JanFebMarAprMayJunJulAugSepOctNovDec", (char[4]){msg[4], msg[5], msg[6], 0}));
+    CHECK(msg[7] == ' ' && (msg[8] == ' ' || (msg[8] >= '1' && msg[8] <= '3')) && msg[9] >= '0' &&
+          msg[9] <= '9' && msg[10] == ' ' && msg[13] == ':' && msg[16] == ':' && msg[19] == ' ');
+    CHECK_EQ_STR(captured(), "NOQUEUE: reject: RCPT from x[192.0.2.1]: 550 5.1.1; conn=7");
+    /* cleaned and cut as on stderr */
+    bs_log_text(BS_LOG_INFO, "a\nb\0c", 5);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") && strcmp(body(msg, "backstopd"), "a?b?c") == 0);
+    CHECK_EQ_STR(captured(), "a?b?c");
+    {
+        static char text[3000];
+        const char *b;
+
+        memset(text, 'y', sizeof text);
+        bs_log_text(BS_LOG_INFO, text, sizeof text);
+        CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+        b = body(msg, "backstopd");
+        CHECK(b && strlen(b) == LINE_MAX_TEXT && strcmp(b + LINE_MAX_TEXT - 3, "...") == 0);
+        captured();
+    }
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    close(fd);
+}
+
+/* test_priorities - PRI = facility | level, for each level and some facilities */
+static void test_priorities(void)
+{
+    static const struct {
+        const char *facility;
+        int level;
+        const char *pri, *text;
+    } cases[] = {
+        {"mail", BS_LOG_ERROR, "<19>", "error: e"}, {"mail", BS_LOG_WARN, "<20>", "warning: w"},
+        {"mail", BS_LOG_INFO, "<22>", "i"},         {"mail", BS_LOG_DEBUG, "<23>", "d"},
+        {"daemon", BS_LOG_INFO, "<30>", "i"},       {"user", BS_LOG_WARN, "<12>", "warning: w"},
+        {"local0", BS_LOG_INFO, "<134>", "i"},      {"local7", BS_LOG_DEBUG, "<191>", "d"},
+        {NULL, BS_LOG_INFO, "<22>", "i"},           {"LOCAL3", BS_LOG_ERROR, "<155>", "error: e"},
+    };
+    char msg[4096];
+    int fd = receiver(SOCK_DGRAM);
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_level = BS_LOG_DEBUG;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *text = cases[i].text + (cases[i].level == BS_LOG_ERROR  ? 7
+                                            : cases[i].level == BS_LOG_WARN ? 9
+                                                                            : 0);
+        const char *b;
+
+        bs_log_open_path("backstopd", cases[i].facility, 0, sock_path);
+        bs_log(cases[i].level, "%s", text);
+        CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+        if (strncmp(msg, cases[i].pri, strlen(cases[i].pri)) != 0)
+            fprintf(stderr, "FAILED: %s/%d: \"%s\" does not start with %s\n",
+                    cases[i].facility ? cases[i].facility : "NULL", cases[i].level, msg,
+                    cases[i].pri);
+        CHECK(strncmp(msg, cases[i].pri, strlen(cases[i].pri)) == 0);
+        b = body(msg + strlen(cases[i].pri) - 4, "backstopd");
+        CHECK(b && strcmp(b, cases[i].text) == 0);
+    }
+    bs_log_level = BS_LOG_INFO;
+    bs_log(BS_LOG_DEBUG, "not enabled");
+    CHECK_EQ_INT(take(fd, msg, sizeof msg, 50), -1);
+    close(fd);
+}
+
+/* test_fatal - fatal's line reaches syslog (<18>: mail | crit) and stderr */
+static void test_fatal(void)
+{
+    char msg[4096];
+    int fd = receiver(SOCK_DGRAM), status = 0;
+    pid_t pid;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    fflush(stderr);
+    if ((pid = fork()) == 0) {
+        bs_log_open_path("backstopd", "mail", 0, sock_path); /* again in the child: its pid */
+        bs_fatal("cannot bind %s", "unix:/x");
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(strncmp(msg, "<18>", 4) == 0);
+    CHECK(strstr(msg, "]: fatal: cannot bind unix:/x") != NULL);
+    {
+        char tag[64];
+        snprintf(tag, sizeof tag, "backstopd[%ld]: ", (long)pid);
+        CHECK(strstr(msg, tag) != NULL);
+    }
+    CHECK_EQ_STR(captured(), "fatal: cannot bind unix:/x");
+    close(fd);
+}
+
+/* test_no_listener - a burst with nothing at the path: one connect attempt
+ * a second at most, every line dropped and counted, no call waits */
+static void test_no_listener(void)
+{
+    struct bs_log_stats a, b, c;
+    const int lines = 200000;
+    long long t0, t1, slowest = 0;
+
+    unlink(sock_path);
+    bs_log_stats(&a);
+    bs_log_open_path("backstopd", "mail", 0, sock_path); /* connects now: fails */
+    t0 = mono_ms();
+    for (int i = 0; i < lines; i++) {
+        long long s = i % 1000 == 0 ? mono_ms() : 0;
+
+        bs_log(BS_LOG_INFO, "conn=%d client[192.0.2.1] NOQUEUE: reject", i);
+        if (s && mono_ms() - s > slowest)
+            slowest = mono_ms() - s;
+    }
+    t1 = mono_ms();
+    bs_log_stats(&b);
+    CHECK_EQ_INT(b.dropped - a.dropped, lines);
+    CHECK_EQ_INT(b.sent, a.sent);
+    /* the one at open, then one per RECONNECT_MS elapsed at most */
+    CHECK(b.connects - a.connects >= 1);
+    CHECK(b.connects - a.connects <= 1 + (unsigned long long)((t1 - t0) / RECONNECT_MS) + 1);
+    CHECK_EQ_INT(b.connect_failures - a.connect_failures, b.connects - a.connects);
+    CHECK(slowest < 100); /* no call waited */
+    fprintf(stderr, "test_log: no listener: %.0f ns per line (%d lines, %llu connect attempts)\n",
+            (double)(t1 - t0) * 1e6 / lines, lines, b.connects - a.connects);
+    /* after RECONNECT_MS, the next line tries again, once */
+    usleep((RECONNECT_MS + 50) * 1000);
+    bs_log(BS_LOG_INFO, "again");
+    bs_log(BS_LOG_INFO, "and again");
+    bs_log_stats(&c);
+    CHECK_EQ_INT(c.connects - b.connects, 1);
+    CHECK_EQ_INT(c.dropped - b.dropped, 2);
+}
+
+/* test_full - a receiver that stops reading: lines dropped at once and
+ * counted; when it reads again, the warning with their number, then the line */
+static void test_full(void)
+{
+    char msg[4096], want[128];
+    int fd = receiver(SOCK_DGRAM), small = 1, got = 0;
+    struct bs_log_stats a, b, c;
+    const int lines = 5000;
+    long long t0, t1;
+    const char *w;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* the kernel's minimum */
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log(BS_LOG_INFO, "start"); /* and the warning about the last test's drops */
+    while (take(fd, msg, sizeof msg, 0) > 0)
+        ;
+    bs_log_stats(&a);
+    t0 = mono_ms();
+    for (int i = 0; i < lines; i++)
+        bs_log(BS_LOG_INFO, "line %d of a burst the daemon cannot keep up with", i);
+    t1 = mono_ms();
+    bs_log_stats(&b);
+    CHECK(b.dropped - a.dropped > 0);
+    CHECK_EQ_INT((b.dropped - a.dropped) + (b.sent - a.sent), lines);
+    CHECK(t1 - t0 < 2000);                /* never waited for the reader */
+    CHECK_EQ_INT(b.connects, a.connects); /* a full queue is no reason to reconnect */
+    while (take(fd, msg, sizeof msg, 0) > 0)
+        got++;
+    CHECK_EQ_INT(got, b.sent - a.sent);
+    bs_log(BS_LOG_INFO, "back");
+    bs_log_stats(&c);
+    CHECK_EQ_INT(c.sent - b.sent, 2); /* the warning, the line */
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    snprintf(want, sizeof want, "warning: %llu log lines dropped (syslog not accepting them)",
+             b.dropped - a.dropped);
+    CHECK(strncmp(msg, "<20>", 4) == 0);
+    w = body(msg, "backstopd");
+    CHECK(w && strcmp(w, want) == 0);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") && strcmp(body(msg, "backstopd"), "back") == 0);
+    bs_log(BS_LOG_INFO, "no warning now");
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") && strcmp(body(msg, "backstopd"), "no warning now") == 0);
+    fprintf(stderr, "test_log: full receiver: %llu of %d lines dropped in %lld ms\n",
+            b.dropped - a.dropped, lines, t1 - t0);
+    close(fd);
+}
+
+/* test_restart - the daemon restarts between two lines (the line is sent
+ * again on a new socket), then is down a while (lines dropped, reconnect
+ * after RECONNECT_MS, the warning and the line) */
+static void test_restart(void)
+{
+    char msg[4096];
+    int fd = receiver(SOCK_DGRAM);
+    struct bs_log_stats a, b;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log(BS_LOG_INFO, "before");
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    close(fd);
+    fd = receiver(SOCK_DGRAM); /* a new socket at the same path */
+    bs_log_stats(&a);
+    bs_log(BS_LOG_INFO, "after the restart");
+    bs_log_stats(&b);
+    CHECK_EQ_INT(b.connects - a.connects, 1);
+    CHECK_EQ_INT(b.dropped, a.dropped);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") && strcmp(body(msg, "backstopd"), "after the restart") == 0);
+
+    /* down: the line finds nobody, the reconnect fails; lines after it wait
+     * for RECONNECT_MS without a connect each */
+    close(fd);
+    unlink(sock_path);
+    bs_log(BS_LOG_INFO, "lost 1");
+    fd = receiver(SOCK_DGRAM);
+    bs_log(BS_LOG_INFO, "lost 2");
+    bs_log_stats(&a);
+    CHECK_EQ_INT(a.connects - b.connects, 1);
+    CHECK_EQ_INT(a.dropped - b.dropped, 2);
+    CHECK_EQ_INT(take(fd, msg, sizeof msg, 50), -1);
+    usleep((RECONNECT_MS + 50) * 1000);
+    bs_log(BS_LOG_INFO, "found");
+    bs_log_stats(&b);
+    CHECK_EQ_INT(b.connects - a.connects, 1);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") &&
+          strcmp(body(msg, "backstopd"),
+                 "warning: 2 log lines dropped (syslog not accepting them)") == 0);
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(body(msg, "backstopd") && strcmp(body(msg, "backstopd"), "found") == 0);
+    close(fd);
+}
+
+/* test_stream - a daemon with a stream socket only: messages end in '\0';
+ * its connection closed, the next line goes on a new one */
+static void test_stream(void)
+{
+    char msg[4096], want[256];
+    int l = receiver(SOCK_STREAM), c;
+    ssize_t n;
+
+    CHECK(l >= 0);
+    if (l < 0)
+        return;
+    bs_log_open_path("backstopd", "local1", 0, sock_path);
+    c = accept(l, NULL, NULL);
+    CHECK(c >= 0);
+    bs_log(BS_LOG_WARN, "over %s", "a stream");
+    n = take(c, msg, sizeof msg, 1000);
+    snprintf(want, sizeof want, "backstopd[%ld]: warning: over a stream", (long)getpid());
+    CHECK(n > 0 && msg[n - 1] == '\0');   /* one message, its NUL included */
+    CHECK(strncmp(msg, "<140>", 5) == 0); /* local1 (17 << 3) | warning (4) */
+    CHECK(n > 21 && strcmp(msg + 21, want) == 0);
+    close(c);
+    bs_log(BS_LOG_INFO, "on a new connection");
+    c = accept(l, NULL, NULL);
+    CHECK(c >= 0);
+    n = take(c, msg, sizeof msg, 1000);
+    CHECK(n > 0 && body(msg, "backstopd") &&
+          strcmp(body(msg, "backstopd"), "on a new connection") == 0);
+    close(c);
+    close(l);
+}
+
+/* open_fds - how many descriptors this process has open */
+static int open_fds(void)
+{
+    int n = 0;
+
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n++;
+    return n;
+}
+
+/* test_reopen - a reload: new ident and facility, the old socket closed */
+static void test_reopen(void)
+{
+    char msg[4096];
+    int fd = receiver(SOCK_DGRAM), before;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    before = open_fds();
+    bs_log_open_path("other", "local0", 0, sock_path);
+    CHECK_EQ_INT(open_fds(), before);
+    bs_log(BS_LOG_INFO, "renamed");
+    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+    CHECK(strncmp(msg, "<134>", 5) == 0);
+    CHECK(body(msg + 1, "other") && strcmp(body(msg + 1, "other"), "renamed") == 0);
+    CHECK(fcntl(fd, F_GETFD) >= 0);
+    close(fd);
+    unlink(sock_path);
+}
+
 int main(void)
 {
     cap = tmpfile();
@@ -129,5 +551,18 @@ int main(void)
     test_levels();
     test_clean();
     test_cut();
+    snprintf(dir, sizeof dir, "/tmp/test_log_XXXXXX");
+    if (!mkdtemp(dir))
+        return 2;
+    snprintf(sock_path, sizeof sock_path, "%s/log", dir);
+    test_message();
+    test_priorities();
+    test_fatal();
+    test_no_listener();
+    test_full();
+    test_restart();
+    test_stream();
+    test_reopen();
+    rmdir(dir);
     return check_summary();
 }

@@ -12,7 +12,10 @@
  * - the unknown-section error lists every section of the option table;
  * - stats.h's BS_COUNTERS: every row is in the statistics log line as
  *   name=value, every row with a metric in the Prometheus text with its
- *   value; protocol errors are named (proto_error_line=...) in both.
+ *   value; protocol errors are named (proto_error_line=...) in both;
+ * - the syslog client's counters (log.h: lines sent, dropped, connect
+ *   failures) are in both too, with their values (made non-zero by a few
+ *   lines logged with nothing listening).
  * Every difference is printed; any one fails the test.
  */
 #include <ctype.h>
@@ -321,6 +324,47 @@ static void check_counters(void)
     CHECK(strstr(line, "proto_error_1") == NULL);
 }
 
+/* check_log_counters - bs_log_stats's counters in the stats line and the
+ * metrics, with their values */
+static void check_log_counters(void)
+{
+    static char text[65536];
+    static const char *const metric[] = {"backstop_log_lines_total", "backstop_log_dropped_total",
+                                         "backstop_log_connect_failures_total"};
+    static const char *const field[] = {"log_sent", "log_dropped", "log_connect_failures"};
+    char dir[] = "/tmp/test_tables_XXXXXX", path[64], line[4096], want[160];
+    struct bs_log_stats ls;
+    unsigned long long v[3];
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/nobody", dir);
+    bs_log_open_path("test_tables", "mail", 1, path); /* nothing listens there */
+    bs_log(BS_LOG_WARN, "test_tables: a line syslog will not take");
+    bs_log(BS_LOG_WARN, "test_tables: another");
+    bs_log_stats(&ls);
+    CHECK(ls.dropped >= 2 && ls.connect_failures >= 1);
+    stats_line(line, sizeof line); /* (itself one more line dropped) */
+    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures;
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want, " %s=%llu", field[i], v[i]);
+        if (v[i] && !strstr(line, want))
+            fprintf(stderr, "FAILED: the stats line has no \"%s\"\n", want);
+        CHECK(v[i] == 0 || strstr(line, want) != NULL);
+    }
+    bs_log_stats(&ls);
+    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures;
+    bs_metrics_render(text, sizeof text, 1);
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want, "\n%s %llu\n", metric[i], v[i]);
+        if (!strstr(text, want))
+            fprintf(stderr, "FAILED: the metrics have no \"%s\"\n", want + 1);
+        CHECK(strstr(text, want) != NULL);
+        snprintf(want, sizeof want, "# TYPE %s counter\n", metric[i]);
+        CHECK(strstr(text, want) != NULL);
+    }
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -331,5 +375,6 @@ int main(int argc, char **argv)
     check_options(argv[1], argv[2]);
     check_section_error();
     check_counters();
+    check_log_counters();
     return check_summary();
 }
