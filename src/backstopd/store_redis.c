@@ -86,21 +86,28 @@
 #define LUA_EXEMPT(set, a, k, ret)                                                                 \
     "if redis.call('SISMEMBER', " set ", " a ") == 1 or\n"                                         \
     "   redis.call('SISMEMBER', " set ", " k ") == 1 then return " ret " end\n"
+/* now: Redis's clock in ms; nows: the same as a string, made from TIME's
+ * strings (a number passed to redis.call or concatenated goes through
+ * printf "%.14g", and Redis parses it back: that churn was a fifth of the
+ * rate and harvest scripts' instructions; string.format '%d' makes the
+ * same digits of an integer without printf's floating-point path) */
 #define LUA_NOW                                                                                    \
     "local t = redis.call('TIME')\n"                                                               \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
+    "local nows = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
 
 /*
  * rate(rk, bk, sk, limit, window, block_ms, reason): the sliding-window
- * invalid-recipient counter of one client: keys rate, block, stats.
- * Returns the count that tripped the block, or 0. The zset holds at most
- * limit+1 members and expires.
+ * invalid-recipient counter of one client: keys rate, block, stats;
+ * limit a number, window (ms) and block_ms strings. Returns the count
+ * that tripped the block, or 0. The zset holds at most limit+1 members
+ * and expires.
  */
 #define LUA_RATE                                                                                   \
     "local function rate(rk, bk, sk, limit, window, block_ms, reason)\n"                           \
-    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', now - window)\n"                                 \
+    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', string.format('%d', now - window))\n"            \
     "  local n = redis.call('ZCARD', rk) + 1\n"                                                    \
-    "  redis.call('ZADD', rk, now, t[1] .. '.' .. t[2] .. '.' .. n)\n"                             \
+    "  redis.call('ZADD', rk, nows, t[1] .. '.' .. t[2] .. '.' .. string.format('%d', n))\n"       \
     "  redis.call('PEXPIRE', rk, window)\n"                                                        \
     "  if n > limit then\n"                                                                        \
     "    redis.call('SET', bk, reason, 'PX', block_ms)\n"                                          \
@@ -113,21 +120,22 @@
 
 /*
  * harvest(hk, ak, sk, limit, window, duration, net, domain): one unknown
- * recipient of a protected domain: keys harvest:<domain>, attack, stats.
- * A sliding window of members "<network> <sec>.<usec>" scored by Redis
- * time; past the limit the domain is under attack until now + duration
- * (renewed by every unknown recipient past it; "since" kept while the
- * field exists and has not expired: a field without a readable until
- * counts as current), and the window keeps at most limit+1 newest members.
- * Returns {0, n}, or {1, n, ended, net, count, ...} with the top 3
- * networks when this call started the attack; ended: -1, or the since (0:
- * unreadable) of an attack whose until had passed before a sweep deleted
- * it (this call ends it: counted).
+ * recipient of a protected domain: keys harvest:<domain>, attack, stats;
+ * limit and duration (ms) numbers, window (ms) a string. A sliding
+ * window of members "<network> <sec>.<usec>" scored by Redis time; past
+ * the limit the domain is under attack until now + duration (renewed by
+ * every unknown recipient past it; "since" kept while the field exists
+ * and has not expired: a field without a readable until counts as
+ * current), and the window keeps at most limit+1 newest members. Returns
+ * {0, n}, or {1, n, ended, net, count, ...} with the top 3 networks when
+ * this call started the attack; ended: -1, or the since (0: unreadable)
+ * of an attack whose until had passed before a sweep deleted it (this
+ * call ends it: counted).
  */
 #define LUA_HARVEST                                                                                \
     "local function harvest(hk, ak, sk, limit, window, duration, net, domain)\n"                   \
-    "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', now - window)\n"                                 \
-    "  redis.call('ZADD', hk, now, net .. ' ' .. t[1] .. '.' .. t[2])\n"                           \
+    "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', string.format('%d', now - window))\n"            \
+    "  redis.call('ZADD', hk, nows, net .. ' ' .. t[1] .. '.' .. t[2])\n"                          \
     "  redis.call('PEXPIRE', hk, window)\n"                                                        \
     "  local n = redis.call('ZCARD', hk)\n"                                                        \
     "  if n <= limit then return {0, n} end\n"                                                     \
@@ -185,7 +193,7 @@
  * tripped the block, 0, or -1 for a member of the exempt SET (not counted).
  */
 static const char script_rate[] = LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "-1")
-    LUA_NOW LUA_RATE "return rate(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), "
+    LUA_NOW LUA_RATE "return rate(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
                      "ARGV[3], ARGV[4])\n";
 
 /*
@@ -196,7 +204,7 @@ static const char script_rate[] = LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARG
  */
 static const char script_harvest[] = LUA_HEAD LUA_EXEMPT("ARGV[6]", "ARGV[7]", "ARGV[8]", "{-1}")
     LUA_NOW LUA_HARVEST "return harvest(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), "
-                        "tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])\n";
+                        "ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])\n";
 
 /*
  * One unknown recipient of a protected domain that both counts for the
@@ -212,9 +220,9 @@ static const char script_harvest[] = LUA_HEAD LUA_EXEMPT("ARGV[6]", "ARGV[7]", "
 static const char script_unknown[] =
     LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "{-1, {-1}}")
         LUA_NOW LUA_RATE LUA_HARVEST LUA_PART
-    "local r = part(rate, KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), "
+    "local r = part(rate, KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
     "ARGV[3], ARGV[4])\n"
-    "return {r, part(harvest, KEYS[4], KEYS[5], KEYS[3], tonumber(ARGV[8]), tonumber(ARGV[9]), "
+    "return {r, part(harvest, KEYS[4], KEYS[5], KEYS[3], tonumber(ARGV[8]), ARGV[9], "
     "tonumber(ARGV[10]), ARGV[11], ARGV[12])}\n";
 
 /*
