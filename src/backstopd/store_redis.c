@@ -21,9 +21,11 @@
  * Rate tracking and NDR budgets are Lua scripts (atomic, clock from Redis
  * TIME), loaded with the connection's handshake, run with EVALSHA and
  * re-sent with EVAL on NOSCRIPT. They run only on the invalid-recipient and
- * NDR-limit paths; the common path is GET/SISMEMBER/SMISMEMBER/HMGET
- * (Redis >= 6.2); an unknown user adds SCARD rcpt:<domain> (and HGET
- * sync <domain>:ok with max_directory_age) in a second round trip, and
+ * NDR-limit paths (an unknown recipient counted both for its client and
+ * for its domain's harvest threshold runs one script for both); the
+ * common path is GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2); an
+ * unknown user adds SCARD rcpt:<domain> (and HGET sync <domain>:ok with
+ * max_directory_age) in a second round trip, and
  * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
  * the directory gauges. A -READONLY reply (a failover demoted our server) drops
  * the connection, which rediscovers the master. Decision counts are added
@@ -78,7 +80,7 @@
  * unknown-recipient script that runs both (one EVALSHA where two ran: the
  * call costs Redis more than the commands inside) keeps the same meaning
  * as each alone. Every script checks the exempt SET first, then reads
- * Redis TIME once (t, now: upvalues of the functions that follow).
+ * Redis TIME once (t, now, nows: upvalues of the functions that follow).
  */
 #define LUA_HEAD "if redis.replicate_commands then redis.replicate_commands() end\n"
 /* LUA_EXEMPT - return ret when client address a or client key k (ARGV
@@ -87,10 +89,11 @@
     "if redis.call('SISMEMBER', " set ", " a ") == 1 or\n"                                         \
     "   redis.call('SISMEMBER', " set ", " k ") == 1 then return " ret " end\n"
 /* now: Redis's clock in ms; nows: the same as a string, made from TIME's
- * strings (a number passed to redis.call or concatenated goes through
- * printf "%.14g", and Redis parses it back: that churn was a fifth of the
- * rate and harvest scripts' instructions; string.format '%d' makes the
- * same digits of an integer without printf's floating-point path) */
+ * strings. A number passed to redis.call or concatenated goes through
+ * printf "%.14g" and Redis parses it back: printf and strtod were a fifth
+ * of redis-server's instructions running these scripts (callgrind);
+ * string.format '%d' makes the same digits of an integer without
+ * printf's floating-point path. */
 #define LUA_NOW                                                                                    \
     "local t = redis.call('TIME')\n"                                                               \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
@@ -950,38 +953,34 @@ static bs_redis_op *script_op(bs_redis *r, int kind, const bs_decision *d)
     return op;
 }
 
-static void r_note_invalid(bs_store *s, const bs_decision *d)
+/* note - send d's fire-and-forget count of kind: OP_NOTE (the client's
+ * rate), OP_HARVEST (the domain's harvest count) or OP_UNKNOWN (both, one
+ * script); nothing when not ready or busy (counted) */
+static void note(bs_store *s, const bs_decision *d, int kind)
 {
     bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, OP_NOTE, d);
+    bs_redis_op *op = script_op(r, kind, d);
 
     if (!op)
         return;
-    op->rule.limit = d->invalid_limit;
+    op->rule.limit = d->invalid_limit; /* the rate count's; unused by OP_HARVEST */
     op->rule.period_ms = d->invalid_window_ms;
     finish_queueing(r, op, send_script(op, 0));
 }
 
-/* r_unknown_note - r_note_invalid and r_harvest_note in one script */
-static void r_unknown_note(bs_store *s, const bs_decision *d)
+static void r_note_invalid(bs_store *s, const bs_decision *d)
 {
-    bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, OP_UNKNOWN, d);
-
-    if (!op)
-        return;
-    op->rule.limit = d->invalid_limit;
-    op->rule.period_ms = d->invalid_window_ms;
-    finish_queueing(r, op, send_script(op, 0));
+    note(s, d, OP_NOTE);
 }
 
 static void r_harvest_note(bs_store *s, const bs_decision *d)
 {
-    bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, OP_HARVEST, d);
+    note(s, d, OP_HARVEST);
+}
 
-    if (op)
-        finish_queueing(r, op, send_script(op, 0));
+static void r_unknown_note(bs_store *s, const bs_decision *d)
+{
+    note(s, d, OP_UNKNOWN);
 }
 
 static void r_known_note(bs_store *s, const bs_decision *d)
