@@ -61,6 +61,9 @@ typedef struct bs_store_ops {
      * (fire and forget, deduplicated by the store), and the greylisting
      * check of a domain under attack (cb gets an enum bs_grey_result) */
     void (*harvest_note)(bs_store *s, const bs_decision *d);
+    /* note_invalid and harvest_note of one unknown recipient (both asked
+     * for), done as those two would be, in one step */
+    void (*unknown_note)(bs_store *s, const bs_decision *d);
     void (*known_note)(bs_store *s, const bs_decision *d);
     int (*harvest_check)(bs_store *s, const bs_decision *d, bs_store_take_cb *cb, void *arg,
                          uint64_t id);

@@ -21,9 +21,11 @@
  * Rate tracking and NDR budgets are Lua scripts (atomic, clock from Redis
  * TIME), loaded with the connection's handshake, run with EVALSHA and
  * re-sent with EVAL on NOSCRIPT. They run only on the invalid-recipient and
- * NDR-limit paths; the common path is GET/SISMEMBER/SMISMEMBER/HMGET
- * (Redis >= 6.2); an unknown user adds SCARD rcpt:<domain> (and HGET
- * sync <domain>:ok with max_directory_age) in a second round trip, and
+ * NDR-limit paths (an unknown recipient counted both for its client and
+ * for its domain's harvest threshold runs one script for both); the
+ * common path is GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2); an
+ * unknown user adds SCARD rcpt:<domain> (and HGET sync <domain>:ok with
+ * max_directory_age) in a second round trip, and
  * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
  * the directory gauges. A -READONLY reply (a failover demoted our server) drops
  * the connection, which rediscovers the master. Decision counts are added
@@ -74,89 +76,157 @@
 #define BS_WOULDREJECT_WARN_MS 60000  /* at most one "too many domains" warning a minute */
 
 /*
+ * The rate and harvest scripts are built from the fragments below, so the
+ * unknown-recipient script that runs both (one EVALSHA where two ran: the
+ * call costs Redis more than the commands inside) keeps the same meaning
+ * as each alone. Every script checks the exempt SET first, then reads
+ * Redis TIME once (t, now, nows: upvalues of the functions that follow).
+ */
+#define LUA_HEAD "if redis.replicate_commands then redis.replicate_commands() end\n"
+/* LUA_EXEMPT - return ret when client address a or client key k (ARGV
+ * references) is a member of the exempt SET named by ARGV set */
+#define LUA_EXEMPT(set, a, k, ret)                                                                 \
+    "if redis.call('SISMEMBER', " set ", " a ") == 1 or\n"                                         \
+    "   redis.call('SISMEMBER', " set ", " k ") == 1 then return " ret " end\n"
+/* now: Redis's clock in ms; nows: the same as a string, made from TIME's
+ * strings. A number passed to redis.call or concatenated goes through
+ * printf "%.14g" and Redis parses it back: printf and strtod were a fifth
+ * of redis-server's instructions running these scripts (callgrind);
+ * string.format '%d' makes the same digits of an integer without
+ * printf's floating-point path. */
+#define LUA_NOW                                                                                    \
+    "local t = redis.call('TIME')\n"                                                               \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
+    "local nows = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
+
+/*
+ * rate(rk, bk, sk, limit, window, block_ms, reason): the sliding-window
+ * invalid-recipient counter of one client: keys rate, block, stats;
+ * limit a number, window (ms) and block_ms strings. Returns the count
+ * that tripped the block, or 0. The zset holds at most limit+1 members
+ * and expires.
+ */
+#define LUA_RATE                                                                                   \
+    "local function rate(rk, bk, sk, limit, window, block_ms, reason)\n"                           \
+    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', string.format('%d', now - window))\n"            \
+    "  local n = redis.call('ZCARD', rk) + 1\n"                                                    \
+    "  redis.call('ZADD', rk, nows, t[1] .. '.' .. t[2] .. '.' .. string.format('%d', n))\n"       \
+    "  redis.call('PEXPIRE', rk, window)\n"                                                        \
+    "  if n > limit then\n"                                                                        \
+    "    redis.call('SET', bk, reason, 'PX', block_ms)\n"                                          \
+    "    redis.call('DEL', rk)\n"                                                                  \
+    "    redis.call('HINCRBY', sk, 'clients_blocked', 1)\n"                                        \
+    "    return n\n"                                                                               \
+    "  end\n"                                                                                      \
+    "  return 0\n"                                                                                 \
+    "end\n"
+
+/*
+ * harvest(hk, ak, sk, limit, window, duration, net, domain): one unknown
+ * recipient of a protected domain: keys harvest:<domain>, attack, stats;
+ * limit and duration (ms) numbers, window (ms) a string. A sliding
+ * window of members "<network> <sec>.<usec>" scored by Redis time; past
+ * the limit the domain is under attack until now + duration (renewed by
+ * every unknown recipient past it; "since" kept while the field exists
+ * and has not expired: a field without a readable until counts as
+ * current), and the window keeps at most limit+1 newest members. Returns
+ * {0, n}, or {1, n, ended, net, count, ...} with the top 3 networks when
+ * this call started the attack; ended: -1, or the since (0: unreadable)
+ * of an attack whose until had passed before a sweep deleted it (this
+ * call ends it: counted).
+ */
+#define LUA_HARVEST                                                                                \
+    "local function harvest(hk, ak, sk, limit, window, duration, net, domain)\n"                   \
+    "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', string.format('%d', now - window))\n"            \
+    "  redis.call('ZADD', hk, nows, net .. ' ' .. t[1] .. '.' .. t[2])\n"                          \
+    "  redis.call('PEXPIRE', hk, window)\n"                                                        \
+    "  local n = redis.call('ZCARD', hk)\n"                                                        \
+    "  if n <= limit then return {0, n} end\n"                                                     \
+    "  redis.call('ZREMRANGEBYRANK', hk, 0, -(limit + 2))\n"                                       \
+    "  n = redis.call('ZCARD', hk)\n"                                                              \
+    "  local sec = tonumber(t[1])\n"                                                               \
+    "  local since, started, ended = sec, 1, -1\n"                                                 \
+    "  local old = redis.call('HGET', ak, domain)\n"                                               \
+    "  if old then\n"                                                                              \
+    "    local os = tonumber(string.match(old, 'since=(%d+)'))\n"                                  \
+    "    local ou = tonumber(string.match(old, 'until=(%d+)'))\n"                                  \
+    "    if not ou or ou >= sec then started = 0 else ended = os or 0 end\n"                       \
+    "    if started == 0 and os then since = os end\n"                                             \
+    "  end\n"                                                                                      \
+    "  local untl = sec + math.ceil(duration / 1000)\n"                                            \
+    "  redis.call('HSET', ak, domain, 'since=' .. since .. ';until=' .. untl .. ';unknown=' .. "   \
+    "n)\n"                                                                                         \
+    "  if started == 0 then return {0, n} end\n"                                                   \
+    "  redis.call('HINCRBY', sk, 'harvest_started', 1)\n"                                          \
+    "  if ended >= 0 then redis.call('HINCRBY', sk, 'harvest_ended', 1) end\n"                     \
+    "  local count, nets = {}, {}\n"                                                               \
+    "  for _, m in ipairs(redis.call('ZRANGE', hk, 0, -1)) do\n"                                   \
+    "    local nt = string.match(m, '^(%S+)')\n"                                                   \
+    "    if nt then\n"                                                                             \
+    "      if not count[nt] then count[nt] = 0; nets[#nets + 1] = nt end\n"                        \
+    "      count[nt] = count[nt] + 1\n"                                                            \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] "   \
+    "end\n"                                                                                        \
+    "    return a < b end)\n"                                                                      \
+    "  local out = {1, n, ended}\n"                                                                \
+    "  for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] "  \
+    "end\n"                                                                                        \
+    "  return out\n"                                                                               \
+    "end\n"
+
+/* part(f, ...): f's result, or its error as an error reply (a string
+ * before Redis 7, a table with err since), so one part's error (a key of
+ * the wrong type) neither stops the other nor undoes what it wrote */
+#define LUA_PART                                                                                   \
+    "local function part(f, ...)\n"                                                                \
+    "  local ok, v = pcall(f, ...)\n"                                                              \
+    "  if ok then return v end\n"                                                                  \
+    "  if type(v) == 'table' and v.err then return {err = v.err} end\n"                            \
+    "  return {err = tostring(v)}\n"                                                               \
+    "end\n"
+
+/*
  * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
  * keys it writes). ARGV: limit, window ms, block ms, reason, client
  * address, client key, and the exempt SET's name: only read, so it is no
  * KEYS entry (Redis ACLs treat every script key as written, and a tight
  * ACL lets backstopd only read the exempt SET). Returns the count that
  * tripped the block, 0, or -1 for a member of the exempt SET (not counted).
- * The zset holds at most limit+1 members and expires.
  */
-static const char script_rate[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "if redis.call('SISMEMBER', ARGV[7], ARGV[5]) == 1 or\n"
-    "   redis.call('SISMEMBER', ARGV[7], ARGV[6]) == 1 then return -1 end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local window = tonumber(ARGV[2])\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)\n"
-    "local n = redis.call('ZCARD', KEYS[1]) + 1\n"
-    "redis.call('ZADD', KEYS[1], now, t[1] .. '.' .. t[2] .. '.' .. n)\n"
-    "redis.call('PEXPIRE', KEYS[1], window)\n"
-    "if n > tonumber(ARGV[1]) then\n"
-    "  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  redis.call('HINCRBY', KEYS[3], 'clients_blocked', 1)\n"
-    "  return n\n"
-    "end\n"
-    "return 0\n";
+static const char script_rate[] = LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "-1")
+    LUA_NOW LUA_RATE "return rate(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
+                     "ARGV[3], ARGV[4])\n";
 
 /*
  * Harvest detection: one unknown recipient of a protected domain. KEYS:
  * harvest:<domain>, attack, stats. ARGV: limit, window ms, duration ms,
  * network, domain, the exempt SET (read only), client address, client key.
- * A sliding window of members "<network> <sec>.<usec>" scored by Redis
- * time; past the limit the domain is under attack until now + duration
- * (renewed by every unknown recipient past it; "since" kept while the
- * field exists and has not expired: a field without a readable until
- * counts as current), and the window keeps at most limit+1 newest members.
- * Returns {-1} (exempt SET member, not counted), {0, n}, or {1, n, ended,
- * net, count, ...} with the top 3 networks when this call started the
- * attack; ended: -1, or the since (0: unreadable) of an attack whose until
- * had passed before a sweep deleted it (this call ends it: counted).
+ * Returns {-1} (exempt SET member, not counted), or harvest()'s reply.
  */
-static const char script_harvest[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "if redis.call('SISMEMBER', ARGV[6], ARGV[7]) == 1 or\n"
-    "   redis.call('SISMEMBER', ARGV[6], ARGV[8]) == 1 then return {-1} end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)\n"
-    "redis.call('ZADD', KEYS[1], now, ARGV[4] .. ' ' .. t[1] .. '.' .. t[2])\n"
-    "redis.call('PEXPIRE', KEYS[1], window)\n"
-    "local n = redis.call('ZCARD', KEYS[1])\n"
-    "if n <= limit then return {0, n} end\n"
-    "redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(limit + 2))\n"
-    "n = redis.call('ZCARD', KEYS[1])\n"
-    "local sec = tonumber(t[1])\n"
-    "local since, started, ended = sec, 1, -1\n"
-    "local old = redis.call('HGET', KEYS[2], ARGV[5])\n"
-    "if old then\n"
-    "  local os = tonumber(string.match(old, 'since=(%d+)'))\n"
-    "  local ou = tonumber(string.match(old, 'until=(%d+)'))\n"
-    "  if not ou or ou >= sec then started = 0 else ended = os or 0 end\n"
-    "  if started == 0 and os then since = os end\n"
-    "end\n"
-    "local untl = sec + math.ceil(tonumber(ARGV[3]) / 1000)\n"
-    "redis.call('HSET', KEYS[2], ARGV[5], 'since=' .. since .. ';until=' .. untl .. ';unknown=' .. "
-    "n)\n"
-    "if started == 0 then return {0, n} end\n"
-    "redis.call('HINCRBY', KEYS[3], 'harvest_started', 1)\n"
-    "if ended >= 0 then redis.call('HINCRBY', KEYS[3], 'harvest_ended', 1) end\n"
-    "local count, nets = {}, {}\n"
-    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
-    "  local net = string.match(m, '^(%S+)')\n"
-    "  if net then\n"
-    "    if not count[net] then count[net] = 0; nets[#nets + 1] = net end\n"
-    "    count[net] = count[net] + 1\n"
-    "  end\n"
-    "end\n"
-    "table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] end\n"
-    "  return a < b end)\n"
-    "local out = {1, n, ended}\n"
-    "for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] end\n"
-    "return out\n";
+static const char script_harvest[] = LUA_HEAD LUA_EXEMPT("ARGV[6]", "ARGV[7]", "ARGV[8]", "{-1}")
+    LUA_NOW LUA_HARVEST "return harvest(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), "
+                        "ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])\n";
+
+/*
+ * One unknown recipient of a protected domain that both counts for the
+ * client's rate and for the domain's harvest threshold: script_rate then
+ * script_harvest in one call (one exempt check, one TIME). KEYS: rate,
+ * block, stats, harvest:<domain>, attack. ARGV: script_rate's seven
+ * (limit, window ms, block ms, reason, client address, client key, the
+ * exempt SET), then harvest limit, window ms, duration ms, network,
+ * domain. Returns {-1, {-1}} for a member of the exempt SET (nothing
+ * counted), else {rate's result, harvest's reply}, a part that failed as
+ * its error (see store_reply.h).
+ */
+static const char script_unknown[] =
+    LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "{-1, {-1}}")
+        LUA_NOW LUA_RATE LUA_HARVEST LUA_PART
+    "local r = part(rate, KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
+    "ARGV[3], ARGV[4])\n"
+    "return {r, part(harvest, KEYS[4], KEYS[5], KEYS[3], tonumber(ARGV[8]), ARGV[9], "
+    "tonumber(ARGV[10]), ARGV[11], ARGV[12])}\n";
 
 /*
  * The greylisting check of a domain under attack. KEYS: known:<domain>,
@@ -167,12 +237,7 @@ static const char script_harvest[] =
  * key expires retry_window after it), 3 DEFER (first sight now, too early,
  * or mode defer). Redis's clock.
  */
-static const char script_grey[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "if redis.call('SISMEMBER', ARGV[6], ARGV[7]) == 1 or\n"
-    "   redis.call('SISMEMBER', ARGV[6], ARGV[8]) == 1 then return 1 end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+static const char script_grey[] = LUA_HEAD LUA_EXEMPT("ARGV[6]", "ARGV[7]", "ARGV[8]", "1") LUA_NOW
     "local seen = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5]))\n"
     "if seen and seen > now - tonumber(ARGV[1]) then return 1 end\n"
     "if ARGV[4] == 'defer' then return 3 end\n"
@@ -187,14 +252,11 @@ static const char script_grey[] =
 /* A client network delivered to a valid recipient. KEYS: known:<domain>.
  * ARGV: known_client_age ms, network. Returns 0. */
 static const char script_known[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local age = tonumber(ARGV[1])\n"
-    "redis.call('ZADD', KEYS[1], now, ARGV[2])\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - age)\n"
-    "redis.call('PEXPIRE', KEYS[1], age)\n"
-    "return 0\n";
+    LUA_HEAD LUA_NOW "local age = tonumber(ARGV[1])\n"
+                     "redis.call('ZADD', KEYS[1], now, ARGV[2])\n"
+                     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - age)\n"
+                     "redis.call('PEXPIRE', KEYS[1], age)\n"
+                     "return 0\n";
 
 /*
  * The end of attacks, and the table of domains under attack, once a
@@ -206,23 +268,22 @@ static const char script_known[] =
  * attack). The value is read here only: the daemons take its reading.
  */
 static const char script_sweep[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "local sec = tonumber(redis.call('TIME')[1])\n"
-    "local all = redis.call('HGETALL', KEYS[1])\n"
-    "local ended, left = {}, {}\n"
-    "for i = 1, #all, 2 do\n"
-    "  local u = tonumber(string.match(all[i + 1], 'until=(%d+)'))\n"
-    "  if u and u < sec then\n"
-    "    redis.call('HDEL', KEYS[1], all[i])\n"
-    "    redis.call('HINCRBY', KEYS[2], 'harvest_ended', 1)\n"
-    "    ended[#ended + 1] = all[i]\n"
-    "    ended[#ended + 1] = string.match(all[i + 1], 'since=(%d+)') or '0'\n"
-    "  else\n"
-    "    left[#left + 1] = all[i]\n"
-    "    left[#left + 1] = u and math.min(u, 9007199254740992) or -1\n"
-    "  end\n"
-    "end\n"
-    "return {sec, ended, left}\n";
+    LUA_HEAD "local sec = tonumber(redis.call('TIME')[1])\n"
+             "local all = redis.call('HGETALL', KEYS[1])\n"
+             "local ended, left = {}, {}\n"
+             "for i = 1, #all, 2 do\n"
+             "  local u = tonumber(string.match(all[i + 1], 'until=(%d+)'))\n"
+             "  if u and u < sec then\n"
+             "    redis.call('HDEL', KEYS[1], all[i])\n"
+             "    redis.call('HINCRBY', KEYS[2], 'harvest_ended', 1)\n"
+             "    ended[#ended + 1] = all[i]\n"
+             "    ended[#ended + 1] = string.match(all[i + 1], 'since=(%d+)') or '0'\n"
+             "  else\n"
+             "    left[#left + 1] = all[i]\n"
+             "    left[#left + 1] = u and math.min(u, 9007199254740992) or -1\n"
+             "  end\n"
+             "end\n"
+             "return {sec, ended, left}\n";
 
 /* Fixed-window NDR budget. KEYS: counter. ARGV: limit, period ms.
  * Returns 1 within the budget, 0 over it. */
@@ -233,14 +294,21 @@ static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
                                  "if n > tonumber(ARGV[1]) then return 0 end\n"
                                  "return 1\n";
 
-enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE, OP_HARVEST, OP_GREY, OP_KNOWN };
+/* OP_UNKNOWN: OP_NOTE and OP_HARVEST of one unknown recipient, as one script */
+enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE, OP_HARVEST, OP_GREY, OP_KNOWN, OP_UNKNOWN };
 
 /* The scripts, loaded on every connection (SCRIPT LOAD), by index. */
-enum { S_RATE, S_NDR, S_HARVEST, S_GREY, S_KNOWN, S_SWEEP, S_N };
+enum { S_RATE, S_NDR, S_HARVEST, S_GREY, S_KNOWN, S_SWEEP, S_UNKNOWN, S_N };
 static const char *const scripts[S_N] = {
-    [S_RATE] = script_rate, [S_NDR] = script_ndr,     [S_HARVEST] = script_harvest,
-    [S_GREY] = script_grey, [S_KNOWN] = script_known, [S_SWEEP] = script_sweep,
+    [S_RATE] = script_rate,       [S_NDR] = script_ndr,     [S_HARVEST] = script_harvest,
+    [S_GREY] = script_grey,       [S_KNOWN] = script_known, [S_SWEEP] = script_sweep,
+    [S_UNKNOWN] = script_unknown,
 };
+/* SCRIPT LOAD and EVAL (after NOSCRIPT) carry a script's text in one
+ * command built in BS_REDIS_CMD_MAX bytes: the largest must fit, with its
+ * keys and arguments */
+_Static_assert(sizeof(script_unknown) + 2048 <= BS_REDIS_CMD_MAX,
+               "script_unknown does not fit in one command");
 
 #define BS_HARVEST_WARN_MS 60000 /* at most one warning a minute about the attack hash */
 
@@ -263,10 +331,11 @@ typedef struct bs_redis_op {
     } cb;
     int result;                     /* OP_TAKE */
     bs_facts facts;                 /* OP_LOOKUP */
-    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE, harvest ops: domain; OP_NOTE: client key */
-    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE, harvest ops: client address */
-    bs_ndr_rule rule;               /* OP_TAKE; OP_NOTE: limit and window */
-    /* harvest ops: client key, network, local part */
+    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE, harvest ops, OP_UNKNOWN: domain */
+    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE, harvest ops, OP_UNKNOWN: client address */
+    bs_ndr_rule rule;               /* OP_TAKE; OP_NOTE, OP_UNKNOWN: rate limit and window */
+    /* OP_NOTE, harvest ops, OP_UNKNOWN: client key; harvest ops, OP_UNKNOWN:
+     * network; OP_GREY: local part */
     char ckey[BS_CLIENT_KEY_MAX + 1];
     char net[BS_CLIENT_KEY_MAX + 1];
     char local[BS_LOCAL_MAX + 1];
@@ -402,12 +471,53 @@ static void op_done(bs_redis_op *op)
 static int send_script(bs_redis_op *op, int eval);
 static void harvest_counted(bs_redis_op *op, const redisReply *rep);
 
+/* rate_blocked - the rate script blocked a client (op->result: the count
+ * that tripped it): count and log it */
+static void rate_blocked(const bs_redis_op *op)
+{
+    const bs_config *cfg = op->r->cfg;
+
+    bs_stat.clients_blocked++;
+    bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)", op->ckey,
+            (unsigned long long)(cfg->block_time_ms / 1000), op->result,
+            (unsigned long long)(op->rule.period_ms / 1000), op->rule.limit);
+}
+
+/* part_replied - one reply (or one part of OP_UNKNOWN's) of kind, read
+ * into op: a READONLY drops the connection; an error or a reply of the
+ * wrong type sets op->status and is counted and warned about (once an
+ * op); a rate count that blocked is logged, a harvest count read */
+static void part_replied(bs_redis_op *op, redisAsyncContext *ac, int kind, const redisReply *rep)
+{
+    bs_redis *r = op->r;
+
+    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
+        bs__redis_conn_current(&r->conn, ac)) {
+        /* a failover made our master a replica: find the new one */
+        if (!op->status)
+            op->status = BS_WHY_REDIS_ERROR;
+        bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
+    }
+    if (bs_store_reply_apply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
+        op->status = BS_WHY_REDIS_ERROR;
+        bs_stat.redis_errors++;
+        warn_rate_limited(r, "unexpected reply",
+                          rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
+    }
+    if (kind == BS_REPLY_NOTE && !op->status && op->result > 0)
+        rate_blocked(op);
+    if ((op->kind == OP_HARVEST || op->kind == OP_UNKNOWN) && kind == BS_REPLY_SCRIPT &&
+        rep->type == REDIS_REPLY_ARRAY)
+        harvest_counted(op, rep);
+}
+
 /* on_op_reply - hiredis callback for every command of every op */
 static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     bs_redis_op *op = privdata;
     bs_redis *r = op->r;
     redisReply *rep = reply;
+    const redisReply *rate, *harvest;
     int kind = op->kinds[op->nreplied++];
 
     bs__redis_conn_replied(&r->conn, rep);
@@ -418,7 +528,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
     } else {
         if (rep->type == REDIS_REPLY_ERROR &&
             (kind == BS_REPLY_TAKE || kind == BS_REPLY_NOTE || kind == BS_REPLY_GREY ||
-             kind == BS_REPLY_SCRIPT) &&
+             kind == BS_REPLY_SCRIPT || kind == BS_REPLY_UNKNOWN) &&
             strncmp(rep->str, "NOSCRIPT", 8) == 0 && bs__redis_conn_current(&r->conn, ac)) {
             bs_stat.redis_noscript++;
             op->nreplied--;
@@ -426,32 +536,19 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 return;
             op->nreplied++;
         }
-        if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
-            bs__redis_conn_current(&r->conn, ac)) {
-            /* a failover made our master a replica: find the new one */
-            if (!op->status)
-                op->status = BS_WHY_REDIS_ERROR;
-            bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
-        }
-        if (op->kind == OP_HARVEST && rep->type == REDIS_REPLY_ARRAY)
-            harvest_counted(op, rep);
-        if (bs_store_reply_apply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
-            op->status = BS_WHY_REDIS_ERROR;
-            bs_stat.redis_errors++;
-            warn_rate_limited(r, "unexpected reply",
-                              rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
-        }
+        if (kind == BS_REPLY_UNKNOWN && bs_store_reply_unknown(rep, &rate, &harvest) == 0) {
+            /* each part as the reply of its own op (OP_NOTE, then
+             * OP_HARVEST): judged alone, so the status is the harvest's */
+            part_replied(op, ac, BS_REPLY_NOTE, rate);
+            op->status = 0;
+            part_replied(op, ac, BS_REPLY_SCRIPT, harvest);
+        } else
+            part_replied(op, ac, kind, rep);
     }
     if (op->pending)
         return;
     if (op->facts.dir_known)
         op->facts.dir_now = (long long)time(NULL); /* the sync writer's clock is a wall clock too */
-    if (op->kind == OP_NOTE && !op->status && op->result > 0) {
-        bs_stat.clients_blocked++;
-        bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)",
-                op->key, (unsigned long long)(r->cfg->block_time_ms / 1000), op->result,
-                (unsigned long long)(op->rule.period_ms / 1000), op->rule.limit);
-    }
     op_done(op);
 }
 
@@ -696,6 +793,8 @@ static int script_of(const bs_redis_op *op)
         return S_GREY;
     case OP_KNOWN:
         return S_KNOWN;
+    case OP_UNKNOWN:
+        return S_UNKNOWN;
     default:
         return S_RATE;
     }
@@ -710,6 +809,40 @@ static void script_head(bs_resp *b, const bs_redis *r, int script, int eval, uns
     bs_resp_str(b, eval ? "EVAL" : "EVALSHA");
     bs_resp_str(b, eval ? scripts[script] : r->sha[script]);
     bs_resp_u64(b, nkeys);
+}
+
+/* rate_keys, rate_args - the rate count's keys (rate, block, stats) and
+ * arguments (limit, window, block time, reason, client address, client
+ * key, exempt SET), as script_rate and script_unknown take them */
+static void rate_keys(bs_resp *b, const bs_redis_op *op)
+{
+    arg_key(b, op->r, BS_KEY_RATE, op->ckey);
+    arg_key(b, op->r, BS_KEY_BLOCK, op->ckey);
+    arg_key(b, op->r, BS_KEY_STATS, NULL);
+}
+
+static void rate_args(bs_resp *b, const bs_redis_op *op)
+{
+    bs_resp_u64(b, op->rule.limit);
+    bs_resp_u64(b, op->rule.period_ms);
+    bs_resp_u64(b, op->r->cfg->block_time_ms);
+    bs_resp_str(b, "too many invalid recipients");
+    bs_resp_str(b, op->ip);
+    bs_resp_str(b, op->ckey);
+    arg_key(b, op->r, BS_KEY_EXEMPT, NULL);
+}
+
+/* harvest_args - the harvest count's limit, window, duration, network,
+ * domain */
+static void harvest_args(bs_resp *b, const bs_redis_op *op)
+{
+    const bs_config *cfg = op->r->cfg;
+
+    bs_resp_u64(b, cfg->harvest_limit);
+    bs_resp_u64(b, cfg->harvest_window_ms);
+    bs_resp_u64(b, cfg->harvest_duration_ms);
+    bs_resp_str(b, op->net);
+    bs_resp_str(b, op->key);
 }
 
 /* send_script - the op's script by EVALSHA, or by EVAL (after NOSCRIPT) */
@@ -736,11 +869,7 @@ static int send_script(bs_redis_op *op, int eval)
         arg_key(&b, r, BS_KEY_HARVEST, op->key);
         arg_key(&b, r, BS_KEY_ATTACK, NULL);
         arg_key(&b, r, BS_KEY_STATS, NULL);
-        bs_resp_u64(&b, cfg->harvest_limit);
-        bs_resp_u64(&b, cfg->harvest_window_ms);
-        bs_resp_u64(&b, cfg->harvest_duration_ms);
-        bs_resp_str(&b, op->net);
-        bs_resp_str(&b, op->key);
+        harvest_args(&b, op);
         arg_key(&b, r, BS_KEY_EXEMPT, NULL);
         bs_resp_str(&b, op->ip);
         bs_resp_str(&b, op->ckey);
@@ -768,18 +897,19 @@ static int send_script(bs_redis_op *op, int eval)
         bs_resp_u64(&b, cfg->harvest_known_age_ms);
         bs_resp_str(&b, op->net);
         break;
+    case OP_UNKNOWN:
+        script_head(&b, r, script, eval, 5, 12);
+        rate_keys(&b, op);
+        arg_key(&b, r, BS_KEY_HARVEST, op->key);
+        arg_key(&b, r, BS_KEY_ATTACK, NULL);
+        rate_args(&b, op);
+        harvest_args(&b, op);
+        kind = BS_REPLY_UNKNOWN;
+        break;
     default:
         script_head(&b, r, script, eval, 3, 7);
-        arg_key(&b, r, BS_KEY_RATE, op->key);
-        arg_key(&b, r, BS_KEY_BLOCK, op->key);
-        arg_key(&b, r, BS_KEY_STATS, NULL);
-        bs_resp_u64(&b, op->rule.limit);
-        bs_resp_u64(&b, op->rule.period_ms);
-        bs_resp_u64(&b, cfg->block_time_ms);
-        bs_resp_str(&b, "too many invalid recipients");
-        bs_resp_str(&b, op->ip);
-        bs_resp_str(&b, op->key);
-        arg_key(&b, r, BS_KEY_EXEMPT, NULL);
+        rate_keys(&b, op);
+        rate_args(&b, op);
         kind = BS_REPLY_NOTE;
         break;
     }
@@ -826,26 +956,34 @@ static bs_redis_op *script_op(bs_redis *r, int kind, const bs_decision *d)
     return op;
 }
 
-static void r_note_invalid(bs_store *s, const bs_decision *d)
+/* note - send d's fire-and-forget count of kind: OP_NOTE (the client's
+ * rate), OP_HARVEST (the domain's harvest count) or OP_UNKNOWN (both, one
+ * script); nothing when not ready or busy (counted) */
+static void note(bs_store *s, const bs_decision *d, int kind)
 {
     bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, OP_NOTE, d);
+    bs_redis_op *op = script_op(r, kind, d);
 
     if (!op)
         return;
-    copy_str(op->key, d->client_key);
-    op->rule.limit = d->invalid_limit;
+    op->rule.limit = d->invalid_limit; /* the rate count's; unused by OP_HARVEST */
     op->rule.period_ms = d->invalid_window_ms;
     finish_queueing(r, op, send_script(op, 0));
 }
 
+static void r_note_invalid(bs_store *s, const bs_decision *d)
+{
+    note(s, d, OP_NOTE);
+}
+
 static void r_harvest_note(bs_store *s, const bs_decision *d)
 {
-    bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, OP_HARVEST, d);
+    note(s, d, OP_HARVEST);
+}
 
-    if (op)
-        finish_queueing(r, op, send_script(op, 0));
+static void r_unknown_note(bs_store *s, const bs_decision *d)
+{
+    note(s, d, OP_UNKNOWN);
 }
 
 static void r_known_note(bs_store *s, const bs_decision *d)
@@ -949,6 +1087,7 @@ static const bs_store_ops redis_ops = {
     .ndr_take = r_ndr_take,
     .note_invalid = r_note_invalid,
     .harvest_note = r_harvest_note,
+    .unknown_note = r_unknown_note,
     .known_note = r_known_note,
     .harvest_check = r_harvest_check,
     .attacks = r_attacks,

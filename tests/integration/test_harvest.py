@@ -314,3 +314,106 @@ def test_a_new_trip_ends_an_expired_attack_once(redis, backstopd):
     assert int(stats[b"harvest_ended"]) == 1 and int(stats[b"harvest_started"]) == 1, stats
     value = redis.client.hget(ATTACK, "example.com").decode()
     assert int(re.search(r"since=(\d+)", value).group(1)) >= now, "a new since: " + value
+
+
+def slowlog(redis):
+    """The slow log's entries as redis-py cannot give them: raw, with each
+    command's arguments as sent (redis-py joins them with spaces)."""
+    import redis as redispy
+    raw = redispy.Redis(connection_pool=redis.client.connection_pool)
+    raw.set_response_callback("SLOWLOG GET", lambda r, **kw: r)
+    return raw.execute_command("SLOWLOG GET", 100000)
+
+
+def script_calls(redis, since):
+    """The EVALSHA and EVAL calls in the slow log (every command is logged
+    with slowlog-log-slower-than 0) after entry id since, as (command,
+    number of keys): 5 keys is the unknown-recipient script, 3 the rate or
+    harvest script alone, 2 the sweep."""
+    return [(e[3][0].decode().upper(), int(e[3][2])) for e in slowlog(redis)
+            if e[0] > since and e[3][0].decode().upper() in ("EVALSHA", "EVAL")]
+
+
+def slowlog_last(redis):
+    entries = slowlog(redis)
+    return entries[0][0] if entries else -1
+
+
+def test_unknown_recipient_is_one_script(redis, backstopd, record):
+    """Given the rate limit (3/1m) and the harvest threshold (11/1m) both on,
+    when 3 clients send 4 unknown recipients each (12), then Redis runs one
+    script per unknown recipient (12 EVALSHA, not 24), and still each client
+    is blocked on its 4th and the domain's attack starts on the 12th; after
+    SCRIPT FLUSH the script is sent again by EVAL (NOSCRIPT recovery)."""
+    d = backstopd(redis, ratelimit={"invalid_recipients": "3/1m", "block_time": "1h"},
+                  harvest=harvest(threshold="11/1m"))
+    clients = ("192.0.2.31", "192.0.2.32", "192.0.2.33")
+    redis.client.config_set("slowlog-max-len", "100000")
+    redis.client.config_set("slowlog-log-slower-than", "0")
+    try:
+        with d.conn() as c:
+            assert c.ask(client_address="192.0.2.30", recipient="user@example.com") == DUNNO
+            since, before = slowlog_last(redis), redis.client.info("commandstats")
+            for n, client in enumerate(clients):
+                for i in range(4):
+                    rcpt = "u%d-%d@example.com" % (n, i)
+                    assert c.ask(client_address=client, recipient=rcpt) == USER_UNKNOWN(rcpt)
+                # the count is written after the answer: the block before the next client
+                poll(lambda: redis.client.exists(PREFIX + "block:" + client), 5,
+                     what="block:%s after its 4th unknown recipient (limit 3)" % client)
+            poll(lambda: attacked(redis), 5, what="the attack on the 12th (threshold 11)")
+            after = redis.client.info("commandstats")
+            calls = script_calls(redis, since)
+            # when the scripts are gone, the next one is sent by EVAL
+            redis.client.script_flush()
+            since = slowlog_last(redis)
+            assert c.ask(client_address="192.0.2.34", recipient="x@example.com") == USER_UNKNOWN("x")
+            poll(lambda: redis.client.zcard(PREFIX + "rate:192.0.2.34") == 1, 5,
+                 what="the count after NOSCRIPT")
+            flushed = script_calls(redis, since)
+    finally:
+        redis.client.config_set("slowlog-log-slower-than", "10000")
+    sweeps = calls.count(("EVALSHA", 2))
+    evalsha = (after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"])
+    usec = (after["cmdstat_evalsha"]["usec"] - before["cmdstat_evalsha"]["usec"])
+    record("12 unknown recipients: %d EVALSHA (%d sweeps), %.1f usec of EVALSHA per unknown "
+           "recipient (sweeps included)" % (evalsha, sweeps, usec / 12.0))
+    assert calls.count(("EVALSHA", 5)) == 12, calls
+    assert ("EVALSHA", 3) not in calls, calls  # neither script alone
+    assert evalsha - sweeps == 12, (evalsha, sweeps, calls)
+    assert ("EVALSHA", 5) in flushed and ("EVAL", 5) in flushed, flushed
+    assert int(redis.client.hget(PREFIX + "stats", "clients_blocked")) == 3
+    assert int(redis.client.hget(PREFIX + "stats", "harvest_started")) == 1
+    assert redis.client.zcard(PREFIX + "harvest:example.com") == 12
+    for client in clients:
+        d.wait_log(r"client %s blocked for 3600s: 4 invalid recipients within 60s \(limit 3\)"
+                   % re.escape(client))
+    d.wait_log(r"harvest attack on example\.com started: 12 unknown recipients within 1m, "
+               r"top client networks: 192\.0\.2\.0/24 \(12\)")
+    assert d.terminate() == 0
+    assert re.search(r"redis_noscript=\d", d.log()), "NOSCRIPT counted"
+
+
+def test_a_failing_part_leaves_the_other(redis, backstopd):
+    """The unknown-recipient script's two parts fail alone, as the two
+    scripts did: given harvest:example.com of the wrong type, a client is
+    still blocked at its limit; given the client's rate key of the wrong
+    type, the domain's harvest count still goes on; each error is warned."""
+    d = backstopd(redis, ratelimit={"invalid_recipients": "2/1m", "block_time": "1h"},
+                  harvest=harvest())
+    redis.client.set(PREFIX + "harvest:example.com", "not a zset")
+    with d.conn() as c:
+        for i in range(3):
+            assert c.ask(client_address="192.0.2.41", recipient="a%d@example.com" % i) == \
+                USER_UNKNOWN("a%d@example.com" % i)
+        poll(lambda: redis.client.exists(PREFIX + "block:192.0.2.41"), 5,
+             what="the block despite the harvest part's error")
+        d.wait_log(r"client 192\.0\.2\.41 blocked for 3600s: 3 invalid recipients")
+        d.wait_log(r"redis: unexpected reply: .*WRONGTYPE")
+        redis.client.delete(PREFIX + "harvest:example.com")
+        redis.client.set(PREFIX + "rate:192.0.2.42", "not a zset")
+        assert c.ask(client_address="192.0.2.42", recipient="b@example.com") == \
+            USER_UNKNOWN("b@example.com")
+        poll(lambda: redis.client.zcard(PREFIX + "harvest:example.com") == 1, 5,
+             what="the harvest count despite the rate part's error")
+    assert redis.client.get(PREFIX + "rate:192.0.2.42") == b"not a zset"
