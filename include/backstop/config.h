@@ -125,6 +125,7 @@ typedef struct bs_config {
     /* [log] */
     int log_level;            /* enum bs_log_level (log.h), default info */
     char syslog_facility[16]; /* default "mail" */
+    char log_socket[108];     /* syslog socket, absolute, fits sun_path; default "/dev/log" */
 
     /* [sync] (backstopctl sync) */
     unsigned sync_max_shrink; /* percent a domain may lose without --force, default 20 */

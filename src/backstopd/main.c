@@ -84,8 +84,9 @@ static void on_reload(uv_signal_t *h, int signum)
     old = cfg;
     cfg = scratch;
     bs_log_level = cfg.log_level;
-    if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0)
-        bs_log_open("backstopd", cfg.syslog_facility, to_stderr);
+    if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0 ||
+        strcmp(old.log_socket, cfg.log_socket) != 0)
+        bs_log_open_path("backstopd", cfg.syslog_facility, to_stderr, cfg.log_socket);
     for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++)
         if (memcmp((char *)&cfg + restart_only[i].off, (char *)&old + restart_only[i].off,
                    restart_only[i].size) != 0)
@@ -198,7 +199,7 @@ int main(int argc, char **argv)
         return 0;
     }
     bs_log_level = cfg.log_level;
-    bs_log_open("backstopd", cfg.syslog_facility, to_stderr);
+    bs_log_open_path("backstopd", cfg.syslog_facility, to_stderr, cfg.log_socket);
     signal(SIGPIPE, SIG_IGN);
 
     store = bs_store_redis_new(loop, &cfg);

@@ -82,6 +82,8 @@
 #define BS_CFG_LINE_MAX (INI_MAX_LINE - 3)
 #define BS_CFG_DEFAULT_LISTEN "inet:127.0.0.1:10040"
 #define BS_UNIX_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+_Static_assert(sizeof(((bs_config *)0)->log_socket) == BS_UNIX_PATH_MAX + 1,
+               "[log] socket is a sun_path");
 #define BS_HOSTNAME_MAX 253
 #define BS_QUOTE_MAX 48 /* value characters echoed in a message */
 
@@ -569,6 +571,20 @@ static int facility_parse(const option *o, const char *v, void *dst, char *why, 
     return 0;
 }
 
+/* socket_path_parse - an absolute path that fits sun_path (the field is
+ * its size): [log] socket. cfg_reader already refused control characters. */
+static int socket_path_parse(const option *o, const char *v, void *dst, char *why, size_t whysz)
+{
+    size_t len = strlen(v);
+
+    if (v[0] != '/')
+        return reason(why, whysz, "is not an absolute path");
+    if (len >= o->size)
+        return reason(why, whysz, "is longer than %zu bytes (a socket path)", o->size - 1);
+    copy_field(dst, o->size, v, len);
+    return 0;
+}
+
 /*
  * listen_path_check - what -t can know about a unix listener's path without
  * binding: it must not be a file other than a socket (backstopd removes
@@ -774,6 +790,7 @@ static const opt_type t_duration = {duration_parse, duration_format};
 static const opt_type t_string = {string_parse, string_format};
 static const opt_type t_enum = {enum_parse, enum_format};
 static const opt_type t_facility = {facility_parse, string_format};
+static const opt_type t_sockpath = {socket_path_parse, string_format};
 static const opt_type t_endpoint = {endpoint_parse, endpoint_format};
 static const opt_type t_sentinel = {sentinel_parse, sentinel_format};
 static const opt_type t_cidr = {cidr_parse, cidr_format};
@@ -878,6 +895,7 @@ static const option options[] = {
 
     ENUM    ("log", "level", log_level, levels, "info"),
     FACILITY("log", "syslog_facility", syslog_facility, "mail"),
+    ROW     ("log", "socket", t_sockpath, FIELD(log_socket), 0, 0, NULL, "/dev/log", 0),
 
     ROW     ("sync", "max_shrink", t_percent, FIELD(sync_max_shrink), 0, 100, NULL, "20%", 0),
     ENUM    ("sync", "add_domains", sync_add_domains, yes_no, "no"),

@@ -107,6 +107,7 @@ static void check_config(const bs_config *c)
 
     REQUIRE(c->log_level >= BS_LOG_ERROR && c->log_level <= BS_LOG_DEBUG);
     REQUIRE(TERMINATED(c->syslog_facility) && bs_log_facility_valid(c->syslog_facility));
+    REQUIRE(TERMINATED(c->log_socket) && c->log_socket[0] == '/');
 }
 
 /* temp_file - one file per process, rewritten for every input; tmpfs if there is one */

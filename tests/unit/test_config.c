@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,6 +194,8 @@ static const struct {
     {"[log]\nsyslog_facility = local7\n", "syslog_facility = local7"},
     {"[log]\nsyslog_facility = DAEMON\n", "syslog_facility = daemon"},
     {"[log]\nsyslog_facility = user\n", "syslog_facility = user"},
+    {"[log]\nsocket = /var/spool/postfix/dev/log\n", "socket = /var/spool/postfix/dev/log"},
+    {"[log]\nsocket = /run/systemd/journal/dev-log\n", "socket = /run/systemd/journal/dev-log"},
     /* syntax that inih and we both accept */
     {"\xef\xbb\xbf[redis]\ndb = 3\n", "db = 3"},
     {"[redis]\r\ndb = 4\r\n", "db = 4"},
@@ -375,6 +378,9 @@ static const struct {
     {"[log]\nsyslog_facility = local8\n", 2,
      "[log] syslog_facility: \"local8\" is not a syslog facility"},
     {"[log]\nsyslog_facility = kern\n", 2, "is not a syslog facility"},
+    {"[log]\nsocket = dev/log\n", 2, "[log] socket: \"dev/log\" is not an absolute path"},
+    {"[log]\nsocket = ./log.sock\n", 2, "is not an absolute path"},
+    {"[log]\n\nsocket = /tmp/a\x01\n", 3, "control character 0x01 in the line"},
     /* what start-up would find on this host (issue 14 items 1, 3, 5, 7) */
     {"[server]\nlisten = inet:localhost:10041\n", 2,
      "[server] listen: \"inet:localhost:10041\" has a host name; a listener needs an IP address "
@@ -557,6 +563,29 @@ static size_t long_line(char *buf, size_t n, char c, const char *eol)
     return o;
 }
 
+/* test_log_socket - [log] socket holds sun_path: 107 bytes load (and come
+ * back in the dump), 108 fail with the file's line */
+static void test_log_socket(void)
+{
+    static bs_config cfg;
+    char text[256], path[128], err[512];
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+    CHECK_EQ_INT(max, 107);
+    memset(path, 'a', sizeof path);
+    path[0] = '/';
+    path[max] = '\0';
+    snprintf(text, sizeof text, "[log]\nsocket = %s\n", path);
+    CHECK_EQ_INT(load(text, &cfg, err, sizeof err), 0);
+    CHECK_EQ_STR(cfg.log_socket, path);
+
+    path[max] = 'a';
+    path[max + 1] = '\0';
+    snprintf(text, sizeof text, "[log]\nlevel = info\nsocket = %s\n", path);
+    expect_error(text, strlen(text), 3, "[log] socket: \"/aaaa");
+    expect_error(text, strlen(text), 3, "is longer than 107 bytes (a socket path)");
+}
+
 static void test_long_lines(void)
 {
     static bs_config cfg;
@@ -669,6 +698,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.nexempt, 2);
     CHECK_EQ_INT(cfg.log_level, BS_LOG_INFO);
     CHECK_EQ_STR(cfg.syslog_facility, "mail");
+    CHECK_EQ_STR(cfg.log_socket, "/dev/log");
 
     /* defaults + the default listener = the empty file */
     def.listen[0] = cfg.listen[0];
@@ -756,7 +786,8 @@ static const char full_ini[] = "[server]\n"
                                "exempt = 198.51.100.0/24\n"
                                "[log]\n"
                                "level = debug\n"
-                               "syslog_facility = local3\n";
+                               "syslog_facility = local3\n"
+                               "socket = /run/backstop/log\n";
 
 /* round_trip - load text, dump, load the dump: same config, same dump */
 static void round_trip(const char *name, const char *text)
@@ -1302,6 +1333,7 @@ int main(void)
     test_valid();
     test_invalid();
     test_lists();
+    test_log_socket();
     test_long_lines();
     test_bytes();
     test_secrets_not_echoed();
