@@ -6,17 +6,35 @@
                  change Redis or the daemon's configuration. Its rate limit is
                  off (invalid_recipients = 0): the cases' unknown recipients
                  would otherwise add up to a block of 192.0.2.1
+    syslog       make(name) -> SyslogReceiver: a datagram socket NAME.sock in
+                 the test's directory, for [log] socket; closed at the end
 """
+import os
+
 import pytest
 
 from support.fixtures import backstopd_daemons, private_dir, redis_servers
 from support.backstopd import seed
+from support.syslog import SyslogReceiver
 
 
 @pytest.fixture
 def redis(redis_server):
     seed(redis_server.client)
     return redis_server
+
+
+@pytest.fixture
+def syslog(test_dir):
+    receivers = []
+
+    def make(name="syslog"):
+        r = SyslogReceiver(os.path.join(test_dir.root, name + ".sock"))
+        receivers.append(r)
+        return r
+    yield make
+    for r in receivers:
+        r.close()
 
 
 class Shared:

@@ -144,6 +144,8 @@ BAD_CONFIGS = [
     ("unknown section", "[nonsense]\nx = 1\n", 1),
     ("bad mode", "[policy]\nmode = maybe\n", 2),
     ("bad cidr", "[ratelimit]\nexempt = 300.1.1.1/8\n", 2),
+    ("relative log socket", "[log]\nlevel = info\nsocket = dev/log\n", 3),
+    ("log socket too long", "[log]\nsocket = /%s\n" % ("s" * 107), 2),
 ]
 
 

@@ -1,0 +1,56 @@
+"""[log] socket: backstopd's syslog lines go to the socket it names (a
+private receiver here, as a daemon in a chroot or journald's dev-log would
+be), and a reload that changes it moves them."""
+import os
+import re
+
+from support.replies import USER_UNKNOWN
+from support.wait import poll
+
+PID_TAG = r"^<%d>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d backstopd\[%d\]: "
+REJECT = r"NOQUEUE: reject: RCPT from [^ ]*\[192\.0\.2\.1\]: 550 5\.1\.1 <%s>: "
+
+
+def test_refusal_logged_at_socket(redis, backstopd, syslog):
+    sink = syslog("log")
+    d = backstopd(redis, log={"socket": sink.path})
+    assert d.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+    line = sink.wait_line(REJECT % re.escape("nobody@example.com"))
+    # mail.info = 2 * 8 + 6
+    assert re.match(PID_TAG % (22, d.pid) + REJECT % "nobody@example\\.com", line), line
+    assert re.search(r" reason=unknown_user conn=\d+$", line), line
+
+
+def test_reload_moves_the_lines(redis, backstopd, syslog):
+    first, second = syslog("first"), syslog("second")
+    d = backstopd(redis, log={"socket": first.path})
+    assert d.ask(recipient="a1@example.com") == USER_UNKNOWN("a1@example.com")
+    first.wait_line(REJECT % "a1@example\\.com")
+
+    d.write_config(log={"socket": second.path, "syslog_facility": "local0"})
+    d.reload()
+    second.wait_line(r"backstopd\[%d\]: configuration reloaded from " % d.pid)
+    assert d.ask(recipient="a2@example.com") == USER_UNKNOWN("a2@example.com")
+    # local0.info = 16 * 8 + 6
+    line = second.wait_line(REJECT % "a2@example\\.com")
+    assert re.match(PID_TAG % (134, d.pid), line), line
+    assert not [ln for ln in first.lines() if "a2@example.com" in ln or "reloaded" in ln], \
+        "a line still went to the old socket"
+
+
+def test_nothing_listening_then_a_daemon(redis, backstopd, syslog, test_dir):
+    """A socket nobody has bound yet: lines are dropped, a connect is tried
+    at most once a second, and once a daemon binds the path the lines get
+    there, preceded by the warning with the number dropped."""
+    path = os.path.join(test_dir.root, "late.sock")
+    d = backstopd(redis, log={"socket": path})
+    assert d.ask(recipient="early@example.com") == USER_UNKNOWN("early@example.com")
+    sink = syslog("late")
+    assert sink.path == path
+
+    def logged():  # a line after the reconnect interval gets there
+        d.ask(recipient="late@example.com")
+        return [ln for ln in sink.lines() if "late@example.com" in ln]
+    poll(logged, 5, interval=0.3, what="a line at the socket bound after start")
+    assert sink.wait_line(r"warning: \d+ log lines dropped \(syslog not accepting them\)")
+    assert not [ln for ln in sink.lines() if "early@example.com" in ln]
