@@ -50,7 +50,8 @@
  *   --server-pid and all its descendants (a pre-forking server's children
  *   count), delta over the measured phase / requests. Clock ticks (10 ms):
  *   runs of a few seconds give a few percent. --aux-pid is reported apart
- *   (Redis). client_cpu is this process's own (getrusage).
+ *   (Redis), and so is --sink-pid (the syslog daemon, bench_logsink). client_cpu is this process's
+ * own (getrusage).
  *
  * OUTPUT
  *   A summary on stderr and one line "RESULT key=value ..." on stdout
@@ -210,6 +211,7 @@ typedef struct lg_opts {
     int server_pids[LG_MAX_SERVER_PIDS];
     unsigned nserver_pids;
     int aux_pid;
+    int sink_pid;
     lg_mix mix;
 } lg_opts;
 
@@ -420,7 +422,7 @@ typedef struct lg_conn {
 enum lg_phase { PH_CONNECT = 0, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_IDLE_USE, PH_END };
 
 typedef struct lg_cpu {
-    uint64_t server_ticks, aux_ticks;
+    uint64_t server_ticks, aux_ticks, sink_ticks;
     double self_us;
 } lg_cpu;
 
@@ -559,10 +561,11 @@ static uint64_t rss_kib(int pid)
 static void cpu_snapshot(lg *g, lg_cpu *s)
 {
     struct rusage ru;
-    int aux = g->o.aux_pid;
+    int aux = g->o.aux_pid, sink = g->o.sink_pid;
 
     s->server_ticks = tree_ticks(g->o.server_pids, g->o.nserver_pids);
     s->aux_ticks = aux > 0 ? tree_ticks(&aux, 1) : 0;
+    s->sink_ticks = sink > 0 ? tree_ticks(&sink, 1) : 0;
     getrusage(RUSAGE_SELF, &ru);
     s->self_us = (double)ru.ru_utime.tv_sec * 1e6 + (double)ru.ru_utime.tv_usec +
                  (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
@@ -1268,6 +1271,7 @@ static void usage(FILE *fp)
             "                     clients=1000 domains=20 users=500 rcpts=4 seed=1\n"
             "  --server-pid PID   server CPU per request (its descendants too); repeatable\n"
             "  --aux-pid PID      another process's CPU per request, apart (Redis)\n"
+            "  --sink-pid PID     the same for the syslog daemon (bench_logsink)\n"
             "  --alloc-file FILE  the server's bench_alloccount.so counters: allocs/request\n"
             "  --timeout SECONDS  longest wait for one reply (default 10)\n"
             "  --prefix P         Redis key prefix for --emit-seed (default backstop:)\n"
@@ -1361,6 +1365,7 @@ enum {
     OPT_MIX,
     OPT_SPID,
     OPT_APID,
+    OPT_SINK,
     OPT_ALLOC,
     OPT_TIMEOUT,
     OPT_PREFIX,
@@ -1378,7 +1383,7 @@ static void report(lg *g)
     lg_opts *o = &g->o;
     double secs = (double)(g->t_last - g->t_start) / 1e9;
     double n = (double)g->completed, tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-    char cpu[32] = "NA", aux[32] = "NA", allocs[256] = "";
+    char cpu[32] = "NA", aux[32] = "NA", sink[32] = "NA", allocs[256] = "";
     double self = n ? (g->cpu1.self_us - g->cpu0.self_us) / n : 0;
 
     if (o->nserver_pids && n)
@@ -1387,6 +1392,9 @@ static void report(lg *g)
     if (o->aux_pid && n)
         snprintf(aux, sizeof(aux), "%.2f",
                  (double)(g->cpu1.aux_ticks - g->cpu0.aux_ticks) * tick_us / n);
+    if (o->sink_pid && n)
+        snprintf(sink, sizeof(sink), "%.2f",
+                 (double)(g->cpu1.sink_ticks - g->cpu0.sink_ticks) * tick_us / n);
     if (g->alloc && n)
         snprintf(allocs, sizeof(allocs),
                  " allocs_self=%.3f allocs_hiredis=%.3f allocs_libuv=%.3f allocs_other=%.3f "
@@ -1407,12 +1415,12 @@ static void report(lg *g)
                 (double)(g->hist.n ? g->hist.max : 0) / 1e3, cpu, self, g->errors);
     printf("RESULT conns=%u requests=%" PRIu64 " errors=%" PRIu64 " failed=%d seconds=%.3f "
            "rps=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f cpu_us=%s "
-           "aux_cpu_us=%s client_cpu_us=%.2f valid=%" PRIu64 " unknown=%" PRIu64
+           "aux_cpu_us=%s sink_cpu_us=%s client_cpu_us=%.2f valid=%" PRIu64 " unknown=%" PRIu64
            " ndr_deny=%" PRIu64 " ndr_allow=%" PRIu64 "%s\n",
            o->conns, g->completed, g->errors, g->failed, secs, secs > 0 ? n / secs : 0,
            hist_pct(&g->hist, 50) / 1e3, hist_pct(&g->hist, 99) / 1e3,
            hist_pct(&g->hist, 99.9) / 1e3, (double)(g->hist.n ? g->hist.max : 0) / 1e3,
-           g->hist.n ? (double)g->hist.sum / (double)g->hist.n / 1e3 : 0, cpu, aux, self,
+           g->hist.n ? (double)g->hist.sum / (double)g->hist.n / 1e3 : 0, cpu, aux, sink, self,
            g->kinds[K_VALID], g->kinds[K_UNKNOWN], g->kinds[K_NDR_DENY], g->kinds[K_NDR_ALLOW],
            allocs);
 }
@@ -1512,10 +1520,10 @@ static int parse_args(lg *g, int argc, char **argv)
         const char *name;
         int id, has_arg;
     } longs[] = {
-        {"--warmup", OPT_WARMUP, 1},   {"--expect", OPT_EXPECT, 1}, {"--mix", OPT_MIX, 1},
-        {"--server-pid", OPT_SPID, 1}, {"--aux-pid", OPT_APID, 1},  {"--alloc-file", OPT_ALLOC, 1},
-        {"--timeout", OPT_TIMEOUT, 1}, {"--prefix", OPT_PREFIX, 1}, {"--label", OPT_LABEL, 1},
-        {"--emit-seed", OPT_SEED, 0},  {"--idle", OPT_IDLE, 0},
+        {"--warmup", OPT_WARMUP, 1},    {"--expect", OPT_EXPECT, 1},   {"--mix", OPT_MIX, 1},
+        {"--server-pid", OPT_SPID, 1},  {"--aux-pid", OPT_APID, 1},    {"--sink-pid", OPT_SINK, 1},
+        {"--alloc-file", OPT_ALLOC, 1}, {"--timeout", OPT_TIMEOUT, 1}, {"--prefix", OPT_PREFIX, 1},
+        {"--label", OPT_LABEL, 1},      {"--emit-seed", OPT_SEED, 0},  {"--idle", OPT_IDLE, 0},
     };
     lg_opts *o = &g->o;
     int i;
@@ -1601,6 +1609,9 @@ static int parse_args(lg *g, int argc, char **argv)
             break;
         case OPT_APID:
             o->aux_pid = atoi(v);
+            break;
+        case OPT_SINK:
+            o->sink_pid = atoi(v);
             break;
         case OPT_ALLOC:
             o->alloc_file = v;

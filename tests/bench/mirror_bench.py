@@ -16,12 +16,19 @@ not asserted:
       the time until the mirror holds every domain, and its RSS.
 
 Usage: tests/bench/mirror_bench.py [BUILD_DIR]   (default build/rel, a
-RelWithDebInfo build with targets backstopd bench_loadgen bench_nullserver).
+RelWithDebInfo build with targets backstopd bench_loadgen bench_nullserver
+bench_logsink).
 Environment: BENCH_SECONDS (per point, default 3); BENCH_OTHER=LABEL:PATH
 adds another build's backstopd (mirror = yes) to (a), e.g. the commit
 before a change, for before/after in one run; BENCH_SKIP_MEMORY=1 leaves
 (b) out; BENCH_HARVEST ([harvest] threshold, default 100000/10s: counting
-on at a threshold no run reaches, as scripts/bench's rows).
+on at a threshold no run reaches, as scripts/bench's rows); BENCH_SYSLOG
+(sink, the default: every backstopd's [log] socket is one bench_logsink's,
+whose CPU per request is its own column and whose line count is printed;
+none: nothing listens there, the lines are dropped as with no syslog
+daemon). backstopd runs without -f: its log lines go to the sink only, and
+its stderr file (NAME.log in the work directory) holds what it prints
+there anyway, a start-up failure.
 Everything runs on free loopback ports in a private directory and is
 stopped by PID at the end.
 """
@@ -44,7 +51,11 @@ OTHER = os.environ.get("BENCH_OTHER", "").split(":", 1) if os.environ.get("BENCH
 SKIP_B = os.environ.get("BENCH_SKIP_MEMORY") == "1"  # leave (b) out
 # [harvest] threshold: counting on, never reached (as scripts/bench's rows)
 HARVEST = os.environ.get("BENCH_HARVEST", "100000/10s")
+SYSLOG = os.environ.get("BENCH_SYSLOG", "sink")  # or none
+if SYSLOG not in ("sink", "none"):
+    raise SystemExit("BENCH_SYSLOG is sink or none, not %r" % SYSLOG)
 procs = []
+sink = None  # the bench_logsink Popen (BENCH_SYSLOG=sink), started by main()
 
 
 def free_port():
@@ -77,6 +88,25 @@ def redis_cli(port, *args, stdin=None):
                           capture_output=True, check=True).stdout
 
 
+def start_sink(path, log):
+    """bench_logsink at path, once its socket exists."""
+    p = spawn([os.path.join(BUILD, "bench_logsink"), path], log)
+    end = time.monotonic() + 10
+    while not os.path.exists(path):
+        if time.monotonic() > end or p.poll() is not None:
+            raise SystemExit("bench_logsink did not start: %s" % open(log).read())
+        time.sleep(0.05)
+    return p
+
+
+def stop_sink(p, log):
+    """SIGTERM; its "lines=N bytes=M" line."""
+    p.terminate()
+    p.wait(10)
+    with open(log) as f:
+        return next((ln.strip() for ln in f if ln.startswith("lines=")), "no count")
+
+
 def backstopd(work, name, redis_port, mirror, metrics_port, binary=None):
     port = free_port()
     ini = os.path.join(work, name + ".ini")
@@ -88,9 +118,18 @@ def backstopd(work, name, redis_port, mirror, metrics_port, binary=None):
                 # unknown recipients at thousands a second) is a harvest by
                 # the default 200/10m, which would greylist and block
                 "[harvest]\nthreshold = %s\n"
-                "[metrics]\nlisten = inet:127.0.0.1:%d\n[log]\nlevel = info\n"
-                % (port, redis_port, mirror, HARVEST, metrics_port))
-    p = spawn([binary or os.path.join(BUILD, "backstopd"), "-f", "-c", ini],
+                "[metrics]\nlisten = inet:127.0.0.1:%d\n"
+                # bench_logsink, or (BENCH_SYSLOG=none) nothing listening
+                "[log]\nlevel = info\nsocket = %s\n"
+                % (port, redis_port, mirror, HARVEST, metrics_port, os.path.join(work, "log.sock")))
+    if binary and subprocess.run([binary, "-t", "-c", ini], capture_output=True).returncode:
+        # a build from before [log] socket refuses the key: it logs to /dev/log
+        with open(ini) as f:
+            text = f.read()
+        with open(ini, "w") as f:
+            f.write(re.sub(r"(?m)^socket = .*\n", "", text))
+        print("# %s has no [log] socket: it logs to /dev/log, not to the sink" % binary)
+    p = spawn([binary or os.path.join(BUILD, "backstopd"), "-c", ini],
               os.path.join(work, name + ".log"))
     wait_port(port)
     return p, port
@@ -103,9 +142,12 @@ def metrics(port):
 
 
 def loadgen(port, conc, expect, server_pid, redis_pid, secs=SECS, mix=None):
+    """One run; a backstopd's (expect backstop) syslog sink CPU is measured too."""
+    logs = expect == "backstop" and sink is not None
     out = subprocess.run([os.path.join(BUILD, "bench_loadgen"), "-t", "inet:127.0.0.1:%d" % port,
                           "-c", str(conc), "-d", str(secs), "--warmup", "0.5", "--expect", expect,
                           "--server-pid", str(server_pid), "--aux-pid", str(redis_pid), "-q"]
+                         + (["--sink-pid", str(sink.pid)] if logs else [])
                          + (["--mix", mix] if mix else []),
                          capture_output=True, text=True)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), None)
@@ -144,8 +186,11 @@ def resp(*args):
 
 
 def main():
+    global sink
     work = tempfile.mkdtemp(prefix="bs-mirror-bench-")
     try:
+        if SYSLOG == "sink":
+            sink = start_sink(os.path.join(work, "log.sock"), os.path.join(work, "logsink.log"))
         rport = free_port()
         redis = spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", work,
                        "--save", "", "--appendonly", "no"], os.path.join(work, "redis.log"))
@@ -171,9 +216,11 @@ def main():
                 end = time.monotonic() + 10
                 while time.monotonic() < end and metrics(mp).get("backstop_mirror_keys", 0) < 20:
                     time.sleep(0.1)
-        print("(a) full rule set, TCP policy socket, Redis over TCP, %.0f s per point" % SECS)
-        print("| server | c | req/s | ratio to null | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("(a) full rule set, TCP policy socket, Redis over TCP, %.0f s per point; backstopd "
+              "logs at info %s" % (SECS, "to a syslog sink (bench_logsink)" if sink else
+                                   "with no syslog daemon (BENCH_SYSLOG=none)"))
+        print("| server | c | req/s | ratio to null | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | syslog sink CPU µs/req |")
+        print("|---|---|---|---|---|---|---|---|---|")
         cmds = []  # (server, c, requests, {command: (calls, usec)})
         res = {}  # (server, c) -> loadgen RESULT
         for conc in (1, 64):
@@ -187,9 +234,10 @@ def main():
                     cmds.append((name, "%d" % conc, requests_total(mp) - n0, commandstats(rport)))
                 rps = float(r["rps"])
                 null_rps = null_rps or rps
-                print("| %s | %d | %.0f | %.2f | %s | %s | %s | %s |" % (
+                print("| %s | %d | %.0f | %.2f | %s | %s | %s | %s | %s |" % (
                     name, conc, rps, rps / null_rps, r.get("p50_us"), r.get("p99_us"),
-                    r.get("cpu_us", "-"), r.get("aux_cpu_us")))
+                    r.get("cpu_us", "-"), r.get("aux_cpu_us"),
+                    "" if r.get("sink_cpu_us", "NA") == "NA" else r["sink_cpu_us"]))
                 sys.stdout.flush()
         # the common path alone: known recipients, no bounces
         common = {}
@@ -217,6 +265,11 @@ def main():
                                                                 usec / n))
         sys.stdout.flush()
         targets(res, common)
+        if sink:
+            print()
+            print("bench_logsink received %s in (a)" % stop_sink(sink, os.path.join(work,
+                                                                                   "logsink.log")))
+            sys.stdout.flush()
 
         # (b) memory: 1,000,000 users in 1,000 domains
         if SKIP_B:
