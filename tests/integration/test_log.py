@@ -27,15 +27,21 @@ def test_reload_moves_the_lines(redis, backstopd, syslog):
     assert d.ask(recipient="a1@example.com") == USER_UNKNOWN("a1@example.com")
     first.wait_line(REJECT % "a1@example\\.com")
 
-    d.write_config(log={"socket": second.path, "syslog_facility": "local0"})
+    # the socket alone changes: the lines move, the facility stays mail
+    d.write_config(log={"socket": second.path})
     d.reload()
     second.wait_line(r"backstopd\[%d\]: configuration reloaded from " % d.pid)
     assert d.ask(recipient="a2@example.com") == USER_UNKNOWN("a2@example.com")
-    # local0.info = 16 * 8 + 6
     line = second.wait_line(REJECT % "a2@example\\.com")
-    assert re.match(PID_TAG % (134, d.pid), line), line
+    assert re.match(PID_TAG % (22, d.pid), line), line
     assert not [ln for ln in first.lines() if "a2@example.com" in ln or "reloaded" in ln], \
         "a line still went to the old socket"
+
+    # the facility alone changes: same socket, local0.info = 16 * 8 + 6
+    d.write_config(log={"syslog_facility": "local0"})
+    d.reload()
+    assert d.ask(recipient="a3@example.com") == USER_UNKNOWN("a3@example.com")
+    assert re.match(PID_TAG % (134, d.pid), second.wait_line(REJECT % "a3@example\\.com"))
 
 
 def test_nothing_listening_then_a_daemon(redis, backstopd, syslog, test_dir):
