@@ -37,9 +37,25 @@ struct bs_log_stats {
     unsigned long long dropped;          /* lines not sent: no socket, daemon behind, errors */
     unsigned long long connects;         /* connect attempts */
     unsigned long long connect_failures; /* of those, failed */
+    unsigned long long send_calls;       /* send/sendmmsg calls: sent / send_calls = lines a call */
 };
 /* bs_log_stats - copy the counters into *out */
 void bs_log_stats(struct bs_log_stats *out);
+/*
+ * Batching (backstopd: on once its loop runs, flushed before the loop
+ * blocks). While on, an info or debug syslog line is formatted (time stamp
+ * taken) and queued instead of sent; a warn, error, fatal or panic line
+ * flushes the queue first and goes out at once. The queue is flushed by
+ * itself at BS_LOG_BATCH_MAX lines or BS_LOG_BATCH_BYTES bytes. The stderr
+ * copy (-f) is never queued. Fork with nothing queued (bs_log_flush).
+ */
+#define BS_LOG_BATCH_MAX 32      /* lines queued: one sendmmsg at most this long */
+#define BS_LOG_BATCH_BYTES 32768 /* their formatted bytes */
+/* bs_log_batch - on: queue from now on; off: flush, then send each line */
+void bs_log_batch(int on);
+/* bs_log_flush - the queued lines in one sendmmsg (a stream socket: a send
+ * each); those the daemon does not take are dropped and counted */
+void bs_log_flush(void);
 /* bs_log_facility_valid - 1 if name is a syslog facility we know */
 int bs_log_facility_valid(const char *name);
 /* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */

@@ -9,7 +9,9 @@
  * cannot open, is logged and the old config and listeners kept);
  * SIGTERM/SIGINT stop accepting, answer what is in flight, exit 0; SIGUSR1
  * logs the counters. Fatal errors happen only here, at start-up, and are
- * printed on stderr as well as logged.
+ * printed on stderr as well as logged. While the loop runs, info lines are
+ * batched (bs_log_batch) and a prepare handle flushes them before each poll:
+ * one sendmmsg per loop turn; shutdown turns batching off.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +41,7 @@ static bs_server *server;
 static bs_store *store;
 static bs_metrics *metrics;
 static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+static uv_prepare_t log_flush; /* before the loop blocks: the turn's log lines */
 static int stopping;
 static int to_stderr; /* -f */
 
@@ -109,6 +112,14 @@ static void on_server_done(void *arg)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_usr1, NULL);
+    bs_log_batch(0); /* lines from here to exit go out as they are logged */
+    uv_close((uv_handle_t *)&log_flush, NULL);
+}
+
+/* on_log_flush - the lines this loop turn logged, in one sendmmsg */
+static void on_log_flush(uv_prepare_t *h)
+{
+    bs_log_flush();
 }
 
 static void on_stop(uv_signal_t *h, int signum)
@@ -221,11 +232,16 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_stop, SIGTERM);
     uv_signal_start(&sig_int, on_stop, SIGINT);
     uv_signal_start(&sig_usr1, on_usr1, SIGUSR1);
+    uv_prepare_init(loop, &log_flush);
+    uv_prepare_start(&log_flush, on_log_flush);
+    uv_unref((uv_handle_t *)&log_flush); /* it keeps no loop alive */
+    bs_log_batch(1);
     bs_info("backstopd %s started (mode=%s, on_redis_error=%s)", BACKSTOP_VERSION,
             cfg.mode == BS_MODE_REPORT ? "report" : "enforce",
             cfg.on_redis_error == BS_ON_ERROR_DUNNO ? "dunno" : "defer");
 
     uv_run(loop, UV_RUN_DEFAULT);
+    bs_log_batch(0); /* off already, unless the loop ended another way */
     bs_stats_log("exit");
     if (uv_loop_close(loop) != 0)
         bs_warn("event loop closed with handles still open");

@@ -63,6 +63,7 @@
  *   of the stderr copy may wait. Retries a line more than once.
  *   Returns from bs_fatal (exit status 1) or bs_panic (abort).
  */
+#define _GNU_SOURCE /* sendmmsg */
 #include "backstop/log.h"
 
 #include <errno.h>
@@ -73,6 +74,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
@@ -129,6 +131,9 @@ static struct {
     unsigned long long unreported; /* dropped since the last warning about it */
     struct bs_log_stats stats;
 } sl = {.fd = -1, .stamp_sec = -1};
+
+static void batch_flush(void); /* the batch: below to_syslog */
+static void batch_reset(void);
 
 /* find_facility - index into facilities[], or -1 */
 static int find_facility(const char *name)
@@ -215,6 +220,11 @@ void bs_log_open_path(const char *ident, const char *facility, int to_stderr, co
     int f = facility != NULL ? find_facility(facility) : -1;
     int n;
 
+    if (log_opened && sl.pid == (long)getpid())
+        batch_flush(); /* queued lines go where and as they were logged */
+    else
+        batch_reset(); /* a forked child's copy of its parent's queue */
+
     snprintf(log_ident, sizeof log_ident, "%s", ident != NULL ? ident : "backstopd");
     sl.facility = f >= 0 ? facilities[f].facility : LOG_MAIL;
     sl.pid = (long)getpid();
@@ -275,6 +285,64 @@ static void put_stamp(void)
 enum { SENT, BUSY, GONE, FAILED };
 
 /*
+ * sl_format - the message for priority and text[0..len) into out (room for
+ * BS_LOG_MSG_MAX bytes; text cut to fit): its length. The time stamp is
+ * the time of this call.
+ */
+static size_t sl_format(char *out, int priority, const char *text, size_t len)
+{
+    unsigned pri = (unsigned)(sl.facility | (priority & LOG_PRIMASK));
+    size_t n = 0;
+
+    out[n++] = '<';
+    if (pri >= 100)
+        out[n++] = (char)('0' + pri / 100);
+    if (pri >= 10)
+        out[n++] = (char)('0' + pri / 10 % 10);
+    out[n++] = (char)('0' + pri % 10);
+    out[n++] = '>';
+    put_stamp();
+    memcpy(out + n, sl.stamp, sl.stamp_len);
+    n += sl.stamp_len;
+    memcpy(out + n, sl.tag, sl.tag_len);
+    n += sl.tag_len;
+    if (len > BS_LOG_MSG_MAX - 1 - n)
+        len = BS_LOG_MSG_MAX - 1 - n;
+    memcpy(out + n, text, len);
+    n += len;
+    if (sl.stream)
+        out[n++] = '\0'; /* the stream's message separator, as glibc */
+    return n;
+}
+
+/* send_failed - the outcome of a send that did not take a whole message
+ * (w: what it returned, errno as it left it); a peer gone, or any failure
+ * on a stream, closes the socket */
+static int send_failed(ssize_t w)
+{
+    int gone;
+
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+        return BUSY;
+    gone = w < 0 &&
+           (errno == ECONNREFUSED || errno == ENOTCONN || errno == ECONNRESET || errno == EPIPE);
+    if (gone || sl.stream) /* a stream cut mid-message cannot go on */
+        sl_close();
+    return gone ? GONE : FAILED;
+}
+
+/* sl_send_raw - one formatted message msg[0..n) on sl.fd: SENT, or as
+ * send_failed */
+static int sl_send_raw(const char *msg, size_t n)
+{
+    ssize_t w;
+
+    sl.stats.send_calls++;
+    w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w == (ssize_t)n ? SENT : send_failed(w);
+}
+
+/*
  * sl_send - one message for priority and text[0..len) on sl.fd. Returns
  * SENT; BUSY (the daemon is behind: try later); GONE (the peer went away:
  * the socket was closed); FAILED (any other error; on a stream socket, or a
@@ -283,39 +351,8 @@ enum { SENT, BUSY, GONE, FAILED };
 static int sl_send(int priority, const char *text, size_t len)
 {
     char msg[BS_LOG_MSG_MAX];
-    unsigned pri = (unsigned)(sl.facility | (priority & LOG_PRIMASK));
-    size_t n = 0;
-    ssize_t w;
-    int gone;
 
-    msg[n++] = '<';
-    if (pri >= 100)
-        msg[n++] = (char)('0' + pri / 100);
-    if (pri >= 10)
-        msg[n++] = (char)('0' + pri / 10 % 10);
-    msg[n++] = (char)('0' + pri % 10);
-    msg[n++] = '>';
-    put_stamp();
-    memcpy(msg + n, sl.stamp, sl.stamp_len);
-    n += sl.stamp_len;
-    memcpy(msg + n, sl.tag, sl.tag_len);
-    n += sl.tag_len;
-    if (len > sizeof msg - 1 - n)
-        len = sizeof msg - 1 - n;
-    memcpy(msg + n, text, len);
-    n += len;
-    if (sl.stream)
-        msg[n++] = '\0'; /* the stream's message separator, as glibc */
-    w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w == (ssize_t)n)
-        return SENT;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-        return BUSY;
-    gone = w < 0 &&
-           (errno == ECONNREFUSED || errno == ENOTCONN || errno == ECONNRESET || errno == EPIPE);
-    if (gone || sl.stream) /* a stream cut mid-message cannot go on */
-        sl_close();
-    return gone ? GONE : FAILED;
+    return sl_send_raw(msg, sl_format(msg, priority, text, len));
 }
 
 /* sl_deliver - sl_send, and once more on a new socket if the peer went */
@@ -372,6 +409,154 @@ static void to_syslog(int priority, const char *line, size_t len)
     }
 }
 
+/* The batch: messages formatted when logged, sent at bs_log_flush (see
+ * BATCHING above). iov[0] is kept for the "N log lines dropped" warning, so
+ * it goes out in the same sendmmsg, ahead of the lines. */
+static struct {
+    int on;                                  /* bs_log_batch(1) */
+    unsigned n;                              /* messages queued: iov[1..n] */
+    size_t used;                             /* bytes of buf they take */
+    struct iovec iov[BS_LOG_BATCH_MAX + 1];  /* [0]: the warning, if any */
+    struct mmsghdr mm[BS_LOG_BATCH_MAX + 1]; /* for sendmmsg, over iov */
+    char warn[BS_LOG_MSG_MAX];               /* the warning's message */
+    char buf[BS_LOG_BATCH_BYTES];
+} batch;
+
+_Static_assert(BS_LOG_BATCH_BYTES >= BS_LOG_MSG_MAX, "a batch holds at least one message");
+
+/*
+ * sl_send_many - iov[0..n) (formatted messages) on sl.fd, in order: how
+ * many the socket took, the first ones; when none, *how says why (BUSY,
+ * GONE, FAILED, as sl_send). A datagram socket gets one sendmmsg; a stream
+ * one send per message, stopping at the first not taken whole.
+ */
+static unsigned sl_send_many(struct iovec *iov, unsigned n, int *how)
+{
+    unsigned k = 0;
+    int r;
+
+    if (sl.stream) {
+        while (k < n && (r = sl_send_raw(iov[k].iov_base, iov[k].iov_len)) == SENT)
+            k++;
+        if (k == 0)
+            *how = r;
+        return k;
+    }
+    for (unsigned i = 0; i < n; i++)
+        batch.mm[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[i], .msg_iovlen = 1}};
+    sl.stats.send_calls++;
+    r = sendmmsg(sl.fd, batch.mm, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0)
+        return (unsigned)r; /* the rest not taken: the daemon is behind */
+    *how = send_failed(r);
+    return 0;
+}
+
+/* sl_deliver_many - sl_send_many, and once more on a new socket if the peer
+ * went: how many of iov[0..n) were taken */
+static unsigned sl_deliver_many(struct iovec *iov, unsigned n)
+{
+    int how = FAILED;
+    unsigned k = sl_send_many(iov, n, &how);
+
+    if (k == 0 && how == GONE) {
+        long long now = now_ms();
+
+        if (sl_connect(now) < 0)
+            return 0;
+        if ((k = sl_send_many(iov, n, &how)) == 0 && sl.fd < 0)
+            sl.retry_at_ms = now + BS_LOG_RECONNECT_MS; /* no connect per flush */
+    }
+    return k;
+}
+
+/* batch_reset - forget what is queued */
+static void batch_reset(void)
+{
+    batch.n = 0;
+    batch.used = 0;
+}
+
+/*
+ * batch_flush - send what is queued, with the dropped-lines warning first
+ * when there were drops: what the socket does not take is dropped and
+ * counted, as to_syslog does for one line. The queue is empty after it.
+ */
+static void batch_flush(void)
+{
+    struct iovec *iov = &batch.iov[1];
+    unsigned n = batch.n, k;
+
+    if (n == 0)
+        return;
+    batch_reset();
+    if (sl.fd < 0) {
+        long long now = now_ms();
+
+        if (now < sl.retry_at_ms || sl_connect(now) < 0) {
+            sl.stats.dropped += n;
+            sl.unreported += n;
+            return;
+        }
+    }
+    if (sl.unreported) {
+        char text[96];
+        int len =
+            snprintf(text, sizeof text,
+                     "warning: %llu log lines dropped (syslog not accepting them)", sl.unreported);
+
+        batch.iov[0].iov_base = batch.warn;
+        batch.iov[0].iov_len = sl_format(batch.warn, LOG_WARNING, text, (size_t)len);
+        iov = &batch.iov[0];
+        if ((k = sl_deliver_many(iov, n + 1)) == 0) {
+            sl.stats.dropped += n;
+            sl.unreported += n;
+            return;
+        }
+        sl.stats.sent++; /* the warning */
+        sl.unreported = 0;
+        k--;
+    } else {
+        k = sl_deliver_many(iov, n);
+    }
+    sl.stats.sent += k;
+    sl.stats.dropped += n - k;
+    sl.unreported += n - k;
+}
+
+/*
+ * batch_add - queue one line (formatted now: its time stamp is now);
+ * flushes first when the bytes left might not hold it, and after it when
+ * BS_LOG_BATCH_MAX lines are queued.
+ */
+static void batch_add(int priority, const char *line, size_t len)
+{
+    char *at;
+
+    if (sizeof batch.buf - batch.used < BS_LOG_MSG_MAX)
+        batch_flush();
+    at = batch.buf + batch.used;
+    batch.iov[1 + batch.n].iov_base = at;
+    batch.iov[1 + batch.n].iov_len = sl_format(at, priority, line, len);
+    batch.used += batch.iov[1 + batch.n].iov_len;
+    if (++batch.n == BS_LOG_BATCH_MAX)
+        batch_flush();
+}
+
+/* bs_log_flush - send what is queued (nothing while no line is) */
+void bs_log_flush(void)
+{
+    batch_flush();
+}
+
+/* bs_log_batch - queue lines from now on (on), or flush and stop (off) */
+void bs_log_batch(int on)
+{
+    if (!on)
+        batch_flush();
+    batch.on = on != 0;
+}
+
 /*
  * clean - replace each control character (< 0x20, 0x7f) of line[0..len) by
  * '?'. Lines are mostly clean: with SSE2, 16 bytes are tested at a time and
@@ -405,8 +590,14 @@ static void clean(char *line, size_t len)
 /* send_line - a finished line (NUL-terminated, len bytes) to syslog and/or stderr */
 static void send_line(int priority, int to_stderr, const char *line, size_t len)
 {
-    if (log_opened)
-        to_syslog(priority, line, len);
+    if (log_opened) {
+        if (batch.on && priority > LOG_WARNING) {
+            batch_add(priority, line, len);
+        } else {
+            batch_flush(); /* what was logged before goes first */
+            to_syslog(priority, line, len);
+        }
+    }
     if (to_stderr) {
         char out[BS_LOG_LINE_MAX + 128], stamp[32] = "";
         struct timespec ts;

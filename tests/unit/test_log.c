@@ -20,6 +20,15 @@
  * BS_LOG_RECONNECT_MS); a stream-only daemon ('\0'-ended messages, a new
  * connection after the old one closed); a re-open (new ident and facility,
  * the old socket closed).
+ *
+ * Batching: queued lines arrive only at bs_log_flush, in order, in one
+ * send call, byte for byte as unbatched; the stderr copy at once; a warn or
+ * error line flushes the queue first; BS_LOG_BATCH_MAX lines, or long lines
+ * reaching BS_LOG_BATCH_BYTES, flush by themselves; a receiver that does
+ * not read (tiny SO_RCVBUF): no wait, the rest dropped and counted, then
+ * the warning ahead of the next flush's lines; batching off flushes; a
+ * stream daemon gets each message with its '\0'; bs_fatal (in a child)
+ * sends the queued line before its own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -538,6 +547,286 @@ static void test_reopen(void)
     unlink(sock_path);
 }
 
+/* ---- batching (bs_log_batch, bs_log_flush) ----------------------------- */
+
+/* drain - every message waiting on fd, bodies into got[] (up to max): how many */
+static int drain(int fd, char got[][256], int max)
+{
+    char msg[4096];
+    const char *b;
+    int n = 0;
+
+    while (take(fd, msg, sizeof msg, 0) > 0) {
+        b = body(msg, "backstopd");
+        if (n < max)
+            snprintf(got[n], sizeof got[n], "%.200s", b ? b : "(bad message)");
+        n++;
+    }
+    return n;
+}
+
+/* test_batch - queued lines arrive only at the flush, in order, in one
+ * call, byte for byte as an unbatched line; batching off flushes */
+static void test_batch(void)
+{
+    char a[4096], b[4096], got[8][256], want[64];
+    int fd = receiver(SOCK_DGRAM);
+    struct bs_log_stats s0, s1, s2;
+    time_t t0, t1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 1, sock_path);
+    captured();
+    /* the same line unbatched, then batched: the same bytes */
+    t0 = time(NULL);
+    bs_log(BS_LOG_INFO, "same bytes %d", 1);
+    CHECK(take(fd, a, sizeof a, 1000) > 0);
+    captured();
+    bs_log_batch(1);
+    bs_log(BS_LOG_INFO, "same bytes %d", 1);
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1); /* queued, not sent */
+    CHECK_EQ_STR(captured(), "same bytes 1");    /* stderr (-f) at once */
+    bs_log_flush();
+    t1 = time(NULL);
+    CHECK(take(fd, b, sizeof b, 1000) > 0);
+    if (t0 == t1)
+        CHECK_EQ_STR(b, a);
+    else /* a second boundary between them: all but the stamp */
+        CHECK(strlen(a) == strlen(b) && strcmp(a + 20, b + 20) == 0 && strncmp(a, b, 4) == 0);
+
+    bs_log_stats(&s0);
+    for (int i = 0; i < 5; i++)
+        bs_log(BS_LOG_INFO, "queued %d", i);
+    bs_log_text(BS_LOG_DEBUG, "not enabled", 11);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls, s0.send_calls);
+    CHECK_EQ_INT(s1.sent, s0.sent);
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1);
+    bs_log_flush();
+    bs_log_flush(); /* nothing queued: no call */
+    bs_log_stats(&s2);
+    CHECK_EQ_INT(s2.send_calls - s1.send_calls, 1); /* one sendmmsg for the five */
+    CHECK_EQ_INT(s2.sent - s1.sent, 5);
+    CHECK_EQ_INT(s2.dropped, s1.dropped);
+    CHECK_EQ_INT(drain(fd, got, 8), 5);
+    for (int i = 0; i < 5; i++) {
+        snprintf(want, sizeof want, "queued %d", i);
+        CHECK_EQ_STR(got[i], want);
+    }
+    captured();
+
+    /* off flushes, and a line after it goes at once */
+    bs_log(BS_LOG_INFO, "before off");
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1);
+    bs_log_batch(0);
+    bs_log(BS_LOG_INFO, "after off");
+    CHECK_EQ_INT(drain(fd, got, 8), 2);
+    CHECK_EQ_STR(got[0], "before off");
+    CHECK_EQ_STR(got[1], "after off");
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    captured();
+    close(fd);
+}
+
+/* test_batch_urgent - a warn or error line flushes what is queued first
+ * and goes out at once; the batch flushes by itself when full */
+static void test_batch_urgent(void)
+{
+    char got[BS_LOG_BATCH_MAX + 2][256], want[64];
+    int fd = receiver(SOCK_DGRAM), n;
+    struct bs_log_stats s0, s1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log_batch(1);
+    bs_log_stats(&s0);
+    bs_log(BS_LOG_INFO, "info 1");
+    bs_log(BS_LOG_INFO, "info 2");
+    bs_log(BS_LOG_WARN, "now");
+    bs_log(BS_LOG_INFO, "info 3");
+    bs_log(BS_LOG_ERROR, "and now");
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 4); /* 2 lines, warn, 1 line, error */
+    CHECK_EQ_INT(s1.sent - s0.sent, 5);
+    n = drain(fd, got, 8);
+    CHECK_EQ_INT(n, 5);
+    CHECK_EQ_STR(got[0], "info 1");
+    CHECK_EQ_STR(got[1], "info 2");
+    CHECK_EQ_STR(got[2], "warning: now");
+    CHECK_EQ_STR(got[3], "info 3");
+    CHECK_EQ_STR(got[4], "error: and now");
+
+    /* BS_LOG_BATCH_MAX lines: sent by the last one, no flush called; the
+     * ones the queue (net.unix.max_dgram_qlen) does not take are counted */
+    bs_log_stats(&s0);
+    for (int i = 0; i < BS_LOG_BATCH_MAX; i++) {
+        bs_log(BS_LOG_INFO, "full %d", i);
+        if (i == BS_LOG_BATCH_MAX - 2)
+            CHECK_EQ_INT(take(fd, got[0], sizeof got[0], 0), -1);
+    }
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 1);
+    CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), BS_LOG_BATCH_MAX);
+    n = drain(fd, got, BS_LOG_BATCH_MAX);
+    CHECK(n >= 1);
+    CHECK_EQ_INT(n, s1.sent - s0.sent);
+    for (int i = 0; i < n && i < BS_LOG_BATCH_MAX; i++) {
+        snprintf(want, sizeof want, "full %d", i); /* the first ones, in order */
+        CHECK_EQ_STR(got[i], want);
+    }
+    fprintf(stderr, "test_log: a full batch: %d of %d lines taken by one sendmmsg\n", n,
+            BS_LOG_BATCH_MAX);
+
+    /* BS_LOG_BATCH_BYTES: long lines flush before the count is reached */
+    {
+        static char text[1900];
+        int lines = BS_LOG_BATCH_BYTES / (int)sizeof text + 1;
+
+        memset(text, 'z', sizeof text);
+        bs_log_stats(&s0);
+        for (int i = 0; i < lines; i++)
+            bs_log_text(BS_LOG_INFO, text, sizeof text);
+        bs_log_stats(&s1);
+        CHECK(lines < BS_LOG_BATCH_MAX);
+        CHECK(s1.send_calls - s0.send_calls >= 1);
+        bs_log_flush();
+        bs_log_stats(&s1);
+        CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), lines + (s0.dropped > 0));
+        drain(fd, got, 0);
+    }
+    bs_log_batch(0);
+    drain(fd, got, 0);
+    close(fd);
+}
+
+/* test_batch_full - a receiver with a tiny SO_RCVBUF that does not read:
+ * the flush does not wait, what the socket does not take is dropped and
+ * counted; the next flush puts the warning ahead of its lines */
+static void test_batch_full(void)
+{
+    char got[BS_LOG_BATCH_MAX + 2][256], want[128];
+    int fd = receiver(SOCK_DGRAM), small = 1, n, lines = 0;
+    struct bs_log_stats s0, s1, s2;
+    long long t0, t1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log(BS_LOG_INFO, "start"); /* and any warning left from before */
+    drain(fd, got, 0);
+    bs_log_batch(1);
+    bs_log_stats(&s0);
+    t0 = mono_ms();
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < 20; i++, lines++)
+            bs_log(BS_LOG_INFO, "round %d line %d of a burst nobody reads", round, i);
+        bs_log_flush();
+    }
+    t1 = mono_ms();
+    bs_log_stats(&s1);
+    CHECK(t1 - t0 < 2000); /* never waited */
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 50);
+    CHECK(s1.dropped - s0.dropped > 0);
+    CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), lines);
+    CHECK_EQ_INT(s1.connects, s0.connects);
+    n = drain(fd, got, BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(n, s1.sent - s0.sent);
+    CHECK(n > 0 && strcmp(got[0], "round 0 line 0 of a burst nobody reads") == 0);
+    bs_log(BS_LOG_INFO, "read again 1");
+    bs_log(BS_LOG_INFO, "read again 2");
+    bs_log_flush();
+    bs_log_stats(&s2);
+    CHECK_EQ_INT(s2.sent - s1.sent, 3); /* the warning, the two lines */
+    CHECK_EQ_INT(s2.send_calls - s1.send_calls, 1);
+    CHECK_EQ_INT(drain(fd, got, 4), 3);
+    snprintf(want, sizeof want, "warning: %llu log lines dropped (syslog not accepting them)",
+             s1.dropped - s0.dropped);
+    CHECK_EQ_STR(got[0], want);
+    CHECK_EQ_STR(got[1], "read again 1");
+    CHECK_EQ_STR(got[2], "read again 2");
+    fprintf(stderr, "test_log: batches nobody reads: %llu of %d lines dropped in %lld ms\n",
+            s1.dropped - s0.dropped, lines, t1 - t0);
+    bs_log_batch(0);
+    close(fd);
+}
+
+/* test_batch_stream - a stream-only daemon: the queued lines, each ending
+ * in '\0', in order at the flush */
+static void test_batch_stream(void)
+{
+    char buf[4096], want[256];
+    int l = receiver(SOCK_STREAM), c;
+    size_t have = 0;
+    const char *p;
+
+    CHECK(l >= 0);
+    if (l < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    c = accept(l, NULL, NULL);
+    CHECK(c >= 0);
+    bs_log_batch(1);
+    bs_log(BS_LOG_INFO, "s1");
+    bs_log(BS_LOG_INFO, "s2");
+    bs_log(BS_LOG_INFO, "s3");
+    CHECK_EQ_INT(take(c, buf, sizeof buf, 50), -1);
+    bs_log_flush();
+    for (ssize_t r; have < sizeof buf - 1 && (r = take(c, buf + have, sizeof buf - have, 200)) > 0;)
+        have += (size_t)r;
+    p = buf;
+    for (int i = 1; i <= 3; i++) {
+        snprintf(want, sizeof want, "s%d", i);
+        CHECK(p < buf + have && body(p, "backstopd") && strcmp(body(p, "backstopd"), want) == 0);
+        p += strlen(p) + 1; /* past its '\0' */
+    }
+    CHECK(p == buf + have);
+    bs_log_batch(0);
+    close(c);
+    close(l);
+}
+
+/* test_batch_fatal - bs_fatal sends what is queued, then its line */
+static void test_batch_fatal(void)
+{
+    char got[4][256];
+    int fd = receiver(SOCK_DGRAM), status = 0;
+    pid_t pid;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    fflush(stderr);
+    if ((pid = fork()) == 0) {
+        bs_log_open_path("backstopd", "mail", 0, sock_path);
+        bs_log_batch(1);
+        bs_log(BS_LOG_INFO, "queued before the fatal");
+        bs_fatal("gone");
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    memset(got, 0, sizeof got);
+    {
+        char msg[4096];
+        int n = 0;
+
+        while (n < 4 && take(fd, msg, sizeof msg, n < 2 ? 1000 : 0) > 0) {
+            const char *b = strstr(msg, "]: ");
+            snprintf(got[n++], sizeof got[0], "%.200s", b ? b + 3 : msg);
+        }
+        CHECK_EQ_INT(n, 2);
+    }
+    CHECK_EQ_STR(got[0], "queued before the fatal");
+    CHECK_EQ_STR(got[1], "fatal: gone");
+    captured();
+    close(fd);
+}
+
 int main(void)
 {
     cap = tmpfile();
@@ -563,6 +852,11 @@ int main(void)
     test_restart();
     test_stream();
     test_reopen();
+    test_batch();
+    test_batch_urgent();
+    test_batch_full();
+    test_batch_stream();
+    test_batch_fatal();
     rmdir(dir);
     return check_summary();
 }
