@@ -13,7 +13,11 @@
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
  *                          Their line goes to stderr as well, with or
  *                          without -f: a start-up failure is never silent.
- *   bs_log_stats           the syslog counters (sent, dropped, connects).
+ *   bs_log_batch           on: queue info/debug syslog lines (BATCHING);
+ *                          off: flush, then send each line as logged.
+ *   bs_log_flush           send the queued lines: one sendmmsg.
+ *   bs_log_stats           the syslog counters (sent, dropped, connects,
+ *                          send calls).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
  *   bs_log_level_parse     level word -> enum bs_log_level, or -1.
  *
@@ -37,7 +41,8 @@
  *   (PRI = facility | priority, local time, C-locale month; on a stream
  *   socket followed by a '\0'). The pid is taken at bs_log_open: a process
  *   that forks must call it again in the child. The time stamp is rebuilt
- *   only when the second changes. Each line is one send(MSG_DONTWAIT):
+ *   only when the second changes. Unbatched, each line is one
+ *   send(MSG_DONTWAIT|MSG_NOSIGNAL):
  *   - EAGAIN/ENOBUFS (the daemon is behind): the line is dropped and
  *     counted, never waited for;
  *   - ECONNREFUSED/ENOTCONN/ECONNRESET/EPIPE (the daemon restarted): the
@@ -50,6 +55,24 @@
  *     (with -f they still reach stderr).
  *   The first line to get through after drops is preceded by one
  *   "warning: N log lines dropped (syslog not accepting them)".
+ *
+ * BATCHING
+ *   While bs_log_batch(1) holds, an info or debug line is formatted into its
+ *   final message at once (its time stamp is when it was logged) and
+ *   queued in a fixed buffer: BS_LOG_BATCH_MAX messages, BS_LOG_BATCH_BYTES
+ *   bytes (a line that might not fit flushes the queue first; the queue
+ *   flushes itself when it holds BS_LOG_BATCH_MAX). bs_log_flush sends the
+ *   queue with one sendmmsg(MSG_DONTWAIT|MSG_NOSIGNAL), the dropped-lines
+ *   warning first in the same call when there were drops. The messages
+ *   it does not take (EAGAIN/ENOBUFS on the first, or fewer taken) are
+ *   dropped and counted as above; a peer gone on the first reconnects and
+ *   sends the batch once more, as for one line. On a stream socket, one
+ *   send per message, stopping at the first not taken whole. A warn, error,
+ *   fatal or panic line flushes the queue and then goes out at once, so
+ *   the order of lines is kept and bs_fatal/bs_panic leave nothing behind;
+ *   bs_log_batch(0) and bs_log_open (a reload) flush too. A forked child
+ *   drops its copy of the parent's queue at bs_log_open. The stderr copy
+ *   is never queued. send_calls counts send and sendmmsg calls.
  *
  * STATE
  *   Until bs_log_open is first called, lines go to stderr only: a start-up
@@ -371,6 +394,35 @@ static int sl_deliver(int priority, const char *text, size_t len)
     return r;
 }
 
+/* sl_ready - 1 if sl.fd is open or connects now (a connect at most once
+ * per BS_LOG_RECONNECT_MS), else 0 */
+static int sl_ready(void)
+{
+    long long now;
+
+    if (sl.fd >= 0)
+        return 1;
+    now = now_ms();
+    return now >= sl.retry_at_ms && sl_connect(now) == 0;
+}
+
+/* count_dropped - n lines not sent: counted, and told at the next one sent */
+static void count_dropped(unsigned long long n)
+{
+    sl.stats.dropped += n;
+    sl.unreported += n;
+}
+
+/* drop_warning - the text of the warning about sl.unreported dropped lines
+ * into text (96 bytes): its length */
+static size_t drop_warning(char text[static 96])
+{
+    int n = snprintf(text, 96, "warning: %llu log lines dropped (syslog not accepting them)",
+                     sl.unreported);
+
+    return n > 0 && n < 96 ? (size_t)n : 0;
+}
+
 /*
  * to_syslog - one cleaned line (len bytes) to the syslog socket: sent, or
  * dropped and counted. The first line through after drops is preceded by a
@@ -378,35 +430,24 @@ static int sl_deliver(int priority, const char *text, size_t len)
  */
 static void to_syslog(int priority, const char *line, size_t len)
 {
-    if (sl.fd < 0) {
-        long long now = now_ms();
-
-        if (now < sl.retry_at_ms || sl_connect(now) < 0) {
-            sl.stats.dropped++;
-            sl.unreported++;
-            return;
-        }
+    if (!sl_ready()) {
+        count_dropped(1);
+        return;
     }
     if (sl.unreported) {
         char warn[96];
-        int n =
-            snprintf(warn, sizeof warn,
-                     "warning: %llu log lines dropped (syslog not accepting them)", sl.unreported);
 
-        if (sl_deliver(LOG_WARNING, warn, (size_t)n) != SENT) {
-            sl.stats.dropped++;
-            sl.unreported++;
+        if (sl_deliver(LOG_WARNING, warn, drop_warning(warn)) != SENT) {
+            count_dropped(1);
             return;
         }
         sl.stats.sent++;
         sl.unreported = 0;
     }
-    if (sl_deliver(priority, line, len) == SENT) {
+    if (sl_deliver(priority, line, len) == SENT)
         sl.stats.sent++;
-    } else {
-        sl.stats.dropped++;
-        sl.unreported++;
-    }
+    else
+        count_dropped(1);
 }
 
 /* The batch: messages formatted when logged, sent at bs_log_flush (see
@@ -490,27 +531,18 @@ static void batch_flush(void)
     if (n == 0)
         return;
     batch_reset();
-    if (sl.fd < 0) {
-        long long now = now_ms();
-
-        if (now < sl.retry_at_ms || sl_connect(now) < 0) {
-            sl.stats.dropped += n;
-            sl.unreported += n;
-            return;
-        }
+    if (!sl_ready()) {
+        count_dropped(n);
+        return;
     }
     if (sl.unreported) {
         char text[96];
-        int len =
-            snprintf(text, sizeof text,
-                     "warning: %llu log lines dropped (syslog not accepting them)", sl.unreported);
 
         batch.iov[0].iov_base = batch.warn;
-        batch.iov[0].iov_len = sl_format(batch.warn, LOG_WARNING, text, (size_t)len);
+        batch.iov[0].iov_len = sl_format(batch.warn, LOG_WARNING, text, drop_warning(text));
         iov = &batch.iov[0];
         if ((k = sl_deliver_many(iov, n + 1)) == 0) {
-            sl.stats.dropped += n;
-            sl.unreported += n;
+            count_dropped(n);
             return;
         }
         sl.stats.sent++; /* the warning */
@@ -520,8 +552,7 @@ static void batch_flush(void)
         k = sl_deliver_many(iov, n);
     }
     sl.stats.sent += k;
-    sl.stats.dropped += n - k;
-    sl.unreported += n - k;
+    count_dropped(n - k);
 }
 
 /*

@@ -1,9 +1,13 @@
 """[log] socket: backstopd's syslog lines go to the socket it names (a
 private receiver here, as a daemon in a chroot or journald's dev-log would
-be), and a reload that changes it moves them."""
+be), and a reload that changes it moves them; refusals from connections
+asking at once arrive complete and in order, in fewer send calls than lines
+(backstopd batches a loop turn's lines)."""
 import os
 import re
+import signal
 
+from support.policy import request
 from support.replies import USER_UNKNOWN
 from support.wait import poll
 
@@ -60,3 +64,45 @@ def test_nothing_listening_then_a_daemon(redis, backstopd, syslog, test_dir):
     poll(logged, 5, interval=0.3, what="a line at the socket bound after start")
     assert sink.wait_line(r"warning: \d+ log lines dropped \(syslog not accepting them\)")
     assert not [ln for ln in sink.lines() if "early@example.com" in ln]
+
+
+CONNS, ROUNDS = 8, 12
+
+
+def test_refusals_batched_complete_in_order(redis, backstopd, syslog):
+    """Refusals over CONNS connections asking at once: every line reaches
+    the daemon, each connection's in the order asked, and the loop sends
+    them in fewer calls than lines (one sendmmsg a loop turn)."""
+    sink = syslog("batch")
+    d = backstopd(redis, log={"socket": sink.path}, ratelimit={"invalid_recipients": "0"},
+                  harvest={"threshold": "0"})
+    rcpt = "c%dr%d@example.com"
+    sink.wait_line(r"backstopd \S+ started")
+    conns = [d.conn() for _ in range(CONNS)]
+    try:
+        for r in range(ROUNDS):
+            for i, c in enumerate(conns):  # all asked before any answer is read
+                assert c.send(request(recipient=rcpt % (i, r)))
+            for i, c in enumerate(conns):
+                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
+            # drained each round (a line may follow its answer by a loop
+            # turn): the socket's queue is short (net.unix.max_dgram_qlen)
+            poll(lambda: sum("NOQUEUE: reject:" in ln for ln in sink.lines()) >= CONNS * (r + 1),
+                 5, interval=0.001, what="round %d's lines" % r)
+    finally:
+        for c in conns:
+            c.close()
+
+    d.signal(signal.SIGUSR1)
+    stats = sink.wait_line(r"statistics \(SIGUSR1\):")
+    refusals = [ln for ln in sink.lines() if "NOQUEUE: reject:" in ln]
+    for i in range(CONNS):
+        asked = [rcpt % (i, r) for r in range(ROUNDS)]
+        got = [m.group(1) for m in (re.search(r"<(c%dr\d+@example\.com)>" % i, ln)
+                                    for ln in refusals) if m]
+        assert got == asked, "connection %d: lines %r" % (i, got)
+    counters = dict(re.findall(r" (log_\w+)=(\d+)", stats))
+    sent, calls = int(counters["log_sent"]), int(counters.get("log_send_calls", 0))
+    assert counters.get("log_dropped", "0") == "0", stats
+    assert sent >= CONNS * ROUNDS and 0 < calls < sent, stats
+    print("%d log lines in %d send calls" % (sent, calls))
