@@ -11,7 +11,9 @@
  * logs the counters. Fatal errors happen only here, at start-up, and are
  * printed on stderr as well as logged. While the loop runs, info lines are
  * batched (bs_log_batch) and a prepare handle flushes them before each poll:
- * one sendmmsg per loop turn; shutdown turns batching off.
+ * one sendmmsg per loop turn; lines the syslog daemon did not take yet are
+ * flushed again by a timer every BS_LOG_RETRY_MS while any are pending, so
+ * none wait for the next request. Shutdown turns batching off.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -42,6 +44,7 @@ static bs_store *store;
 static bs_metrics *metrics;
 static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 static uv_prepare_t log_flush; /* before the loop blocks: the turn's log lines */
+static uv_timer_t log_retry;   /* while lines are pending: flush them again */
 static int stopping;
 static int to_stderr; /* -f */
 
@@ -114,12 +117,29 @@ static void on_server_done(void *arg)
     uv_close((uv_handle_t *)&sig_usr1, NULL);
     bs_log_batch(0); /* lines from here to exit go out as they are logged */
     uv_close((uv_handle_t *)&log_flush, NULL);
+    uv_close((uv_handle_t *)&log_retry, NULL);
+}
+
+static void on_log_retry(uv_timer_t *h);
+
+/* log_flush_now - one flush; the retry timer runs while lines are pending */
+static void log_flush_now(void)
+{
+    bs_log_flush();
+    if (bs_log_pending() > 0 && !uv_is_active((uv_handle_t *)&log_retry))
+        uv_timer_start(&log_retry, on_log_retry, BS_LOG_RETRY_MS, 0);
 }
 
 /* on_log_flush - the lines this loop turn logged, in one sendmmsg */
 static void on_log_flush(uv_prepare_t *h)
 {
-    bs_log_flush();
+    log_flush_now();
+}
+
+/* on_log_retry - the syslog daemon was behind: try the backlog again */
+static void on_log_retry(uv_timer_t *h)
+{
+    log_flush_now();
 }
 
 static void on_stop(uv_signal_t *h, int signum)
@@ -235,6 +255,8 @@ int main(int argc, char **argv)
     uv_prepare_init(loop, &log_flush);
     uv_prepare_start(&log_flush, on_log_flush);
     uv_unref((uv_handle_t *)&log_flush); /* it keeps no loop alive */
+    uv_timer_init(loop, &log_retry);
+    uv_unref((uv_handle_t *)&log_retry); /* nor this: at exit the backlog is flushed once */
     bs_log_batch(1);
     bs_info("backstopd %s started (mode=%s, on_redis_error=%s)", BACKSTOP_VERSION,
             cfg.mode == BS_MODE_REPORT ? "report" : "enforce",

@@ -157,6 +157,7 @@ static struct {
 
 static void batch_flush(void); /* the batch: below to_syslog */
 static void batch_reset(void);
+static void batch_discard(void);
 
 /* find_facility - index into facilities[], or -1 */
 static int find_facility(const char *name)
@@ -243,10 +244,12 @@ void bs_log_open_path(const char *ident, const char *facility, int to_stderr, co
     int f = facility != NULL ? find_facility(facility) : -1;
     int n;
 
-    if (log_opened && sl.pid == (long)getpid())
+    if (log_opened && sl.pid == (long)getpid()) {
         batch_flush(); /* queued lines go where and as they were logged */
-    else
+        batch_discard();
+    } else {
         batch_reset(); /* a forked child's copy of its parent's queue */
+    }
 
     snprintf(log_ident, sizeof log_ident, "%s", ident != NULL ? ident : "backstopd");
     sl.facility = f >= 0 ? facilities[f].facility : LOG_MAIL;
@@ -450,20 +453,19 @@ static void to_syslog(int priority, const char *line, size_t len)
         count_dropped(1);
 }
 
-/* The batch: messages formatted when logged, sent at bs_log_flush (see
- * BATCHING above). iov[0] is kept for the "N log lines dropped" warning, so
- * it goes out in the same sendmmsg, ahead of the lines. */
+/* The backlog: messages formatted when logged, sent at bs_log_flush, kept
+ * in order until the socket takes them (see BATCHING above). */
 static struct {
-    int on;                                  /* bs_log_batch(1) */
-    unsigned n;                              /* messages queued: iov[1..n] */
-    size_t used;                             /* bytes of buf they take */
-    struct iovec iov[BS_LOG_BATCH_MAX + 1];  /* [0]: the warning, if any */
-    struct mmsghdr mm[BS_LOG_BATCH_MAX + 1]; /* for sendmmsg, over iov */
-    char warn[BS_LOG_MSG_MAX];               /* the warning's message */
+    int on;                              /* bs_log_batch(1) */
+    unsigned n;                          /* messages queued: iov[0..n), oldest first */
+    size_t used;                         /* end of their bytes in buf (they start at iov[0]) */
+    struct iovec iov[BS_LOG_BATCH_MAX];  /* each into buf */
+    struct mmsghdr mm[BS_LOG_BATCH_MAX]; /* for sendmmsg, over iov */
     char buf[BS_LOG_BATCH_BYTES];
 } batch;
 
-_Static_assert(BS_LOG_BATCH_BYTES >= BS_LOG_MSG_MAX, "a batch holds at least one message");
+_Static_assert(BS_LOG_BATCH_BYTES >= 2 * BS_LOG_MSG_MAX, "the backlog holds a warning and a line");
+_Static_assert(BS_LOG_BATCH_MAX >= 2 && BS_LOG_BATCH_MAX <= UIO_MAXIOV, "one sendmmsg takes all");
 
 /*
  * sl_send_many - iov[0..n) (formatted messages) on sl.fd, in order: how
@@ -494,18 +496,17 @@ static unsigned sl_send_many(struct iovec *iov, unsigned n, int *how)
 }
 
 /* sl_deliver_many - sl_send_many, and once more on a new socket if the peer
- * went: how many of iov[0..n) were taken */
-static unsigned sl_deliver_many(struct iovec *iov, unsigned n)
+ * went: how many of iov[0..n) were taken; when none, *how as sl_send_many */
+static unsigned sl_deliver_many(struct iovec *iov, unsigned n, int *how)
 {
-    int how = FAILED;
-    unsigned k = sl_send_many(iov, n, &how);
+    unsigned k = sl_send_many(iov, n, how);
 
-    if (k == 0 && how == GONE) {
+    if (k == 0 && *how == GONE) {
         long long now = now_ms();
 
         if (sl_connect(now) < 0)
             return 0;
-        if ((k = sl_send_many(iov, n, &how)) == 0 && sl.fd < 0)
+        if ((k = sl_send_many(iov, n, how)) == 0 && sl.fd < 0)
             sl.retry_at_ms = now + BS_LOG_RECONNECT_MS; /* no connect per flush */
     }
     return k;
@@ -518,73 +519,126 @@ static void batch_reset(void)
     batch.used = 0;
 }
 
+/* batch_consume - the k oldest messages are gone from the backlog */
+static void batch_consume(unsigned k)
+{
+    if (k >= batch.n) {
+        batch_reset();
+        return;
+    }
+    memmove(batch.iov, batch.iov + k, (batch.n - k) * sizeof batch.iov[0]);
+    batch.n -= k;
+}
+
 /*
- * batch_flush - send what is queued, with the dropped-lines warning first
- * when there were drops: what the socket does not take is dropped and
- * counted, as to_syslog does for one line. The queue is empty after it.
+ * batch_flush - one attempt to send the backlog (one sendmmsg): what the
+ * socket takes leaves it; the rest stays queued, in order, for the next
+ * flush. Only a message a datagram socket refuses for itself (neither busy
+ * nor gone: EMSGSIZE...) is dropped and counted, so it cannot block the
+ * ones behind it.
  */
 static void batch_flush(void)
 {
-    struct iovec *iov = &batch.iov[1];
-    unsigned n = batch.n, k;
+    int how = BUSY;
+    unsigned k;
 
-    if (n == 0)
+    if (batch.n == 0 || !sl_ready())
         return;
+    k = sl_deliver_many(batch.iov, batch.n, &how);
+    sl.stats.sent += k;
+    if (k == 0 && how == FAILED && sl.fd >= 0) {
+        count_dropped(1);
+        k = 1;
+    }
+    batch_consume(k);
+}
+
+/* batch_discard - drop and count what is still queued (batching off, a
+ * re-open): without a loop nobody would flush it */
+static void batch_discard(void)
+{
+    count_dropped(batch.n);
     batch_reset();
-    if (!sl_ready()) {
-        count_dropped(n);
-        return;
+}
+
+/* batch_room - 1 if k more messages fit, moving the queued bytes to the
+ * start of buf when that makes the room, else 0 */
+static int batch_room(unsigned k)
+{
+    size_t start;
+
+    if (batch.n + k > BS_LOG_BATCH_MAX)
+        return 0;
+    if (sizeof batch.buf - batch.used >= k * BS_LOG_MSG_MAX)
+        return 1;
+    if (batch.n == 0) {
+        batch.used = 0;
+    } else if ((start = (size_t)((char *)batch.iov[0].iov_base - batch.buf)) > 0) {
+        memmove(batch.buf, batch.buf + start, batch.used - start);
+        for (unsigned i = 0; i < batch.n; i++)
+            batch.iov[i].iov_base = (char *)batch.iov[i].iov_base - start;
+        batch.used -= start;
+    }
+    return sizeof batch.buf - batch.used >= k * BS_LOG_MSG_MAX;
+}
+
+/* batch_push - format one message at the end of the backlog (room checked) */
+static void batch_push(int priority, const char *text, size_t len)
+{
+    char *at = batch.buf + batch.used;
+
+    batch.iov[batch.n].iov_base = at;
+    batch.iov[batch.n].iov_len = sl_format(at, priority, text, len);
+    batch.used += batch.iov[batch.n].iov_len;
+    batch.n++;
+}
+
+/*
+ * batch_add - queue one line (formatted now: its time stamp is now), after
+ * the "N log lines dropped" warning when lines were dropped since the last
+ * one. A full backlog is flushed once first; if that makes no room, the
+ * line is dropped and counted.
+ */
+static void batch_add(int priority, const char *line, size_t len)
+{
+    unsigned need = sl.unreported ? 2 : 1;
+
+    if (!batch_room(need)) {
+        batch_flush();
+        if (!batch_room(need)) {
+            count_dropped(1);
+            return;
+        }
     }
     if (sl.unreported) {
         char text[96];
 
-        batch.iov[0].iov_base = batch.warn;
-        batch.iov[0].iov_len = sl_format(batch.warn, LOG_WARNING, text, drop_warning(text));
-        iov = &batch.iov[0];
-        if ((k = sl_deliver_many(iov, n + 1)) == 0) {
-            count_dropped(n);
-            return;
-        }
-        sl.stats.sent++; /* the warning */
+        batch_push(LOG_WARNING, text, drop_warning(text));
         sl.unreported = 0;
-        k--;
-    } else {
-        k = sl_deliver_many(iov, n);
     }
-    sl.stats.sent += k;
-    count_dropped(n - k);
+    batch_push(priority, line, len);
 }
 
-/*
- * batch_add - queue one line (formatted now: its time stamp is now);
- * flushes first when the bytes left might not hold it, and after it when
- * BS_LOG_BATCH_MAX lines are queued.
- */
-static void batch_add(int priority, const char *line, size_t len)
-{
-    char *at;
-
-    if (sizeof batch.buf - batch.used < BS_LOG_MSG_MAX)
-        batch_flush();
-    at = batch.buf + batch.used;
-    batch.iov[1 + batch.n].iov_base = at;
-    batch.iov[1 + batch.n].iov_len = sl_format(at, priority, line, len);
-    batch.used += batch.iov[1 + batch.n].iov_len;
-    if (++batch.n == BS_LOG_BATCH_MAX)
-        batch_flush();
-}
-
-/* bs_log_flush - send what is queued (nothing while no line is) */
+/* bs_log_flush - one attempt to send the backlog (no call while it is empty) */
 void bs_log_flush(void)
 {
     batch_flush();
 }
 
-/* bs_log_batch - queue lines from now on (on), or flush and stop (off) */
+/* bs_log_pending - messages in the backlog */
+unsigned bs_log_pending(void)
+{
+    return batch.n;
+}
+
+/* bs_log_batch - queue lines from now on (on), or flush once, drop and
+ * count the rest, and stop (off) */
 void bs_log_batch(int on)
 {
-    if (!on)
+    if (!on) {
         batch_flush();
+        batch_discard();
+    }
     batch.on = on != 0;
 }
 
@@ -622,11 +676,15 @@ static void clean(char *line, size_t len)
 static void send_line(int priority, int to_stderr, const char *line, size_t len)
 {
     if (log_opened) {
-        if (batch.on && priority > LOG_WARNING) {
-            batch_add(priority, line, len);
-        } else {
-            batch_flush(); /* what was logged before goes first */
+        if (!batch.on) {
             to_syslog(priority, line, len);
+        } else if (priority <= LOG_CRIT) { /* fatal, panic: last words, never waited for */
+            batch_flush();                 /* what was logged before goes first */
+            to_syslog(priority, line, len);
+        } else {
+            batch_add(priority, line, len);
+            if (priority <= LOG_WARNING)
+                batch_flush(); /* behind the backlog, but tried at once */
         }
     }
     if (to_stderr) {

@@ -23,12 +23,15 @@
  *
  * Batching: queued lines arrive only at bs_log_flush, in order, in one
  * send call, byte for byte as unbatched; the stderr copy at once; a warn or
- * error line flushes the queue first; BS_LOG_BATCH_MAX lines, or long lines
- * reaching BS_LOG_BATCH_BYTES, flush by themselves; a receiver that does
- * not read (tiny SO_RCVBUF): no wait, the rest dropped and counted, then
- * the warning ahead of the next flush's lines; batching off flushes; a
- * stream daemon gets each message with its '\0'; bs_fatal (in a child)
- * sends the queued line before its own (in test_fatal).
+ * error line is queued behind the backlog and flushed at once; a full
+ * backlog (BS_LOG_BATCH_MAX lines, or long lines reaching
+ * BS_LOG_BATCH_BYTES) is flushed by the next line and keeps what was not
+ * taken; a receiver that does not read (tiny SO_RCVBUF): no wait, lines
+ * pending (not dropped, a warn line in its place) until the backlog is
+ * full, then dropped and counted; once it reads, the pending lines in
+ * order, then the drop warning ahead of the next line; batching off
+ * flushes; a stream daemon gets each message with its '\0'; bs_fatal (in
+ * a child) sends the queued line before its own (in test_fatal).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -641,11 +644,26 @@ static void test_batch(void)
     close(fd);
 }
 
-/* test_batch_urgent - a warn or error line flushes what is queued first
- * and goes out at once; the batch flushes by itself when full */
+/* collect - flush and read until the backlog is empty (at most 1000
+ * rounds): every message read, bodies into got[] (up to max): how many */
+static int collect(int fd, char got[][256], int max)
+{
+    int n = 0;
+
+    for (int round = 0; round < 1000 && bs_log_pending() > 0; round++) {
+        n += drain(fd, got + (n < max ? n : max), n < max ? max - n : 0);
+        bs_log_flush();
+    }
+    return n + drain(fd, got + (n < max ? n : max), n < max ? max - n : 0);
+}
+
+/* test_batch_urgent - a warn or error line is queued behind the backlog
+ * and flushed at once, its place kept; a full backlog is flushed by the
+ * line that finds it full, and keeps what the daemon did not take */
 static void test_batch_urgent(void)
 {
-    char got[BS_LOG_BATCH_MAX + 2][256], want[64];
+    static char got[BS_LOG_BATCH_MAX + 2][256];
+    char want[64];
     int fd = receiver(SOCK_DGRAM), n;
     struct bs_log_stats s0, s1;
 
@@ -658,10 +676,11 @@ static void test_batch_urgent(void)
     bs_log(BS_LOG_INFO, "info 1");
     bs_log(BS_LOG_INFO, "info 2");
     bs_log(BS_LOG_WARN, "now");
+    CHECK_EQ_INT(bs_log_pending(), 0);
     bs_log(BS_LOG_INFO, "info 3");
     bs_log(BS_LOG_ERROR, "and now");
     bs_log_stats(&s1);
-    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 4); /* 2 lines, warn, 1 line, error */
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 2); /* 2 lines + warn, 1 line + error */
     CHECK_EQ_INT(s1.sent - s0.sent, 5);
     n = drain(fd, got, 8);
     CHECK_EQ_INT(n, 5);
@@ -671,28 +690,32 @@ static void test_batch_urgent(void)
     CHECK_EQ_STR(got[3], "info 3");
     CHECK_EQ_STR(got[4], "error: and now");
 
-    /* BS_LOG_BATCH_MAX lines: sent by the last one, no flush called; the
-     * ones the queue (net.unix.max_dgram_qlen) does not take are counted */
+    /* BS_LOG_BATCH_MAX lines wait; the next one flushes them; the ones the
+     * queue (net.unix.max_dgram_qlen) does not take stay, in order */
     bs_log_stats(&s0);
-    for (int i = 0; i < BS_LOG_BATCH_MAX; i++) {
+    for (int i = 0; i < BS_LOG_BATCH_MAX; i++)
         bs_log(BS_LOG_INFO, "full %d", i);
-        if (i == BS_LOG_BATCH_MAX - 2)
-            CHECK_EQ_INT(take(fd, got[0], sizeof got[0], 0), -1);
-    }
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(take(fd, got[0], sizeof got[0], 0), -1);
+    bs_log(BS_LOG_INFO, "full %d", BS_LOG_BATCH_MAX);
     bs_log_stats(&s1);
     CHECK_EQ_INT(s1.send_calls - s0.send_calls, 1);
-    CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), BS_LOG_BATCH_MAX);
-    n = drain(fd, got, BS_LOG_BATCH_MAX);
-    CHECK(n >= 1);
-    CHECK_EQ_INT(n, s1.sent - s0.sent);
-    for (int i = 0; i < n && i < BS_LOG_BATCH_MAX; i++) {
-        snprintf(want, sizeof want, "full %d", i); /* the first ones, in order */
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    CHECK(s1.sent - s0.sent >= 1);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX + 1 - (s1.sent - s0.sent));
+    fprintf(stderr, "test_log: a full backlog: %llu of %d lines taken by one sendmmsg\n",
+            s1.sent - s0.sent, BS_LOG_BATCH_MAX);
+    n = collect(fd, got, BS_LOG_BATCH_MAX + 2);
+    CHECK_EQ_INT(n, BS_LOG_BATCH_MAX + 1);
+    for (int i = 0; i < n && i <= BS_LOG_BATCH_MAX; i++) {
+        snprintf(want, sizeof want, "full %d", i);
         CHECK_EQ_STR(got[i], want);
     }
-    fprintf(stderr, "test_log: a full batch: %d of %d lines taken by one sendmmsg\n", n,
-            BS_LOG_BATCH_MAX);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    CHECK_EQ_INT(s1.sent - s0.sent, BS_LOG_BATCH_MAX + 1);
 
-    /* BS_LOG_BATCH_BYTES: long lines flush before the count is reached */
+    /* BS_LOG_BATCH_BYTES: long lines fill it before the count is reached */
     {
         static char text[1900];
         int lines = BS_LOG_BATCH_BYTES / (int)sizeof text + 1;
@@ -704,10 +727,11 @@ static void test_batch_urgent(void)
         bs_log_stats(&s1);
         CHECK(lines < BS_LOG_BATCH_MAX);
         CHECK(s1.send_calls - s0.send_calls >= 1);
-        bs_log_flush();
+        CHECK(bs_log_pending() < (unsigned)lines);
+        CHECK_EQ_INT(collect(fd, got, 0), lines);
         bs_log_stats(&s1);
-        CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), lines + (s0.dropped > 0));
-        drain(fd, got, 0);
+        CHECK_EQ_INT(s1.sent - s0.sent, lines);
+        CHECK_EQ_INT(s1.dropped, s0.dropped);
     }
     bs_log_batch(0);
     drain(fd, got, 0);
@@ -715,12 +739,15 @@ static void test_batch_urgent(void)
 }
 
 /* test_batch_full - a receiver with a tiny SO_RCVBUF that does not read:
- * the flush does not wait, what the socket does not take is dropped and
- * counted; the next flush puts the warning ahead of its lines */
+ * the flush does not wait; lines it does not take stay pending, not
+ * dropped, a warn line in its place among them, until the backlog is full;
+ * then each line is dropped and counted. Once it reads, the pending lines
+ * arrive in order, then the warning about the dropped ones, then the next */
 static void test_batch_full(void)
 {
-    char got[BS_LOG_BATCH_MAX + 2][256], want[128];
-    int fd = receiver(SOCK_DGRAM), small = 1, n, lines = 0;
+    static char got[BS_LOG_BATCH_MAX + 8][256];
+    char want[128];
+    int fd = receiver(SOCK_DGRAM), small = 1, n, fill, k;
     struct bs_log_stats s0, s1, s2;
     long long t0, t1;
 
@@ -734,35 +761,57 @@ static void test_batch_full(void)
     bs_log_batch(1);
     bs_log_stats(&s0);
     t0 = mono_ms();
-    for (int round = 0; round < 50; round++) {
-        for (int i = 0; i < 20; i++, lines++)
-            bs_log(BS_LOG_INFO, "round %d line %d of a burst nobody reads", round, i);
-        bs_log_flush();
-    }
+    for (int i = 0; i < BS_LOG_BATCH_MAX; i++)
+        bs_log(BS_LOG_INFO, "line %d", i);
+    bs_log_flush();
+    bs_log_stats(&s1);
+    k = (int)(s1.sent - s0.sent); /* what the receiver's queue took */
+    CHECK(k >= 1 && k < BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX - k);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    bs_log(BS_LOG_WARN, "in its place");
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.sent - s0.sent, k); /* tried, not taken, not dropped */
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX - k + 1);
+    fill = k - 1;
+    for (int i = 0; i < fill; i++)
+        bs_log(BS_LOG_INFO, "line %d", BS_LOG_BATCH_MAX + i);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    for (int i = 0; i < 5; i++)
+        bs_log(BS_LOG_INFO, "dropped %d", i);
     t1 = mono_ms();
     bs_log_stats(&s1);
     CHECK(t1 - t0 < 2000); /* never waited */
-    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 50);
-    CHECK(s1.dropped - s0.dropped > 0);
-    CHECK_EQ_INT((s1.sent - s0.sent) + (s1.dropped - s0.dropped), lines);
+    CHECK_EQ_INT(s1.dropped - s0.dropped, 5);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
     CHECK_EQ_INT(s1.connects, s0.connects);
-    n = drain(fd, got, BS_LOG_BATCH_MAX);
-    CHECK_EQ_INT(n, s1.sent - s0.sent);
-    CHECK(n > 0 && strcmp(got[0], "round 0 line 0 of a burst nobody reads") == 0);
+
+    /* the receiver reads: everything pending, in order, the warn line in
+     * its place; then the drop warning ahead of the next line */
+    n = collect(fd, got, BS_LOG_BATCH_MAX + 8);
+    CHECK_EQ_INT(n, BS_LOG_BATCH_MAX + 1 + fill);
+    for (int i = 0, line = 0; i < n && i < BS_LOG_BATCH_MAX + 8; i++) {
+        if (i == BS_LOG_BATCH_MAX)
+            snprintf(want, sizeof want, "warning: in its place");
+        else
+            snprintf(want, sizeof want, "line %d", line++);
+        CHECK_EQ_STR(got[i], want);
+    }
     bs_log(BS_LOG_INFO, "read again 1");
     bs_log(BS_LOG_INFO, "read again 2");
     bs_log_flush();
     bs_log_stats(&s2);
-    CHECK_EQ_INT(s2.sent - s1.sent, 3); /* the warning, the two lines */
-    CHECK_EQ_INT(s2.send_calls - s1.send_calls, 1);
+    CHECK_EQ_INT(bs_log_pending(), 0);
+    CHECK_EQ_INT(s2.sent - s0.sent, n + 3); /* and the warning, the two lines */
+    CHECK_EQ_INT(s2.dropped, s1.dropped);
     CHECK_EQ_INT(drain(fd, got, 4), 3);
-    snprintf(want, sizeof want, "warning: %llu log lines dropped (syslog not accepting them)",
-             s1.dropped - s0.dropped);
-    CHECK_EQ_STR(got[0], want);
+    CHECK_EQ_STR(got[0], "warning: 5 log lines dropped (syslog not accepting them)");
     CHECK_EQ_STR(got[1], "read again 1");
     CHECK_EQ_STR(got[2], "read again 2");
-    fprintf(stderr, "test_log: batches nobody reads: %llu of %d lines dropped in %lld ms\n",
-            s1.dropped - s0.dropped, lines, t1 - t0);
+    fprintf(stderr, "test_log: a backlog nobody reads: %d lines kept, 5 dropped, in %lld ms\n",
+            BS_LOG_BATCH_MAX + fill + 1, t1 - t0);
     bs_log_batch(0);
     close(fd);
 }
