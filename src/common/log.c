@@ -13,9 +13,12 @@
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
  *                          Their line goes to stderr as well, with or
  *                          without -f: a start-up failure is never silent.
- *   bs_log_batch           on: queue info/debug syslog lines (BATCHING);
- *                          off: flush, then send each line as logged.
- *   bs_log_flush           send the queued lines: one sendmmsg.
+ *   bs_log_batch           on: queue syslog lines in a backlog (BATCHING);
+ *                          off: flush once, drop the rest, send each
+ *                          line as logged.
+ *   bs_log_flush           send the backlog: one sendmmsg; what is not
+ *                          taken stays queued.
+ *   bs_log_pending         lines in the backlog.
  *   bs_log_stats           the syslog counters (sent, dropped, connects,
  *                          send calls).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
@@ -57,20 +60,27 @@
  *   "warning: N log lines dropped (syslog not accepting them)".
  *
  * BATCHING
- *   While bs_log_batch(1) holds, an info or debug line is formatted into its
- *   final message at once (its time stamp is when it was logged) and
- *   queued in a fixed buffer: BS_LOG_BATCH_MAX messages, BS_LOG_BATCH_BYTES
- *   bytes (a line that might not fit flushes the queue first; the queue
- *   flushes itself when it holds BS_LOG_BATCH_MAX). bs_log_flush sends the
- *   queue with one sendmmsg(MSG_DONTWAIT|MSG_NOSIGNAL), the dropped-lines
- *   warning first in the same call when there were drops. The messages
- *   it does not take (EAGAIN/ENOBUFS on the first, or fewer taken) are
- *   dropped and counted as above; a peer gone on the first reconnects and
- *   sends the batch once more, as for one line. On a stream socket, one
- *   send per message, stopping at the first not taken whole. A warn, error,
- *   fatal or panic line flushes the queue and then goes out at once, so
- *   the order of lines is kept and bs_fatal/bs_panic leave nothing behind;
- *   bs_log_batch(0) and bs_log_open (a reload) flush too. A forked child
+ *   While bs_log_batch(1) holds, every line is formatted into its final
+ *   message at once (its time stamp is when it was logged) and queued in a
+ *   static backlog: BS_LOG_BATCH_MAX messages, BS_LOG_BATCH_BYTES bytes
+ *   (256 each: several loop turns of a 64-connection spam wave while a
+ *   daemon with net.unix.max_dgram_qlen = 10 catches up; a message takes
+ *   its length, room for BS_LOG_MSG_MAX is kept for the next one).
+ *   bs_log_flush is one attempt: one sendmmsg(MSG_DONTWAIT|MSG_NOSIGNAL) of
+ *   the whole backlog; what the socket takes leaves it, the rest
+ *   (EAGAIN/ENOBUFS, or fewer taken, or no socket yet) stays queued in
+ *   order for the next flush: a line waits until the daemon takes it, it
+ *   is not dropped. A peer gone reconnects and sends once more, as for one
+ *   line; a message a datagram socket refuses for itself (EMSGSIZE...) is
+ *   dropped and counted so it cannot block the ones behind it. On a stream
+ *   socket, one send per message, stopping at the first not taken whole.
+ *   A line that finds the backlog full flushes it once; if that makes no
+ *   room, the line is dropped and counted, and the next line queued is
+ *   preceded by the "N log lines dropped" warning, at the place of the
+ *   drops. A warn or error line is queued behind the backlog (order kept)
+ *   and flushed at once. fatal and panic flush once, then send their line
+ *   once (to_syslog), never waiting. bs_log_batch(0) and bs_log_open (a
+ *   reload) flush once and drop and count what is left. A forked child
  *   drops its copy of the parent's queue at bs_log_open. The stderr copy
  *   is never queued. send_calls counts send and sendmmsg calls.
  *
