@@ -64,6 +64,11 @@ void bs_log_batch(int on);
 void bs_log_flush(void);
 /* bs_log_pending - lines in the backlog (0: nothing to flush) */
 unsigned bs_log_pending(void);
+/* bs_log_retry_ms - when to flush the backlog again: 0 when it is empty;
+ * BS_LOG_RETRY_MS while a daemon is connected (it was behind); while none
+ * is, the time until the next connect may be tried (at least
+ * BS_LOG_RETRY_MS): no wake-ups that cannot send anything */
+unsigned bs_log_retry_ms(void);
 /* bs_log_facility_valid - 1 if name is a syslog facility we know */
 int bs_log_facility_valid(const char *name);
 /* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */

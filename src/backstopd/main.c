@@ -12,7 +12,8 @@
  * printed on stderr as well as logged. While the loop runs, info lines are
  * batched (bs_log_batch) and a prepare handle flushes them before each poll:
  * one sendmmsg per loop turn; lines the syslog daemon did not take yet are
- * flushed again by a timer every BS_LOG_RETRY_MS while any are pending, so
+ * flushed again by a timer every BS_LOG_RETRY_MS while any are pending (while
+ * no daemon listens, when the next connect may be tried: bs_log_retry_ms), so
  * none wait for the next request. Shutdown turns batching off.
  */
 #include <errno.h>
@@ -125,9 +126,11 @@ static void on_log_retry(uv_timer_t *h);
 /* log_flush_now - one flush; the retry timer runs while lines are pending */
 static void log_flush_now(void)
 {
+    unsigned ms;
+
     bs_log_flush();
-    if (bs_log_pending() > 0 && !uv_is_active((uv_handle_t *)&log_retry))
-        uv_timer_start(&log_retry, on_log_retry, BS_LOG_RETRY_MS, 0);
+    if ((ms = bs_log_retry_ms()) != 0 && !uv_is_active((uv_handle_t *)&log_retry))
+        uv_timer_start(&log_retry, on_log_retry, ms, 0);
 }
 
 /* on_log_flush - the lines this loop turn logged, in one sendmmsg */

@@ -19,6 +19,7 @@
  *   bs_log_flush           send the backlog: one sendmmsg; what is not
  *                          taken stays queued.
  *   bs_log_pending         lines in the backlog.
+ *   bs_log_retry_ms        when a flush of the backlog could get further.
  *   bs_log_stats           the syslog counters (sent, dropped, connects,
  *                          send calls).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
@@ -639,6 +640,18 @@ void bs_log_flush(void)
 unsigned bs_log_pending(void)
 {
     return batch.n;
+}
+
+unsigned bs_log_retry_ms(void)
+{
+    long long wait;
+
+    if (!batch.n)
+        return 0;
+    if (sl.fd >= 0)
+        return BS_LOG_RETRY_MS;
+    wait = sl.retry_at_ms - now_ms();
+    return wait > BS_LOG_RETRY_MS ? (unsigned)wait : BS_LOG_RETRY_MS;
 }
 
 /* bs_log_batch - queue lines from now on (on), or flush once, drop and

@@ -851,6 +851,38 @@ static void test_batch_stream(void)
     close(l);
 }
 
+/* test_batch_retry_ms - when backstopd's timer flushes the backlog again: at
+ * once-a-connect pace while nothing listens, BS_LOG_RETRY_MS while a daemon
+ * is connected, never while the backlog is empty */
+static void test_batch_retry_ms(void)
+{
+    unsigned ms;
+    int fd;
+
+    unlink(sock_path);
+    bs_log_open_path("backstopd", "mail", 0, sock_path); /* connects now: fails */
+    bs_log_batch(1);
+    CHECK_EQ_INT(bs_log_retry_ms(), 0); /* nothing pending */
+    bs_log(BS_LOG_INFO, "waits for a daemon");
+    bs_log_flush();
+    CHECK(bs_log_pending() > 0);
+    ms = bs_log_retry_ms();
+    CHECK(ms > BS_LOG_RETRY_MS && ms <= RECONNECT_MS); /* no 10 ms wake-ups for nothing */
+    fd = receiver(SOCK_DGRAM);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        bs_log_batch(0);
+        return;
+    }
+    usleep((ms + 50) * 1000);
+    bs_log_flush(); /* connects, sends */
+    CHECK_EQ_INT(bs_log_pending(), 0);
+    CHECK_EQ_INT(bs_log_retry_ms(), 0);
+    bs_log_batch(0);
+    close(fd);
+    unlink(sock_path);
+}
+
 int main(void)
 {
     cap = tmpfile();
@@ -880,6 +912,7 @@ int main(void)
     test_batch_urgent();
     test_batch_full();
     test_batch_stream();
+    test_batch_retry_ms();
     rmdir(dir);
     return check_summary();
 }
