@@ -2,9 +2,10 @@
  * log.h - logging: syslog (facility from the config, ident "backstopd") and,
  * with -f, stderr too
  *
- * Syslog is our own non-blocking client (log.c), not syslog(3): a line the
- * daemon cannot take at once, or any line while nothing listens, is dropped
- * and counted (bs_log_stats), never waited for.
+ * Syslog is our own non-blocking client (log.c), not syslog(3): never
+ * waited for. Unbatched, a line the daemon cannot take at once, or any line
+ * while nothing listens, is dropped and counted (bs_log_stats); batched, it
+ * waits in the backlog (below) until the daemon takes it.
  *
  * Levels follow Postfix msg(3): warn = a peer or Redis misbehaved and we
  * recover; fatal = broken config/environment at start-up only (exits 1);
@@ -34,12 +35,40 @@ void bs_log_open_path(const char *ident, const char *facility, int to_stderr, co
 /* Syslog counters since the process started (across re-opens). */
 struct bs_log_stats {
     unsigned long long sent;             /* lines the daemon took (drop warnings too) */
-    unsigned long long dropped;          /* lines not sent: no socket, daemon behind, errors */
+    unsigned long long dropped;          /* lines not sent: backlog full, no socket, errors */
     unsigned long long connects;         /* connect attempts */
     unsigned long long connect_failures; /* of those, failed */
+    unsigned long long send_calls;       /* send/sendmmsg calls: sent / send_calls = lines a call */
 };
 /* bs_log_stats - copy the counters into *out */
 void bs_log_stats(struct bs_log_stats *out);
+/*
+ * Batching (backstopd: on once its loop runs, flushed before the loop
+ * blocks). While on, every syslog line is formatted (time stamp taken) and
+ * queued in a bounded backlog (static: BS_LOG_BATCH_MAX lines,
+ * BS_LOG_BATCH_BYTES bytes); a flush sends what the daemon takes and keeps
+ * the rest, in order, for the next flush. A line is dropped and counted
+ * only when the backlog is full and one flush made no room. A warn or error
+ * line is queued behind the backlog and flushed at once; fatal and panic
+ * flush once, then send their line once. The stderr copy (-f) is never
+ * queued. Fork with nothing queued (bs_log_flush).
+ */
+#define BS_LOG_BATCH_MAX 256           /* lines in the backlog (one sendmmsg at most this long) */
+#define BS_LOG_BATCH_BYTES (256 << 10) /* their formatted bytes */
+#define BS_LOG_RETRY_MS 10 /* lines pending after a flush: flush again this much later */
+/* bs_log_batch - on: queue from now on; off: flush once, drop and count
+ * what is left, then send each line as logged */
+void bs_log_batch(int on);
+/* bs_log_flush - one attempt to send the backlog: one sendmmsg (a stream
+ * socket: a send each); what the daemon does not take stays queued */
+void bs_log_flush(void);
+/* bs_log_pending - lines in the backlog (0: nothing to flush) */
+unsigned bs_log_pending(void);
+/* bs_log_retry_ms - when to flush the backlog again: 0 when it is empty;
+ * BS_LOG_RETRY_MS while a daemon is connected (it was behind); while none
+ * is, the time until the next connect may be tried (at least
+ * BS_LOG_RETRY_MS): no wake-ups that cannot send anything */
+unsigned bs_log_retry_ms(void);
 /* bs_log_facility_valid - 1 if name is a syslog facility we know */
 int bs_log_facility_valid(const char *name);
 /* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */

@@ -9,7 +9,12 @@
  * cannot open, is logged and the old config and listeners kept);
  * SIGTERM/SIGINT stop accepting, answer what is in flight, exit 0; SIGUSR1
  * logs the counters. Fatal errors happen only here, at start-up, and are
- * printed on stderr as well as logged.
+ * printed on stderr as well as logged. While the loop runs, info lines are
+ * batched (bs_log_batch) and a prepare handle flushes them before each poll:
+ * one sendmmsg per loop turn; lines the syslog daemon did not take yet are
+ * flushed again by a timer every BS_LOG_RETRY_MS while any are pending (while
+ * no daemon listens, when the next connect may be tried: bs_log_retry_ms), so
+ * none wait for the next request. Shutdown turns batching off.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +44,8 @@ static bs_server *server;
 static bs_store *store;
 static bs_metrics *metrics;
 static uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+static uv_prepare_t log_flush; /* before the loop blocks: the turn's log lines */
+static uv_timer_t log_retry;   /* while lines are pending: flush them again */
 static int stopping;
 static int to_stderr; /* -f */
 
@@ -109,6 +116,33 @@ static void on_server_done(void *arg)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_usr1, NULL);
+    bs_log_batch(0); /* lines from here to exit go out as they are logged */
+    uv_close((uv_handle_t *)&log_flush, NULL);
+    uv_close((uv_handle_t *)&log_retry, NULL);
+}
+
+static void on_log_retry(uv_timer_t *h);
+
+/* log_flush_now - one flush; the retry timer runs while lines are pending */
+static void log_flush_now(void)
+{
+    unsigned ms;
+
+    bs_log_flush();
+    if ((ms = bs_log_retry_ms()) != 0 && !uv_is_active((uv_handle_t *)&log_retry))
+        uv_timer_start(&log_retry, on_log_retry, ms, 0);
+}
+
+/* on_log_flush - the lines this loop turn logged, in one sendmmsg */
+static void on_log_flush(uv_prepare_t *h)
+{
+    log_flush_now();
+}
+
+/* on_log_retry - the syslog daemon was behind: try the backlog again */
+static void on_log_retry(uv_timer_t *h)
+{
+    log_flush_now();
 }
 
 static void on_stop(uv_signal_t *h, int signum)
@@ -221,11 +255,18 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_stop, SIGTERM);
     uv_signal_start(&sig_int, on_stop, SIGINT);
     uv_signal_start(&sig_usr1, on_usr1, SIGUSR1);
+    uv_prepare_init(loop, &log_flush);
+    uv_prepare_start(&log_flush, on_log_flush);
+    uv_unref((uv_handle_t *)&log_flush); /* it keeps no loop alive */
+    uv_timer_init(loop, &log_retry);
+    uv_unref((uv_handle_t *)&log_retry); /* nor this: at exit the backlog is flushed once */
+    bs_log_batch(1);
     bs_info("backstopd %s started (mode=%s, on_redis_error=%s)", BACKSTOP_VERSION,
             cfg.mode == BS_MODE_REPORT ? "report" : "enforce",
             cfg.on_redis_error == BS_ON_ERROR_DUNNO ? "dunno" : "defer");
 
     uv_run(loop, UV_RUN_DEFAULT);
+    bs_log_batch(0); /* off already, unless the loop ended another way */
     bs_stats_log("exit");
     if (uv_loop_close(loop) != 0)
         bs_warn("event loop closed with handles still open");

@@ -136,8 +136,11 @@ size_t bs_metrics_render(char *buf, size_t bufsz, int redis_up)
               "# TYPE backstop_log_dropped_total counter\nbackstop_log_dropped_total %llu\n"
               "# HELP backstop_log_connect_failures_total Failed connects to the syslog socket "
               "(at most one a second).\n# TYPE backstop_log_connect_failures_total counter\n"
-              "backstop_log_connect_failures_total %llu\n",
-              ls.sent, ls.dropped, ls.connect_failures);
+              "backstop_log_connect_failures_total %llu\n"
+              "# HELP backstop_log_send_calls_total Send calls to the syslog socket (a sendmmsg "
+              "carries a loop turn's lines).\n# TYPE backstop_log_send_calls_total counter\n"
+              "backstop_log_send_calls_total %llu\n",
+              ls.sent, ls.dropped, ls.connect_failures, ls.send_calls);
     return len;
 }
 

@@ -78,5 +78,6 @@ void bs_stats_log(const char *when)
     len = append(buf, len, sizeof(buf), "log_sent", ls.sent);
     len = append(buf, len, sizeof(buf), "log_dropped", ls.dropped);
     len = append(buf, len, sizeof(buf), "log_connect_failures", ls.connect_failures);
+    len = append(buf, len, sizeof(buf), "log_send_calls", ls.send_calls);
     bs_log(BS_LOG_INFO, "statistics (%s):%s", when, len ? buf : " none");
 }

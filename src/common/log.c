@@ -13,7 +13,15 @@
  *   bs_fatal, bs_panic     one line, then exit(1) / abort(); never return.
  *                          Their line goes to stderr as well, with or
  *                          without -f: a start-up failure is never silent.
- *   bs_log_stats           the syslog counters (sent, dropped, connects).
+ *   bs_log_batch           on: queue syslog lines in a backlog (BATCHING);
+ *                          off: flush once, drop the rest, send each
+ *                          line as logged.
+ *   bs_log_flush           send the backlog: one sendmmsg; what is not
+ *                          taken stays queued.
+ *   bs_log_pending         lines in the backlog.
+ *   bs_log_retry_ms        when a flush of the backlog could get further.
+ *   bs_log_stats           the syslog counters (sent, dropped, connects,
+ *                          send calls).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
  *   bs_log_level_parse     level word -> enum bs_log_level, or -1.
  *
@@ -37,7 +45,8 @@
  *   (PRI = facility | priority, local time, C-locale month; on a stream
  *   socket followed by a '\0'). The pid is taken at bs_log_open: a process
  *   that forks must call it again in the child. The time stamp is rebuilt
- *   only when the second changes. Each line is one send(MSG_DONTWAIT):
+ *   only when the second changes. Unbatched, each line is one
+ *   send(MSG_DONTWAIT|MSG_NOSIGNAL):
  *   - EAGAIN/ENOBUFS (the daemon is behind): the line is dropped and
  *     counted, never waited for;
  *   - ECONNREFUSED/ENOTCONN/ECONNRESET/EPIPE (the daemon restarted): the
@@ -51,6 +60,31 @@
  *   The first line to get through after drops is preceded by one
  *   "warning: N log lines dropped (syslog not accepting them)".
  *
+ * BATCHING
+ *   While bs_log_batch(1) holds, every line is formatted into its final
+ *   message at once (its time stamp is when it was logged) and queued in a
+ *   static backlog: BS_LOG_BATCH_MAX messages, BS_LOG_BATCH_BYTES bytes
+ *   (256 each: several loop turns of a 64-connection spam wave while a
+ *   daemon with net.unix.max_dgram_qlen = 10 catches up; a message takes
+ *   its length, room for BS_LOG_MSG_MAX is kept for the next one).
+ *   bs_log_flush is one attempt: one sendmmsg(MSG_DONTWAIT|MSG_NOSIGNAL) of
+ *   the whole backlog; what the socket takes leaves it, the rest
+ *   (EAGAIN/ENOBUFS, or fewer taken, or no socket yet) stays queued in
+ *   order for the next flush: a line waits until the daemon takes it, it
+ *   is not dropped. A peer gone reconnects and sends once more, as for one
+ *   line; a message a datagram socket refuses for itself (EMSGSIZE...) is
+ *   dropped and counted so it cannot block the ones behind it. On a stream
+ *   socket, one send per message, stopping at the first not taken whole.
+ *   A line that finds the backlog full flushes it once; if that makes no
+ *   room, the line is dropped and counted, and the next line queued is
+ *   preceded by the "N log lines dropped" warning, at the place of the
+ *   drops. A warn or error line is queued behind the backlog (order kept)
+ *   and flushed at once. fatal and panic flush once, then send their line
+ *   once (to_syslog), never waiting. bs_log_batch(0) and bs_log_open (a
+ *   reload) flush once and drop and count what is left. A forked child
+ *   drops its copy of the parent's queue at bs_log_open. The stderr copy
+ *   is never queued. send_calls counts send and sendmmsg calls.
+ *
  * STATE
  *   Until bs_log_open is first called, lines go to stderr only: a start-up
  *   error (a bad config) is seen by whoever started the program. After it,
@@ -63,6 +97,7 @@
  *   of the stderr copy may wait. Retries a line more than once.
  *   Returns from bs_fatal (exit status 1) or bs_panic (abort).
  */
+#define _GNU_SOURCE /* sendmmsg */
 #include "backstop/log.h"
 
 #include <errno.h>
@@ -73,6 +108,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
@@ -129,6 +165,10 @@ static struct {
     unsigned long long unreported; /* dropped since the last warning about it */
     struct bs_log_stats stats;
 } sl = {.fd = -1, .stamp_sec = -1};
+
+static void batch_flush(void); /* the batch: below to_syslog */
+static void batch_reset(void);
+static void batch_discard(void);
 
 /* find_facility - index into facilities[], or -1 */
 static int find_facility(const char *name)
@@ -215,6 +255,13 @@ void bs_log_open_path(const char *ident, const char *facility, int to_stderr, co
     int f = facility != NULL ? find_facility(facility) : -1;
     int n;
 
+    if (log_opened && sl.pid == (long)getpid()) {
+        batch_flush(); /* queued lines go where and as they were logged */
+        batch_discard();
+    } else {
+        batch_reset(); /* a forked child's copy of its parent's queue */
+    }
+
     snprintf(log_ident, sizeof log_ident, "%s", ident != NULL ? ident : "backstopd");
     sl.facility = f >= 0 ? facilities[f].facility : LOG_MAIL;
     sl.pid = (long)getpid();
@@ -275,6 +322,64 @@ static void put_stamp(void)
 enum { SENT, BUSY, GONE, FAILED };
 
 /*
+ * sl_format - the message for priority and text[0..len) into out (room for
+ * BS_LOG_MSG_MAX bytes; text cut to fit): its length. The time stamp is
+ * the time of this call.
+ */
+static size_t sl_format(char *out, int priority, const char *text, size_t len)
+{
+    unsigned pri = (unsigned)(sl.facility | (priority & LOG_PRIMASK));
+    size_t n = 0;
+
+    out[n++] = '<';
+    if (pri >= 100)
+        out[n++] = (char)('0' + pri / 100);
+    if (pri >= 10)
+        out[n++] = (char)('0' + pri / 10 % 10);
+    out[n++] = (char)('0' + pri % 10);
+    out[n++] = '>';
+    put_stamp();
+    memcpy(out + n, sl.stamp, sl.stamp_len);
+    n += sl.stamp_len;
+    memcpy(out + n, sl.tag, sl.tag_len);
+    n += sl.tag_len;
+    if (len > BS_LOG_MSG_MAX - 1 - n)
+        len = BS_LOG_MSG_MAX - 1 - n;
+    memcpy(out + n, text, len);
+    n += len;
+    if (sl.stream)
+        out[n++] = '\0'; /* the stream's message separator, as glibc */
+    return n;
+}
+
+/* send_failed - the outcome of a send that did not take a whole message
+ * (w: what it returned, errno as it left it); a peer gone, or any failure
+ * on a stream, closes the socket */
+static int send_failed(ssize_t w)
+{
+    int gone;
+
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+        return BUSY;
+    gone = w < 0 &&
+           (errno == ECONNREFUSED || errno == ENOTCONN || errno == ECONNRESET || errno == EPIPE);
+    if (gone || sl.stream) /* a stream cut mid-message cannot go on */
+        sl_close();
+    return gone ? GONE : FAILED;
+}
+
+/* sl_send_raw - one formatted message msg[0..n) on sl.fd: SENT, or as
+ * send_failed */
+static int sl_send_raw(const char *msg, size_t n)
+{
+    ssize_t w;
+
+    sl.stats.send_calls++;
+    w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w == (ssize_t)n ? SENT : send_failed(w);
+}
+
+/*
  * sl_send - one message for priority and text[0..len) on sl.fd. Returns
  * SENT; BUSY (the daemon is behind: try later); GONE (the peer went away:
  * the socket was closed); FAILED (any other error; on a stream socket, or a
@@ -283,39 +388,8 @@ enum { SENT, BUSY, GONE, FAILED };
 static int sl_send(int priority, const char *text, size_t len)
 {
     char msg[BS_LOG_MSG_MAX];
-    unsigned pri = (unsigned)(sl.facility | (priority & LOG_PRIMASK));
-    size_t n = 0;
-    ssize_t w;
-    int gone;
 
-    msg[n++] = '<';
-    if (pri >= 100)
-        msg[n++] = (char)('0' + pri / 100);
-    if (pri >= 10)
-        msg[n++] = (char)('0' + pri / 10 % 10);
-    msg[n++] = (char)('0' + pri % 10);
-    msg[n++] = '>';
-    put_stamp();
-    memcpy(msg + n, sl.stamp, sl.stamp_len);
-    n += sl.stamp_len;
-    memcpy(msg + n, sl.tag, sl.tag_len);
-    n += sl.tag_len;
-    if (len > sizeof msg - 1 - n)
-        len = sizeof msg - 1 - n;
-    memcpy(msg + n, text, len);
-    n += len;
-    if (sl.stream)
-        msg[n++] = '\0'; /* the stream's message separator, as glibc */
-    w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w == (ssize_t)n)
-        return SENT;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-        return BUSY;
-    gone = w < 0 &&
-           (errno == ECONNREFUSED || errno == ENOTCONN || errno == ECONNRESET || errno == EPIPE);
-    if (gone || sl.stream) /* a stream cut mid-message cannot go on */
-        sl_close();
-    return gone ? GONE : FAILED;
+    return sl_send_raw(msg, sl_format(msg, priority, text, len));
 }
 
 /* sl_deliver - sl_send, and once more on a new socket if the peer went */
@@ -334,6 +408,35 @@ static int sl_deliver(int priority, const char *text, size_t len)
     return r;
 }
 
+/* sl_ready - 1 if sl.fd is open or connects now (a connect at most once
+ * per BS_LOG_RECONNECT_MS), else 0 */
+static int sl_ready(void)
+{
+    long long now;
+
+    if (sl.fd >= 0)
+        return 1;
+    now = now_ms();
+    return now >= sl.retry_at_ms && sl_connect(now) == 0;
+}
+
+/* count_dropped - n lines not sent: counted, and told at the next one sent */
+static void count_dropped(unsigned long long n)
+{
+    sl.stats.dropped += n;
+    sl.unreported += n;
+}
+
+/* drop_warning - the text of the warning about sl.unreported dropped lines
+ * into text (96 bytes): its length */
+static size_t drop_warning(char text[static 96])
+{
+    int n = snprintf(text, 96, "warning: %llu log lines dropped (syslog not accepting them)",
+                     sl.unreported);
+
+    return n > 0 && n < 96 ? (size_t)n : 0;
+}
+
 /*
  * to_syslog - one cleaned line (len bytes) to the syslog socket: sent, or
  * dropped and counted. The first line through after drops is preceded by a
@@ -341,35 +444,225 @@ static int sl_deliver(int priority, const char *text, size_t len)
  */
 static void to_syslog(int priority, const char *line, size_t len)
 {
-    if (sl.fd < 0) {
-        long long now = now_ms();
-
-        if (now < sl.retry_at_ms || sl_connect(now) < 0) {
-            sl.stats.dropped++;
-            sl.unreported++;
-            return;
-        }
+    if (!sl_ready()) {
+        count_dropped(1);
+        return;
     }
     if (sl.unreported) {
         char warn[96];
-        int n =
-            snprintf(warn, sizeof warn,
-                     "warning: %llu log lines dropped (syslog not accepting them)", sl.unreported);
 
-        if (sl_deliver(LOG_WARNING, warn, (size_t)n) != SENT) {
-            sl.stats.dropped++;
-            sl.unreported++;
+        if (sl_deliver(LOG_WARNING, warn, drop_warning(warn)) != SENT) {
+            count_dropped(1);
             return;
         }
         sl.stats.sent++;
         sl.unreported = 0;
     }
-    if (sl_deliver(priority, line, len) == SENT) {
+    if (sl_deliver(priority, line, len) == SENT)
         sl.stats.sent++;
-    } else {
-        sl.stats.dropped++;
-        sl.unreported++;
+    else
+        count_dropped(1);
+}
+
+/* The backlog: messages formatted when logged, sent at bs_log_flush, kept
+ * in order until the socket takes them (see BATCHING above). */
+static struct {
+    int on;                              /* bs_log_batch(1) */
+    unsigned n;                          /* messages queued: iov[0..n), oldest first */
+    size_t used;                         /* end of their bytes in buf (they start at iov[0]) */
+    struct iovec iov[BS_LOG_BATCH_MAX];  /* each into buf */
+    struct mmsghdr mm[BS_LOG_BATCH_MAX]; /* for sendmmsg, over iov */
+    char buf[BS_LOG_BATCH_BYTES];
+} batch;
+
+_Static_assert(BS_LOG_BATCH_BYTES >= 2 * BS_LOG_MSG_MAX, "the backlog holds a warning and a line");
+_Static_assert(BS_LOG_BATCH_MAX >= 2 && BS_LOG_BATCH_MAX <= UIO_MAXIOV, "one sendmmsg takes all");
+
+/*
+ * sl_send_many - iov[0..n) (formatted messages) on sl.fd, in order: how
+ * many the socket took, the first ones; when none, *how says why (BUSY,
+ * GONE, FAILED, as sl_send). A datagram socket gets one sendmmsg; a stream
+ * one send per message, stopping at the first not taken whole.
+ */
+static unsigned sl_send_many(struct iovec *iov, unsigned n, int *how)
+{
+    unsigned k = 0;
+    int r;
+
+    if (sl.stream) {
+        while (k < n && (r = sl_send_raw(iov[k].iov_base, iov[k].iov_len)) == SENT)
+            k++;
+        if (k == 0)
+            *how = r;
+        return k;
     }
+    for (unsigned i = 0; i < n; i++)
+        batch.mm[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[i], .msg_iovlen = 1}};
+    sl.stats.send_calls++;
+    r = sendmmsg(sl.fd, batch.mm, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0)
+        return (unsigned)r; /* the rest not taken: the daemon is behind */
+    *how = send_failed(r);
+    return 0;
+}
+
+/* sl_deliver_many - sl_send_many, and once more on a new socket if the peer
+ * went: how many of iov[0..n) were taken; when none, *how as sl_send_many */
+static unsigned sl_deliver_many(struct iovec *iov, unsigned n, int *how)
+{
+    unsigned k = sl_send_many(iov, n, how);
+
+    if (k == 0 && *how == GONE) {
+        long long now = now_ms();
+
+        if (sl_connect(now) < 0)
+            return 0;
+        if ((k = sl_send_many(iov, n, how)) == 0 && sl.fd < 0)
+            sl.retry_at_ms = now + BS_LOG_RECONNECT_MS; /* no connect per flush */
+    }
+    return k;
+}
+
+/* batch_reset - forget what is queued */
+static void batch_reset(void)
+{
+    batch.n = 0;
+    batch.used = 0;
+}
+
+/* batch_consume - the k oldest messages are gone from the backlog */
+static void batch_consume(unsigned k)
+{
+    if (k >= batch.n) {
+        batch_reset();
+        return;
+    }
+    memmove(batch.iov, batch.iov + k, (batch.n - k) * sizeof batch.iov[0]);
+    batch.n -= k;
+}
+
+/*
+ * batch_flush - one attempt to send the backlog (one sendmmsg): what the
+ * socket takes leaves it; the rest stays queued, in order, for the next
+ * flush. Only a message a datagram socket refuses for itself (neither busy
+ * nor gone: EMSGSIZE...) is dropped and counted, so it cannot block the
+ * ones behind it.
+ */
+static void batch_flush(void)
+{
+    int how = BUSY;
+    unsigned k;
+
+    if (batch.n == 0 || !sl_ready())
+        return;
+    k = sl_deliver_many(batch.iov, batch.n, &how);
+    sl.stats.sent += k;
+    if (k == 0 && how == FAILED && sl.fd >= 0) {
+        count_dropped(1);
+        k = 1;
+    }
+    batch_consume(k);
+}
+
+/* batch_discard - drop and count what is still queued (batching off, a
+ * re-open): without a loop nobody would flush it */
+static void batch_discard(void)
+{
+    count_dropped(batch.n);
+    batch_reset();
+}
+
+/* batch_room - 1 if k more messages fit, moving the queued bytes to the
+ * start of buf when that makes the room, else 0 */
+static int batch_room(unsigned k)
+{
+    size_t start;
+
+    if (batch.n + k > BS_LOG_BATCH_MAX)
+        return 0;
+    if (sizeof batch.buf - batch.used >= k * BS_LOG_MSG_MAX)
+        return 1;
+    if (batch.n == 0) {
+        batch.used = 0;
+    } else if ((start = (size_t)((char *)batch.iov[0].iov_base - batch.buf)) > 0) {
+        memmove(batch.buf, batch.buf + start, batch.used - start);
+        for (unsigned i = 0; i < batch.n; i++)
+            batch.iov[i].iov_base = (char *)batch.iov[i].iov_base - start;
+        batch.used -= start;
+    }
+    return sizeof batch.buf - batch.used >= k * BS_LOG_MSG_MAX;
+}
+
+/* batch_push - format one message at the end of the backlog (room checked) */
+static void batch_push(int priority, const char *text, size_t len)
+{
+    char *at = batch.buf + batch.used;
+
+    batch.iov[batch.n].iov_base = at;
+    batch.iov[batch.n].iov_len = sl_format(at, priority, text, len);
+    batch.used += batch.iov[batch.n].iov_len;
+    batch.n++;
+}
+
+/*
+ * batch_add - queue one line (formatted now: its time stamp is now), after
+ * the "N log lines dropped" warning when lines were dropped since the last
+ * one. A full backlog is flushed once first; if that makes no room, the
+ * line is dropped and counted.
+ */
+static void batch_add(int priority, const char *line, size_t len)
+{
+    unsigned need = sl.unreported ? 2 : 1;
+
+    if (!batch_room(need)) {
+        batch_flush();
+        if (!batch_room(need)) {
+            count_dropped(1);
+            return;
+        }
+    }
+    if (sl.unreported) {
+        char text[96];
+
+        batch_push(LOG_WARNING, text, drop_warning(text));
+        sl.unreported = 0;
+    }
+    batch_push(priority, line, len);
+}
+
+/* bs_log_flush - one attempt to send the backlog (no call while it is empty) */
+void bs_log_flush(void)
+{
+    batch_flush();
+}
+
+/* bs_log_pending - messages in the backlog */
+unsigned bs_log_pending(void)
+{
+    return batch.n;
+}
+
+unsigned bs_log_retry_ms(void)
+{
+    long long wait;
+
+    if (!batch.n)
+        return 0;
+    if (sl.fd >= 0)
+        return BS_LOG_RETRY_MS;
+    wait = sl.retry_at_ms - now_ms();
+    return wait > BS_LOG_RETRY_MS ? (unsigned)wait : BS_LOG_RETRY_MS;
+}
+
+/* bs_log_batch - queue lines from now on (on), or flush once, drop and
+ * count the rest, and stop (off) */
+void bs_log_batch(int on)
+{
+    if (!on) {
+        batch_flush();
+        batch_discard();
+    }
+    batch.on = on != 0;
 }
 
 /*
@@ -405,8 +698,18 @@ static void clean(char *line, size_t len)
 /* send_line - a finished line (NUL-terminated, len bytes) to syslog and/or stderr */
 static void send_line(int priority, int to_stderr, const char *line, size_t len)
 {
-    if (log_opened)
-        to_syslog(priority, line, len);
+    if (log_opened) {
+        if (!batch.on) {
+            to_syslog(priority, line, len);
+        } else if (priority <= LOG_CRIT) { /* fatal, panic: last words, never waited for */
+            batch_flush();                 /* what was logged before goes first */
+            to_syslog(priority, line, len);
+        } else {
+            batch_add(priority, line, len);
+            if (priority <= LOG_WARNING)
+                batch_flush(); /* behind the backlog, but tried at once */
+        }
+    }
     if (to_stderr) {
         char out[BS_LOG_LINE_MAX + 128], stamp[32] = "";
         struct timespec ts;

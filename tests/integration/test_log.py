@@ -1,9 +1,14 @@
 """[log] socket: backstopd's syslog lines go to the socket it names (a
 private receiver here, as a daemon in a chroot or journald's dev-log would
-be), and a reload that changes it moves them."""
+be), and a reload that changes it moves them; refusals from connections
+asking at once arrive complete and in order, in fewer send calls than lines
+(backstopd batches a loop turn's lines), and with a sink that does not read
+while they are logged, none is dropped: backstopd keeps them until it reads."""
 import os
 import re
+import signal
 
+from support.policy import request
 from support.replies import USER_UNKNOWN
 from support.wait import poll
 
@@ -45,18 +50,100 @@ def test_reload_moves_the_lines(redis, backstopd, syslog):
 
 
 def test_nothing_listening_then_a_daemon(redis, backstopd, syslog, test_dir):
-    """A socket nobody has bound yet: lines are dropped, a connect is tried
-    at most once a second, and once a daemon binds the path the lines get
-    there, preceded by the warning with the number dropped."""
+    """A socket nobody has bound yet: the start-up lines (before the loop
+    runs, unbatched) are dropped; a line logged while the loop runs waits
+    in the backlog, and once a daemon binds the path it gets there with no
+    further request (the retry timer; a connect at most once a second),
+    after the warning with the number dropped, before the next line."""
     path = os.path.join(test_dir.root, "late.sock")
     d = backstopd(redis, log={"socket": path})
     assert d.ask(recipient="early@example.com") == USER_UNKNOWN("early@example.com")
     sink = syslog("late")
     assert sink.path == path
+    sink.wait_line(REJECT % "early@example\\.com")
+    d.ask(recipient="late@example.com")
+    sink.wait_line(REJECT % "late@example\\.com")
+    lines = sink.lines()
+    order = [i for i, ln in enumerate(lines)
+             if re.search(r"warning: \d+ log lines dropped|<(early|late)@example\.com>", ln)]
+    assert len(order) == 3 and "log lines dropped" in lines[order[0]], lines
+    assert "<early@" in lines[order[1]] and "<late@" in lines[order[2]], lines
 
-    def logged():  # a line after the reconnect interval gets there
-        d.ask(recipient="late@example.com")
-        return [ln for ln in sink.lines() if "late@example.com" in ln]
-    poll(logged, 5, interval=0.3, what="a line at the socket bound after start")
-    assert sink.wait_line(r"warning: \d+ log lines dropped \(syslog not accepting them\)")
-    assert not [ln for ln in sink.lines() if "early@example.com" in ln]
+
+CONNS, ROUNDS = 8, 12
+SLOW_CONNS = 16  # x ROUNDS lines, more than the sink queues, fewer than BS_LOG_BATCH_MAX
+
+
+def test_refusals_batched_complete_in_order(redis, backstopd, syslog):
+    """Refusals over CONNS connections asking at once: every line reaches
+    the daemon, each connection's in the order asked, and the loop sends
+    them in fewer calls than lines (one sendmmsg a loop turn)."""
+    sink = syslog("batch")
+    d = backstopd(redis, log={"socket": sink.path}, ratelimit={"invalid_recipients": "0"},
+                  harvest={"threshold": "0"})
+    rcpt = "c%dr%d@example.com"
+    sink.wait_line(r"backstopd \S+ started")
+    conns = [d.conn() for _ in range(CONNS)]
+    try:
+        for r in range(ROUNDS):
+            for i, c in enumerate(conns):  # all asked before any answer is read
+                assert c.send(request(recipient=rcpt % (i, r)))
+            for i, c in enumerate(conns):
+                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
+            # drained each round (a line may follow its answer by a loop
+            # turn): the socket's queue is short (net.unix.max_dgram_qlen)
+            poll(lambda: sum("NOQUEUE: reject:" in ln for ln in sink.lines()) >= CONNS * (r + 1),
+                 5, interval=0.001, what="round %d's lines" % r)
+    finally:
+        for c in conns:
+            c.close()
+
+    d.signal(signal.SIGUSR1)
+    stats = sink.wait_line(r"statistics \(SIGUSR1\):")
+    refusals = [ln for ln in sink.lines() if "NOQUEUE: reject:" in ln]
+    for i in range(CONNS):
+        asked = [rcpt % (i, r) for r in range(ROUNDS)]
+        got = [m.group(1) for m in (re.search(r"<(c%dr\d+@example\.com)>" % i, ln)
+                                    for ln in refusals) if m]
+        assert got == asked, "connection %d: lines %r" % (i, got)
+    counters = dict(re.findall(r" (log_\w+)=(\d+)", stats))
+    sent, calls = int(counters["log_sent"]), int(counters.get("log_send_calls", 0))
+    assert counters.get("log_dropped", "0") == "0", stats
+    assert sent >= CONNS * ROUNDS and 0 < calls < sent, stats
+    print("%d log lines in %d send calls" % (sent, calls))
+
+
+def test_refusals_kept_while_the_sink_does_not_read(redis, backstopd, syslog):
+    """Refusals over SLOW_CONNS connections asking at once, the sink not
+    read until all are answered (its queue holds net.unix.max_dgram_qlen
+    lines): backstopd keeps the rest in its backlog and sends them once the
+    sink reads, every connection's lines complete and in order, none
+    dropped."""
+    sink = syslog("slow")
+    d = backstopd(redis, log={"socket": sink.path}, ratelimit={"invalid_recipients": "0"},
+                  harvest={"threshold": "0"})
+    rcpt = "s%dr%d@example.com"
+    sink.wait_line(r"backstopd \S+ started")
+    conns = [d.conn() for _ in range(SLOW_CONNS)]
+    try:
+        for r in range(ROUNDS):
+            for i, c in enumerate(conns):
+                assert c.send(request(recipient=rcpt % (i, r)))
+            for i, c in enumerate(conns):
+                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
+    finally:
+        for c in conns:
+            c.close()
+
+    d.signal(signal.SIGUSR1)
+    stats = sink.wait_line(r"statistics \(SIGUSR1\):")
+    refusals = [ln for ln in sink.lines() if "NOQUEUE: reject:" in ln]
+    assert len(refusals) == SLOW_CONNS * ROUNDS
+    for i in range(SLOW_CONNS):
+        asked = [rcpt % (i, r) for r in range(ROUNDS)]
+        got = [m.group(1) for m in (re.search(r"<(s%dr\d+@example\.com)>" % i, ln)
+                                    for ln in refusals) if m]
+        assert got == asked, "connection %d: lines %r" % (i, got)
+    counters = dict(re.findall(r" (log_\w+)=(\d+)", stats))
+    assert counters.get("log_dropped", "0") == "0", stats
+    assert not [ln for ln in sink.lines() if "log lines dropped" in ln]

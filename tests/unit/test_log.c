@@ -20,6 +20,18 @@
  * BS_LOG_RECONNECT_MS); a stream-only daemon ('\0'-ended messages, a new
  * connection after the old one closed); a re-open (new ident and facility,
  * the old socket closed).
+ *
+ * Batching: queued lines arrive only at bs_log_flush, in order, in one
+ * send call, byte for byte as unbatched; the stderr copy at once; a warn or
+ * error line is queued behind the backlog and flushed at once; a full
+ * backlog (BS_LOG_BATCH_MAX lines, or long lines reaching
+ * BS_LOG_BATCH_BYTES) is flushed by the next line and keeps what was not
+ * taken; a receiver that does not read (tiny SO_RCVBUF): no wait, lines
+ * pending (not dropped, a warn line in its place) until the backlog is
+ * full, then dropped and counted; once it reads, the pending lines in
+ * order, then the drop warning ahead of the next line; batching off
+ * flushes; a stream daemon gets each message with its '\0'; bs_fatal (in
+ * a child) sends the queued line before its own (in test_fatal).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -306,7 +318,8 @@ static void test_priorities(void)
     close(fd);
 }
 
-/* test_fatal - fatal's line reaches syslog (<18>: mail | crit) and stderr */
+/* test_fatal - fatal's line reaches syslog (<18>: mail | crit) and stderr;
+ * batched, after the line queued before it */
 static void test_fatal(void)
 {
     char msg[4096];
@@ -316,22 +329,32 @@ static void test_fatal(void)
     CHECK(fd >= 0);
     if (fd < 0)
         return;
-    fflush(stderr);
-    if ((pid = fork()) == 0) {
-        bs_log_open_path("backstopd", "mail", 0, sock_path); /* again in the child: its pid */
-        bs_fatal("cannot bind %s", "unix:/x");
+    for (int batched = 0; batched <= 1; batched++) {
+        fflush(stderr);
+        if ((pid = fork()) == 0) {
+            bs_log_open_path("backstopd", "mail", 0, sock_path); /* again in the child: its pid */
+            bs_log_batch(batched);
+            if (batched)
+                bs_log(BS_LOG_INFO, "queued before the fatal");
+            bs_fatal("cannot bind %s", "unix:/x");
+        }
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        if (batched) {
+            CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+            CHECK(strstr(msg, "]: queued before the fatal") != NULL);
+        }
+        CHECK(take(fd, msg, sizeof msg, 1000) > 0);
+        CHECK(strncmp(msg, "<18>", 4) == 0);
+        CHECK(strstr(msg, "]: fatal: cannot bind unix:/x") != NULL);
+        {
+            char tag[64];
+            snprintf(tag, sizeof tag, "backstopd[%ld]: ", (long)pid);
+            CHECK(strstr(msg, tag) != NULL);
+        }
+        CHECK_EQ_INT(take(fd, msg, sizeof msg, 50), -1);
+        CHECK_EQ_STR(captured(), "fatal: cannot bind unix:/x");
     }
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    CHECK(take(fd, msg, sizeof msg, 1000) > 0);
-    CHECK(strncmp(msg, "<18>", 4) == 0);
-    CHECK(strstr(msg, "]: fatal: cannot bind unix:/x") != NULL);
-    {
-        char tag[64];
-        snprintf(tag, sizeof tag, "backstopd[%ld]: ", (long)pid);
-        CHECK(strstr(msg, tag) != NULL);
-    }
-    CHECK_EQ_STR(captured(), "fatal: cannot bind unix:/x");
     close(fd);
 }
 
@@ -538,6 +561,328 @@ static void test_reopen(void)
     unlink(sock_path);
 }
 
+/* ---- batching (bs_log_batch, bs_log_flush) ----------------------------- */
+
+/* drain - every message waiting on fd, bodies into got[] (up to max): how many */
+static int drain(int fd, char got[][256], int max)
+{
+    char msg[4096];
+    const char *b;
+    int n = 0;
+
+    while (take(fd, msg, sizeof msg, 0) > 0) {
+        b = body(msg, "backstopd");
+        if (n < max)
+            snprintf(got[n], sizeof got[n], "%.200s", b ? b : "(bad message)");
+        n++;
+    }
+    return n;
+}
+
+/* test_batch - queued lines arrive only at the flush, in order, in one
+ * call, byte for byte as an unbatched line; batching off flushes */
+static void test_batch(void)
+{
+    char a[4096], b[4096], got[8][256], want[64];
+    int fd = receiver(SOCK_DGRAM);
+    struct bs_log_stats s0, s1, s2;
+    time_t t0, t1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 1, sock_path);
+    captured();
+    /* the same line unbatched, then batched: the same bytes */
+    t0 = time(NULL);
+    bs_log(BS_LOG_INFO, "same bytes %d", 1);
+    CHECK(take(fd, a, sizeof a, 1000) > 0);
+    captured();
+    bs_log_batch(1);
+    bs_log(BS_LOG_INFO, "same bytes %d", 1);
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1); /* queued, not sent */
+    CHECK_EQ_STR(captured(), "same bytes 1");    /* stderr (-f) at once */
+    bs_log_flush();
+    t1 = time(NULL);
+    CHECK(take(fd, b, sizeof b, 1000) > 0);
+    if (t0 == t1)
+        CHECK_EQ_STR(b, a);
+    else /* a second boundary between them: all but the stamp */
+        CHECK(strlen(a) == strlen(b) && strcmp(a + 20, b + 20) == 0 && strncmp(a, b, 4) == 0);
+
+    bs_log_stats(&s0);
+    for (int i = 0; i < 5; i++)
+        bs_log(BS_LOG_INFO, "queued %d", i);
+    bs_log_text(BS_LOG_DEBUG, "not enabled", 11);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls, s0.send_calls);
+    CHECK_EQ_INT(s1.sent, s0.sent);
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1);
+    bs_log_flush();
+    bs_log_flush(); /* nothing queued: no call */
+    bs_log_stats(&s2);
+    CHECK_EQ_INT(s2.send_calls - s1.send_calls, 1); /* one sendmmsg for the five */
+    CHECK_EQ_INT(s2.sent - s1.sent, 5);
+    CHECK_EQ_INT(s2.dropped, s1.dropped);
+    CHECK_EQ_INT(drain(fd, got, 8), 5);
+    for (int i = 0; i < 5; i++) {
+        snprintf(want, sizeof want, "queued %d", i);
+        CHECK_EQ_STR(got[i], want);
+    }
+    captured();
+
+    /* off flushes, and a line after it goes at once */
+    bs_log(BS_LOG_INFO, "before off");
+    CHECK_EQ_INT(take(fd, b, sizeof b, 50), -1);
+    bs_log_batch(0);
+    bs_log(BS_LOG_INFO, "after off");
+    CHECK_EQ_INT(drain(fd, got, 8), 2);
+    CHECK_EQ_STR(got[0], "before off");
+    CHECK_EQ_STR(got[1], "after off");
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    captured();
+    close(fd);
+}
+
+/* collect - flush and read until the backlog is empty (at most 1000
+ * rounds): every message read, bodies into got[] (up to max): how many */
+static int collect(int fd, char got[][256], int max)
+{
+    int n = 0;
+
+    for (int round = 0; round < 1000 && bs_log_pending() > 0; round++) {
+        n += drain(fd, got + (n < max ? n : max), n < max ? max - n : 0);
+        bs_log_flush();
+    }
+    return n + drain(fd, got + (n < max ? n : max), n < max ? max - n : 0);
+}
+
+/* test_batch_urgent - a warn or error line is queued behind the backlog
+ * and flushed at once, its place kept; a full backlog is flushed by the
+ * line that finds it full, and keeps what the daemon did not take */
+static void test_batch_urgent(void)
+{
+    static char got[BS_LOG_BATCH_MAX + 2][256];
+    char want[64];
+    int fd = receiver(SOCK_DGRAM), n;
+    struct bs_log_stats s0, s1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log_batch(1);
+    bs_log_stats(&s0);
+    bs_log(BS_LOG_INFO, "info 1");
+    bs_log(BS_LOG_INFO, "info 2");
+    bs_log(BS_LOG_WARN, "now");
+    CHECK_EQ_INT(bs_log_pending(), 0);
+    bs_log(BS_LOG_INFO, "info 3");
+    bs_log(BS_LOG_ERROR, "and now");
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 2); /* 2 lines + warn, 1 line + error */
+    CHECK_EQ_INT(s1.sent - s0.sent, 5);
+    n = drain(fd, got, 8);
+    CHECK_EQ_INT(n, 5);
+    CHECK_EQ_STR(got[0], "info 1");
+    CHECK_EQ_STR(got[1], "info 2");
+    CHECK_EQ_STR(got[2], "warning: now");
+    CHECK_EQ_STR(got[3], "info 3");
+    CHECK_EQ_STR(got[4], "error: and now");
+
+    /* BS_LOG_BATCH_MAX lines wait; the next one flushes them; the ones the
+     * queue (net.unix.max_dgram_qlen) does not take stay, in order */
+    bs_log_stats(&s0);
+    for (int i = 0; i < BS_LOG_BATCH_MAX; i++)
+        bs_log(BS_LOG_INFO, "full %d", i);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(take(fd, got[0], sizeof got[0], 0), -1);
+    bs_log(BS_LOG_INFO, "full %d", BS_LOG_BATCH_MAX);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.send_calls - s0.send_calls, 1);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    CHECK(s1.sent - s0.sent >= 1);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX + 1 - (s1.sent - s0.sent));
+    fprintf(stderr, "test_log: a full backlog: %llu of %d lines taken by one sendmmsg\n",
+            s1.sent - s0.sent, BS_LOG_BATCH_MAX);
+    n = collect(fd, got, BS_LOG_BATCH_MAX + 2);
+    CHECK_EQ_INT(n, BS_LOG_BATCH_MAX + 1);
+    for (int i = 0; i < n && i <= BS_LOG_BATCH_MAX; i++) {
+        snprintf(want, sizeof want, "full %d", i);
+        CHECK_EQ_STR(got[i], want);
+    }
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    CHECK_EQ_INT(s1.sent - s0.sent, BS_LOG_BATCH_MAX + 1);
+
+    /* BS_LOG_BATCH_BYTES: long lines fill it before the count is reached */
+    {
+        static char text[1900];
+        int lines = BS_LOG_BATCH_BYTES / (int)sizeof text + 1;
+
+        memset(text, 'z', sizeof text);
+        bs_log_stats(&s0);
+        for (int i = 0; i < lines; i++)
+            bs_log_text(BS_LOG_INFO, text, sizeof text);
+        bs_log_stats(&s1);
+        CHECK(lines < BS_LOG_BATCH_MAX);
+        CHECK(s1.send_calls - s0.send_calls >= 1);
+        CHECK(bs_log_pending() < (unsigned)lines);
+        CHECK_EQ_INT(collect(fd, got, 0), lines);
+        bs_log_stats(&s1);
+        CHECK_EQ_INT(s1.sent - s0.sent, lines);
+        CHECK_EQ_INT(s1.dropped, s0.dropped);
+    }
+    bs_log_batch(0);
+    drain(fd, got, 0);
+    close(fd);
+}
+
+/* test_batch_full - a receiver with a tiny SO_RCVBUF that does not read:
+ * the flush does not wait; lines it does not take stay pending, not
+ * dropped, a warn line in its place among them, until the backlog is full;
+ * then each line is dropped and counted. Once it reads, the pending lines
+ * arrive in order, then the warning about the dropped ones, then the next */
+static void test_batch_full(void)
+{
+    static char got[BS_LOG_BATCH_MAX + 8][256];
+    char want[128];
+    int fd = receiver(SOCK_DGRAM), small = 1, n, fill, k;
+    struct bs_log_stats s0, s1, s2;
+    long long t0, t1;
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log(BS_LOG_INFO, "start"); /* and any warning left from before */
+    drain(fd, got, 0);
+    bs_log_batch(1);
+    bs_log_stats(&s0);
+    t0 = mono_ms();
+    for (int i = 0; i < BS_LOG_BATCH_MAX; i++)
+        bs_log(BS_LOG_INFO, "line %d", i);
+    bs_log_flush();
+    bs_log_stats(&s1);
+    k = (int)(s1.sent - s0.sent); /* what the receiver's queue took */
+    CHECK(k >= 1 && k < BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX - k);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    bs_log(BS_LOG_WARN, "in its place");
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.sent - s0.sent, k); /* tried, not taken, not dropped */
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX - k + 1);
+    fill = k - 1;
+    for (int i = 0; i < fill; i++)
+        bs_log(BS_LOG_INFO, "line %d", BS_LOG_BATCH_MAX + i);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
+    bs_log_stats(&s1);
+    CHECK_EQ_INT(s1.dropped, s0.dropped);
+    for (int i = 0; i < 5; i++)
+        bs_log(BS_LOG_INFO, "dropped %d", i);
+    t1 = mono_ms();
+    bs_log_stats(&s1);
+    CHECK(t1 - t0 < 2000); /* never waited */
+    CHECK_EQ_INT(s1.dropped - s0.dropped, 5);
+    CHECK_EQ_INT(bs_log_pending(), BS_LOG_BATCH_MAX);
+    CHECK_EQ_INT(s1.connects, s0.connects);
+
+    /* the receiver reads: everything pending, in order, the warn line in
+     * its place; then the drop warning ahead of the next line */
+    n = collect(fd, got, BS_LOG_BATCH_MAX + 8);
+    CHECK_EQ_INT(n, BS_LOG_BATCH_MAX + 1 + fill);
+    for (int i = 0, line = 0; i < n && i < BS_LOG_BATCH_MAX + 8; i++) {
+        if (i == BS_LOG_BATCH_MAX)
+            snprintf(want, sizeof want, "warning: in its place");
+        else
+            snprintf(want, sizeof want, "line %d", line++);
+        CHECK_EQ_STR(got[i], want);
+    }
+    bs_log(BS_LOG_INFO, "read again 1");
+    bs_log(BS_LOG_INFO, "read again 2");
+    bs_log_flush();
+    bs_log_stats(&s2);
+    CHECK_EQ_INT(bs_log_pending(), 0);
+    CHECK_EQ_INT(s2.sent - s0.sent, n + 3); /* and the warning, the two lines */
+    CHECK_EQ_INT(s2.dropped, s1.dropped);
+    CHECK_EQ_INT(drain(fd, got, 4), 3);
+    CHECK_EQ_STR(got[0], "warning: 5 log lines dropped (syslog not accepting them)");
+    CHECK_EQ_STR(got[1], "read again 1");
+    CHECK_EQ_STR(got[2], "read again 2");
+    fprintf(stderr, "test_log: a backlog nobody reads: %d lines kept, 5 dropped, in %lld ms\n",
+            BS_LOG_BATCH_MAX + fill + 1, t1 - t0);
+    bs_log_batch(0);
+    close(fd);
+}
+
+/* test_batch_stream - a stream-only daemon: the queued lines, each ending
+ * in '\0', in order at the flush */
+static void test_batch_stream(void)
+{
+    char buf[4096], want[256];
+    int l = receiver(SOCK_STREAM), c;
+    size_t have = 0;
+    const char *p;
+
+    CHECK(l >= 0);
+    if (l < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    c = accept(l, NULL, NULL);
+    CHECK(c >= 0);
+    bs_log_batch(1);
+    bs_log(BS_LOG_INFO, "s1");
+    bs_log(BS_LOG_INFO, "s2");
+    bs_log(BS_LOG_INFO, "s3");
+    CHECK_EQ_INT(take(c, buf, sizeof buf, 50), -1);
+    bs_log_flush();
+    for (ssize_t r; have < sizeof buf - 1 && (r = take(c, buf + have, sizeof buf - have, 200)) > 0;)
+        have += (size_t)r;
+    p = buf;
+    for (int i = 1; i <= 3; i++) {
+        snprintf(want, sizeof want, "s%d", i);
+        CHECK(p < buf + have && body(p, "backstopd") && strcmp(body(p, "backstopd"), want) == 0);
+        p += strlen(p) + 1; /* past its '\0' */
+    }
+    CHECK(p == buf + have);
+    bs_log_batch(0);
+    close(c);
+    close(l);
+}
+
+/* test_batch_retry_ms - when backstopd's timer flushes the backlog again: at
+ * once-a-connect pace while nothing listens, BS_LOG_RETRY_MS while a daemon
+ * is connected, never while the backlog is empty */
+static void test_batch_retry_ms(void)
+{
+    unsigned ms;
+    int fd;
+
+    unlink(sock_path);
+    bs_log_open_path("backstopd", "mail", 0, sock_path); /* connects now: fails */
+    bs_log_batch(1);
+    CHECK_EQ_INT(bs_log_retry_ms(), 0); /* nothing pending */
+    bs_log(BS_LOG_INFO, "waits for a daemon");
+    bs_log_flush();
+    CHECK(bs_log_pending() > 0);
+    ms = bs_log_retry_ms();
+    CHECK(ms > BS_LOG_RETRY_MS && ms <= RECONNECT_MS); /* no 10 ms wake-ups for nothing */
+    fd = receiver(SOCK_DGRAM);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        bs_log_batch(0);
+        return;
+    }
+    usleep((ms + 50) * 1000);
+    bs_log_flush(); /* connects, sends */
+    CHECK_EQ_INT(bs_log_pending(), 0);
+    CHECK_EQ_INT(bs_log_retry_ms(), 0);
+    bs_log_batch(0);
+    close(fd);
+    unlink(sock_path);
+}
+
 int main(void)
 {
     cap = tmpfile();
@@ -563,6 +908,11 @@ int main(void)
     test_restart();
     test_stream();
     test_reopen();
+    test_batch();
+    test_batch_urgent();
+    test_batch_full();
+    test_batch_stream();
+    test_batch_retry_ms();
     rmdir(dir);
     return check_summary();
 }

@@ -330,11 +330,13 @@ static void check_log_counters(void)
 {
     static char text[65536];
     static const char *const metric[] = {"backstop_log_lines_total", "backstop_log_dropped_total",
-                                         "backstop_log_connect_failures_total"};
-    static const char *const field[] = {"log_sent", "log_dropped", "log_connect_failures"};
+                                         "backstop_log_connect_failures_total",
+                                         "backstop_log_send_calls_total"};
+    static const char *const field[] = {"log_sent", "log_dropped", "log_connect_failures",
+                                        "log_send_calls"};
     char dir[] = "/tmp/test_tables_XXXXXX", path[64], line[4096], want[160];
     struct bs_log_stats ls;
-    unsigned long long v[3];
+    unsigned long long v[4];
 
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/nobody", dir);
@@ -344,17 +346,17 @@ static void check_log_counters(void)
     bs_log_stats(&ls);
     CHECK(ls.dropped >= 2 && ls.connect_failures >= 1);
     stats_line(line, sizeof line); /* (itself one more line dropped) */
-    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures;
-    for (int i = 0; i < 3; i++) {
+    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures, v[3] = ls.send_calls;
+    for (int i = 0; i < 4; i++) {
         snprintf(want, sizeof want, " %s=%llu", field[i], v[i]);
         if (v[i] && !strstr(line, want))
             fprintf(stderr, "FAILED: the stats line has no \"%s\"\n", want);
         CHECK(v[i] == 0 || strstr(line, want) != NULL);
     }
     bs_log_stats(&ls);
-    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures;
+    v[0] = ls.sent, v[1] = ls.dropped, v[2] = ls.connect_failures, v[3] = ls.send_calls;
     bs_metrics_render(text, sizeof text, 1);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         snprintf(want, sizeof want, "\n%s %llu\n", metric[i], v[i]);
         if (!strstr(text, want))
             fprintf(stderr, "FAILED: the metrics have no \"%s\"\n", want + 1);
