@@ -74,6 +74,33 @@ CONNS, ROUNDS = 8, 12
 SLOW_CONNS = 16  # x ROUNDS lines, more than the sink queues, fewer than BS_LOG_BATCH_MAX
 
 
+def refuse_rounds(d, n, rcpt, after_round=None):
+    """ROUNDS rounds of n connections asking at once (all sent before any
+    answer is read), each answered 550 5.1.1; after_round(r) after each."""
+    conns = [d.conn() for _ in range(n)]
+    try:
+        for r in range(ROUNDS):
+            for i, c in enumerate(conns):
+                assert c.send(request(recipient=rcpt % (i, r)))
+            for i, c in enumerate(conns):
+                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
+            if after_round:
+                after_round(r)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def in_order(lines, n, rcpt, pattern):
+    """Each connection's refusal lines name its recipients in the order asked."""
+    refusals = [ln for ln in lines if "NOQUEUE: reject:" in ln]
+    for i in range(n):
+        asked = [rcpt % (i, r) for r in range(ROUNDS)]
+        got = [m.group(1) for m in (re.search(pattern % i, ln) for ln in refusals) if m]
+        assert got == asked, "connection %d: lines %r" % (i, got)
+    return refusals
+
+
 def test_refusals_batched_complete_in_order(redis, backstopd, syslog):
     """Refusals over CONNS connections asking at once: every line reaches
     the daemon, each connection's in the order asked, and the loop sends
@@ -83,29 +110,15 @@ def test_refusals_batched_complete_in_order(redis, backstopd, syslog):
                   harvest={"threshold": "0"})
     rcpt = "c%dr%d@example.com"
     sink.wait_line(r"backstopd \S+ started")
-    conns = [d.conn() for _ in range(CONNS)]
-    try:
-        for r in range(ROUNDS):
-            for i, c in enumerate(conns):  # all asked before any answer is read
-                assert c.send(request(recipient=rcpt % (i, r)))
-            for i, c in enumerate(conns):
-                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
-            # drained each round (a line may follow its answer by a loop
-            # turn): the socket's queue is short (net.unix.max_dgram_qlen)
-            poll(lambda: sum("NOQUEUE: reject:" in ln for ln in sink.lines()) >= CONNS * (r + 1),
-                 5, interval=0.001, what="round %d's lines" % r)
-    finally:
-        for c in conns:
-            c.close()
+
+    def drained(r):  # a line may follow its answer by a loop turn
+        poll(lambda: sum("NOQUEUE: reject:" in ln for ln in sink.lines()) >= CONNS * (r + 1),
+             5, interval=0.001, what="round %d's lines" % r)
+    refuse_rounds(d, CONNS, rcpt, drained)
 
     d.signal(signal.SIGUSR1)
     stats = sink.wait_line(r"statistics \(SIGUSR1\):")
-    refusals = [ln for ln in sink.lines() if "NOQUEUE: reject:" in ln]
-    for i in range(CONNS):
-        asked = [rcpt % (i, r) for r in range(ROUNDS)]
-        got = [m.group(1) for m in (re.search(r"<(c%dr\d+@example\.com)>" % i, ln)
-                                    for ln in refusals) if m]
-        assert got == asked, "connection %d: lines %r" % (i, got)
+    in_order(sink.lines(), CONNS, rcpt, r"<(c%dr\d+@example\.com)>")
     counters = dict(re.findall(r" (log_\w+)=(\d+)", stats))
     sent, calls = int(counters["log_sent"]), int(counters.get("log_send_calls", 0))
     assert counters.get("log_dropped", "0") == "0", stats
@@ -124,26 +137,12 @@ def test_refusals_kept_while_the_sink_does_not_read(redis, backstopd, syslog):
                   harvest={"threshold": "0"})
     rcpt = "s%dr%d@example.com"
     sink.wait_line(r"backstopd \S+ started")
-    conns = [d.conn() for _ in range(SLOW_CONNS)]
-    try:
-        for r in range(ROUNDS):
-            for i, c in enumerate(conns):
-                assert c.send(request(recipient=rcpt % (i, r)))
-            for i, c in enumerate(conns):
-                assert c.read_reply() == USER_UNKNOWN(rcpt % (i, r))
-    finally:
-        for c in conns:
-            c.close()
+    refuse_rounds(d, SLOW_CONNS, rcpt)
 
     d.signal(signal.SIGUSR1)
     stats = sink.wait_line(r"statistics \(SIGUSR1\):")
-    refusals = [ln for ln in sink.lines() if "NOQUEUE: reject:" in ln]
+    refusals = in_order(sink.lines(), SLOW_CONNS, rcpt, r"<(s%dr\d+@example\.com)>")
     assert len(refusals) == SLOW_CONNS * ROUNDS
-    for i in range(SLOW_CONNS):
-        asked = [rcpt % (i, r) for r in range(ROUNDS)]
-        got = [m.group(1) for m in (re.search(r"<(s%dr\d+@example\.com)>" % i, ln)
-                                    for ln in refusals) if m]
-        assert got == asked, "connection %d: lines %r" % (i, got)
     counters = dict(re.findall(r" (log_\w+)=(\d+)", stats))
     assert counters.get("log_dropped", "0") == "0", stats
     assert not [ln for ln in sink.lines() if "log lines dropped" in ln]
