@@ -626,6 +626,22 @@ static int under_attack(const bs_redis *r, const bs_lookup *q)
 }
 static int queue_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q);
 
+/* mirror_facts - q answered from the mirror into op's facts, with what the
+ * mirror does not hold (under attack, the clock of the directory's age): 0,
+ * or -1 (ask Redis: op's facts are reset for it) */
+static int mirror_facts(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
+{
+    if (bs__redis_track_answer(r->track, q, &op->facts) == BS_MIRROR_ASK_REDIS) {
+        memset(&op->facts, 0, sizeof(op->facts));
+        op->facts.ndr_index = -1;
+        return -1;
+    }
+    op->facts.under_attack = under_attack(r, q);
+    if (op->facts.dir_known)
+        op->facts.dir_now = (long long)time(NULL);
+    return 0;
+}
+
 static void on_idle(uv_idle_t *h) {}
 
 /*
@@ -638,24 +654,17 @@ static void on_idle(uv_idle_t *h) {}
  */
 static int recheck(bs_redis *r, bs_redis_op *op)
 {
-    bs_facts f;
+    bs_facts f = {.ndr_index = -1}; /* with an error status: no facts */
     int rc;
 
     if (bs__redis_conn_closed(&r->conn) || bs__redis_track_changes(r->track) == op->changes)
         return 0;
-    if (bs__redis_track_answer(r->track, &op->q, &f) != BS_MIRROR_ASK_REDIS) {
-        op->facts = f;
-        op->facts.under_attack = under_attack(r, &op->q);
-        if (f.dir_known)
-            op->facts.dir_now = (long long)time(NULL);
+    if (mirror_facts(r, op, &op->q) == 0)
         return 0;
-    }
     bs_store_facts_cb *cb = op->cb.facts;
     void *arg = op->arg;
     uint64_t id = op->id;
 
-    memset(&op->facts, 0, sizeof(op->facts));
-    op->facts.ndr_index = -1;
     if ((rc = check_ready(r)) != 0) {
         op->status = rc;
         return 0;
@@ -695,16 +704,10 @@ static void on_check(uv_check_t *h)
  * check handle): 0, or -1 (ask Redis: op's facts are reset for it) */
 static int mirror_lookup(bs_redis *r, bs_redis_op *op, const bs_lookup *q)
 {
-    if (bs__redis_track_answer(r->track, q, &op->facts) == BS_MIRROR_ASK_REDIS) {
-        memset(&op->facts, 0, sizeof(op->facts));
-        op->facts.ndr_index = -1;
+    if (mirror_facts(r, op, q) < 0)
         return -1;
-    }
-    op->facts.under_attack = under_attack(r, q);
     op->q = *q;
     op->changes = bs__redis_track_changes(r->track);
-    if (op->facts.dir_known)
-        op->facts.dir_now = (long long)time(NULL);
     if (r->answered_tail)
         r->answered_tail->next_free = op;
     else
