@@ -254,7 +254,9 @@ static void test_recipients(bs_config *cfg)
     CHECK_EQ_INT(run(cfg, "RCPT", "", "alice@example.com", "192.0.2.1"), BS_WHY_VALID);
 }
 
-static void test_ndr(bs_config *cfg)
+/* seed_ndr - seed(), and an NDR hash of nested suffixes (allow, deny, the
+ * limit given) plus one more entry */
+static void seed_ndr(const char *limit, const char *last, const char *last_value)
 {
     seed();
     f_ndr[0][0] = "a.b.example.org";
@@ -262,9 +264,14 @@ static void test_ndr(bs_config *cfg)
     f_ndr[1][0] = ".b.example.org";
     f_ndr[1][1] = "deny";
     f_ndr[2][0] = ".example.org";
-    f_ndr[2][1] = "limit 2/1h";
-    f_ndr[3][0] = "*";
-    f_ndr[3][1] = "ALLOW";
+    f_ndr[2][1] = limit;
+    f_ndr[3][0] = last;
+    f_ndr[3][1] = last_value;
+}
+
+static void test_ndr(bs_config *cfg)
+{
+    seed_ndr("limit 2/1h", "*", "ALLOW");
 
     CHECK_EQ_INT(run(cfg, "RCPT", "", "v@a.b.example.org", "192.0.2.1"), BS_WHY_NDR_ALLOW);
     CHECK_EQ_STR(bs_decide_ndr_match(&d), "a.b.example.org");
@@ -921,15 +928,7 @@ static void format_case(bs_config *cfg, int i)
     static char big[1900];
     char rcpt[2000];
 
-    seed();
-    f_ndr[0][0] = "a.b.example.org";
-    f_ndr[0][1] = "allow";
-    f_ndr[1][0] = ".b.example.org";
-    f_ndr[1][1] = "deny";
-    f_ndr[2][0] = ".example.org";
-    f_ndr[2][1] = "limit 1/1h";
-    f_ndr[3][0] = "report.example";
-    f_ndr[3][1] = "deny report";
+    seed_ndr("limit 1/1h", "report.example", "deny report");
     switch (i) {
     case 1: /* report mode */
     case 3:
