@@ -21,13 +21,12 @@ enum bs_store_reply_kind {
     BS_REPLY_RCPT,      /* SMISMEMBER rcpt:<domain> ... */
     BS_REPLY_NDR,       /* HMGET ndr ... */
     BS_REPLY_TAKE,      /* the NDR budget script */
-    BS_REPLY_NOTE,      /* the rate-tracking script */
+    BS_REPLY_NOTE,      /* the block script */
     BS_REPLY_DIR_SIZE,  /* SCARD rcpt:<domain> */
     BS_REPLY_DIR_SYNC,  /* HGET sync <domain>:ok */
     BS_REPLY_GREY,      /* the harvest check script (enum bs_grey_result) */
     BS_REPLY_SCRIPT,    /* another script; its reply is read by its caller */
     BS_REPLY_MODE,      /* HMGET mode <domain> "*" */
-    BS_REPLY_UNKNOWN,   /* the unknown-recipient script: its rate part, when neither failed */
 };
 
 struct redisReply;
@@ -37,16 +36,6 @@ struct redisReply;
  * type that command cannot give (a key of the wrong type answers with an
  * error, which is -1 too). f must start with ndr_index = -1. */
 int bs_store_reply_apply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
-
-/* bs_store_reply_unknown - split the unknown-recipient script's reply
- * {rate, {harvest...}} into its parts, each as its own script would have
- * answered: *rate the rate script's (an integer, read as BS_REPLY_NOTE),
- * *harvest the harvest script's (an array whose first element is an
- * integer: {-1}, {0, n} or {1, n, ended, net, count, ...}); a part that
- * failed is its error reply. Returns 0, or -1 (*rate and *harvest
- * untouched) when rep has another shape (an error reply included). */
-int bs_store_reply_unknown(const struct redisReply *rep, const struct redisReply **rate,
-                           const struct redisReply **harvest);
 
 /* bs_store_mode_value - mode HASH value i (0: the domain's field, 1: "*")
  * into f, truncated to BS_MODE_VALUE_MAX - 1 bytes (then no mode: a real

@@ -56,6 +56,8 @@ extern const uint64_t bs_lat_bounds_us[BS_LAT_NBUCKETS];
     X(redis_noscript, NULL, "EVALSHA retried as EVAL (script not loaded).")                        \
     X(clients_blocked, "backstop_clients_blocked_total",                                           \
       "Clients blocked by this process's rate tracking.")                                          \
+    X(unknown_counts_dropped, "backstop_unknown_counts_dropped_total",                             \
+      "Unknown recipients not counted (rate, harvest): Redis not ready, or the batch full.")       \
     X(would_reject, "backstop_would_reject_total",                                                 \
       "Refusals report mode turned into WARN (also counted per domain in Redis wouldreject).")     \
     X(would_reject_dropped, "backstop_would_reject_dropped_total",                                 \

@@ -18,21 +18,19 @@
  * their (arg, id) pair. On disconnect hiredis calls every pending callback
  * with reply == NULL: the op then completes with BS_WHY_REDIS_DOWN.
  *
- * Rate tracking and NDR budgets are Lua scripts (atomic, clock from Redis
- * TIME), loaded with the connection's handshake, run with EVALSHA and
- * re-sent with EVAL on NOSCRIPT. They run only on the invalid-recipient and
- * NDR-limit paths (an unknown recipient counted both for its client and
- * for its domain's harvest threshold runs one script for both); the
- * common path is GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2); an
- * unknown user adds SCARD rcpt:<domain> (and HGET sync <domain>:ok with
- * max_directory_age) in a second round trip, and
- * every 15 s SMEMBERS domains, HGETALL sync and one SCARD per domain feed
- * the directory gauges. A -READONLY reply (a failover demoted our server) drops
- * the connection, which rediscovers the master. Decision counts are added
- * to the stats hash once a second and at close, and in the same flush the
- * would-reject counts (refusals report mode let pass) to the wouldreject
- * hash, one HINCRBY per recipient domain (at most BS_WOULDREJECT_PENDING_MAX
- * domains between two flushes; more are dropped, counted, warned about).
+ * Unknown recipients are counted in batches (counts.h) with plain
+ * pipelined commands, scored by Redis's clock as read by TIME once a
+ * second. NDR budgets, blocks, attacks, greylisting and the attack sweep
+ * are Lua scripts (atomic), loaded with the connection's handshake, run
+ * with EVALSHA and re-sent with EVAL on NOSCRIPT; the common path is
+ * GET/SISMEMBER/SMISMEMBER/HMGET (Redis >= 6.2); an unknown user adds
+ * SCARD rcpt:<domain> (and HGET sync <domain>:ok with max_directory_age)
+ * in a second round trip, and every 15 s SMEMBERS domains, HGETALL sync
+ * and one SCARD per domain feed the directory gauges. A -READONLY reply (a failover demoted our
+ * server) drops the connection, which rediscovers the master. Decision counts are added to the
+ * stats hash once a second and at close, and in the same flush the would-reject counts (refusals
+ * report mode let pass) to the wouldreject hash, one HINCRBY per recipient domain (at most
+ * BS_WOULDREJECT_PENDING_MAX domains between two flushes; more are dropped, counted, warned about).
  * The common path also reads HMGET mode <domain> "*" (per-domain mode).
  *
  * Never: blocks, formats commands with printf, exits because of Redis, or
@@ -46,7 +44,7 @@
  * mirror answers too is delivered by the same check callback, and what the
  * callbacks queued for Redis is written before it returns: no loop turn is
  * added to a request),
- * one it cannot answer goes to Redis as above. Writes (rate scripts, NDR
+ * one it cannot answer goes to Redis as above. Writes (counts, NDR
  * budgets, stats) always go to Redis.
  */
 #include <stddef.h>
@@ -54,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -67,6 +66,8 @@
 #include "redis_conn.h"
 #include "redis_track.h"
 #include "redis_uv.h"
+#include "counts.h"
+#include "hash.h"
 
 #define BS_REDIS_STATS_FLUSH_MS 1000
 #define BS_REDIS_CMD_MAX 8192         /* one pipelined command, built on the stack */
@@ -76,11 +77,11 @@
 #define BS_WOULDREJECT_WARN_MS 60000  /* at most one "too many domains" warning a minute */
 
 /*
- * The rate and harvest scripts are built from the fragments below, so the
- * unknown-recipient script that runs both (one EVALSHA where two ran: the
- * call costs Redis more than the commands inside) keeps the same meaning
- * as each alone. Every script checks the exempt SET first, then reads
- * Redis TIME once (t, now, nows: upvalues of the functions that follow).
+ * Unknown recipients are counted with plain commands (counts.h: one batch
+ * every BS_COUNTS_FLUSH_MS, ZREMRANGEBYSCORE/ZADD/PEXPIRE/ZCARD per client
+ * and per domain); the scripts below run when a count has passed its
+ * limit, and for the greylisting check, the known clients, the sweep and
+ * the NDR budget. Each script that needs the time reads Redis TIME once.
  */
 #define LUA_HEAD "if redis.replicate_commands then redis.replicate_commands() end\n"
 /* LUA_EXEMPT - return ret when client address a or client key k (ARGV
@@ -88,145 +89,76 @@
 #define LUA_EXEMPT(set, a, k, ret)                                                                 \
     "if redis.call('SISMEMBER', " set ", " a ") == 1 or\n"                                         \
     "   redis.call('SISMEMBER', " set ", " k ") == 1 then return " ret " end\n"
-/* now: Redis's clock in ms; nows: the same as a string, made from TIME's
- * strings. A number passed to redis.call or concatenated goes through
- * printf "%.14g" and Redis parses it back: printf and strtod were a fifth
- * of redis-server's instructions running these scripts (callgrind);
- * string.format '%d' makes the same digits of an integer without
- * printf's floating-point path. */
+/* now: Redis's clock in ms (t: TIME's reply). Integers passed to
+ * redis.call go as strings made by string.format '%d': a Lua number goes
+ * through printf "%.14g" and Redis parses it back (a fifth of
+ * redis-server's instructions in these scripts, callgrind). */
 #define LUA_NOW                                                                                    \
     "local t = redis.call('TIME')\n"                                                               \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
-    "local nows = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 /*
- * rate(rk, bk, sk, limit, window, block_ms, reason): the sliding-window
- * invalid-recipient counter of one client: keys rate, block, stats;
- * limit a number, window (ms) and block_ms strings. Returns the count
- * that tripped the block, or 0. The zset holds at most limit+1 members
- * and expires.
+ * A client's invalid-recipient count passed its limit (the ZCARD of the
+ * flush that counted it). KEYS: block, rate, stats. ARGV: reason, block
+ * ms. The window is emptied (a new one starts after the block); the block
+ * is set unless one is in force (NX: a block by hand, or by another
+ * process's flush that read the same count, stays as it is). Returns 1
+ * when this call blocked the client (counted in stats clients_blocked),
+ * 0 when a block was already there.
  */
-#define LUA_RATE                                                                                   \
-    "local function rate(rk, bk, sk, limit, window, block_ms, reason)\n"                           \
-    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', string.format('%d', now - window))\n"            \
-    "  local n = redis.call('ZCARD', rk) + 1\n"                                                    \
-    "  redis.call('ZADD', rk, nows, t[1] .. '.' .. t[2] .. '.' .. string.format('%d', n))\n"       \
-    "  redis.call('PEXPIRE', rk, window)\n"                                                        \
-    "  if n > limit then\n"                                                                        \
-    "    redis.call('SET', bk, reason, 'PX', block_ms)\n"                                          \
-    "    redis.call('DEL', rk)\n"                                                                  \
-    "    redis.call('HINCRBY', sk, 'clients_blocked', 1)\n"                                        \
-    "    return n\n"                                                                               \
-    "  end\n"                                                                                      \
-    "  return 0\n"                                                                                 \
+static const char script_block[] = "redis.call('DEL', KEYS[2])\n"
+                                   "if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], "
+                                   "'NX') then return 0 end\n"
+                                   "redis.call('HINCRBY', KEYS[3], 'clients_blocked', 1)\n"
+                                   "return 1\n";
+
+/*
+ * A domain's harvest count passed [harvest] threshold (the ZCARD of the
+ * flush that added its unknown recipients: members "<network>
+ * <tag>:<seq>" scored by Redis time in ms). KEYS: harvest:<domain>,
+ * attack, stats. ARGV: limit, duration ms, domain. The window keeps at
+ * most limit+1 newest members; the domain is under attack until now +
+ * duration (renewed by every count past the limit; "since" kept while the
+ * field exists and has not expired: a field without a readable until
+ * counts as current). Returns {0, n}, or {1, n, ended, net, count, ...}
+ * with the top 3 networks when this call started the attack; ended: -1,
+ * or the since (0: unreadable) of an attack whose until had passed before
+ * a sweep deleted it (this call ends it: counted).
+ */
+static const char script_harvest[] = LUA_HEAD LUA_NOW
+    "local hk, ak, sk = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local limit, duration, domain = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
+    "local n = redis.call('ZCARD', hk)\n"
+    "if n <= limit then return {0, n} end\n"
+    "redis.call('ZREMRANGEBYRANK', hk, 0, -(limit + 2))\n"
+    "n = redis.call('ZCARD', hk)\n"
+    "local sec = tonumber(t[1])\n"
+    "local since, started, ended = sec, 1, -1\n"
+    "local old = redis.call('HGET', ak, domain)\n"
+    "if old then\n"
+    "  local os = tonumber(string.match(old, 'since=(%d+)'))\n"
+    "  local ou = tonumber(string.match(old, 'until=(%d+)'))\n"
+    "  if not ou or ou >= sec then started = 0 else ended = os or 0 end\n"
+    "  if started == 0 and os then since = os end\n"
     "end\n"
-
-/*
- * harvest(hk, ak, sk, limit, window, duration, net, domain): one unknown
- * recipient of a protected domain: keys harvest:<domain>, attack, stats;
- * limit and duration (ms) numbers, window (ms) a string. A sliding
- * window of members "<network> <sec>.<usec>" scored by Redis time; past
- * the limit the domain is under attack until now + duration (renewed by
- * every unknown recipient past it; "since" kept while the field exists
- * and has not expired: a field without a readable until counts as
- * current), and the window keeps at most limit+1 newest members. Returns
- * {0, n}, or {1, n, ended, net, count, ...} with the top 3 networks when
- * this call started the attack; ended: -1, or the since (0: unreadable)
- * of an attack whose until had passed before a sweep deleted it (this
- * call ends it: counted).
- */
-#define LUA_HARVEST                                                                                \
-    "local function harvest(hk, ak, sk, limit, window, duration, net, domain)\n"                   \
-    "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', string.format('%d', now - window))\n"            \
-    "  redis.call('ZADD', hk, nows, net .. ' ' .. t[1] .. '.' .. t[2])\n"                          \
-    "  redis.call('PEXPIRE', hk, window)\n"                                                        \
-    "  local n = redis.call('ZCARD', hk)\n"                                                        \
-    "  if n <= limit then return {0, n} end\n"                                                     \
-    "  redis.call('ZREMRANGEBYRANK', hk, 0, -(limit + 2))\n"                                       \
-    "  n = redis.call('ZCARD', hk)\n"                                                              \
-    "  local sec = tonumber(t[1])\n"                                                               \
-    "  local since, started, ended = sec, 1, -1\n"                                                 \
-    "  local old = redis.call('HGET', ak, domain)\n"                                               \
-    "  if old then\n"                                                                              \
-    "    local os = tonumber(string.match(old, 'since=(%d+)'))\n"                                  \
-    "    local ou = tonumber(string.match(old, 'until=(%d+)'))\n"                                  \
-    "    if not ou or ou >= sec then started = 0 else ended = os or 0 end\n"                       \
-    "    if started == 0 and os then since = os end\n"                                             \
-    "  end\n"                                                                                      \
-    "  local untl = sec + math.ceil(duration / 1000)\n"                                            \
-    "  redis.call('HSET', ak, domain, 'since=' .. since .. ';until=' .. untl .. ';unknown=' .. "   \
-    "n)\n"                                                                                         \
-    "  if started == 0 then return {0, n} end\n"                                                   \
-    "  redis.call('HINCRBY', sk, 'harvest_started', 1)\n"                                          \
-    "  if ended >= 0 then redis.call('HINCRBY', sk, 'harvest_ended', 1) end\n"                     \
-    "  local count, nets = {}, {}\n"                                                               \
-    "  for _, m in ipairs(redis.call('ZRANGE', hk, 0, -1)) do\n"                                   \
-    "    local nt = string.match(m, '^(%S+)')\n"                                                   \
-    "    if nt then\n"                                                                             \
-    "      if not count[nt] then count[nt] = 0; nets[#nets + 1] = nt end\n"                        \
-    "      count[nt] = count[nt] + 1\n"                                                            \
-    "    end\n"                                                                                    \
-    "  end\n"                                                                                      \
-    "  table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] "   \
-    "end\n"                                                                                        \
-    "    return a < b end)\n"                                                                      \
-    "  local out = {1, n, ended}\n"                                                                \
-    "  for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] "  \
-    "end\n"                                                                                        \
-    "  return out\n"                                                                               \
+    "local untl = sec + math.ceil(duration / 1000)\n"
+    "redis.call('HSET', ak, domain, 'since=' .. since .. ';until=' .. untl .. ';unknown=' .. n)\n"
+    "if started == 0 then return {0, n} end\n"
+    "redis.call('HINCRBY', sk, 'harvest_started', 1)\n"
+    "if ended >= 0 then redis.call('HINCRBY', sk, 'harvest_ended', 1) end\n"
+    "local count, nets = {}, {}\n"
+    "for _, m in ipairs(redis.call('ZRANGE', hk, 0, -1)) do\n"
+    "  local nt = string.match(m, '^(%S+)')\n"
+    "  if nt then\n"
+    "    if not count[nt] then count[nt] = 0; nets[#nets + 1] = nt end\n"
+    "    count[nt] = count[nt] + 1\n"
+    "  end\n"
     "end\n"
-
-/* part(f, ...): f's result, or its error as an error reply (a string
- * before Redis 7, a table with err since), so one part's error (a key of
- * the wrong type) neither stops the other nor undoes what it wrote */
-#define LUA_PART                                                                                   \
-    "local function part(f, ...)\n"                                                                \
-    "  local ok, v = pcall(f, ...)\n"                                                              \
-    "  if ok then return v end\n"                                                                  \
-    "  if type(v) == 'table' and v.err then return {err = v.err} end\n"                            \
-    "  return {err = tostring(v)}\n"                                                               \
-    "end\n"
-
-/*
- * Sliding-window invalid-recipient counter. KEYS: rate, block, stats (the
- * keys it writes). ARGV: limit, window ms, block ms, reason, client
- * address, client key, and the exempt SET's name: only read, so it is no
- * KEYS entry (Redis ACLs treat every script key as written, and a tight
- * ACL lets backstopd only read the exempt SET). Returns the count that
- * tripped the block, 0, or -1 for a member of the exempt SET (not counted).
- */
-static const char script_rate[] = LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "-1")
-    LUA_NOW LUA_RATE "return rate(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
-                     "ARGV[3], ARGV[4])\n";
-
-/*
- * Harvest detection: one unknown recipient of a protected domain. KEYS:
- * harvest:<domain>, attack, stats. ARGV: limit, window ms, duration ms,
- * network, domain, the exempt SET (read only), client address, client key.
- * Returns {-1} (exempt SET member, not counted), or harvest()'s reply.
- */
-static const char script_harvest[] = LUA_HEAD LUA_EXEMPT("ARGV[6]", "ARGV[7]", "ARGV[8]", "{-1}")
-    LUA_NOW LUA_HARVEST "return harvest(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), "
-                        "ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])\n";
-
-/*
- * One unknown recipient of a protected domain that both counts for the
- * client's rate and for the domain's harvest threshold: script_rate then
- * script_harvest in one call (one exempt check, one TIME). KEYS: rate,
- * block, stats, harvest:<domain>, attack. ARGV: script_rate's seven
- * (limit, window ms, block ms, reason, client address, client key, the
- * exempt SET), then harvest limit, window ms, duration ms, network,
- * domain. Returns {-1, {-1}} for a member of the exempt SET (nothing
- * counted), else {rate's result, harvest's reply}, a part that failed as
- * its error (see store_reply.h).
- */
-static const char script_unknown[] =
-    LUA_HEAD LUA_EXEMPT("ARGV[7]", "ARGV[5]", "ARGV[6]", "{-1, {-1}}")
-        LUA_NOW LUA_RATE LUA_HARVEST LUA_PART
-    "local r = part(rate, KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], "
-    "ARGV[3], ARGV[4])\n"
-    "return {r, part(harvest, KEYS[4], KEYS[5], KEYS[3], tonumber(ARGV[8]), ARGV[9], "
-    "tonumber(ARGV[10]), ARGV[11], ARGV[12])}\n";
+    "table.sort(nets, function(a, b) if count[a] ~= count[b] then return count[a] > count[b] end\n"
+    "  return a < b end)\n"
+    "local out = {1, n, ended}\n"
+    "for i = 1, math.min(3, #nets) do out[#out + 1] = nets[i]; out[#out + 1] = count[nets[i]] end\n"
+    "return out\n";
 
 /*
  * The greylisting check of a domain under attack. KEYS: known:<domain>,
@@ -294,21 +226,20 @@ static const char script_ndr[] = "local n = redis.call('INCR', KEYS[1])\n"
                                  "if n > tonumber(ARGV[1]) then return 0 end\n"
                                  "return 1\n";
 
-/* OP_UNKNOWN: OP_NOTE and OP_HARVEST of one unknown recipient, as one script */
-enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_NOTE, OP_HARVEST, OP_GREY, OP_KNOWN, OP_UNKNOWN };
+/* OP_BLOCK and OP_HARVEST: a count of a flush (counts.h) past its limit */
+enum op_kind { OP_LOOKUP = 1, OP_TAKE, OP_BLOCK, OP_HARVEST, OP_GREY, OP_KNOWN };
 
 /* The scripts, loaded on every connection (SCRIPT LOAD), by index. */
-enum { S_RATE, S_NDR, S_HARVEST, S_GREY, S_KNOWN, S_SWEEP, S_UNKNOWN, S_N };
+enum { S_BLOCK, S_NDR, S_HARVEST, S_GREY, S_KNOWN, S_SWEEP, S_N };
 static const char *const scripts[S_N] = {
-    [S_RATE] = script_rate,       [S_NDR] = script_ndr,     [S_HARVEST] = script_harvest,
-    [S_GREY] = script_grey,       [S_KNOWN] = script_known, [S_SWEEP] = script_sweep,
-    [S_UNKNOWN] = script_unknown,
+    [S_BLOCK] = script_block, [S_NDR] = script_ndr,     [S_HARVEST] = script_harvest,
+    [S_GREY] = script_grey,   [S_KNOWN] = script_known, [S_SWEEP] = script_sweep,
 };
 /* SCRIPT LOAD and EVAL (after NOSCRIPT) carry a script's text in one
  * command built in BS_REDIS_CMD_MAX bytes: the largest must fit, with its
  * keys and arguments */
-_Static_assert(sizeof(script_unknown) + 2048 <= BS_REDIS_CMD_MAX,
-               "script_unknown does not fit in one command");
+_Static_assert(sizeof(script_harvest) + 2048 <= BS_REDIS_CMD_MAX,
+               "script_harvest does not fit in one command");
 
 #define BS_HARVEST_WARN_MS 60000 /* at most one warning a minute about the attack hash */
 
@@ -329,13 +260,14 @@ typedef struct bs_redis_op {
         bs_store_facts_cb *facts;
         bs_store_take_cb *take;
     } cb;
-    int result;                     /* OP_TAKE */
+    int result;                     /* OP_TAKE, OP_GREY, OP_BLOCK (1: this call blocked) */
+    long long count;                /* OP_BLOCK: the count past the limit */
     bs_facts facts;                 /* OP_LOOKUP */
-    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE, harvest ops, OP_UNKNOWN: domain */
-    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_NOTE, harvest ops, OP_UNKNOWN: client address */
-    bs_ndr_rule rule;               /* OP_TAKE; OP_NOTE, OP_UNKNOWN: rate limit and window */
-    /* OP_NOTE, harvest ops, OP_UNKNOWN: client key; harvest ops, OP_UNKNOWN:
-     * network; OP_GREY: local part */
+    char key[BS_DOMAIN_MAX + 1];    /* OP_TAKE, harvest ops: domain */
+    char ip[BS_CLIENT_KEY_MAX + 1]; /* OP_GREY: client address */
+    bs_ndr_rule rule;               /* OP_TAKE; OP_BLOCK: rate limit and window */
+    /* OP_BLOCK, OP_GREY: client key; OP_GREY, OP_KNOWN: network; OP_GREY:
+     * local part */
     char ckey[BS_CLIENT_KEY_MAX + 1];
     char net[BS_CLIENT_KEY_MAX + 1];
     char local[BS_LOCAL_MAX + 1];
@@ -391,7 +323,31 @@ struct bs_redis {
     uint64_t sweep_sent;
     uint64_t last_harvest_warn;
     bs_known_filter known;
+    /* unknown recipients counted (counts.h): the batch filling, and the
+     * one whose replies are awaited; Redis's clock as this host's wall
+     * clock + clock_offset (TIME once a second); members are named
+     * "<tag>:<seq>", tag random per process */
+    struct count_batch *fill, *flight;
+    uv_timer_t count_timer;
+    int64_t clock_offset;
+    uint64_t time_sent; /* wall ms of the TIME in flight, 0: none */
+    char tag[9];
+    uint64_t seq;
 };
+
+/* One batch of counts and what its flush awaits. */
+typedef struct count_batch {
+    bs_redis *r;
+    unsigned pending;    /* replies still expected */
+    unsigned exempt_due; /* SMISMEMBER exempt replies still expected */
+    int exempt_failed;   /* one failed: nothing of the batch is counted */
+    size_t exempt_read;  /* clients whose answer was read */
+    uint64_t now;        /* the members' score: Redis's clock at the flush */
+    /* the ZCARDs sent, in order: a rate's index, or -(domain's index + 1) */
+    int order[BS_COUNTS_RATES_MAX + BS_COUNTS_DOMAINS_MAX];
+    size_t norder, cursor;
+    bs_counts c;
+} count_batch;
 
 /* arg_key - prefix + name (+ sub), as one argument */
 static void arg_key(bs_resp *b, const bs_redis *r, const char *name, const char *sub)
@@ -471,22 +427,22 @@ static void op_done(bs_redis_op *op)
 static int send_script(bs_redis_op *op, int eval);
 static void harvest_counted(bs_redis_op *op, const redisReply *rep);
 
-/* rate_blocked - the rate script blocked a client (op->result: the count
- * that tripped it): count and log it */
+/* rate_blocked - the block script blocked a client (op->count: the count
+ * past the limit): count and log it */
 static void rate_blocked(const bs_redis_op *op)
 {
     const bs_config *cfg = op->r->cfg;
 
     bs_stat.clients_blocked++;
-    bs_info("client %s blocked for %llus: %d invalid recipients within %llus (limit %u)", op->ckey,
-            (unsigned long long)(cfg->block_time_ms / 1000), op->result,
+    bs_info("client %s blocked for %llus: %lld invalid recipients within %llus (limit %u)",
+            op->ckey, (unsigned long long)(cfg->block_time_ms / 1000), op->count,
             (unsigned long long)(op->rule.period_ms / 1000), op->rule.limit);
 }
 
-/* part_replied - one reply (or one part of OP_UNKNOWN's) of kind, read
- * into op: a READONLY drops the connection; an error or a reply of the
- * wrong type sets op->status and is counted and warned about (once an
- * op); a rate count that blocked is logged, a harvest count read */
+/* part_replied - one reply of kind, read into op: a READONLY drops the
+ * connection; an error or a reply of the wrong type sets op->status and is
+ * counted and warned about (once an op); a block is logged, a harvest
+ * count read */
 static void part_replied(bs_redis_op *op, redisAsyncContext *ac, int kind, const redisReply *rep)
 {
     bs_redis *r = op->r;
@@ -506,8 +462,7 @@ static void part_replied(bs_redis_op *op, redisAsyncContext *ac, int kind, const
     }
     if (kind == BS_REPLY_NOTE && !op->status && op->result > 0)
         rate_blocked(op);
-    if ((op->kind == OP_HARVEST || op->kind == OP_UNKNOWN) && kind == BS_REPLY_SCRIPT &&
-        rep->type == REDIS_REPLY_ARRAY)
+    if (op->kind == OP_HARVEST && kind == BS_REPLY_SCRIPT && rep->type == REDIS_REPLY_ARRAY)
         harvest_counted(op, rep);
 }
 
@@ -517,7 +472,6 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
     bs_redis_op *op = privdata;
     bs_redis *r = op->r;
     redisReply *rep = reply;
-    const redisReply *rate, *harvest;
     int kind = op->kinds[op->nreplied++];
 
     bs__redis_conn_replied(&r->conn, rep);
@@ -528,7 +482,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
     } else {
         if (rep->type == REDIS_REPLY_ERROR &&
             (kind == BS_REPLY_TAKE || kind == BS_REPLY_NOTE || kind == BS_REPLY_GREY ||
-             kind == BS_REPLY_SCRIPT || kind == BS_REPLY_UNKNOWN) &&
+             kind == BS_REPLY_SCRIPT) &&
             strncmp(rep->str, "NOSCRIPT", 8) == 0 && bs__redis_conn_current(&r->conn, ac)) {
             bs_stat.redis_noscript++;
             op->nreplied--;
@@ -536,14 +490,7 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 return;
             op->nreplied++;
         }
-        if (kind == BS_REPLY_UNKNOWN && bs_store_reply_unknown(rep, &rate, &harvest) == 0) {
-            /* each part as the reply of its own op (OP_NOTE, then
-             * OP_HARVEST): judged alone, so the status is the harvest's */
-            part_replied(op, ac, BS_REPLY_NOTE, rate);
-            op->status = 0;
-            part_replied(op, ac, BS_REPLY_SCRIPT, harvest);
-        } else
-            part_replied(op, ac, kind, rep);
+        part_replied(op, ac, kind, rep);
     }
     if (op->pending)
         return;
@@ -796,10 +743,8 @@ static int script_of(const bs_redis_op *op)
         return S_GREY;
     case OP_KNOWN:
         return S_KNOWN;
-    case OP_UNKNOWN:
-        return S_UNKNOWN;
     default:
-        return S_RATE;
+        return S_BLOCK;
     }
 }
 
@@ -812,40 +757,6 @@ static void script_head(bs_resp *b, const bs_redis *r, int script, int eval, uns
     bs_resp_str(b, eval ? "EVAL" : "EVALSHA");
     bs_resp_str(b, eval ? scripts[script] : r->sha[script]);
     bs_resp_u64(b, nkeys);
-}
-
-/* rate_keys, rate_args - the rate count's keys (rate, block, stats) and
- * arguments (limit, window, block time, reason, client address, client
- * key, exempt SET), as script_rate and script_unknown take them */
-static void rate_keys(bs_resp *b, const bs_redis_op *op)
-{
-    arg_key(b, op->r, BS_KEY_RATE, op->ckey);
-    arg_key(b, op->r, BS_KEY_BLOCK, op->ckey);
-    arg_key(b, op->r, BS_KEY_STATS, NULL);
-}
-
-static void rate_args(bs_resp *b, const bs_redis_op *op)
-{
-    bs_resp_u64(b, op->rule.limit);
-    bs_resp_u64(b, op->rule.period_ms);
-    bs_resp_u64(b, op->r->cfg->block_time_ms);
-    bs_resp_str(b, "too many invalid recipients");
-    bs_resp_str(b, op->ip);
-    bs_resp_str(b, op->ckey);
-    arg_key(b, op->r, BS_KEY_EXEMPT, NULL);
-}
-
-/* harvest_args - the harvest count's limit, window, duration, network,
- * domain */
-static void harvest_args(bs_resp *b, const bs_redis_op *op)
-{
-    const bs_config *cfg = op->r->cfg;
-
-    bs_resp_u64(b, cfg->harvest_limit);
-    bs_resp_u64(b, cfg->harvest_window_ms);
-    bs_resp_u64(b, cfg->harvest_duration_ms);
-    bs_resp_str(b, op->net);
-    bs_resp_str(b, op->key);
 }
 
 /* send_script - the op's script by EVALSHA, or by EVAL (after NOSCRIPT) */
@@ -868,14 +779,13 @@ static int send_script(bs_redis_op *op, int eval)
         kind = BS_REPLY_TAKE;
         break;
     case OP_HARVEST:
-        script_head(&b, r, script, eval, 3, 8);
+        script_head(&b, r, script, eval, 3, 3);
         arg_key(&b, r, BS_KEY_HARVEST, op->key);
         arg_key(&b, r, BS_KEY_ATTACK, NULL);
         arg_key(&b, r, BS_KEY_STATS, NULL);
-        harvest_args(&b, op);
-        arg_key(&b, r, BS_KEY_EXEMPT, NULL);
-        bs_resp_str(&b, op->ip);
-        bs_resp_str(&b, op->ckey);
+        bs_resp_u64(&b, cfg->harvest_limit);
+        bs_resp_u64(&b, cfg->harvest_duration_ms);
+        bs_resp_str(&b, op->key);
         break;
     case OP_GREY: {
         char sub[BS_DOMAIN_MAX + 2 * BS_CLIENT_KEY_MAX + BS_LOCAL_MAX + 4];
@@ -900,19 +810,13 @@ static int send_script(bs_redis_op *op, int eval)
         bs_resp_u64(&b, cfg->harvest_known_age_ms);
         bs_resp_str(&b, op->net);
         break;
-    case OP_UNKNOWN:
-        script_head(&b, r, script, eval, 5, 12);
-        rate_keys(&b, op);
-        arg_key(&b, r, BS_KEY_HARVEST, op->key);
-        arg_key(&b, r, BS_KEY_ATTACK, NULL);
-        rate_args(&b, op);
-        harvest_args(&b, op);
-        kind = BS_REPLY_UNKNOWN;
-        break;
-    default:
-        script_head(&b, r, script, eval, 3, 7);
-        rate_keys(&b, op);
-        rate_args(&b, op);
+    default: /* OP_BLOCK */
+        script_head(&b, r, script, eval, 3, 2);
+        arg_key(&b, r, BS_KEY_BLOCK, op->ckey);
+        arg_key(&b, r, BS_KEY_RATE, op->ckey);
+        arg_key(&b, r, BS_KEY_STATS, NULL);
+        bs_resp_str(&b, "too many invalid recipients");
+        bs_resp_u64(&b, cfg->block_time_ms);
         kind = BS_REPLY_NOTE;
         break;
     }
@@ -959,34 +863,23 @@ static bs_redis_op *script_op(bs_redis *r, int kind, const bs_decision *d)
     return op;
 }
 
-/* note - send d's fire-and-forget count of kind: OP_NOTE (the client's
- * rate), OP_HARVEST (the domain's harvest count) or OP_UNKNOWN (both, one
- * script); nothing when not ready or busy (counted) */
-static void note(bs_store *s, const bs_decision *d, int kind)
-{
-    bs_redis *r = (bs_redis *)s;
-    bs_redis_op *op = script_op(r, kind, d);
-
-    if (!op)
-        return;
-    op->rule.limit = d->invalid_limit; /* the rate count's; unused by OP_HARVEST */
-    op->rule.period_ms = d->invalid_window_ms;
-    finish_queueing(r, op, send_script(op, 0));
-}
+/* r_note_invalid, r_harvest_note, r_unknown_note - d's unknown recipient
+ * into the batch (see counts below) */
+static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest);
 
 static void r_note_invalid(bs_store *s, const bs_decision *d)
 {
-    note(s, d, OP_NOTE);
+    count_note((bs_redis *)s, d, 1, 0);
 }
 
 static void r_harvest_note(bs_store *s, const bs_decision *d)
 {
-    note(s, d, OP_HARVEST);
+    count_note((bs_redis *)s, d, 0, 1);
 }
 
 static void r_unknown_note(bs_store *s, const bs_decision *d)
 {
-    note(s, d, OP_UNKNOWN);
+    count_note((bs_redis *)s, d, 1, 1);
 }
 
 static void r_known_note(bs_store *s, const bs_decision *d)
@@ -1545,6 +1438,357 @@ static void sweep(bs_redis *r, uint64_t now)
     }
 }
 
+/* ------------------------------------------------------------ unknown-recipient counts */
+
+/*
+ * Unknown recipients wait in r->fill (counts.h) for at most
+ * BS_COUNTS_FLUSH_MS, then go in two pipelined bursts: SMISMEMBER exempt
+ * with the address and client key of each client of the batch
+ * (BS_COUNTS_EXEMPT_CHUNK clients a command); once all are answered, for
+ * each count of a client not exempt ZREMRANGEBYSCORE rate:<client> -inf
+ * <now - window>, ZADD of one member per unknown recipient, PEXPIRE
+ * window, ZCARD; per domain the same on harvest:<domain> with [harvest]
+ * window and the notes of clients not exempt. A ZCARD past the limit runs
+ * the block script (OP_BLOCK) or the harvest script (OP_HARVEST). An
+ * exempt answer that fails drops the batch (counted): an exempt client,
+ * a relay of ours, must never be blocked by a guess. One batch is in
+ * flight at a time: while its replies are awaited the next one fills (and
+ * its flush is put off by BS_COUNTS_FLUSH_MS); what does not fit is
+ * dropped and counted, as is a batch while Redis is not ready. Scores are
+ * Redis's clock in ms as this process reads it (its wall clock + the
+ * offset measured by TIME once a second).
+ */
+#define BS_COUNTS_ZADD_CHUNK 48   /* members in one ZADD: the command fits BS_REDIS_CMD_MAX */
+#define BS_COUNTS_EXEMPT_CHUNK 48 /* clients (two members each) in one SMISMEMBER */
+_Static_assert(BS_COUNTS_ZADD_CHUNK *(BS_CLIENT_KEY_MAX + 2 * 21 + 40) + BS_CFG_PREFIX_MAX +
+                       BS_DOMAIN_MAX + 64 <=
+                   BS_REDIS_CMD_MAX,
+               "a ZADD of BS_COUNTS_ZADD_CHUNK members fits one command");
+_Static_assert(BS_COUNTS_EXEMPT_CHUNK * 2 * (BS_CLIENT_KEY_MAX + 16) + BS_CFG_PREFIX_MAX + 64 <=
+                   BS_REDIS_CMD_MAX,
+               "an SMISMEMBER of BS_COUNTS_EXEMPT_CHUNK clients fits one command");
+
+/* wall_ms - this host's wall clock in ms */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* count_reply_ok - common checks of a count reply; 1 when rep has type */
+static int count_reply_ok(count_batch *b, redisAsyncContext *ac, const redisReply *rep, int type)
+{
+    bs_redis *r = b->r;
+
+    bs__redis_conn_replied(&r->conn, rep);
+    b->pending--;
+    if (!rep || bs__redis_conn_closed(&r->conn))
+        return 0;
+    if (rep->type == type)
+        return 1;
+    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
+        bs__redis_conn_current(&r->conn, ac))
+        bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
+    bs_stat.redis_errors++;
+    warn_rate_limited(r, "counting unknown recipients",
+                      rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
+    return 0;
+}
+
+static void on_count_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    count_reply_ok(privdata, ac, reply, REDIS_REPLY_INTEGER);
+}
+
+/* count_past - the count of order entry v (a rate's index, or -(domain's
+ * index + 1)) is n: past its limit, run the block or the harvest script */
+static void count_past(count_batch *b, int v, long long n)
+{
+    bs_redis *r = b->r;
+    bs_redis_op *op;
+    int kind = v >= 0 ? OP_BLOCK : OP_HARVEST;
+
+    if (kind == OP_BLOCK ? n <= (long long)b->c.rate[v].limit
+                         : n <= (long long)r->cfg->harvest_limit)
+        return;
+    if (!bs__redis_conn_ready(&r->conn))
+        return;
+    if (!(op = op_get(r, kind))) {
+        bs_stat.redis_busy++;
+        return;
+    }
+    op->count = n;
+    if (kind == OP_BLOCK) {
+        copy_str(op->ckey, b->c.client[b->c.rate[v].client].ckey);
+        op->rule.limit = b->c.rate[v].limit;
+        op->rule.period_ms = b->c.rate[v].window_ms;
+    } else
+        copy_str(op->key, b->c.dom[-v - 1].domain);
+    finish_queueing(r, op, send_script(op, 0));
+}
+
+static void on_count_card(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    count_batch *b = privdata;
+    const redisReply *rep = reply;
+    size_t i = b->cursor++;
+
+    if (count_reply_ok(b, ac, rep, REDIS_REPLY_INTEGER) && i < b->norder)
+        count_past(b, b->order[i], rep->integer);
+}
+
+/* count_send - one built command of b; 0 / -1 */
+static int count_send(count_batch *b, const bs_resp *cmd, redisCallbackFn *fn)
+{
+    if (cmd->overflow || bs__redis_conn_send(&b->r->conn, cmd, fn, b, 1) < 0)
+        return -1;
+    b->pending++;
+    return 0;
+}
+
+/* member - "<net> <tag>:<seq>" (net NULL: "<tag>:<seq>") into out */
+static size_t member(bs_redis *r, const char *net, char *out, size_t size)
+{
+    int n = net ? snprintf(out, size, "%s %s:%llu", net, r->tag, (unsigned long long)++r->seq)
+                : snprintf(out, size, "%s:%llu", r->tag, (unsigned long long)++r->seq);
+
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* next_note - the first note from i on whose client is not exempt, or -1 */
+static int next_note(const bs_counts *c, int i)
+{
+    while (i >= 0 && c->client[c->note[i].client].exempt)
+        i = c->note[i].next;
+    return i;
+}
+
+/*
+ * count_key - the four commands of one count: key name:sub, window ms,
+ * adds members (the notes chained from note whose clients are not exempt,
+ * or nameless ones when note is -2), order entry v; 0 / -1 (a command
+ * could not be sent: the rest of the batch is not sent either)
+ */
+static int count_key(count_batch *b, const char *name, const char *sub, uint64_t window_ms,
+                     unsigned adds, int note, int v)
+{
+    bs_redis *r = b->r;
+    char buf[BS_REDIS_CMD_MAX], m[BS_CLIENT_KEY_MAX + 48];
+    bs_resp cmd;
+    unsigned done, k, i;
+
+    bs_resp_init(&cmd, buf, sizeof(buf));
+    bs_resp_cmd(&cmd, 4);
+    bs_resp_str(&cmd, "ZREMRANGEBYSCORE");
+    arg_key(&cmd, r, name, sub);
+    bs_resp_str(&cmd, "-inf");
+    bs_resp_u64(&cmd, b->now > window_ms ? b->now - window_ms : 0);
+    if (count_send(b, &cmd, on_count_reply) < 0)
+        return -1;
+    for (done = 0; done < adds; done += k) {
+        k = adds - done < BS_COUNTS_ZADD_CHUNK ? adds - done : BS_COUNTS_ZADD_CHUNK;
+        bs_resp_init(&cmd, buf, sizeof(buf));
+        bs_resp_cmd(&cmd, 2 + 2 * k);
+        bs_resp_str(&cmd, "ZADD");
+        arg_key(&cmd, r, name, sub);
+        for (i = 0; i < k; i++) {
+            const char *net = NULL;
+            if (note >= 0) {
+                net = b->c.note[note].net;
+                note = next_note(&b->c, b->c.note[note].next);
+            }
+            bs_resp_u64(&cmd, b->now);
+            bs_resp_arg(&cmd, m, member(r, net, m, sizeof(m)));
+        }
+        if (count_send(b, &cmd, on_count_reply) < 0)
+            return -1;
+    }
+    bs_resp_init(&cmd, buf, sizeof(buf));
+    bs_resp_cmd(&cmd, 3);
+    bs_resp_str(&cmd, "PEXPIRE");
+    arg_key(&cmd, r, name, sub);
+    bs_resp_u64(&cmd, window_ms);
+    if (count_send(b, &cmd, on_count_reply) < 0)
+        return -1;
+    bs_resp_init(&cmd, buf, sizeof(buf));
+    bs_resp_cmd(&cmd, 2);
+    bs_resp_str(&cmd, "ZCARD");
+    arg_key(&cmd, r, name, sub);
+    if (count_send(b, &cmd, on_count_card) < 0)
+        return -1;
+    b->order[b->norder++] = v;
+    return 0;
+}
+
+/* counts_send - the counting commands of b's clients not exempt */
+static void counts_send(count_batch *b)
+{
+    bs_redis *r = b->r;
+    size_t i;
+
+    b->now = (uint64_t)((int64_t)wall_ms() + r->clock_offset);
+    for (i = 0; i < b->c.nrate; i++) {
+        const bs_count_rate *e = &b->c.rate[i];
+        if (b->c.client[e->client].exempt)
+            continue;
+        if (count_key(b, BS_KEY_RATE, b->c.client[e->client].ckey, e->window_ms, e->adds, -2,
+                      (int)i) < 0)
+            return;
+    }
+    for (i = 0; i < b->c.ndom; i++) {
+        const bs_count_domain *e = &b->c.dom[i];
+        unsigned adds = 0;
+        int n;
+        for (n = next_note(&b->c, e->first); n >= 0; n = next_note(&b->c, b->c.note[n].next))
+            adds++;
+        if (adds && count_key(b, BS_KEY_HARVEST, e->domain, r->cfg->harvest_window_ms, adds,
+                              next_note(&b->c, e->first), -(int)i - 1) < 0)
+            return;
+    }
+}
+
+/* on_count_exempt - one SMISMEMBER exempt of the batch's clients (two
+ * members each, in order): marks them; the last answer sends the counts */
+static void on_count_exempt(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    count_batch *b = privdata;
+    const redisReply *rep = reply;
+    size_t i;
+
+    b->exempt_due--;
+    if (!count_reply_ok(b, ac, rep, REDIS_REPLY_ARRAY))
+        b->exempt_failed = 1;
+    else
+        for (i = 0; i + 1 < rep->elements && b->exempt_read < b->c.nclient; i += 2)
+            b->c.client[b->exempt_read++].exempt =
+                rep->element[i]->type != REDIS_REPLY_INTEGER || rep->element[i]->integer != 0 ||
+                rep->element[i + 1]->type != REDIS_REPLY_INTEGER ||
+                rep->element[i + 1]->integer != 0;
+    if (b->exempt_due)
+        return;
+    if (b->exempt_failed || b->exempt_read != b->c.nclient || bs__redis_conn_closed(&b->r->conn)) {
+        bs_stat.unknown_counts_dropped += b->c.nadded;
+        return;
+    }
+    counts_send(b);
+}
+
+static void on_count_timer(uv_timer_t *t);
+
+/* counts_flush - send the filling batch, unless the last one's replies
+ * are still awaited (then try again later); a batch Redis cannot take
+ * now is dropped and counted */
+static void counts_flush(bs_redis *r)
+{
+    count_batch *b = r->fill;
+    char buf[BS_REDIS_CMD_MAX];
+    bs_resp cmd;
+    size_t i, k;
+
+    if (bs_counts_empty(&b->c))
+        return;
+    if (r->flight->pending) {
+        if (!uv_is_active((uv_handle_t *)&r->count_timer) && !bs__redis_conn_closed(&r->conn))
+            uv_timer_start(&r->count_timer, on_count_timer, BS_COUNTS_FLUSH_MS, 0);
+        return;
+    }
+    r->fill = r->flight;
+    r->flight = b;
+    bs_counts_clear(&r->fill->c);
+    b->cursor = b->norder = b->exempt_read = 0;
+    b->exempt_due = 0;
+    b->exempt_failed = 0;
+    if (check_ready(r)) {
+        bs_stat.unknown_counts_dropped += b->c.nadded;
+        return;
+    }
+    for (i = 0; i < b->c.nclient; i += k) {
+        k = b->c.nclient - i < BS_COUNTS_EXEMPT_CHUNK ? b->c.nclient - i : BS_COUNTS_EXEMPT_CHUNK;
+        bs_resp_init(&cmd, buf, sizeof(buf));
+        bs_resp_cmd(&cmd, 2 + 2 * (unsigned)k);
+        bs_resp_str(&cmd, "SMISMEMBER");
+        arg_key(&cmd, r, BS_KEY_EXEMPT, NULL);
+        for (size_t j = i; j < i + k; j++) {
+            bs_resp_str(&cmd, b->c.client[j].ip);
+            bs_resp_str(&cmd, b->c.client[j].ckey);
+        }
+        if (count_send(b, &cmd, on_count_exempt) < 0)
+            break;
+        b->exempt_due++;
+    }
+    if (i < b->c.nclient) /* the answers that come drop the batch */
+        b->exempt_failed = 1;
+    if (!b->exempt_due)
+        bs_stat.unknown_counts_dropped += b->c.nadded;
+}
+
+static void on_count_timer(uv_timer_t *t)
+{
+    counts_flush(t->data);
+}
+
+/* count_note - d's unknown recipient into the filling batch: for its
+ * client's rate, its domain's harvest count, or both; flushed at once
+ * when full; lost (counted) while Redis is not ready or when it does not
+ * fit */
+static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest)
+{
+    const char *domain = harvest ? d->rcpt.domain : NULL;
+    unsigned limit = rate ? d->invalid_limit : 0;
+
+    if (check_ready(r)) {
+        bs_stat.unknown_counts_dropped++;
+        return;
+    }
+    if (bs_counts_add(&r->fill->c, d->client_ip, d->client_key, limit, d->invalid_window_ms, domain,
+                      d->network) < 0) {
+        counts_flush(r);
+        if (bs_counts_add(&r->fill->c, d->client_ip, d->client_key, limit, d->invalid_window_ms,
+                          domain, d->network) < 0) {
+            bs_stat.unknown_counts_dropped++;
+            return;
+        }
+    }
+    if (!uv_is_active((uv_handle_t *)&r->count_timer))
+        uv_timer_start(&r->count_timer, on_count_timer, BS_COUNTS_FLUSH_MS, 0);
+}
+
+/* on_time - TIME's reply: Redis's clock against ours */
+static void on_time(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    bs_redis *r = privdata;
+    const redisReply *rep = reply;
+    uint64_t sent = r->time_sent;
+
+    bs__redis_conn_replied(&r->conn, rep);
+    r->time_sent = 0;
+    if (!rep || bs__redis_conn_closed(&r->conn) || rep->type != REDIS_REPLY_ARRAY ||
+        rep->elements != 2 || rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    r->clock_offset = bs_counts_clock(sent, wall_ms(),
+                                      strtoull(rep->element[0]->str, NULL, 10) * 1000 +
+                                          strtoull(rep->element[1]->str, NULL, 10) / 1000);
+}
+
+/* clock_read - TIME (one at a time) */
+static void clock_read(bs_redis *r)
+{
+    char buf[64];
+    bs_resp b;
+
+    if (r->time_sent)
+        return;
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 1);
+    bs_resp_str(&b, "TIME");
+    r->time_sent = wall_ms();
+    if (bs__redis_conn_send(&r->conn, &b, on_time, r, 1) < 0)
+        r->time_sent = 0;
+}
+
 /* ------------------------------------------------------------ connection hooks */
 
 /* on_conn_handshake - load the scripts on every new connection */
@@ -1560,6 +1804,7 @@ static int on_conn_handshake(void *owner)
     for (i = 0; i < S_N; i++)
         r->sha[i][0] = 0;
     r->sweep_pending = 0;
+    r->time_sent = 0;
     if (r->track)
         bs__redis_track_data_new(r->track);
     r->dir_last = 0; /* the directory gauges are refreshed first thing on a new connection */
@@ -1582,6 +1827,7 @@ static void on_conn_tick(void *owner, uint64_t now)
     if (now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
         r->last_flush = now;
         flush_stats(r);
+        clock_read(r);
         if (r->cfg->harvest_limit > 0)
             sweep(r, now);
         else
@@ -1604,6 +1850,8 @@ static void part_closed(void *owner)
         return;
     free(r->track);
     free(r->ops);
+    free(r->fill);
+    free(r->flight);
     free(r);
 }
 
@@ -1628,15 +1876,26 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
     if (!r)
         return NULL;
     r->ops = calloc(cfg->max_pending, sizeof(*r->ops));
-    if (!r->ops) {
+    r->fill = calloc(1, sizeof(*r->fill));
+    r->flight = calloc(1, sizeof(*r->flight));
+    if (!r->ops || !r->fill || !r->flight) {
+        free(r->ops);
+        free(r->fill);
+        free(r->flight);
         free(r);
         return NULL;
     }
+    r->fill->r = r->flight->r = r;
+    snprintf(r->tag, sizeof(r->tag), "%08llx",
+             (unsigned long long)(bs_hash_end(uv_hrtime() ^ wall_ms() ^ (uint64_t)getpid() << 32) &
+                                  0xffffffffu));
     for (i = cfg->max_pending; i-- > 0;)
         op_put(r, &r->ops[i]);
     r->base.ops = &redis_ops;
     r->cfg = cfg;
-    r->open_parts = 1;
+    r->open_parts = 2;
+    uv_timer_init(loop, &r->count_timer);
+    r->count_timer.data = r;
     bs__redis_conn_start(&r->conn, loop, cfg, &conn_hooks, r);
     if (cfg->mirror && (r->track = calloc(1, sizeof(*r->track))) &&
         bs__redis_track_start(r->track, loop, cfg, &r->conn, part_closed, r) == 0) {
@@ -1668,8 +1927,11 @@ void bs_store_redis_close(bs_store *s)
     bs_redis *r = (bs_redis *)s;
 
     /* the last counters go out before the connection closes gracefully */
-    if (bs__redis_conn_ready(&r->conn))
+    if (bs__redis_conn_ready(&r->conn)) {
         flush_stats(r);
+        counts_flush(r);
+    }
+    uv_close((uv_handle_t *)&r->count_timer, on_handle_closed);
     if (r->track) {
         uv_close((uv_handle_t *)&r->check, on_handle_closed);
         uv_close((uv_handle_t *)&r->idle, on_handle_closed);

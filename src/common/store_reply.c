@@ -4,9 +4,8 @@
  *
  * Provides bs_store_reply_apply: one reply of a known kind (keys.h's
  * lookups and the scripts) into the facts decide.c reads, or into the
- * script's integer result; bs_store_reply_unknown splits the
- * unknown-recipient script's two-part reply. Used by backstopd's store (store_redis.c) and by
- * backstopctl (ctl_explain.c): one reader, so the admin's prediction and
+ * script's integer result. Used by backstopd's store (store_redis.c) and
+ * by backstopctl (ctl_explain.c): one reader, so the admin's prediction and
  * the daemon's verdict see the same facts. Fuzzed (tests/fuzz/fuzz_reply.c).
  *
  * Never: allocates, does I/O, or trusts a reply's type: a reply of a type
@@ -51,26 +50,6 @@ void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len)
 static int clamp_int(long long v)
 {
     return (int)(v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : v);
-}
-
-/* bs_store_reply_unknown - see store_reply.h */
-int bs_store_reply_unknown(const redisReply *rep, const redisReply **rate,
-                           const redisReply **harvest)
-{
-    const redisReply *n, *h;
-
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2)
-        return -1;
-    n = rep->element[0];
-    h = rep->element[1];
-    if (n->type != REDIS_REPLY_INTEGER && n->type != REDIS_REPLY_ERROR)
-        return -1;
-    if (h->type != REDIS_REPLY_ERROR && (h->type != REDIS_REPLY_ARRAY || h->elements < 1 ||
-                                         h->element[0]->type != REDIS_REPLY_INTEGER))
-        return -1;
-    *rate = n;
-    *harvest = h;
-    return 0;
 }
 
 /* bs_store_reply_apply - see store_reply.h */
@@ -157,14 +136,6 @@ int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *resu
             return -1;
         *result = clamp_int(rep->integer);
         return 0;
-    case BS_REPLY_UNKNOWN: {
-        const redisReply *n, *h;
-        if (bs_store_reply_unknown(rep, &n, &h) < 0 || n->type != REDIS_REPLY_INTEGER ||
-            h->type != REDIS_REPLY_ARRAY)
-            return -1;
-        *result = clamp_int(n->integer);
-        return 0;
-    }
     default:
         return -1;
     }

@@ -5,8 +5,7 @@
  * The input is byte 0, the kind of the first reply, then a RESP2 byte
  * stream as Redis might send it. Byte 0: kind = 1 + (b & 0x7f) % 7, so
  * '1'..'7' are BS_REPLY_BLOCK..BS_REPLY_NOTE, except 'm': BS_REPLY_MODE
- * (HMGET mode <domain> "*"), and 'u': BS_REPLY_UNKNOWN (the
- * unknown-recipient script's {rate, {harvest...}}); with bit 0x80 set the kind
+ * (HMGET mode <domain> "*"); with bit 0x80 set the kind
  * moves on to the next one for every further reply (as the replies of one
  * pipelined lookup do), else every reply has the same kind. The stream
  * goes through hiredis's own redisReader, and every complete reply is
@@ -16,8 +15,7 @@
  *   - it returns 0 or -1, and 0 exactly when the reply has a type the
  *     command can give (GET: bulk or nil; SISMEMBER and the scripts: an
  *     integer; SMISMEMBER: an array of integers; HMGET: an array of bulks
- *     and nils; the unknown-recipient script: an integer and an array
- *     that starts with one); an error reply is -1 for every kind, and so
+ *     and nils); an error reply is -1 for every kind, and so
  *     is a kind it does not know, which changes nothing;
  *   - a kind writes only its own fields of f (or *result), and writes
  *     nothing outside f: f is an exact-size heap block, for ASan;
@@ -29,8 +27,7 @@
  *     that field, below the number of elements, and a later reply does not
  *     move it;
  *   - a script's integer keeps its sign in *result (decide.c reads < 0 as
- *     an error, 0 as over the budget, > 0 as within it), clamped to int
- *     (the unknown-recipient script's: its first element's).
+ *     an error, 0 as over the budget, > 0 as within it), clamped to int.
  * Replies are freed with freeReplyObject and the reader with
  * redisReaderFree: LeakSanitizer checks nothing is left behind.
  *
@@ -96,7 +93,6 @@ static unsigned writable(int kind)
     case BS_REPLY_TAKE:
     case BS_REPLY_NOTE:
     case BS_REPLY_GREY:
-    case BS_REPLY_UNKNOWN:
         return F_RESULT;
     case BS_REPLY_DIR_SIZE:
     case BS_REPLY_DIR_SYNC:
@@ -171,11 +167,6 @@ static int accepts(int kind, const redisReply *r)
     case BS_REPLY_MODE: /* two fields asked: a longer array is no answer to it */
         return r->type == REDIS_REPLY_ARRAY && r->elements <= 2 &&
                all_elements(r, REDIS_REPLY_STRING, REDIS_REPLY_NIL);
-    case BS_REPLY_UNKNOWN: /* {rate, {harvest, ...}}, neither part an error */
-        return r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-               r->element[0]->type == REDIS_REPLY_INTEGER &&
-               r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements >= 1 &&
-               r->element[1]->element[0]->type == REDIS_REPLY_INTEGER;
     default:
         return 0;
     }
@@ -278,9 +269,8 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
                                           f->dir_synced_at == was->dir_synced_at));
         break;
     case BS_REPLY_TAKE:
-    case BS_REPLY_NOTE:
-    case BS_REPLY_UNKNOWN: { /* its rate part, as BS_REPLY_NOTE's */
-        long long v = kind == BS_REPLY_UNKNOWN ? r->element[0]->integer : r->integer;
+    case BS_REPLY_NOTE: {
+        long long v = r->integer;
         if (v > INT_MAX) {
             REQUIRE(result == INT_MAX);
         } else if (v >= INT_MIN) {
@@ -300,7 +290,7 @@ static void check_applied(int kind, const redisReply *r, const bs_facts *was, co
  */
 static void apply(int kind, const redisReply *r, bs_facts *f, int *result)
 {
-    static const int bad_kinds[] = {0, BS_REPLY_UNKNOWN + 1, -1, INT_MAX, INT_MIN};
+    static const int bad_kinds[] = {0, BS_REPLY_MODE + 1, -1, INT_MAX, INT_MIN};
     bs_facts was, scratch;
     int was_result = *result, scratch_result, rc;
     size_t i;
@@ -345,9 +335,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1)
         return 0;
-    kind = (data[0] & 0x7f) == 'm'   ? BS_REPLY_MODE
-           : (data[0] & 0x7f) == 'u' ? BS_REPLY_UNKNOWN
-                                     : 1 + (data[0] & 0x7f) % 7;
+    kind = (data[0] & 0x7f) == 'm' ? BS_REPLY_MODE : 1 + (data[0] & 0x7f) % 7;
     cycle = data[0] & 0x80;
 
     reader = redisReaderCreate();
