@@ -1444,7 +1444,8 @@ static void sweep(bs_redis *r, uint64_t now)
  * Unknown recipients wait in r->fill (counts.h) for at most
  * BS_COUNTS_FLUSH_MS, then go in two pipelined bursts: SMISMEMBER exempt
  * with the address and client key of each client of the batch
- * (BS_COUNTS_EXEMPT_CHUNK clients a command); once all are answered, for
+ * (BS_COUNTS_EXEMPT_CHUNK clients a command; not sent when the mirror is
+ * exact: it answers for the exempt SET); once all are answered, for
  * each count of a client not exempt ZREMRANGEBYSCORE rate:<client> -inf
  * <now - window>, ZADD of one member per unknown recipient, PEXPIRE
  * window, ZCARD; per domain the same on harvest:<domain> with [harvest]
@@ -1675,6 +1676,28 @@ static void on_count_exempt(redisAsyncContext *ac, void *reply, void *privdata)
     counts_send(b);
 }
 
+/* exempt_from_mirror - the batch's exempt flags from the mirror, when it
+ * is exact for every client (no SMISMEMBER then): 1, else 0 */
+static int exempt_from_mirror(bs_redis *r, count_batch *b)
+{
+    bs_lookup q;
+    bs_facts f;
+    size_t i;
+
+    if (!r->track || !r->track->m)
+        return 0;
+    memset(&q, 0, sizeof(q));
+    q.nexempt = 2;
+    for (i = 0; i < b->c.nclient; i++) {
+        q.exempt[0] = b->c.client[i].ip;
+        q.exempt[1] = b->c.client[i].ckey;
+        if (bs_mirror_answer(r->track->m, &q, uv_now(r->conn.loop), 0, &f) != BS_MIRROR_EXACT)
+            return 0;
+        b->c.client[i].exempt = f.exempt;
+    }
+    return 1;
+}
+
 static void on_count_timer(uv_timer_t *t);
 
 /* counts_flush - send the filling batch, unless the last one's replies
@@ -1702,6 +1725,10 @@ static void counts_flush(bs_redis *r)
     b->exempt_failed = 0;
     if (check_ready(r)) {
         bs_stat.unknown_counts_dropped += b->c.nadded;
+        return;
+    }
+    if (exempt_from_mirror(r, b)) {
+        counts_send(b);
         return;
     }
     for (i = 0; i < b->c.nclient; i += k) {
