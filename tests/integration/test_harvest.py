@@ -410,7 +410,8 @@ def test_unknown_recipients_are_counted_with_plain_commands(redis, backstopd, re
               zadds, exempt))
     assert calls.count(("EVALSHA", "block")) == 3, calls
     assert calls.count(("EVALSHA", "harvest")) == 1, calls  # the 12th only
-    assert len(calls) == 4 + calls.count(("EVALSHA", "attack")), calls
+    # besides: the sweep (attack), and the warm-up's known-client write (known)
+    assert len([k for k in calls if k[1] not in ("attack", "known")]) == 4, calls
     assert 2 <= zadds <= 24, zadds  # a batch adds a key's unknown recipients in one ZADD
     # the exempt SET is asked for each batch, unless the mirror answers for it
     if mirror_on:
