@@ -184,6 +184,25 @@ def test_propagation_to_two_daemons(redis, backstopd, record):
     # on a shared, loaded box
 
 
+def test_counts_lost_while_redis_is_down_are_counted(redis, backstopd):
+    # given a loaded mirror that answers through an outage, rate tracking and
+    # harvest counting on
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "30s"},
+                 ratelimit={"invalid_recipients": "3/1m"})
+    # when Redis dies and unknown recipients are refused from the mirror
+    redis.kill()
+    with d.conn() as c:
+        poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0, 5,
+             what="the mirror to notice")
+        for i in range(5):
+            rcpt = "gone%d@example.com" % i
+            assert c.ask(client_address="192.0.2.60", recipient=rcpt) == USER_UNKNOWN(rcpt)
+    # then none of them is counted, and each loss is
+    poll(lambda: metric(d.metrics_port, "backstop_unknown_counts_dropped_total") == 5, 5,
+         what="5 counts dropped")
+    assert metric(d.metrics_port, "backstop_clients_blocked_total") == 0
+
+
 def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
     # given a loaded mirror with max_stale 2s (no rate tracking or harvest
     # counting: the unknown-user probes below must be answered 550 from the
