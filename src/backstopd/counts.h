@@ -7,8 +7,9 @@
  * one to the client's count (keyed by client, limit and window: a client
  * counted against two limits in one batch has two) and, when harvest
  * detection is on, one note with its client network to its domain's
- * entry. store_redis.c flushes a batch every BS_COUNTS_FLUSH_MS as plain
- * pipelined commands: SMISMEMBER exempt for the batch's clients, then for
+ * entry. store_redis.c sends a batch at once when none is in flight, else
+ * when the last reply of the one in flight is read, as plain pipelined
+ * commands: SMISMEMBER exempt for the batch's clients, then for
  * each count and domain of the clients not exempt ZREMRANGEBYSCORE, ZADD
  * of all its members, PEXPIRE, ZCARD, and decides a block or an attack
  * from the ZCARD it reads back: where a script per unknown recipient ran,
@@ -16,7 +17,7 @@
  *
  * Pure (no libuv, no hiredis, no clock): a fixed-size struct, nothing
  * allocated. Every limit is named; bs_counts_add refuses what does not fit
- * (the caller counts it and flushes).
+ * (the caller counts the loss).
  */
 #ifndef BACKSTOP_COUNTS_H
 #define BACKSTOP_COUNTS_H
@@ -26,7 +27,6 @@
 
 #include "backstop/addr.h"
 
-#define BS_COUNTS_FLUSH_MS 5      /* a batch waits at most this long */
 #define BS_COUNTS_NOTES_MAX 512   /* unknown recipients noted for domains in one batch */
 #define BS_COUNTS_CLIENTS_MAX 256 /* clients (address and client key) in one batch */
 #define BS_COUNTS_RATES_MAX 256   /* client counts (client, limit, window) in one batch */

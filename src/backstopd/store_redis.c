@@ -77,8 +77,8 @@
 #define BS_WOULDREJECT_WARN_MS 60000  /* at most one "too many domains" warning a minute */
 
 /*
- * Unknown recipients are counted with plain commands (counts.h: one batch
- * every BS_COUNTS_FLUSH_MS, ZREMRANGEBYSCORE/ZADD/PEXPIRE/ZCARD per client
+ * Unknown recipients are counted with plain commands (counts.h: batches
+ * of what comes during one round trip, ZREMRANGEBYSCORE/ZADD/PEXPIRE/ZCARD per client
  * and per domain); the scripts below run when a count has passed its
  * limit, and for the greylisting check, the known clients, the sweep and
  * the NDR budget. Each script that needs the time reads Redis TIME once.
@@ -328,7 +328,6 @@ struct bs_redis {
      * clock + clock_offset (TIME once a second); members are named
      * "<tag>:<seq>", tag random per process */
     struct count_batch *fill, *flight;
-    uv_timer_t count_timer;
     int64_t clock_offset;
     uint64_t time_sent; /* wall ms of the TIME in flight, 0: none */
     char tag[9];
@@ -1441,23 +1440,26 @@ static void sweep(bs_redis *r, uint64_t now)
 /* ------------------------------------------------------------ unknown-recipient counts */
 
 /*
- * Unknown recipients wait in r->fill (counts.h) for at most
- * BS_COUNTS_FLUSH_MS, then go in two pipelined bursts: SMISMEMBER exempt
- * with the address and client key of each client of the batch
- * (BS_COUNTS_EXEMPT_CHUNK clients a command; not sent when the mirror is
- * exact: it answers for the exempt SET); once all are answered, for
- * each count of a client not exempt ZREMRANGEBYSCORE rate:<client> -inf
- * <now - window>, ZADD of one member per unknown recipient, PEXPIRE
- * window, ZCARD; per domain the same on harvest:<domain> with [harvest]
- * window and the notes of clients not exempt. A ZCARD past the limit runs
- * the block script (OP_BLOCK) or the harvest script (OP_HARVEST). An
- * exempt answer that fails drops the batch (counted): an exempt client,
- * a relay of ours, must never be blocked by a guess. One batch is in
- * flight at a time: while its replies are awaited the next one fills (and
- * its flush is put off by BS_COUNTS_FLUSH_MS); what does not fit is
- * dropped and counted, as is a batch while Redis is not ready. Scores are
- * Redis's clock in ms as this process reads it (its wall clock + the
- * offset measured by TIME once a second).
+ * Unknown recipients are counted in batches (counts.h) that clock
+ * themselves: the first unknown recipient after a quiet spell is sent at
+ * once (written in the loop iteration of its answer); while a batch is in
+ * flight the next one fills, and it is sent when the last reply of the one
+ * in flight is read. So a batch holds what comes during one Redis round
+ * trip: one recipient when idle, dozens under load, and a client that
+ * pipelines RCPTs meets its block after about one round trip's worth.
+ * A flush is two pipelined bursts: SMISMEMBER exempt with the address and
+ * client key of each client of the batch (BS_COUNTS_EXEMPT_CHUNK clients a
+ * command; not sent when the mirror is exact: it answers for the exempt
+ * SET); once all are answered, for each count of a client not exempt
+ * ZREMRANGEBYSCORE rate:<client> -inf <now - window>, ZADD of one member
+ * per unknown recipient, PEXPIRE window, ZCARD; per domain the same on
+ * harvest:<domain> with [harvest] window and the notes of clients not
+ * exempt. A ZCARD past the limit runs the block script (OP_BLOCK) or the
+ * harvest script (OP_HARVEST). An exempt answer that fails drops the batch
+ * (counted): an exempt client, a relay of ours, must never be blocked by a
+ * guess. What does not fit a batch is dropped and counted, as is a batch
+ * while Redis is not ready. Scores are Redis's clock in ms as this process
+ * reads it (its wall clock + the offset measured by TIME once a second).
  */
 #define BS_COUNTS_ZADD_CHUNK 48   /* members in one ZADD: the command fits BS_REDIS_CMD_MAX */
 #define BS_COUNTS_EXEMPT_CHUNK 48 /* clients (two members each) in one SMISMEMBER */
@@ -1498,9 +1500,20 @@ static int count_reply_ok(count_batch *b, redisAsyncContext *ac, const redisRepl
     return 0;
 }
 
+static void counts_flush(bs_redis *r);
+
+/* count_done - at the end of a count callback: the batch in flight has all
+ * its replies: send the one that filled meanwhile */
+static void count_done(count_batch *b)
+{
+    if (b->pending == 0 && b == b->r->flight && !bs__redis_conn_closed(&b->r->conn))
+        counts_flush(b->r);
+}
+
 static void on_count_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     count_reply_ok(privdata, ac, reply, REDIS_REPLY_INTEGER);
+    count_done(privdata);
 }
 
 /* count_past - the count of order entry v (a rate's index, or -(domain's
@@ -1538,6 +1551,7 @@ static void on_count_card(redisAsyncContext *ac, void *reply, void *privdata)
 
     if (count_reply_ok(b, ac, rep, REDIS_REPLY_INTEGER) && i < b->norder)
         count_past(b, b->order[i], rep->integer);
+    count_done(b);
 }
 
 /* count_send - one built command of b; 0 / -1 */
@@ -1669,11 +1683,11 @@ static void on_count_exempt(redisAsyncContext *ac, void *reply, void *privdata)
                 rep->element[i + 1]->integer != 0;
     if (b->exempt_due)
         return;
-    if (b->exempt_failed || b->exempt_read != b->c.nclient || bs__redis_conn_closed(&b->r->conn)) {
+    if (b->exempt_failed || b->exempt_read != b->c.nclient || bs__redis_conn_closed(&b->r->conn))
         bs_stat.unknown_counts_dropped += b->c.nadded;
-        return;
-    }
-    counts_send(b);
+    else
+        counts_send(b);
+    count_done(b);
 }
 
 /* exempt_from_mirror - the batch's exempt flags from the mirror, when it
@@ -1698,11 +1712,9 @@ static int exempt_from_mirror(bs_redis *r, count_batch *b)
     return 1;
 }
 
-static void on_count_timer(uv_timer_t *t);
-
 /* counts_flush - send the filling batch, unless the last one's replies
- * are still awaited (then try again later); a batch Redis cannot take
- * now is dropped and counted */
+ * are still awaited (then its last reply sends it); a batch Redis cannot
+ * take now is dropped and counted */
 static void counts_flush(bs_redis *r)
 {
     count_batch *b = r->fill;
@@ -1712,11 +1724,8 @@ static void counts_flush(bs_redis *r)
 
     if (bs_counts_empty(&b->c))
         return;
-    if (r->flight->pending) {
-        if (!uv_is_active((uv_handle_t *)&r->count_timer) && !bs__redis_conn_closed(&r->conn))
-            uv_timer_start(&r->count_timer, on_count_timer, BS_COUNTS_FLUSH_MS, 0);
+    if (r->flight->pending)
         return;
-    }
     r->fill = r->flight;
     r->flight = b;
     bs_counts_clear(&r->fill->c);
@@ -1751,15 +1760,10 @@ static void counts_flush(bs_redis *r)
         bs_stat.unknown_counts_dropped += b->c.nadded;
 }
 
-static void on_count_timer(uv_timer_t *t)
-{
-    counts_flush(t->data);
-}
-
 /* count_note - d's unknown recipient into the filling batch: for its
- * client's rate, its domain's harvest count, or both; flushed at once
- * when full; lost (counted) while Redis is not ready or when it does not
- * fit */
+ * client's rate, its domain's harvest count, or both; sent at once unless
+ * a batch is in flight; lost (counted) while Redis is not ready or when it
+ * does not fit */
 static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest)
 {
     const char *domain = harvest ? d->rcpt.domain : NULL;
@@ -1769,17 +1773,14 @@ static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest)
         bs_stat.unknown_counts_dropped++;
         return;
     }
+    /* a batch fills only while one is in flight (else it was sent): full,
+     * nothing can be sent before that one's replies */
     if (bs_counts_add(&r->fill->c, d->client_ip, d->client_key, limit, d->invalid_window_ms, domain,
                       d->network) < 0) {
-        counts_flush(r);
-        if (bs_counts_add(&r->fill->c, d->client_ip, d->client_key, limit, d->invalid_window_ms,
-                          domain, d->network) < 0) {
-            bs_stat.unknown_counts_dropped++;
-            return;
-        }
+        bs_stat.unknown_counts_dropped++;
+        return;
     }
-    if (!uv_is_active((uv_handle_t *)&r->count_timer))
-        uv_timer_start(&r->count_timer, on_count_timer, BS_COUNTS_FLUSH_MS, 0);
+    counts_flush(r);
 }
 
 /* on_time - TIME's reply: Redis's clock against ours */
@@ -1920,9 +1921,7 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
         op_put(r, &r->ops[i]);
     r->base.ops = &redis_ops;
     r->cfg = cfg;
-    r->open_parts = 2;
-    uv_timer_init(loop, &r->count_timer);
-    r->count_timer.data = r;
+    r->open_parts = 1;
     bs__redis_conn_start(&r->conn, loop, cfg, &conn_hooks, r);
     if (cfg->mirror && (r->track = calloc(1, sizeof(*r->track))) &&
         bs__redis_track_start(r->track, loop, cfg, &r->conn, part_closed, r) == 0) {
@@ -1958,7 +1957,6 @@ void bs_store_redis_close(bs_store *s)
         flush_stats(r);
         counts_flush(r);
     }
-    uv_close((uv_handle_t *)&r->count_timer, on_handle_closed);
     if (r->track) {
         uv_close((uv_handle_t *)&r->check, on_handle_closed);
         uv_close((uv_handle_t *)&r->idle, on_handle_closed);
