@@ -25,6 +25,7 @@ enum { K_CLIENT, K_RATE, K_DOMAIN };
 void bs_counts_clear(bs_counts *c)
 {
     c->nclient = c->nrate = c->ndom = c->nnote = c->nadded = 0;
+    c->hot = 0;
     memset(c->slot, 0, sizeof(c->slot));
 }
 
@@ -157,7 +158,9 @@ int bs_counts_add(bs_counts *c, const char *ip, const char *ckey, unsigned limit
             if (dom)
                 ds = slot_of(c, &kd);
         }
-        c->rate[(c->slot[rs] - 1) & 0xfff].adds++;
+        bs_count_rate *e = &c->rate[(c->slot[rs] - 1) & 0xfff];
+        if (++e->adds >= e->limit)
+            c->hot = 1;
     }
     if (dom) {
         bs_count_note *n = &c->note[c->nnote];

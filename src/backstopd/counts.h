@@ -7,10 +7,10 @@
  * one to the client's count (keyed by client, limit and window: a client
  * counted against two limits in one batch has two) and, when harvest
  * detection is on, one note with its client network to its domain's
- * entry. store_redis.c sends a batch at once when none is in flight, else
- * when the last reply of the one in flight is read, as plain pipelined
- * commands: SMISMEMBER exempt for the batch's clients, then for
- * each count and domain of the clients not exempt ZREMRANGEBYSCORE, ZADD
+ * entry. store_redis.c sends a batch when none is in flight and none was
+ * sent within BS_COUNTS_GAP_MS (or at once when hot: one of its clients
+ * reached its limit within the batch), as plain pipelined commands: SMISMEMBER exempt for the
+ * batch's clients, then for each count and domain of the clients not exempt ZREMRANGEBYSCORE, ZADD
  * of all its members, PEXPIRE, ZCARD, and decides a block or an attack
  * from the ZCARD it reads back: where a script per unknown recipient ran,
  * which cost Redis three times as much.
@@ -27,6 +27,7 @@
 
 #include "backstop/addr.h"
 
+#define BS_COUNTS_GAP_MS 5        /* a batch is sent at most this often, unless hot */
 #define BS_COUNTS_NOTES_MAX 512   /* unknown recipients noted for domains in one batch */
 #define BS_COUNTS_CLIENTS_MAX 256 /* clients (address and client key) in one batch */
 #define BS_COUNTS_RATES_MAX 256   /* client counts (client, limit, window) in one batch */
@@ -70,6 +71,7 @@ typedef struct bs_counts {
     bs_count_note note[BS_COUNTS_NOTES_MAX];
     size_t nclient, nrate, ndom, nnote;
     size_t nadded; /* unknown recipients added (bs_counts_add calls that added) */
+    int hot;       /* a count's adds reached its limit: the batch alone blocks a client */
     /* open addressing over the three kinds of entry: 0 empty, else
      * (kind << 12 | index) + 1, kind 0 client, 1 rate, 2 domain */
     uint16_t slot[BS_COUNTS_SLOTS];

@@ -328,6 +328,8 @@ struct bs_redis {
      * clock + clock_offset (TIME once a second); members are named
      * "<tag>:<seq>", tag random per process */
     struct count_batch *fill, *flight;
+    uv_timer_t count_timer; /* sends a batch held back by BS_COUNTS_GAP_MS */
+    uint64_t count_sent;    /* uv_now of the last batch sent */
     int64_t clock_offset;
     uint64_t time_sent; /* wall ms of the TIME in flight, 0: none */
     char tag[9];
@@ -1440,13 +1442,15 @@ static void sweep(bs_redis *r, uint64_t now)
 /* ------------------------------------------------------------ unknown-recipient counts */
 
 /*
- * Unknown recipients are counted in batches (counts.h) that clock
- * themselves: the first unknown recipient after a quiet spell is sent at
- * once (written in the loop iteration of its answer); while a batch is in
- * flight the next one fills, and it is sent when the last reply of the one
- * in flight is read. So a batch holds what comes during one Redis round
- * trip: one recipient when idle, dozens under load, and a client that
- * pipelines RCPTs meets its block after about one round trip's worth.
+ * Unknown recipients are counted in batches (counts.h): the first unknown
+ * recipient after a quiet spell is sent at once (written in the loop
+ * iteration of its answer); then the next batch fills while one is in
+ * flight or for the rest of BS_COUNTS_GAP_MS after the last send (a
+ * timer), whichever ends later; a batch in which a client reached its
+ * limit goes as soon as nothing is in flight. So a batch holds one
+ * recipient when idle and dozens under load (Redis's work per recipient
+ * falls with the batch), and a client that pipelines RCPTs past its limit
+ * meets its block about one round trip later.
  * A flush is two pipelined bursts: SMISMEMBER exempt with the address and
  * client key of each client of the batch (BS_COUNTS_EXEMPT_CHUNK clients a
  * command; not sent when the mirror is exact: it answers for the exempt
@@ -1712,12 +1716,25 @@ static int exempt_from_mirror(bs_redis *r, count_batch *b)
     return 1;
 }
 
+/* on_count_timer - the end of a batch's gap: send it, and write it now
+ * (commands queued in the timer phase would wait for the next poll event) */
+static void on_count_timer(uv_timer_t *t)
+{
+    bs_redis *r = t->data;
+
+    counts_flush(r);
+    if (r->conn.ac)
+        bs_redis_uv_flush(r->conn.ac);
+}
+
 /* counts_flush - send the filling batch, unless the last one's replies
- * are still awaited (then its last reply sends it); a batch Redis cannot
- * take now is dropped and counted */
+ * are still awaited (then its last reply sends it) or its gap has not
+ * passed (then the timer does); a batch Redis cannot take now is dropped
+ * and counted */
 static void counts_flush(bs_redis *r)
 {
     count_batch *b = r->fill;
+    uint64_t now;
     char buf[BS_REDIS_CMD_MAX];
     bs_resp cmd;
     size_t i, k;
@@ -1726,6 +1743,15 @@ static void counts_flush(bs_redis *r)
         return;
     if (r->flight->pending)
         return;
+    now = uv_now(r->conn.loop);
+    if (!b->c.hot && r->count_sent && now - r->count_sent < BS_COUNTS_GAP_MS) {
+        if (!uv_is_active((uv_handle_t *)&r->count_timer) && !bs__redis_conn_closed(&r->conn))
+            uv_timer_start(&r->count_timer, on_count_timer,
+                           BS_COUNTS_GAP_MS - (now - r->count_sent), 0);
+        return;
+    }
+    r->count_sent = now;
+    uv_timer_stop(&r->count_timer);
     r->fill = r->flight;
     r->flight = b;
     bs_counts_clear(&r->fill->c);
@@ -1921,7 +1947,9 @@ bs_store *bs_store_redis_new(uv_loop_t *loop, const bs_config *cfg)
         op_put(r, &r->ops[i]);
     r->base.ops = &redis_ops;
     r->cfg = cfg;
-    r->open_parts = 1;
+    r->open_parts = 2;
+    uv_timer_init(loop, &r->count_timer);
+    r->count_timer.data = r;
     bs__redis_conn_start(&r->conn, loop, cfg, &conn_hooks, r);
     if (cfg->mirror && (r->track = calloc(1, sizeof(*r->track))) &&
         bs__redis_track_start(r->track, loop, cfg, &r->conn, part_closed, r) == 0) {
@@ -1955,8 +1983,10 @@ void bs_store_redis_close(bs_store *s)
     /* the last counters go out before the connection closes gracefully */
     if (bs__redis_conn_ready(&r->conn)) {
         flush_stats(r);
+        r->count_sent = 0; /* no gap: the last counts go now */
         counts_flush(r);
     }
+    uv_close((uv_handle_t *)&r->count_timer, on_handle_closed);
     if (r->track) {
         uv_close((uv_handle_t *)&r->check, on_handle_closed);
         uv_close((uv_handle_t *)&r->idle, on_handle_closed);

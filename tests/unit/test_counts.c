@@ -802,6 +802,30 @@ static void test_random(void)
            refused, m.full_rates, m.full_notes, clears);
 }
 
+/* A batch is hot once one count's adds reach its limit (the store sends it
+ * without waiting for its gap); notes alone and other counts do not; clear
+ * cools it. */
+static void test_hot(void)
+{
+    static bs_counts c;
+    int i;
+
+    bs_counts_clear(&c);
+    for (i = 0; i < 5; i++) /* harvest notes only: no limit to reach */
+        CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.1", "192.0.2.1", 0, 0, "d.example", "n"), 0);
+    CHECK_EQ_INT(c.hot, 0);
+    CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.2", "192.0.2.2", 3, 60000, NULL, NULL), 0);
+    CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.3", "192.0.2.3", 3, 60000, NULL, NULL), 0);
+    CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.2", "192.0.2.2", 3, 60000, NULL, NULL), 0);
+    CHECK_EQ_INT(c.hot, 0); /* two of three for .2, one for .3 */
+    CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.2", "192.0.2.2", 3, 60000, "d.example", "n"), 0);
+    CHECK_EQ_INT(c.hot, 1); /* .2 reached 3 */
+    bs_counts_clear(&c);
+    CHECK_EQ_INT(c.hot, 0);
+    CHECK_EQ_INT(bs_counts_add(&c, "192.0.2.4", "192.0.2.4", 1, 60000, NULL, NULL), 0);
+    CHECK_EQ_INT(c.hot, 1); /* limit 1: the first reaches it */
+}
+
 int main(void)
 {
     test_empty();
@@ -814,6 +838,7 @@ int main(void)
     test_limit_notes();
     test_cut();
     test_clear();
+    test_hot();
     test_clock();
     test_random();
     return check_summary();
