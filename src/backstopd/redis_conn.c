@@ -167,7 +167,8 @@ int bs__redis_conn_send(bs_redis_conn *c, const bs_resp *b, redisCallbackFn *fn,
 {
     if (!c->ac || b->overflow)
         return -1;
-    if (redisAsyncFormattedCommand(c->ac, fn, priv, b->buf, b->len) != REDIS_OK)
+    if (redisAsyncFormattedCommand(c->ac, fn, priv, bs_resp_finish((bs_resp *)b), b->len) !=
+        REDIS_OK)
         return -1;
     if (tracked && c->outstanding++ == 0)
         c->busy_since = uv_now(c->loop);
@@ -281,7 +282,8 @@ static void on_connect_deadline(uv_timer_t *t)
 /* handshake_cmd - queue one handshake command, answered to fn; 0 or -1 */
 static int handshake_cmd(bs_redis_conn *c, const bs_resp *b, redisCallbackFn *fn, char *sha_out)
 {
-    if (b->overflow || redisAsyncFormattedCommand(c->ac, fn, sha_out, b->buf, b->len) != REDIS_OK)
+    if (b->overflow || redisAsyncFormattedCommand(c->ac, fn, sha_out, bs_resp_finish((bs_resp *)b),
+                                                  b->len) != REDIS_OK)
         return -1;
     c->handshake_pending++;
     return 0;
@@ -469,14 +471,16 @@ static void sentinel_ask(bs_redis_conn *c)
         bs_resp_cmd(&b, 2);
         bs_resp_str(&b, "AUTH");
         bs_resp_str(&b, cfg->sentinel_password);
-        redisAsyncFormattedCommand(sac, on_sentinel_auth, NULL, b.buf, b.len);
+        if (!b.overflow)
+            redisAsyncFormattedCommand(sac, on_sentinel_auth, NULL, bs_resp_finish(&b), b.len);
     }
     bs_resp_init(&b, buf, sizeof(buf));
     bs_resp_cmd(&b, 3);
     bs_resp_str(&b, "SENTINEL");
     bs_resp_str(&b, "get-master-addr-by-name");
     bs_resp_str(&b, cfg->master_name);
-    redisAsyncFormattedCommand(sac, on_sentinel_reply, NULL, b.buf, b.len);
+    if (!b.overflow)
+        redisAsyncFormattedCommand(sac, on_sentinel_reply, NULL, bs_resp_finish(&b), b.len);
     c->retry_timer.data = c;
     uv_timer_start(&c->retry_timer, on_sentinel_deadline,
                    cfg->connect_timeout_ms < BS_SENTINEL_TIMEOUT_MS ? cfg->connect_timeout_ms

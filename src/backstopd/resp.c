@@ -12,8 +12,15 @@ void bs_resp_init(bs_resp *b, char *buf, size_t cap)
 {
     b->buf = buf;
     b->len = 0;
-    b->cap = cap;
-    b->overflow = 0;
+    b->cap = cap ? cap - 1 : 0; /* the last byte: bs_resp_finish's NUL */
+    b->overflow = cap == 0;
+}
+
+const char *bs_resp_finish(bs_resp *b)
+{
+    if (!b->overflow)
+        b->buf[b->len] = '\0';
+    return b->buf;
 }
 
 /* put - append raw bytes, or set overflow */

@@ -23,6 +23,14 @@ typedef struct bs_resp {
 } bs_resp;
 
 void bs_resp_init(bs_resp *b, char *buf, size_t cap);
+
+/* bs_resp_finish - NUL-terminate the command (its last byte of buf is
+ * kept for it) and return it. hiredis's redisAsyncFormattedCommand reads
+ * the command it is given as a C string: it looks for a SUBSCRIBE's
+ * channels with strchr, past the command's end without a NUL (and asserts,
+ * aborting, when the bytes there hold a '$' and no '\r'). Every command is
+ * finished before it is handed over. */
+const char *bs_resp_finish(bs_resp *b);
 /* start a command of argc arguments (the caller then appends exactly argc) */
 void bs_resp_cmd(bs_resp *b, unsigned argc);
 void bs_resp_arg(bs_resp *b, const char *s, size_t len);

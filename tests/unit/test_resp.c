@@ -48,12 +48,36 @@ static void test_overflow(void)
     CHECK(b.len >= before);
     bs_resp_str(&b, "x");
     CHECK(b.overflow);
-    /* exact fit is not an overflow */
-    bs_resp_init(&b, buf, 11);
+    /* exact fit (the command and bs_resp_finish's NUL) is not an overflow */
+    bs_resp_init(&b, buf, 12);
     bs_resp_cmd(&b, 1);   /* 4 bytes */
     bs_resp_str(&b, "x"); /* "$1\r\nx\r\n" = 7 bytes */
     CHECK(!b.overflow);
     CHECK_EQ_INT(b.len, 11);
+    bs_resp_init(&b, buf, 11); /* no room for the NUL */
+    bs_resp_cmd(&b, 1);
+    bs_resp_str(&b, "x");
+    CHECK(b.overflow);
+    bs_resp_init(&b, buf, 0);
+    CHECK(b.overflow);
+}
+
+/* A finished command is a C string: hiredis scans a SUBSCRIBE's arguments
+ * with strchr, and a '$' left in the buffer past the command (a longer
+ * command built there before) made it assert and abort backstopd. */
+static void test_finish(void)
+{
+    char buf[64];
+    bs_resp b;
+
+    memset(buf, '$', sizeof(buf));
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_str(&b, "SUBSCRIBE");
+    bs_resp_str(&b, "__redis__:invalidate");
+    CHECK(!b.overflow);
+    CHECK_EQ_INT(strlen(bs_resp_finish(&b)), b.len);
+    CHECK(strchr(buf, '$') != NULL && strrchr(buf, '$') < buf + b.len);
 }
 
 /* bs_resp_arg3, and the lengths of one, two and three digits (the header's
@@ -75,11 +99,11 @@ static void test_parts_and_lengths(void)
     memset(arg, 'a', sizeof(arg));
     for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
         n = (size_t)snprintf(want, sizeof(want), "$%zu\r\n%.*s\r\n", lens[i], (int)lens[i], arg);
-        for (cap = n - 1; cap <= n; cap++) {
+        for (cap = n; cap <= n + 1; cap++) { /* n + 1: the command and its NUL */
             bs_resp_init(&b, buf, cap);
             bs_resp_arg3(&b, arg, lens[i] / 3, arg, lens[i] / 3, arg, lens[i] - 2 * (lens[i] / 3));
-            CHECK_EQ_INT(b.overflow, cap < n);
-            CHECK(b.len <= cap);
+            CHECK_EQ_INT(b.overflow, cap <= n);
+            CHECK(b.len < cap);
             if (!b.overflow)
                 CHECK(b.len == n && memcmp(buf, want, n) == 0);
         }
@@ -91,6 +115,7 @@ int main(void)
     test_basic();
     test_binary_and_numbers();
     test_overflow();
+    test_finish();
     test_parts_and_lengths();
     return check_summary();
 }
