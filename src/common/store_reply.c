@@ -40,6 +40,8 @@ void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len)
 {
     size_t n = len < BS_MODE_VALUE_MAX - 1 ? len : BS_MODE_VALUE_MAX - 1;
 
+    if (i > 1) /* two fields are asked: the domain's and "*" */
+        return;
     f->mode_found[i] = 1;
     memcpy(f->mode_value[i], v, n);
     f->mode_value[i][n] = 0;

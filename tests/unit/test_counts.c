@@ -576,8 +576,8 @@ static int m_add(model *m, const char *ip, const char *ckey, unsigned limit, uin
 
     if (!ip || !*ip || !ckey || !*ckey || (!rate && !dom))
         return 0;
-    snprintf(a, sizeof(a), "%s", ip);
-    snprintf(k, sizeof(k), "%s", ckey);
+    snprintf(a, sizeof(a), "%.*s", (int)sizeof(a) - 1, ip); /* cut as the store cuts */
+    snprintf(k, sizeof(k), "%.*s", (int)sizeof(k) - 1, ckey);
     for (ci = 0; ci < m->nclient; ci++)
         if (strcmp(m->client[ci].ip, a) == 0 && strcmp(m->client[ci].ckey, k) == 0)
             break;
