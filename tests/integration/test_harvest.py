@@ -422,6 +422,10 @@ def test_unknown_recipients_are_counted_with_plain_commands(redis, backstopd, re
     assert int(redis.client.hget(PREFIX + "stats", "clients_blocked")) == 4
     assert int(redis.client.hget(PREFIX + "stats", "harvest_started")) == 1
     assert redis.client.zcard(PREFIX + "harvest:example.com") == 12
+    # members "<network> <tag>:<seq>" (README's key table), one per recipient
+    members = [m.decode() for m in redis.client.zrange(PREFIX + "harvest:example.com", 0, -1)]
+    assert all(re.fullmatch(r"192\.0\.2\.0/24 [0-9a-f]{8}:\d+", m) for m in members), members
+    assert len({m.split(":")[-1] for m in members}) == 12, members
     for client in clients:
         d.wait_log(r"client %s blocked for 3600s: 4 invalid recipients within 60s \(limit 3\)"
                    % re.escape(client))
