@@ -428,12 +428,8 @@ static void respond(bs_conn *c)
     }
     if (d->mode_bad)
         note_mode_bad(c);
-    if (d->note_invalid && d->note_harvest) /* one script, not two */
-        env->store->ops->unknown_note(env->store, d);
-    else if (d->note_invalid)
-        env->store->ops->note_invalid(env->store, d);
-    else if (d->note_harvest)
-        env->store->ops->harvest_note(env->store, d);
+    if (d->note_invalid || d->note_harvest)
+        env->store->ops->count_unknown(env->store, d);
     if (d->note_known)
         env->store->ops->known_note(env->store, d);
     if (d->why == BS_WHY_HARVEST_GREY || d->why == BS_WHY_HARVEST_DEFER)

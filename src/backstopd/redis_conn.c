@@ -167,8 +167,7 @@ int bs__redis_conn_send(bs_redis_conn *c, const bs_resp *b, redisCallbackFn *fn,
 {
     if (!c->ac || b->overflow)
         return -1;
-    if (redisAsyncFormattedCommand(c->ac, fn, priv, bs_resp_finish((bs_resp *)b), b->len) !=
-        REDIS_OK)
+    if (redisAsyncFormattedCommand(c->ac, fn, priv, bs_resp_finish(b), b->len) != REDIS_OK)
         return -1;
     if (tracked && c->outstanding++ == 0)
         c->busy_since = uv_now(c->loop);
@@ -282,8 +281,8 @@ static void on_connect_deadline(uv_timer_t *t)
 /* handshake_cmd - queue one handshake command, answered to fn; 0 or -1 */
 static int handshake_cmd(bs_redis_conn *c, const bs_resp *b, redisCallbackFn *fn, char *sha_out)
 {
-    if (b->overflow || redisAsyncFormattedCommand(c->ac, fn, sha_out, bs_resp_finish((bs_resp *)b),
-                                                  b->len) != REDIS_OK)
+    if (b->overflow ||
+        redisAsyncFormattedCommand(c->ac, fn, sha_out, bs_resp_finish(b), b->len) != REDIS_OK)
         return -1;
     c->handshake_pending++;
     return 0;

@@ -16,7 +16,7 @@ void bs_resp_init(bs_resp *b, char *buf, size_t cap)
     b->overflow = cap == 0;
 }
 
-const char *bs_resp_finish(bs_resp *b)
+const char *bs_resp_finish(const bs_resp *b)
 {
     if (!b->overflow)
         b->buf[b->len] = '\0';

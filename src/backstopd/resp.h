@@ -30,7 +30,7 @@ void bs_resp_init(bs_resp *b, char *buf, size_t cap);
  * channels with strchr, past the command's end without a NUL (and asserts,
  * aborting, when the bytes there hold a '$' and no '\r'). Every command is
  * finished before it is handed over. */
-const char *bs_resp_finish(bs_resp *b);
+const char *bs_resp_finish(const bs_resp *b);
 /* start a command of argc arguments (the caller then appends exactly argc) */
 void bs_resp_cmd(bs_resp *b, unsigned argc);
 void bs_resp_arg(bs_resp *b, const char *s, size_t len);

@@ -50,20 +50,17 @@ typedef struct bs_store_ops {
     /* take one from the NDR budget of recipient domain `domain` */
     int (*ndr_take)(bs_store *s, const char *domain, const bs_ndr_rule *rule, bs_store_take_cb *cb,
                     void *arg, uint64_t id);
-    /* count one invalid recipient for d->client_key (address d->client_ip)
-     * unless either is in the exempt SET; blocks it past d->invalid_limit
-     * within d->invalid_window_ms. Fire and forget: the outcome is logged
-     * and counted by the store. */
-    void (*note_invalid)(bs_store *s, const bs_decision *d);
-    /* harvest detection (d->rcpt.domain, d->network): count one unknown
-     * recipient of the domain (fire and forget; the store logs and records
-     * an attack it started), record the network as known to the domain
+    /* count one unknown recipient, unless its client (d->client_ip or
+     * d->client_key) is in the exempt SET: with d->note_invalid for
+     * d->client_key (blocked past d->invalid_limit within
+     * d->invalid_window_ms), with d->note_harvest for harvest detection's
+     * count of d->rcpt.domain (network d->network: the store logs and
+     * records an attack it started). Fire and forget: the outcome is
+     * logged and counted by the store. */
+    void (*count_unknown)(bs_store *s, const bs_decision *d);
+    /* harvest detection: record d->network as known to d->rcpt.domain
      * (fire and forget, deduplicated by the store), and the greylisting
      * check of a domain under attack (cb gets an enum bs_grey_result) */
-    void (*harvest_note)(bs_store *s, const bs_decision *d);
-    /* note_invalid and harvest_note of one unknown recipient (both asked
-     * for), done as those two would be, in one step */
-    void (*unknown_note)(bs_store *s, const bs_decision *d);
     void (*known_note)(bs_store *s, const bs_decision *d);
     int (*harvest_check)(bs_store *s, const bs_decision *d, bs_store_take_cb *cb, void *arg,
                          uint64_t id);

@@ -357,6 +357,17 @@ static void arg_key(bs_resp *b, const bs_redis *r, const char *name, const char 
                  sub ? strlen(sub) : 0);
 }
 
+/* begin_keyed - start "VERB <prefix><name><sub>" of argc arguments in all
+ * (verb and key included) in b over buf */
+static void begin_keyed(bs_resp *b, char *buf, size_t size, const bs_redis *r, unsigned argc,
+                        const char *verb, const char *name, const char *sub)
+{
+    bs_resp_init(b, buf, size);
+    bs_resp_cmd(b, argc);
+    bs_resp_str(b, verb);
+    arg_key(b, r, name, sub);
+}
+
 /* warn_rate_limited - at most one Redis error line a second; the rest are
  * counted and their number said in the next line */
 static void warn_rate_limited(bs_redis *r, const char *what, const char *text)
@@ -440,6 +451,18 @@ static void rate_blocked(const bs_redis_op *op)
             (unsigned long long)(op->rule.period_ms / 1000), op->rule.limit);
 }
 
+/* drop_if_readonly - a READONLY reply on the current connection: a
+ * failover made our master a replica: drop it to find the new one; 1 when
+ * dropped */
+static int drop_if_readonly(bs_redis *r, redisAsyncContext *ac, const redisReply *rep)
+{
+    if (rep->type != REDIS_REPLY_ERROR || strncmp(rep->str, "READONLY", 8) != 0 ||
+        !bs__redis_conn_current(&r->conn, ac))
+        return 0;
+    bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
+    return 1;
+}
+
 /* part_replied - one reply of kind, read into op: a READONLY drops the
  * connection; an error or a reply of the wrong type sets op->status and is
  * counted and warned about (once an op); a block is logged, a harvest
@@ -448,13 +471,8 @@ static void part_replied(bs_redis_op *op, redisAsyncContext *ac, int kind, const
 {
     bs_redis *r = op->r;
 
-    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
-        bs__redis_conn_current(&r->conn, ac)) {
-        /* a failover made our master a replica: find the new one */
-        if (!op->status)
-            op->status = BS_WHY_REDIS_ERROR;
-        bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
-    }
+    if (drop_if_readonly(r, ac, rep) && !op->status)
+        op->status = BS_WHY_REDIS_ERROR;
     if (bs_store_reply_apply(kind, rep, &op->facts, &op->result) < 0 && !op->status) {
         op->status = BS_WHY_REDIS_ERROR;
         bs_stat.redis_errors++;
@@ -521,10 +539,7 @@ static int queue_keyed(bs_redis_op *op, int kind, const char *cmd, const char *n
     bs_resp b;
     unsigned i;
 
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 2 + n);
-    bs_resp_str(&b, cmd);
-    arg_key(&b, op->r, name, sub);
+    begin_keyed(&b, buf, sizeof(buf), op->r, 2 + n, cmd, name, sub);
     for (i = 0; i < n; i++) {
         if (lens)
             bs_resp_arg(&b, args[i], lens[i]);
@@ -864,24 +879,8 @@ static bs_redis_op *script_op(bs_redis *r, int kind, const bs_decision *d)
     return op;
 }
 
-/* r_note_invalid, r_harvest_note, r_unknown_note - d's unknown recipient
- * into the batch (see counts below) */
-static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest);
-
-static void r_note_invalid(bs_store *s, const bs_decision *d)
-{
-    count_note((bs_redis *)s, d, 1, 0);
-}
-
-static void r_harvest_note(bs_store *s, const bs_decision *d)
-{
-    count_note((bs_redis *)s, d, 0, 1);
-}
-
-static void r_unknown_note(bs_store *s, const bs_decision *d)
-{
-    count_note((bs_redis *)s, d, 1, 1);
-}
+/* r_count_unknown - d's unknown recipient into the batch (see counts below) */
+static void r_count_unknown(bs_store *s, const bs_decision *d);
 
 static void r_known_note(bs_store *s, const bs_decision *d)
 {
@@ -982,9 +981,7 @@ static int r_mirror(const bs_store *s, bs_mirror_gauges *g)
 static const bs_store_ops redis_ops = {
     .lookup = r_lookup,
     .ndr_take = r_ndr_take,
-    .note_invalid = r_note_invalid,
-    .harvest_note = r_harvest_note,
-    .unknown_note = r_unknown_note,
+    .count_unknown = r_count_unknown,
     .known_note = r_known_note,
     .harvest_check = r_harvest_check,
     .attacks = r_attacks,
@@ -1016,10 +1013,7 @@ static void flush_would_reject(bs_redis *r)
     size_t i, kept = 0;
 
     for (i = 0; i < r->nwr; i++) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 4);
-        bs_resp_str(&b, "HINCRBY");
-        arg_key(&b, r, BS_KEY_WOULDREJECT, NULL);
+        begin_keyed(&b, buf, sizeof(buf), r, 4, "HINCRBY", BS_KEY_WOULDREJECT, NULL);
         bs_resp_str(&b, r->wr[i].domain);
         bs_resp_u64(&b, r->wr[i].n);
         if (bs__redis_conn_send(&r->conn, &b, on_stats_reply, r, 0) != 0)
@@ -1040,10 +1034,7 @@ static void flush_stats(bs_redis *r)
     for (i = 0; i < BS_WHY_COUNT; i++) {
         if (!r->pending_stats[i])
             continue;
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 4);
-        bs_resp_str(&b, "HINCRBY");
-        arg_key(&b, r, BS_KEY_STATS, NULL);
+        begin_keyed(&b, buf, sizeof(buf), r, 4, "HINCRBY", BS_KEY_STATS, NULL);
         bs_resp_str(&b, bs_why_name(i));
         bs_resp_u64(&b, r->pending_stats[i]);
         if (bs__redis_conn_send(&r->conn, &b, on_stats_reply, r, 0) == 0)
@@ -1168,10 +1159,7 @@ static void on_dir_sync(redisAsyncContext *ac, void *reply, void *privdata)
         g->synced_at = bs_store_unix_time(v->str, v->len);
     }
     for (i = 0; i < r->ndir_next; i++) {
-        bs_resp_init(&b, buf, sizeof(buf));
-        bs_resp_cmd(&b, 2);
-        bs_resp_str(&b, "SCARD");
-        arg_key(&b, r, BS_KEY_RCPT, r->dir_next[i].domain);
+        begin_keyed(&b, buf, sizeof(buf), r, 2, "SCARD", BS_KEY_RCPT, r->dir_next[i].domain);
         if (bs__redis_conn_send(&r->conn, &b, on_dir_size, r, 1) < 0) {
             r->dir_failed = 1;
             return;
@@ -1193,17 +1181,11 @@ static void dir_refresh(bs_redis *r)
     r->ndir_next = 0;
     r->dir_sized = 0;
     r->dir_failed = 0;
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 2);
-    bs_resp_str(&b, "SMEMBERS");
-    arg_key(&b, r, BS_KEY_DOMAINS, NULL);
+    begin_keyed(&b, buf, sizeof(buf), r, 2, "SMEMBERS", BS_KEY_DOMAINS, NULL);
     if (bs__redis_conn_send(&r->conn, &b, on_dir_domains, r, 1) < 0)
         return;
     r->dir_pending++;
-    bs_resp_init(&b, buf, sizeof(buf));
-    bs_resp_cmd(&b, 2);
-    bs_resp_str(&b, "HGETALL");
-    arg_key(&b, r, BS_KEY_SYNC, NULL);
+    begin_keyed(&b, buf, sizeof(buf), r, 2, "HGETALL", BS_KEY_SYNC, NULL);
     if (bs__redis_conn_send(&r->conn, &b, on_dir_sync, r, 1) == 0)
         r->dir_pending++;
     else
@@ -1495,9 +1477,7 @@ static int count_reply_ok(count_batch *b, redisAsyncContext *ac, const redisRepl
         return 0;
     if (rep->type == type)
         return 1;
-    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0 &&
-        bs__redis_conn_current(&r->conn, ac))
-        bs__redis_conn_drop(&r->conn, "server is a replica now (READONLY)");
+    drop_if_readonly(r, ac, rep);
     bs_stat.redis_errors++;
     warn_rate_limited(r, "counting unknown recipients",
                       rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong reply type");
@@ -1617,20 +1597,14 @@ static int count_key(count_batch *b, const char *name, const char *sub, uint64_t
     bs_resp cmd;
     unsigned done, k, i;
 
-    bs_resp_init(&cmd, buf, sizeof(buf));
-    bs_resp_cmd(&cmd, 4);
-    bs_resp_str(&cmd, "ZREMRANGEBYSCORE");
-    arg_key(&cmd, r, name, sub);
+    begin_keyed(&cmd, buf, sizeof(buf), r, 4, "ZREMRANGEBYSCORE", name, sub);
     bs_resp_str(&cmd, "-inf");
     bs_resp_u64(&cmd, b->now > window_ms ? b->now - window_ms : 0);
     if (count_send(b, &cmd, on_count_reply) < 0)
         return -1;
     for (done = 0; done < adds; done += k) {
         k = adds - done < BS_COUNTS_ZADD_CHUNK ? adds - done : BS_COUNTS_ZADD_CHUNK;
-        bs_resp_init(&cmd, buf, sizeof(buf));
-        bs_resp_cmd(&cmd, 2 + 2 * k);
-        bs_resp_str(&cmd, "ZADD");
-        arg_key(&cmd, r, name, sub);
+        begin_keyed(&cmd, buf, sizeof(buf), r, 2 + 2 * k, "ZADD", name, sub);
         for (i = 0; i < k; i++) {
             const char *net = NULL;
             if (note >= 0) {
@@ -1643,17 +1617,11 @@ static int count_key(count_batch *b, const char *name, const char *sub, uint64_t
         if (count_send(b, &cmd, on_count_reply) < 0)
             return -1;
     }
-    bs_resp_init(&cmd, buf, sizeof(buf));
-    bs_resp_cmd(&cmd, 3);
-    bs_resp_str(&cmd, "PEXPIRE");
-    arg_key(&cmd, r, name, sub);
+    begin_keyed(&cmd, buf, sizeof(buf), r, 3, "PEXPIRE", name, sub);
     bs_resp_u64(&cmd, window_ms);
     if (count_send(b, &cmd, on_count_reply) < 0)
         return -1;
-    bs_resp_init(&cmd, buf, sizeof(buf));
-    bs_resp_cmd(&cmd, 2);
-    bs_resp_str(&cmd, "ZCARD");
-    arg_key(&cmd, r, name, sub);
+    begin_keyed(&cmd, buf, sizeof(buf), r, 2, "ZCARD", name, sub);
     if (count_send(b, &cmd, on_count_card) < 0)
         return -1;
     b->order[b->norder++] = v;
@@ -1787,10 +1755,8 @@ static void counts_flush(bs_redis *r)
     }
     for (i = 0; i < b->c.nclient; i += k) {
         k = b->c.nclient - i < BS_COUNTS_EXEMPT_CHUNK ? b->c.nclient - i : BS_COUNTS_EXEMPT_CHUNK;
-        bs_resp_init(&cmd, buf, sizeof(buf));
-        bs_resp_cmd(&cmd, 2 + 2 * (unsigned)k);
-        bs_resp_str(&cmd, "SMISMEMBER");
-        arg_key(&cmd, r, BS_KEY_EXEMPT, NULL);
+        begin_keyed(&cmd, buf, sizeof(buf), r, 2 + 2 * (unsigned)k, "SMISMEMBER", BS_KEY_EXEMPT,
+                    NULL);
         for (size_t j = i; j < i + k; j++) {
             bs_resp_str(&cmd, b->c.client[j].ip);
             bs_resp_str(&cmd, b->c.client[j].ckey);
@@ -1805,14 +1771,16 @@ static void counts_flush(bs_redis *r)
         bs_stat.unknown_counts_dropped += b->c.nadded;
 }
 
-/* count_note - d's unknown recipient into the filling batch: for its
- * client's rate, its domain's harvest count, or both; sent at once unless
- * a batch is in flight; lost (counted) while Redis is not ready or when it
- * does not fit */
-static void count_note(bs_redis *r, const bs_decision *d, int rate, int harvest)
+/* r_count_unknown - d's unknown recipient into the filling batch: for its
+ * client's rate (d->note_invalid), its domain's harvest count
+ * (d->note_harvest), or both; sent at once unless a batch is in flight or
+ * within its gap; lost (counted) while Redis is not ready or when it does
+ * not fit */
+static void r_count_unknown(bs_store *s, const bs_decision *d)
 {
-    const char *domain = harvest ? d->rcpt.domain : NULL;
-    unsigned limit = rate ? d->invalid_limit : 0;
+    bs_redis *r = (bs_redis *)s;
+    const char *domain = d->note_harvest ? d->rcpt.domain : NULL;
+    unsigned limit = d->note_invalid ? d->invalid_limit : 0;
 
     if (check_ready(r)) {
         bs_stat.unknown_counts_dropped++;
