@@ -55,7 +55,9 @@ void bs_log_stats(struct bs_log_stats *out);
  */
 #define BS_LOG_BATCH_MAX 256           /* lines in the backlog (one sendmmsg at most this long) */
 #define BS_LOG_BATCH_BYTES (256 << 10) /* their formatted bytes */
-#define BS_LOG_RETRY_MS 10 /* lines pending after a flush: flush again this much later */
+#define BS_LOG_RETRY_MS 10   /* lines pending after a flush: flush again this much later */
+#define BS_LOG_HOLD_MS 20    /* info lines wait this long for company (bs_log_hold_ms) */
+#define BS_LOG_HOLD_LINES 64 /* ... unless this many are queued */
 /* bs_log_batch - on: queue from now on; off: flush once, drop and count
  * what is left, then send each line as logged */
 void bs_log_batch(int on);
@@ -69,6 +71,12 @@ unsigned bs_log_pending(void);
  * is, the time until the next connect may be tried (at least
  * BS_LOG_RETRY_MS): no wake-ups that cannot send anything */
 unsigned bs_log_retry_ms(void);
+/* bs_log_hold_ms - 0 when the backlog is due to be flushed (empty, or its
+ * oldest line has waited BS_LOG_HOLD_MS, or BS_LOG_HOLD_LINES are queued),
+ * else the ms until it is: info lines go out in fewer, larger sends, so a
+ * quiet daemon does not wake the syslog daemon once a request (warn and
+ * error lines are flushed as they are logged, whatever this says) */
+unsigned bs_log_hold_ms(void);
 /* bs_log_facility_valid - 1 if name is a syslog facility we know */
 int bs_log_facility_valid(const char *name);
 /* bs_log_level_parse - "error", "warn", "info", "debug" -> level, or -1 */

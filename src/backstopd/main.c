@@ -10,8 +10,9 @@
  * SIGTERM/SIGINT stop accepting, answer what is in flight, exit 0; SIGUSR1
  * logs the counters. Fatal errors happen only here, at start-up, and are
  * printed on stderr as well as logged. While the loop runs, info lines are
- * batched (bs_log_batch) and a prepare handle flushes them before each poll:
- * one sendmmsg per loop turn; lines the syslog daemon did not take yet are
+ * batched (bs_log_batch) and a prepare handle flushes them before each poll
+ * once they are due (bs_log_hold_ms: 20 ms or 64 lines; a timer for the
+ * rest): one sendmmsg for many lines; lines the syslog daemon did not take yet are
  * flushed again by a timer every BS_LOG_RETRY_MS while any are pending (while
  * no daemon listens, when the next connect may be tried: bs_log_retry_ms), so
  * none wait for the next request. Shutdown turns batching off.
@@ -133,10 +134,16 @@ static void log_flush_now(void)
         uv_timer_start(&log_retry, on_log_retry, ms, 0);
 }
 
-/* on_log_flush - the lines this loop turn logged, in one sendmmsg */
+/* on_log_flush - before the loop polls: the backlog in one sendmmsg once
+ * it is due, else a timer for when it is */
 static void on_log_flush(uv_prepare_t *h)
 {
-    log_flush_now();
+    unsigned hold = bs_log_hold_ms();
+
+    if (hold == 0)
+        log_flush_now();
+    else if (!uv_is_active((uv_handle_t *)&log_retry))
+        uv_timer_start(&log_retry, on_log_retry, hold, 0);
 }
 
 /* on_log_retry - the syslog daemon was behind: try the backlog again */

@@ -20,6 +20,8 @@
  *                          taken stays queued.
  *   bs_log_pending         lines in the backlog.
  *   bs_log_retry_ms        when a flush of the backlog could get further.
+ *   bs_log_hold_ms         when the backlog is due (info lines wait for
+ *                          company, BS_LOG_HOLD_MS at most).
  *   bs_log_stats           the syslog counters (sent, dropped, connects,
  *                          send calls).
  *   bs_log_facility_valid  1 if a facility name is known, else 0.
@@ -78,8 +80,12 @@
  *   A line that finds the backlog full flushes it once; if that makes no
  *   room, the line is dropped and counted, and the next line queued is
  *   preceded by the "N log lines dropped" warning, at the place of the
- *   drops. A warn or error line is queued behind the backlog (order kept)
- *   and flushed at once. fatal and panic flush once, then send their line
+ *   drops. The caller chooses when to flush; bs_log_hold_ms says when the
+ *   backlog is due: once its oldest line has waited BS_LOG_HOLD_MS
+ *   (CLOCK_MONOTONIC_COARSE) or BS_LOG_HOLD_LINES are queued, so a daemon
+ *   logging a line every few requests wakes the syslog daemon every 20 ms,
+ *   not once a request. A warn or error line is queued behind the backlog
+ *   (order kept) and flushed at once. fatal and panic flush once, then send their line
  *   once (to_syslog), never waiting. bs_log_batch(0) and bs_log_open (a
  *   reload) flush once and drop and count what is left. A forked child
  *   drops its copy of the parent's queue at bs_log_open. The stderr copy
@@ -469,6 +475,7 @@ static void to_syslog(int priority, const char *line, size_t len)
 static struct {
     int on;                              /* bs_log_batch(1) */
     unsigned n;                          /* messages queued: iov[0..n), oldest first */
+    long long first_ms;                  /* when iov[0]'s line (or an older one) was queued */
     size_t used;                         /* end of their bytes in buf (they start at iov[0]) */
     struct iovec iov[BS_LOG_BATCH_MAX];  /* each into buf */
     struct mmsghdr mm[BS_LOG_BATCH_MAX]; /* for sendmmsg, over iov */
@@ -477,6 +484,7 @@ static struct {
 
 _Static_assert(BS_LOG_BATCH_BYTES >= 2 * BS_LOG_MSG_MAX, "the backlog holds a warning and a line");
 _Static_assert(BS_LOG_BATCH_MAX >= 2 && BS_LOG_BATCH_MAX <= UIO_MAXIOV, "one sendmmsg takes all");
+_Static_assert(BS_LOG_HOLD_LINES < BS_LOG_BATCH_MAX, "company comes before the backlog is full");
 
 /*
  * sl_send_many - iov[0..n) (formatted messages) on sl.fd, in order: how
@@ -598,6 +606,8 @@ static void batch_push(int priority, const char *text, size_t len)
 {
     char *at = batch.buf + batch.used;
 
+    if (batch.n == 0)
+        batch.first_ms = now_ms();
     batch.iov[batch.n].iov_base = at;
     batch.iov[batch.n].iov_len = sl_format(at, priority, text, len);
     batch.used += batch.iov[batch.n].iov_len;
@@ -652,6 +662,16 @@ unsigned bs_log_retry_ms(void)
         return BS_LOG_RETRY_MS;
     wait = sl.retry_at_ms - now_ms();
     return wait > BS_LOG_RETRY_MS ? (unsigned)wait : BS_LOG_RETRY_MS;
+}
+
+unsigned bs_log_hold_ms(void)
+{
+    long long waited;
+
+    if (batch.n == 0 || batch.n >= BS_LOG_HOLD_LINES)
+        return 0;
+    waited = now_ms() - batch.first_ms;
+    return waited >= BS_LOG_HOLD_MS ? 0 : (unsigned)(BS_LOG_HOLD_MS - waited);
 }
 
 /* bs_log_batch - queue lines from now on (on), or flush once, drop and

@@ -46,6 +46,15 @@
  *   Requests sent during --warmup are checked but not counted. The measured
  *   phase ends with the last reply of a request sent in it; req/s is
  *   measured requests over that time.
+ *   --rate R (open loop): requests arrive at R a second in all, a Poisson
+ *   process per connection (R/c each, arrival times from their own random
+ *   stream, independent of the answers); a request is written at its
+ *   arrival, or when its connection's previous reply came if that was later
+ *   (smtpd waits too). Its latency runs from its arrival when it queued
+ *   behind a slow reply (that wait counts: no coordinated omission), else
+ *   from its write: this process's own lateness, from arrival to write
+ *   when the connection was free (a timerfd wake-up), is reported apart
+ *   (lag_p99_us), not charged to the server.
  *   Server CPU: utime+stime+cutime+cstime from /proc/PID/stat of each
  *   --server-pid and all its descendants (a pre-forking server's children
  *   count), delta over the measured phase / requests. Clock ticks (10 ms):
@@ -82,8 +91,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -201,6 +212,7 @@ typedef struct lg_opts {
     double duration;   /* -d seconds */
     double warmup;     /* --warmup seconds */
     double timeout;    /* --timeout seconds for one reply */
+    double rate;       /* --rate requests a second in all (open loop); 0 = closed loop */
     int expect;        /* enum lg_expect */
     int emit_seed;
     int idle;
@@ -410,7 +422,11 @@ typedef struct lg_conn {
     int kind;     /* enum lg_kind of the request out */
     int measured; /* the request out was sent in the measured phase */
     uint64_t rng;
-    uint64_t t_sent; /* uv_hrtime() at its write */
+    uint64_t t_sent; /* uv_hrtime() at its write (--rate: at its arrival) */
+    uint64_t due;    /* --rate: the next request's arrival (uv_hrtime() ns) */
+    uint64_t arng;   /* --rate: the arrival times' random stream */
+    uint32_t parked; /* --rate: 1 + its index in g->heap while it waits for due */
+    int woken;       /* --rate: sent on the timerfd's wake-up, not on a reply */
     lg_msg msg;
     size_t req_len, rlen;
     char rcpt[LG_ADDR_MAX];
@@ -446,6 +462,14 @@ typedef struct lg {
     bench_alloc_counts alloc0, alloc1;
     uint64_t rss0, rss1, rss2;
     uv_timer_t tick, phase_timer;
+    /* --rate: connections waiting for their next arrival, a min-heap on due;
+     * one timerfd (ns resolution, unlike uv timers) armed for the first */
+    lg_conn **heap;
+    uint32_t nheap;
+    int tfd;
+    uv_poll_t tpoll;
+    uint64_t armed; /* the due the timerfd is armed for; 0 none */
+    lg_hist lag;    /* arrival to write of requests sent on a wake-up */
 } lg;
 
 static void lg_fail(lg *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -844,6 +868,8 @@ static void finish(lg *g)
         uv_close((uv_handle_t *)&g->tick, on_closed);
     if (!uv_is_closing((uv_handle_t *)&g->phase_timer))
         uv_close((uv_handle_t *)&g->phase_timer, on_closed);
+    if (g->tfd >= 0 && !uv_is_closing((uv_handle_t *)&g->tpoll))
+        uv_close((uv_handle_t *)&g->tpoll, on_closed);
 }
 
 static void lg_fail(lg *g, const char *fmt, ...)
@@ -871,6 +897,7 @@ static void start_measure(lg *g)
 {
     g->phase = PH_MEASURE;
     hist_reset(&g->hist);
+    hist_reset(&g->lag);
     g->issued = g->completed = 0;
     memset(g->kinds, 0, sizeof(g->kinds));
     cpu_snapshot(g, &g->cpu0);
@@ -932,8 +959,134 @@ static void idle_use_more(lg *g)
         send_next(&g->conns[g->next_use++]);
 }
 
-/* send_next - the next request on c, or done */
+/* ---- --rate: arrivals ---------------------------------------------------- */
+
+/* arrival_gap - ns to c's next arrival: exponential, mean c/R seconds */
+static uint64_t arrival_gap(lg_conn *c)
+{
+    double u = ((double)(rnd(&c->arng) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1] */
+
+    return (uint64_t)(-log(u) * (double)c->g->o.conns / c->g->o.rate * 1e9);
+}
+
+static int heap_less(lg *g, uint32_t a, uint32_t b)
+{
+    return g->heap[a]->due < g->heap[b]->due;
+}
+
+static void heap_swap(lg *g, uint32_t a, uint32_t b)
+{
+    lg_conn *t = g->heap[a];
+
+    g->heap[a] = g->heap[b];
+    g->heap[b] = t;
+    g->heap[a]->parked = a + 1;
+    g->heap[b]->parked = b + 1;
+}
+
+/* park - c waits in the heap for its due */
+static void park(lg_conn *c)
+{
+    lg *g = c->g;
+    uint32_t i = g->nheap++;
+
+    g->heap[i] = c;
+    c->parked = i + 1;
+    while (i > 0 && heap_less(g, i, (i - 1) / 2)) {
+        heap_swap(g, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+/* unpark_first - the heap's first connection, out of it */
+static lg_conn *unpark_first(lg *g)
+{
+    lg_conn *c = g->heap[0];
+    uint32_t i = 0;
+
+    g->heap[0] = g->heap[--g->nheap];
+    g->heap[0]->parked = 1;
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+
+        if (l < g->nheap && heap_less(g, l, m))
+            m = l;
+        if (r < g->nheap && heap_less(g, r, m))
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(g, i, m);
+        i = m;
+    }
+    c->parked = 0;
+    return c;
+}
+
+/* arm - the timerfd for the first arrival (absolute, CLOCK_MONOTONIC:
+ * uv_hrtime's clock) */
+static void arm(lg *g)
+{
+    struct itimerspec its = {{0, 0}, {0, 0}};
+
+    if (g->phase == PH_END || g->nheap == 0 || g->armed == g->heap[0]->due)
+        return;
+    g->armed = g->heap[0]->due;
+    its.it_value.tv_sec = (time_t)(g->armed / 1000000000u);
+    its.it_value.tv_nsec = (long)(g->armed % 1000000000u);
+    if (timerfd_settime(g->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        lg_fail(g, "timerfd_settime: %s", strerror(errno));
+}
+
+static void send_request(lg_conn *c);
+
+/* on_arrivals - the timerfd fired: send what has arrived */
+static void on_arrivals(uv_poll_t *p, int status, int events)
+{
+    lg *g = p->loop->data;
+    uint64_t expirations, now;
+
+    (void)events;
+    if (status < 0) {
+        lg_fail(g, "timerfd poll: %s", uv_strerror(status));
+        return;
+    }
+    if (read(g->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN) {
+        lg_fail(g, "timerfd read: %s", strerror(errno));
+        return;
+    }
+    g->armed = 0;
+    now = uv_hrtime();
+    while (g->nheap && g->heap[0]->due <= now && g->phase != PH_END) {
+        lg_conn *c = unpark_first(g);
+
+        if (g->phase == PH_MEASURE)
+            hist_add(&g->lag, now - c->due);
+        c->woken = 1;
+        send_request(c);
+        c->woken = 0;
+    }
+    arm(g);
+}
+
+/* send_next - the next request on c, or done (--rate: or wait for its
+ * arrival) */
 static void send_next(lg_conn *c)
+{
+    lg *g = c->g;
+
+    if (g->phase == PH_END || c->state == LC_CLOSED)
+        return;
+    if (g->o.rate > 0 && g->phase != PH_IDLE_USE && c->due > uv_hrtime()) {
+        c->state = LC_READY;
+        park(c);
+        arm(g);
+        return;
+    }
+    send_request(c);
+}
+
+/* send_request - the next request on c now, or done */
+static void send_request(lg_conn *c)
 {
     lg *g = c->g;
     int w;
@@ -964,6 +1117,14 @@ static void send_next(lg_conn *c)
     }
     c->rlen = 0;
     c->t_sent = uv_hrtime();
+    /* --rate: latency from the arrival if the request waited for the last
+     * reply, else from now (our lateness to wake is not the server's: lag);
+     * then the next arrival */
+    if (g->o.rate > 0) {
+        if (!c->woken)
+            c->t_sent = c->due;
+        c->due += arrival_gap(c);
+    }
     c->wbuf = uv_buf_init(c->req, (unsigned)c->req_len);
     w = uv_try_write(&c->h.stream, &c->wbuf, 1);
     if (w == (int)c->req_len)
@@ -1057,8 +1218,11 @@ static void begin(lg *g)
     } else {
         start_measure(g);
     }
-    for (i = 0; i < g->o.conns && g->phase != PH_END; i++)
+    for (i = 0; i < g->o.conns && g->phase != PH_END; i++) {
+        if (g->o.rate > 0)
+            g->conns[i].due = uv_hrtime() + arrival_gap(&g->conns[i]);
         send_next(&g->conns[i]);
+    }
 }
 
 /* on_phase_timer - warm-up over; or, --idle: the settle times */
@@ -1274,6 +1438,8 @@ static void usage(FILE *fp)
             "  --sink-pid PID     the same for the syslog daemon (bench_logsink)\n"
             "  --alloc-file FILE  the server's bench_alloccount.so counters: allocs/request\n"
             "  --timeout SECONDS  longest wait for one reply (default 10)\n"
+            "  --rate R           open loop: R requests a second in all, Poisson arrivals;\n"
+            "                     latency from each arrival (default: closed loop)\n"
             "  --prefix P         Redis key prefix for --emit-seed (default backstop:)\n"
             "  --label TEXT       put in front of the summary\n"
             "  -q                 no summary on stderr\n");
@@ -1371,7 +1537,8 @@ enum {
     OPT_PREFIX,
     OPT_LABEL,
     OPT_SEED,
-    OPT_IDLE
+    OPT_IDLE,
+    OPT_RATE
 };
 
 /* parse_args - options into g->o; 0, or 2 for usage errors */
@@ -1413,16 +1580,24 @@ static void report(lg *g)
                 g->warm_completed, secs > 0 ? n / secs : 0, hist_pct(&g->hist, 50) / 1e3,
                 hist_pct(&g->hist, 99) / 1e3, hist_pct(&g->hist, 99.9) / 1e3,
                 (double)(g->hist.n ? g->hist.max : 0) / 1e3, cpu, self, g->errors);
+    if (!o->quiet && o->rate > 0)
+        fprintf(
+            stderr,
+            "  offered %.0f req/s (open loop); this process's lateness p50 %.1f us, p99 %.1f us\n",
+            o->rate, g->lag.n ? hist_pct(&g->lag, 50) / 1e3 : 0,
+            g->lag.n ? hist_pct(&g->lag, 99) / 1e3 : 0);
     printf("RESULT conns=%u requests=%" PRIu64 " errors=%" PRIu64 " failed=%d seconds=%.3f "
            "rps=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f cpu_us=%s "
            "aux_cpu_us=%s sink_cpu_us=%s client_cpu_us=%.2f valid=%" PRIu64 " unknown=%" PRIu64
-           " ndr_deny=%" PRIu64 " ndr_allow=%" PRIu64 "%s\n",
+           " ndr_deny=%" PRIu64 " ndr_allow=%" PRIu64 " offered_rps=%.0f lag_p50_us=%.1f"
+           " lag_p99_us=%.1f%s\n",
            o->conns, g->completed, g->errors, g->failed, secs, secs > 0 ? n / secs : 0,
            hist_pct(&g->hist, 50) / 1e3, hist_pct(&g->hist, 99) / 1e3,
            hist_pct(&g->hist, 99.9) / 1e3, (double)(g->hist.n ? g->hist.max : 0) / 1e3,
            g->hist.n ? (double)g->hist.sum / (double)g->hist.n / 1e3 : 0, cpu, aux, sink, self,
            g->kinds[K_VALID], g->kinds[K_UNKNOWN], g->kinds[K_NDR_DENY], g->kinds[K_NDR_ALLOW],
-           allocs);
+           o->rate, g->lag.n ? hist_pct(&g->lag, 50) / 1e3 : 0,
+           g->lag.n ? hist_pct(&g->lag, 99) / 1e3 : 0, allocs);
 }
 
 static void report_idle(lg *g)
@@ -1493,11 +1668,26 @@ int main(int argc, char **argv)
         g.conns[i].rng = g.o.mix.seed * 0x100000001b3ULL + i * 0x9e3779b97f4a7c15ULL + 1;
     }
     hist_reset(&g.hist);
+    hist_reset(&g.lag);
     g.loop = uv_default_loop();
     g.loop->data = &g;
     uv_timer_init(g.loop, &g.tick);
     uv_timer_init(g.loop, &g.phase_timer);
     g.open_handles = 2;
+    g.tfd = -1;
+    if (g.o.rate > 0) {
+        (void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake-ups to the us, not 50 us late */
+        g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        g.heap = calloc(g.o.conns, sizeof(*g.heap));
+        if (g.tfd < 0 || !g.heap || uv_poll_init(g.loop, &g.tpoll, g.tfd) < 0) {
+            fprintf(stderr, "bench_loadgen: --rate: timerfd: %s\n", strerror(errno));
+            return 1;
+        }
+        g.open_handles++;
+        uv_poll_start(&g.tpoll, UV_READABLE, on_arrivals);
+        for (i = 0; i < g.o.conns; i++)
+            g.conns[i].arng = g.o.mix.seed * 0x2545f4914f6cdd1dULL + i * 0xbf58476d1ce4e5b9ULL + 7;
+    }
     uv_timer_start(&g.tick, on_tick, LG_TICK_MS, LG_TICK_MS);
     if (g.o.idle)
         g.rss0 = rss_kib(g.o.server_pids[0]);
@@ -1510,6 +1700,9 @@ int main(int argc, char **argv)
         report_idle(&g);
     else
         report(&g);
+    if (g.tfd >= 0)
+        close(g.tfd);
+    free(g.heap);
     free(g.conns);
     return g.failed || g.errors || (!g.o.idle && g.completed == 0) ? 1 : 0;
 }
@@ -1524,6 +1717,7 @@ static int parse_args(lg *g, int argc, char **argv)
         {"--server-pid", OPT_SPID, 1},  {"--aux-pid", OPT_APID, 1},    {"--sink-pid", OPT_SINK, 1},
         {"--alloc-file", OPT_ALLOC, 1}, {"--timeout", OPT_TIMEOUT, 1}, {"--prefix", OPT_PREFIX, 1},
         {"--label", OPT_LABEL, 1},      {"--emit-seed", OPT_SEED, 0},  {"--idle", OPT_IDLE, 0},
+        {"--rate", OPT_RATE, 1},
     };
     lg_opts *o = &g->o;
     int i;
@@ -1631,6 +1825,11 @@ static int parse_args(lg *g, int argc, char **argv)
         case OPT_IDLE:
             o->idle = 1;
             break;
+        case OPT_RATE:
+            o->rate = strtod(v, NULL);
+            if (!(o->rate > 0))
+                id = -1;
+            break;
         }
         if (id < 0) {
             fprintf(stderr, "bench_loadgen: bad value for %s: %s\n", a, v);
@@ -1641,7 +1840,7 @@ static int parse_args(lg *g, int argc, char **argv)
         return 0;
     if (!o->target || parse_target(g, o->target) < 0 || o->conns < 1 || o->conns > 100000 ||
         (!o->requests && o->duration <= 0) || o->timeout <= 0 ||
-        (o->idle && o->nserver_pids == 0)) {
+        (o->idle && o->nserver_pids == 0) || (o->idle && o->rate > 0)) {
         fprintf(stderr, "bench_loadgen: need -t inet:HOST:PORT|unix:PATH, -c 1..100000, "
                         "-n or -d > 0 (--idle: --server-pid)\n");
         usage(stderr);

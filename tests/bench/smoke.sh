@@ -4,7 +4,10 @@
 # 1. 2,000 requests on 4 connections, --expect dunno: must exit 0, 0 errors.
 # 2. The same load with --expect backstop must fail (the null server says
 #    DUNNO to unknown users): proves a wrong answer is caught.
-# 3. The null server must exit 0 on SIGTERM (its loop closed cleanly).
+# 3. Open loop (--rate 2000 for 1 s on 4 connections): the server answers
+#    in microseconds, so the requests sent are the offered rate's (1,400 to
+#    2,600: Poisson), not the thousands a closed loop sends.
+# 4. The null server must exit 0 on SIGTERM (its loop closed cleanly).
 # Speed is not checked. Uses a unix socket in a private directory: no port.
 set -u
 null=$1
@@ -46,6 +49,16 @@ fi
 case $out in
 *" errors=0 "*) fail "wrong answers not counted: $out" ;;
 esac
+
+out=$("$loadgen" -t "unix:$sock" -c 4 -d 1 --rate 2000 --expect dunno -q) ||
+    fail "loadgen --rate exited $?: $out"
+n=$(printf '%s\n' "$out" | sed -n 's/.* requests=\([0-9]*\) .*/\1/p')
+case $out in
+*" errors=0 failed=0 "*" offered_rps=2000 "*) ;;
+*) fail "--rate: want errors=0 failed=0 offered_rps=2000: $out" ;;
+esac
+[ "${n:-0}" -ge 1400 ] && [ "$n" -le 2600 ] || fail "--rate 2000 for 1 s sent ${n:-none} requests: $out"
+echo "open loop: $n requests at --rate 2000 for 1 s"
 
 kill -TERM "$pid"
 wait "$pid"

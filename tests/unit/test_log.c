@@ -883,6 +883,51 @@ static void test_batch_retry_ms(void)
     unlink(sock_path);
 }
 
+/* test_batch_hold - info lines wait for company: due when the backlog is
+ * empty, once BS_LOG_HOLD_LINES are queued, or once the oldest has waited
+ * BS_LOG_HOLD_MS; a partial flush keeps the rest due */
+static void test_batch_hold(void)
+{
+    unsigned ms;
+    int fd = receiver(SOCK_DGRAM);
+    static char got[BS_LOG_HOLD_LINES + 1][256];
+    char want[32];
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    bs_log_open_path("backstopd", "mail", 0, sock_path);
+    bs_log_batch(1);
+    CHECK_EQ_INT(bs_log_hold_ms(), 0); /* nothing queued: nothing to wait for */
+    bs_log(BS_LOG_INFO, "held");
+    ms = bs_log_hold_ms();
+    CHECK(ms > 0 && ms <= BS_LOG_HOLD_MS);
+    CHECK_EQ_INT(bs_log_pending(), 1); /* logging does not send it */
+    usleep((BS_LOG_HOLD_MS + 10) * 1000);
+    CHECK_EQ_INT(bs_log_hold_ms(), 0); /* waited long enough */
+    bs_log_flush();
+    CHECK_EQ_INT(drain(fd, got, 2), 1);
+    CHECK_EQ_STR(got[0], "held");
+
+    for (int i = 0; i < BS_LOG_HOLD_LINES - 1; i++)
+        bs_log(BS_LOG_INFO, "line %d", i);
+    CHECK(bs_log_hold_ms() > 0); /* one short of company enough */
+    bs_log(BS_LOG_INFO, "line %d", BS_LOG_HOLD_LINES - 1);
+    CHECK_EQ_INT(bs_log_hold_ms(), 0);
+    CHECK_EQ_INT(collect(fd, got, BS_LOG_HOLD_LINES + 1), BS_LOG_HOLD_LINES);
+    snprintf(want, sizeof want, "line %d", BS_LOG_HOLD_LINES - 1);
+    CHECK_EQ_STR(got[BS_LOG_HOLD_LINES - 1], want);
+
+    bs_log(BS_LOG_INFO, "behind a warning");
+    bs_log(BS_LOG_WARN, "never held");
+    CHECK_EQ_INT(bs_log_pending(), 0); /* a warning sends what waited, at once */
+    CHECK_EQ_INT(drain(fd, got, 3), 2);
+    CHECK_EQ_STR(got[1], "warning: never held");
+    bs_log_batch(0);
+    close(fd);
+    unlink(sock_path);
+}
+
 int main(void)
 {
     cap = tmpfile();
@@ -913,6 +958,7 @@ int main(void)
     test_batch_full();
     test_batch_stream();
     test_batch_retry_ms();
+    test_batch_hold();
     rmdir(dir);
     return check_summary();
 }
