@@ -1868,7 +1868,8 @@ static void on_conn_tick(void *owner, uint64_t now)
     if (now - r->last_flush >= BS_REDIS_STATS_FLUSH_MS) {
         r->last_flush = now;
         flush_stats(r);
-        clock_read(r);
+        if (r->cfg->invalid_limit > 0 || r->cfg->harvest_limit > 0)
+            clock_read(r); /* only counts need Redis's clock */
         if (r->cfg->harvest_limit > 0)
             sweep(r, now);
         else

@@ -265,6 +265,26 @@ def commandstats(redis):
     return {k: v["calls"] for k, v in redis.client.info("commandstats").items()}
 
 
+def test_redis_clock_is_read_only_while_counting(redis, backstopd):
+    """Given neither rate tracking nor harvest counting, when backstopd runs
+    for 2.5 s, then it sends no TIME (Redis's clock only scores counts);
+    given either one on, it reads it once a second."""
+    d = backstopd(redis, name="noclock", ratelimit={"invalid_recipients": "0"},
+                  harvest=harvest(threshold="0"))
+    assert d.ask(client_address="192.0.2.40", recipient="user@example.com") == DUNNO
+    before = commandstats(redis).get("cmdstat_time", 0)
+    time.sleep(2.5)
+    assert commandstats(redis).get("cmdstat_time", 0) == before, "TIME without counting"
+    assert d.terminate() == 0
+    for name, sections in (("rateclock", {"harvest": harvest(threshold="0")}),
+                           ("harvestclock", {"ratelimit": {"invalid_recipients": "0"}})):
+        d = backstopd(redis, name=name, **sections)
+        before = commandstats(redis).get("cmdstat_time", 0)
+        poll(lambda: commandstats(redis).get("cmdstat_time", 0) >= before + 2, 5,
+             what="%s to read Redis's clock once a second" % name)
+        assert d.terminate() == 0
+
+
 def test_common_path_redis_commands(redis, backstopd, record):
     """What harvest detection adds to the common path (valid recipients of a
     domain not under attack): only the known-client write, once per domain
