@@ -328,8 +328,10 @@ struct bs_redis {
      * clock + clock_offset (TIME once a second); members are named
      * "<tag>:<seq>", tag random per process */
     struct count_batch *fill, *flight;
-    uv_timer_t count_timer; /* sends a batch held back by BS_COUNTS_GAP_MS */
+    uv_timer_t count_timer; /* sends a batch held back by BS_COUNTS_GAP_MS; while
+                             * closing, BS_COUNTS_LINGER_MS's deadline */
     uint64_t count_sent;    /* uv_now of the last batch sent */
+    int closing;            /* 1: bs_store_redis_close waits for the counts; 2: closed */
     int64_t clock_offset;
     uint64_t time_sent; /* wall ms of the TIME in flight, 0: none */
     char tag[9];
@@ -1447,6 +1449,7 @@ static void sweep(bs_redis *r, uint64_t now)
  * while Redis is not ready. Scores are Redis's clock in ms as this process
  * reads it (its wall clock + the offset measured by TIME once a second).
  */
+#define BS_COUNTS_LINGER_MS 500   /* a close waits this long for the last counts */
 #define BS_COUNTS_ZADD_CHUNK 48   /* members in one ZADD: the command fits BS_REDIS_CMD_MAX */
 #define BS_COUNTS_EXEMPT_CHUNK 48 /* clients (two members each) in one SMISMEMBER */
 _Static_assert(BS_COUNTS_ZADD_CHUNK *(BS_CLIENT_KEY_MAX + 2 * 21 + 40) + BS_CFG_PREFIX_MAX +
@@ -1485,13 +1488,22 @@ static int count_reply_ok(count_batch *b, redisAsyncContext *ac, const redisRepl
 }
 
 static void counts_flush(bs_redis *r);
+static void close_parts(bs_redis *r);
 
 /* count_done - at the end of a count callback: the batch in flight has all
- * its replies: send the one that filled meanwhile */
+ * its replies: send the one that filled meanwhile (closing: at once, and
+ * close when nothing is left) */
 static void count_done(count_batch *b)
 {
-    if (b->pending == 0 && b == b->r->flight && !bs__redis_conn_closed(&b->r->conn))
-        counts_flush(b->r);
+    bs_redis *r = b->r;
+
+    if (b->pending != 0 || b != r->flight || bs__redis_conn_closed(&r->conn))
+        return;
+    if (r->closing)
+        r->count_sent = 0;
+    counts_flush(r);
+    if (r->closing == 1 && r->flight->pending == 0 && bs_counts_empty(&r->fill->c))
+        close_parts(r);
 }
 
 static void on_count_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1738,7 +1750,8 @@ static void counts_flush(bs_redis *r)
         return;
     }
     r->count_sent = now;
-    uv_timer_stop(&r->count_timer);
+    if (!r->closing) /* else it holds the linger's deadline */
+        uv_timer_stop(&r->count_timer);
     r->fill = r->flight;
     r->flight = b;
     bs_counts_clear(&r->fill->c);
@@ -1964,16 +1977,50 @@ void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
     bs__redis_conn_reconfigure(&r->conn, old);
 }
 
+/* on_linger_deadline - the counts did not all go in BS_COUNTS_LINGER_MS:
+ * what is left is lost (counted), the store closes */
+static void on_linger_deadline(uv_timer_t *t)
+{
+    bs_redis *r = t->data;
+    size_t lost = r->fill->c.nadded + (r->flight->pending ? r->flight->c.nadded : 0);
+
+    bs_stat.unknown_counts_dropped += lost;
+    bs_warn("redis: stopping: %zu unknown recipients not counted (no answer from Redis in %d ms)",
+            lost, BS_COUNTS_LINGER_MS);
+    close_parts(r);
+}
+
+/*
+ * bs_store_redis_close - the last counters go out before the connections
+ * close gracefully: the stats, and the unknown recipients counted since the
+ * last batch. A batch in flight (its replies, or with mirror = no its
+ * exempt answers, awaited) holds the one filling: the close waits for it,
+ * BS_COUNTS_LINGER_MS at most (count_done closes when all went).
+ */
 void bs_store_redis_close(bs_store *s)
 {
     bs_redis *r = (bs_redis *)s;
 
-    /* the last counters go out before the connection closes gracefully */
     if (bs__redis_conn_ready(&r->conn)) {
         flush_stats(r);
         r->count_sent = 0; /* no gap: the last counts go now */
         counts_flush(r);
+        if (r->flight->pending || !bs_counts_empty(&r->fill->c)) {
+            r->closing = 1;
+            uv_timer_stop(&r->count_timer);
+            uv_timer_start(&r->count_timer, on_linger_deadline, BS_COUNTS_LINGER_MS, 0);
+            return;
+        }
     }
+    close_parts(r);
+}
+
+/* close_parts - close the store's handles and connections (once) */
+static void close_parts(bs_redis *r)
+{
+    if (r->closing == 2)
+        return;
+    r->closing = 2;
     uv_close((uv_handle_t *)&r->count_timer, on_handle_closed);
     if (r->track) {
         uv_close((uv_handle_t *)&r->check, on_handle_closed);

@@ -7,6 +7,7 @@ holds) is checked while requests flow: once the first request is answered
 the new way, every later one is too. Propagation from the write to the
 first request answered the new way is measured with 2 daemons."""
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -201,6 +202,67 @@ def test_counts_lost_while_redis_is_down_are_counted(redis, backstopd):
     poll(lambda: metric(d.metrics_port, "backstop_unknown_counts_dropped_total") == 5, 5,
          what="5 counts dropped")
     assert metric(d.metrics_port, "backstop_clients_blocked_total") == 0
+
+
+def rate_count(redis, client):
+    return redis.client.zcard(PREFIX + "rate:" + client)
+
+
+def counts_in_flight_at_stop(redis, backstopd, frozen_for):
+    """A daemon stopped while one count batch awaits Redis (frozen) and
+    another fills behind it: client .71 counted before, .72 in flight, .73
+    filling. Redis thaws frozen_for s after the SIGTERM. The daemon's exit
+    status, its seconds from SIGTERM to exit (to the thaw if later: 20-ms
+    steps), and its log from the stop."""
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "30s"},
+                 ratelimit={"invalid_recipients": "100/1m"}, harvest={"threshold": "0"})
+    with d.conn() as c:
+        assert c.ask(client_address="192.0.2.71", recipient="a@example.com") == \
+            USER_UNKNOWN("a@example.com")
+        poll(lambda: rate_count(redis, "192.0.2.71") == 1, 5, what="the first count")
+        time.sleep(0.05)  # past the batches' 5-ms gap: the next one goes at once
+        redis.freeze()
+        try:
+            assert c.ask(client_address="192.0.2.72", recipient="b@example.com") == \
+                USER_UNKNOWN("b@example.com")
+            assert c.ask(client_address="192.0.2.73", recipient="c@example.com") == \
+                USER_UNKNOWN("c@example.com")
+            off = d.log_size()
+            t0 = time.monotonic()
+            d.expected_exit = True
+            d.signal(signal.SIGTERM)
+            took = None
+            while time.monotonic() - t0 < frozen_for:
+                if took is None and d.proc.poll() is not None:
+                    took = time.monotonic() - t0
+                time.sleep(0.02)
+        finally:
+            redis.thaw()
+    rc = d.wait_exit(5)
+    return rc, took if took is not None else time.monotonic() - t0, d.log()[off:]
+
+
+def test_counts_in_flight_at_stop_are_written(redis, backstopd):
+    # given a batch of counts in flight (Redis frozen) and one filling behind
+    # it, when backstopd stops and Redis answers within the linger (500 ms)
+    rc, took, log = counts_in_flight_at_stop(redis, backstopd, 0.2)
+    # then both batches are written before it exits
+    assert rc == 0
+    assert rate_count(redis, "192.0.2.72") == 1, "the batch in flight"
+    assert rate_count(redis, "192.0.2.73") == 1, "the batch filling behind it"
+    assert "not counted" not in log, log
+
+
+def test_counts_at_stop_wait_no_longer_than_the_linger(redis, backstopd):
+    # given the same, when Redis stays frozen past the linger
+    rc, took, log = counts_in_flight_at_stop(redis, backstopd, 1.5)
+    # then backstopd gives up on the batch filling after 500 ms, says so,
+    # and exits while Redis is still frozen (its graceful close waits at
+    # most 500 ms more)
+    assert rc == 0
+    assert 0.45 < took < 1.4, took
+    assert re.search(r"warning: redis: stopping: \d+ unknown recipients not counted", log), log
+    assert rate_count(redis, "192.0.2.73") == 0
 
 
 def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
