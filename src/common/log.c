@@ -47,8 +47,8 @@
  *   (PRI = facility | priority, local time, C-locale month; on a stream
  *   socket followed by a '\0'). The pid is taken at bs_log_open: a process
  *   that forks must call it again in the child. The time stamp is rebuilt
- *   only when the second changes. Unbatched, each line is one
- *   send(MSG_DONTWAIT|MSG_NOSIGNAL):
+ *   only when the second changes. Unbatched, each line is a batch of one
+ *   (sendmmsg, or send on a stream; MSG_DONTWAIT|MSG_NOSIGNAL):
  *   - EAGAIN/ENOBUFS (the daemon is behind): the line is dropped and
  *     counted, never waited for;
  *   - ECONNREFUSED/ENOTCONN/ECONNRESET/EPIPE (the daemon restarted): the
@@ -385,33 +385,22 @@ static int sl_send_raw(const char *msg, size_t n)
     return w == (ssize_t)n ? SENT : send_failed(w);
 }
 
+static unsigned sl_deliver_many(struct iovec *iov, unsigned n, int *how);
+
 /*
- * sl_send - one message for priority and text[0..len) on sl.fd. Returns
- * SENT; BUSY (the daemon is behind: try later); GONE (the peer went away:
- * the socket was closed); FAILED (any other error; on a stream socket, or a
+ * sl_deliver - one message for priority and text[0..len), sent as a batch
+ * of one (and once more on a new socket if the peer went). Returns SENT;
+ * BUSY (the daemon is behind: try later); GONE (the peer went away: the
+ * socket was closed); FAILED (any other error; on a stream socket, or a
  * stream write cut short, the socket was closed).
  */
-static int sl_send(int priority, const char *text, size_t len)
-{
-    char msg[BS_LOG_MSG_MAX];
-
-    return sl_send_raw(msg, sl_format(msg, priority, text, len));
-}
-
-/* sl_deliver - sl_send, and once more on a new socket if the peer went */
 static int sl_deliver(int priority, const char *text, size_t len)
 {
-    int r = sl_send(priority, text, len);
+    char msg[BS_LOG_MSG_MAX];
+    struct iovec iov = {.iov_base = msg, .iov_len = sl_format(msg, priority, text, len)};
+    int how = BUSY;
 
-    if (r == GONE) {
-        long long now = now_ms();
-
-        if (sl_connect(now) < 0)
-            return FAILED;
-        if ((r = sl_send(priority, text, len)) != SENT && sl.fd < 0)
-            sl.retry_at_ms = now + BS_LOG_RECONNECT_MS; /* no connect per line */
-    }
-    return r;
+    return sl_deliver_many(&iov, 1, &how) == 1 ? SENT : how;
 }
 
 /* sl_ready - 1 if sl.fd is open or connects now (a connect at most once
