@@ -9,7 +9,9 @@
  * the daemon's verdict see the same facts. Fuzzed (tests/fuzz/fuzz_reply.c).
  *
  * Never: allocates, does I/O, or trusts a reply's type: a reply of a type
- * the command cannot give is -1, never a guess.
+ * the command cannot give (or an array holding one) is -1 and changes
+ * nothing in the facts, never a guess. Unit-tested reply by reply
+ * (tests/unit/test_store_reply.c).
  */
 #include <limits.h>
 #include <string.h>
@@ -54,6 +56,21 @@ static int clamp_int(long long v)
     return (int)(v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : v);
 }
 
+/* array_of - 1 when rep is an array of at most max elements, each of type
+ * t or (t2 >= 0) t2: what SMISMEMBER (integers) or HMGET (strings and
+ * nils) gives; nothing is applied from a reply that is not */
+static int array_of(const redisReply *rep, size_t max, int t, int t2)
+{
+    size_t i;
+
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements > max)
+        return 0;
+    for (i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type != t && rep->element[i]->type != t2)
+            return 0;
+    return 1;
+}
+
 /* bs_store_reply_apply - see store_reply.h */
 int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *result)
 {
@@ -77,43 +94,33 @@ int bs_store_reply_apply(int kind, const redisReply *rep, bs_facts *f, int *resu
         return 0;
     case BS_REPLY_EXEMPT:
     case BS_REPLY_RCPT:
-        if (rep->type != REDIS_REPLY_ARRAY)
+        if (!array_of(rep, rep->elements, REDIS_REPLY_INTEGER, -1))
             return -1;
         for (i = 0; i < rep->elements; i++) {
-            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-                return -1;
             if (rep->element[i]->integer == 1)
                 *(kind == BS_REPLY_EXEMPT ? &f->exempt : &f->rcpt_known) = 1;
         }
         return 0;
-    case BS_REPLY_NDR:
-        if (rep->type != REDIS_REPLY_ARRAY)
+    case BS_REPLY_NDR:  /* the longest suffix's entry: the first field found */
+    case BS_REPLY_MODE: /* the domain's field and "*" */
+        if (!array_of(rep, kind == BS_REPLY_MODE ? 2 : rep->elements, REDIS_REPLY_STRING,
+                      REDIS_REPLY_NIL))
             return -1;
         for (i = 0; i < rep->elements; i++) {
             const redisReply *e = rep->element[i];
+
             if (e->type == REDIS_REPLY_NIL)
                 continue;
-            if (e->type != REDIS_REPLY_STRING)
-                return -1;
-            if (f->ndr_index < 0) {
+            if (kind == BS_REPLY_MODE) {
+                bs_store_mode_value(f, i, e->str, e->len);
+            } else if (f->ndr_index < 0) {
                 size_t n = e->len < sizeof(f->ndr_value) - 1 ? e->len : sizeof(f->ndr_value) - 1;
+
                 memcpy(f->ndr_value, e->str, n);
                 f->ndr_value[n] = 0;
                 f->ndr_value_len = n;
                 f->ndr_index = (int)i;
             }
-        }
-        return 0;
-    case BS_REPLY_MODE:
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements > 2)
-            return -1;
-        for (i = 0; i < rep->elements; i++) {
-            const redisReply *e = rep->element[i];
-            if (e->type == REDIS_REPLY_NIL)
-                continue;
-            if (e->type != REDIS_REPLY_STRING)
-                return -1;
-            bs_store_mode_value(f, i, e->str, e->len);
         }
         return 0;
     case BS_REPLY_DIR_SIZE:
