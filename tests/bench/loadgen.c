@@ -1694,6 +1694,11 @@ int main(int argc, char **argv)
     g.t_start = g.t_last = uv_hrtime();
     start_connects(&g);
     uv_run(g.loop, UV_RUN_DEFAULT);
+    if (!g.o.idle && !g.failed && g.completed == 0)
+        fprintf(stderr,
+                "bench_loadgen: no request measured: no reply came early enough to send one "
+                "within the %.1fs measured (the server is slower than that)\n",
+                g.o.duration);
     if (uv_loop_close(g.loop) != 0)
         fprintf(stderr, "bench_loadgen: handles left open at exit\n");
     if (g.o.idle)
