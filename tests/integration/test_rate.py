@@ -1,10 +1,13 @@
 """Invalid-recipient rate limiting and blocking: the block, exemptions
 (config CIDRs and the exempt SET), IPv6 /64 grouping, IPv4-mapped
 clients, a limit shared by two instances."""
+import signal
+import threading
 import time
 
 import redis as redispy
 
+from support.policy import Closed
 from support.replies import BLOCKED, DUNNO, NDR_LIMIT, PREFIX, USER_UNKNOWN
 from support.wait import poll
 
@@ -151,3 +154,47 @@ def test_two_instances(redis, backstopd):
     redis.client.hset(PREFIX + "ndr", "shared.example", "limit 2/1h")
     got = [x.ask(sender="", recipient="x@shared.example") for x in (a, b, b)]
     assert got == [DUNNO, DUNNO, NDR_LIMIT("x@shared.example")]
+
+
+def test_every_unknown_recipient_answered_is_counted_across_a_stop(redis, backstopd):
+    """Given 4 connections sending unknown recipients from 40 clients as fast
+    as they are answered, when backstopd is stopped in the middle, then every
+    recipient it answered 550 is in a rate:<client> ZSET (the batches in
+    flight and filling at the stop included) and in the domain's harvest
+    count, and the stats hash counts as many: nothing is counted twice or
+    lost."""
+    d = backstopd(redis, ratelimit={"invalid_recipients": "100000/10m"},
+                  harvest={"threshold": "100000/10m"})  # counting, never tripped
+    answered = [0] * 4
+    errors = []
+
+    def send(k):
+        try:
+            with d.conn() as c:
+                i = 0
+                while True:
+                    rcpt = "stop%d-%d@example.com" % (k, i)
+                    got = c.ask(client_address="192.0.2.%d" % (100 + (i * 4 + k) % 40),
+                                recipient=rcpt)
+                    if got != USER_UNKNOWN(rcpt):
+                        errors.append((rcpt, got))
+                        return
+                    answered[k] += 1
+                    i += 1
+        except (Closed, OSError):
+            return  # the stop closed the connection
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    poll(lambda: sum(answered) >= 400 or errors, 10, what="400 answers")
+    d.expected_exit = True
+    d.signal(signal.SIGTERM)
+    for t in threads:
+        t.join(10)
+    assert d.wait_exit(5) == 0
+    assert not errors, errors
+    counted = sum(redis.client.zcard(k) for k in redis.client.scan_iter(PREFIX + "rate:*"))
+    assert counted == sum(answered), (counted, answered)
+    assert redis.client.zcard(PREFIX + "harvest:example.com") == sum(answered)
+    assert int(redis.client.hget(PREFIX + "stats", "unknown_user")) == sum(answered)
