@@ -1491,16 +1491,14 @@ static void counts_flush(bs_redis *r);
 static void close_parts(bs_redis *r);
 
 /* count_done - at the end of a count callback: the batch in flight has all
- * its replies: send the one that filled meanwhile (closing: at once, and
- * close when nothing is left) */
+ * its replies: send the one that filled meanwhile (closing: close when
+ * nothing is left) */
 static void count_done(count_batch *b)
 {
     bs_redis *r = b->r;
 
     if (b->pending != 0 || b != r->flight || bs__redis_conn_closed(&r->conn))
         return;
-    if (r->closing)
-        r->count_sent = 0;
     counts_flush(r);
     if (r->closing == 1 && r->flight->pending == 0 && bs_counts_empty(&r->fill->c))
         close_parts(r);
@@ -1728,8 +1726,9 @@ static void on_count_timer(uv_timer_t *t)
 
 /* counts_flush - send the filling batch, unless the last one's replies
  * are still awaited (then its last reply sends it) or its gap has not
- * passed (then the timer does); a batch Redis cannot take now is dropped
- * and counted */
+ * passed (then the timer does; no gap while closing: the last counts go
+ * now, and the timer holds the linger's deadline); a batch Redis cannot
+ * take now is dropped and counted */
 static void counts_flush(bs_redis *r)
 {
     count_batch *b = r->fill;
@@ -1743,7 +1742,7 @@ static void counts_flush(bs_redis *r)
     if (r->flight->pending)
         return;
     now = uv_now(r->conn.loop);
-    if (!b->c.hot && r->count_sent && now - r->count_sent < BS_COUNTS_GAP_MS) {
+    if (!b->c.hot && !r->closing && r->count_sent && now - r->count_sent < BS_COUNTS_GAP_MS) {
         if (!uv_is_active((uv_handle_t *)&r->count_timer) && !bs__redis_conn_closed(&r->conn))
             uv_timer_start(&r->count_timer, on_count_timer,
                            BS_COUNTS_GAP_MS - (now - r->count_sent), 0);
@@ -1978,13 +1977,15 @@ void bs_store_redis_reconfigure(bs_store *s, const bs_config *old)
 }
 
 /* on_linger_deadline - the counts did not all go in BS_COUNTS_LINGER_MS:
- * what is left is lost (counted), the store closes */
+ * the store closes. Lost: the batch filling, and the one in flight if its
+ * exempt answers are still awaited (its callbacks, called at the close,
+ * count that one); a batch in flight whose commands went is written */
 static void on_linger_deadline(uv_timer_t *t)
 {
     bs_redis *r = t->data;
-    size_t lost = r->fill->c.nadded + (r->flight->pending ? r->flight->c.nadded : 0);
+    size_t lost = r->fill->c.nadded + (r->flight->exempt_due ? r->flight->c.nadded : 0);
 
-    bs_stat.unknown_counts_dropped += lost;
+    bs_stat.unknown_counts_dropped += r->fill->c.nadded;
     bs_warn("redis: stopping: %zu unknown recipients not counted (no answer from Redis in %d ms)",
             lost, BS_COUNTS_LINGER_MS);
     close_parts(r);
@@ -2003,11 +2004,9 @@ void bs_store_redis_close(bs_store *s)
 
     if (bs__redis_conn_ready(&r->conn)) {
         flush_stats(r);
-        r->count_sent = 0; /* no gap: the last counts go now */
+        r->closing = 1;
         counts_flush(r);
         if (r->flight->pending || !bs_counts_empty(&r->fill->c)) {
-            r->closing = 1;
-            uv_timer_stop(&r->count_timer);
             uv_timer_start(&r->count_timer, on_linger_deadline, BS_COUNTS_LINGER_MS, 0);
             return;
         }
