@@ -81,11 +81,22 @@ static block_row *scan_blocks(bs_ctl *c, size_t *n, int *rc)
             if (k->len <= plen)
                 continue;
             if (*n == cap) {
+                block_row *grown = realloc(rows, (cap ? cap * 2 : 64) * sizeof(*rows));
+                if (!grown)
+                    break;
+                rows = grown;
                 cap = cap ? cap * 2 : 64;
-                rows = realloc(rows, cap * sizeof(*rows));
             }
             memset(&rows[*n], 0, sizeof(rows[*n]));
-            rows[(*n)++].client = strndup(k->str + plen, k->len - plen);
+            if (!(rows[*n].client = strndup(k->str + plen, k->len - plen)))
+                break;
+            (*n)++;
+        }
+        if (i < rep->element[1]->elements) {
+            freeReplyObject(rep);
+            bs_ctl_err("out of memory");
+            *rc = BS_CTL_FAIL;
+            return rows;
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0);

@@ -484,7 +484,7 @@ _Static_assert(BS_LOG_HOLD_LINES < BS_LOG_BATCH_MAX, "company comes before the b
 static unsigned sl_send_many(struct iovec *iov, unsigned n, int *how)
 {
     unsigned k = 0;
-    int r;
+    int r = SENT; /* n == 0: nothing refused */
 
     if (sl.stream) {
         while (k < n && (r = sl_send_raw(iov[k].iov_base, iov[k].iov_len)) == SENT)
