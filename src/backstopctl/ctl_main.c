@@ -10,7 +10,9 @@
  *   and the equivalent redis-cli command (shown by --help). Every option is
  *   one row of options[]. The global options (-c, -t, -h) may also follow
  *   the command. The read commands take --json (the JSON bit below): one
- *   JSON object on stdout instead of the text, shapes in backstopctl(8).
+ *   JSON object on stdout instead of the text, shapes in backstopctl(8);
+ *   --json may also come before the command (refused there, as after it,
+ *   for a command that does not take it).
  *
  * EXIT STATUS
  *   0 done; 1 an error, or a check that failed (see each command); 2 a bad
@@ -414,12 +416,11 @@ int main(int argc, char **argv)
     ctl.tty = isatty(STDERR_FILENO);
 
     /* global options before the command ("+": stop at the first operand) */
-    static const struct option glo[] = {{"config", required_argument, NULL, 'c'},
-                                        {"timeout", required_argument, NULL, 't'},
-                                        {"help", no_argument, NULL, 'h'},
-                                        {"version", no_argument, NULL, 'V'},
-                                        {NULL, 0, NULL, 0}};
-    int ch;
+    static const struct option glo[] = {
+        {"config", required_argument, NULL, 'c'}, {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"json", no_argument, NULL, 'j'},         {NULL, 0, NULL, 0}};
+    int ch, json_first = 0;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+c:t:hV", glo, NULL)) != -1) {
         switch (ch) {
@@ -435,6 +436,9 @@ int main(int argc, char **argv)
         case 'V':
             printf("backstopctl %s\n", BACKSTOP_VERSION);
             return BS_CTL_OK;
+        case 'j': /* checked against the command once it is known */
+            json_first = 1;
+            break;
         default:
             bs_ctl_err("unknown option or missing value: %s", argv[optind - 1]);
             usage(stderr, NULL);
@@ -462,6 +466,14 @@ int main(int argc, char **argv)
         }
         return BS_CTL_USAGE;
     }
+    if (json_first && !(cmd->opts & O(BS_OPT_JSON))) {
+        bs_ctl_err("%s%s%s: unknown option or missing value: --json (see %s%s%s --help)", cmd->name,
+                   cmd->verb ? " " : "", cmd->verb ? cmd->verb : "", cmd->name,
+                   cmd->verb ? " " : "", cmd->verb ? cmd->verb : "");
+        return BS_CTL_USAGE;
+    }
+    if (json_first)
+        ctl.opt[BS_OPT_JSON] = "";
     /* getopt wants argv[0] to be a program name: keep the last command word */
     nargs = parse_options(&ctl, cmd, argc - nwords + 1, argv + nwords - 1);
     if (nargs < 0)

@@ -61,7 +61,9 @@ static void usage(FILE *fp)
                 "  -v       with -t, print the effective configuration\n");
 }
 
-/* Settings a reload cannot apply: a changed one is reported, not applied. */
+/* Settings a reload cannot apply: a changed one is reported, and the
+ * running value is kept in cfg (so cfg is what runs, and a file changed
+ * back to it is no change). */
 static const struct {
     const char *key;
     size_t off, size;
@@ -95,10 +97,14 @@ static void on_reload(uv_signal_t *h, int signum)
     if (strcmp(old.syslog_facility, cfg.syslog_facility) != 0 ||
         strcmp(old.log_socket, cfg.log_socket) != 0)
         bs_log_open_path("backstopd", cfg.syslog_facility, to_stderr, cfg.log_socket);
-    for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++)
-        if (memcmp((char *)&cfg + restart_only[i].off, (char *)&old + restart_only[i].off,
-                   restart_only[i].size) != 0)
+    for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++) {
+        char *now = (char *)&cfg + restart_only[i].off;
+        const char *running = (const char *)&old + restart_only[i].off;
+        if (memcmp(now, running, restart_only[i].size) != 0) {
             bs_warn("reload: %s takes effect at restart", restart_only[i].key);
+            memcpy(now, running, restart_only[i].size);
+        }
+    }
     bs_store_redis_reconfigure(store, &old);
     bs_server_reconfigure(server, &old);
     bs_stat.reloads++;

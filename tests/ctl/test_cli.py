@@ -1,4 +1,5 @@
 """backstopctl: usage, the configuration, Redis down or frozen, ACL/db/prefix."""
+import json
 import os
 import re
 
@@ -22,6 +23,7 @@ def test_cli(env, redis_factory):
     env.ctl("--help").expect(0, out=["--version", "--json"])
     env.ctl("stats", "--help").expect(0, out="--json")
     env.ctl("domain", "add", "--json", "x.org").expect(2, err="unknown option")
+    env.ctl("--json", "domain", "add", "x.org").expect(2, err="unknown option or missing value: --json")
     env.ctl("frobnicate").expect(2, err="unknown command: frobnicate")
     env.ctl("domain").expect(2, err="domain: which one?")
     env.ctl("domain", "rename", "x").expect(2, err="unknown subcommand: rename")
@@ -31,6 +33,9 @@ def test_cli(env, redis_factory):
     env.ctl("user", "list", "a.org", "b.org").expect(2, err="too many operands")
     env.ctl("-t", "soon", "stats").expect(2, err="--timeout soon")
     assert env.rcli("DBSIZE") == "0", "usage errors wrote nothing"
+    # --json before the command, as the OPTIONS of backstopctl(8) allow
+    first = json.loads(env.ctl("--json", "ndr", "explain", "x.org").expect(0).out)
+    assert first == json.loads(env.ctl("ndr", "explain", "x.org", "--json").expect(0).out)
 
     # the configuration: missing, broken
     env.ctl("stats", config=os.path.join(env.dir, "missing.ini")).expect(1,

@@ -178,3 +178,24 @@ def test_config_check_missing_file_and_version(backstopd_bin, tmp_path):
     p = run_daemon(backstopd_bin, "-V")
     assert p.returncode == 0
     assert re.search(r"backstopd \d+\.\d+", p.stdout.decode(errors="replace"))
+
+
+def test_restart_only_settings_compared_with_what_runs(redis, backstopd):
+    """A reload compares [redis] max_pending and mirror with the values in
+    use, not with the last file read: a file changed back to the running
+    value is no change, and one still differing is reported at every reload."""
+    d = backstopd(redis)
+    d.write_config(redis={"max_pending": "10", "mirror": "no"})
+    log = d.reload()
+    assert "configuration reloaded" in log, log
+    assert "[redis] max_pending takes effect at restart" in log, log
+    assert "[redis] mirror takes effect at restart" in log, log
+    log = d.reload()  # the file unchanged: mirror = no still is not what runs
+    assert "[redis] mirror takes effect at restart" in log, log
+    assert "[redis] max_pending takes effect at restart" in log, log
+    d.write_config(redis={"max_pending": "4096", "mirror": "yes"})  # what runs
+    log = d.reload()
+    assert "configuration reloaded" in log, log
+    assert "takes effect at restart" not in log, log
+    with d.conn() as c:
+        assert c.ask(recipient="nobody@example.com") == UNKNOWN
