@@ -149,6 +149,11 @@ void bs_config_defaults(bs_config *cfg);
  */
 int bs_config_load(const char *path, bs_config *cfg, char *err, size_t errsz);
 
+/* bs_config_load_counted - bs_config_load, and *settings the number of key
+ * lines the file held (0: a file empty of settings; backstopd refuses it). */
+int bs_config_load_counted(const char *path, bs_config *cfg, unsigned *settings, char *err,
+                           size_t errsz);
+
 /* bs_parse_duration - "300ms", "5s", "10m", "1h", "2d" or "30". 0 / -1. */
 int bs_parse_duration(const char *s, uint64_t *ms);
 

@@ -76,6 +76,28 @@ static const struct {
 };
 
 /*
+ * load - the config file into c: bs_config_load, and a file without a
+ * single setting refused (an empty or cut-short file, as an editor or a
+ * copy can leave, would otherwise move the listeners and Redis to the
+ * defaults); 0 / -1 with err
+ */
+static int load(const char *path, bs_config *c, char *err, size_t errsz)
+{
+    unsigned settings;
+
+    if (bs_config_load_counted(path, c, &settings, err, errsz) < 0)
+        return -1;
+    if (settings == 0) {
+        snprintf(err, errsz,
+                 "%s: no settings in the file (empty or cut short?): backstopd wants at least "
+                 "[server] listen and [redis] server",
+                 path);
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * on_reload - all or nothing for what can fail: the new file must load and
  * every new listener must open before anything changes; otherwise the
  * running configuration and listeners stay, and the log says so.
@@ -85,7 +107,7 @@ static void on_reload(uv_signal_t *h, int signum)
     char err[512];
     size_t i;
 
-    if (bs_config_load(cfg.file, &scratch, err, sizeof(err)) < 0 ||
+    if (load(cfg.file, &scratch, err, sizeof(err)) < 0 ||
         bs_server_open_new(server, &scratch, err, sizeof(err)) < 0) {
         bs_stat.reload_errors++;
         bs_warn("reload: %s: keeping the running configuration", err);
@@ -236,7 +258,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (bs_config_load(path, &cfg, err, sizeof(err)) < 0) {
+    if (load(path, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

@@ -1128,6 +1128,7 @@ typedef struct cfg_parse {
     char *err;
     size_t errsz;
     int failed;
+    unsigned settings; /* key lines read */
 } cfg_parse;
 
 /* load_error - keep the first problem only; "FILE:LINE: " is prepended */
@@ -1366,6 +1367,7 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
 
     if (p->failed)
         return 0;
+    p->settings++;
     if (section[0] == '\0') {
         load_error(p, "%s: key before any [section]", keyname(name, q, sizeof q));
         return 0;
@@ -1562,9 +1564,18 @@ static int check_whole(cfg_parse *p)
 /* bs_config_load - see config.h; the first problem is the one reported */
 int bs_config_load(const char *path, bs_config *cfg, char *err, size_t errsz)
 {
+    unsigned settings;
+
+    return bs_config_load_counted(path, cfg, &settings, err, errsz);
+}
+
+int bs_config_load_counted(const char *path, bs_config *cfg, unsigned *settings, char *err,
+                           size_t errsz)
+{
     cfg_parse p;
     int rc;
 
+    *settings = 0;
     memset(&p, 0, sizeof p);
     p.source = -1;
     p.cfg = cfg;
@@ -1591,6 +1602,7 @@ int bs_config_load(const char *path, bs_config *cfg, char *err, size_t errsz)
         p.lineno = rc > 0 ? rc : 0;
         load_error(&p, "syntax error (inih code %d)", rc);
     }
+    *settings = p.settings;
     if (p.failed || check_whole(&p) < 0)
         return -1;
     return 0;

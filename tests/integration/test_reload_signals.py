@@ -199,3 +199,23 @@ def test_restart_only_settings_compared_with_what_runs(redis, backstopd):
     assert "takes effect at restart" not in log, log
     with d.conn() as c:
         assert c.ask(recipient="nobody@example.com") == UNKNOWN
+
+
+@pytest.mark.parametrize("text", ["", "[server]\n# cut short\n"], ids=["empty", "no_settings"])
+def test_a_file_without_settings_is_refused(redis, backstopd, backstopd_bin, test_dir, text):
+    """An empty or cut-short file is refused at a reload (the listeners and
+    Redis stay: the defaults would move them) and at start-up."""
+    d = backstopd(redis)
+    with open(d.conf_path, "w") as f:
+        f.write(text)
+    log = d.reload()
+    assert "no settings in the file" in log and "keeping the running configuration" in log, log
+    assert "no longer listening" not in log and "reconnecting" not in log, log
+    with d.conn() as c:
+        assert c.ask(recipient="nobody@example.com") == UNKNOWN, "same listener, same Redis"
+    path = os.path.join(test_dir.root, "empty.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    for args in (["-t", "-c", path], ["-f", "-c", path]):
+        p = subprocess.run([backstopd_bin] + args, capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1 and "no settings in the file" in p.stderr, (args, p)
