@@ -693,7 +693,7 @@ int bs_conn_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, 
 
     peer[0] = 0;
     if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
+        return -1;
     if (ss.ss_family == AF_INET)
         uv_ip4_name((struct sockaddr_in *)&ss, peer, peersz);
     else
@@ -703,7 +703,8 @@ int bs_conn_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, 
     return bs_cidr_list_match(cfg->allow, cfg->nallow, ip);
 }
 
-/* peer_allowed - inet peers must be inside [server] allow */
+/* peer_allowed - inet peers must be inside [server] allow: as
+ * bs_conn_peer_allowed */
 static int peer_allowed(bs_conn *c, const bs_endpoint *ep)
 {
     if (ep->type != BS_EP_INET) {
@@ -717,6 +718,7 @@ static int peer_allowed(bs_conn *c, const bs_endpoint *ep)
 void bs_conn_accept(bs_conn_env *env, uv_stream_t *listener, const bs_endpoint *ep)
 {
     bs_conn *c = calloc(1, sizeof(*c));
+    int allowed;
 
     if (!c || env->hooks->slot_get(env, c) < 0) {
         free(c);
@@ -739,7 +741,12 @@ void bs_conn_accept(bs_conn_env *env, uv_stream_t *listener, const bs_endpoint *
         bs_conn_close(c, "accept failed");
         return;
     }
-    if (!peer_allowed(c, ep)) {
+    if ((allowed = peer_allowed(c, ep)) < 0) {
+        bs_debug("conn=%llu: peer gone before its address was read", (unsigned long long)c->cid);
+        bs_conn_close(c, NULL);
+        return;
+    }
+    if (!allowed) {
         bs_stat.conn_denied++;
         bs_warn("conn=%llu: connection from %s refused: not in [server] allow",
                 (unsigned long long)c->cid, c->peer[0] ? c->peer : "unknown address");

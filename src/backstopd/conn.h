@@ -121,8 +121,9 @@ void bs_conn_shutdown(bs_conn *c);
 void bs_conn_env_free(bs_conn_env *env);
 
 /* bs_conn_peer_allowed - write the TCP peer's address into peer (peersz
- * bytes) and say whether [server] allow admits it: 1 yes, 0 no (also when
- * the address cannot be had). Used for policy and metrics connections. */
+ * bytes) and say whether [server] allow admits it: 1 yes, 0 no, -1 the
+ * peer is gone (reset before its address was read: nobody to refuse).
+ * Used for policy and metrics connections. */
 int bs_conn_peer_allowed(const uv_tcp_t *tcp, const bs_config *cfg, char *peer, size_t peersz);
 
 #endif

@@ -337,6 +337,7 @@ static void on_connection(uv_stream_t *l, int status)
     bs_metrics *m = l->data;
     char peer[64] = "";
     bs_scrape *c;
+    int allowed;
 
     if (status < 0 || m->stopping || !(c = calloc(1, sizeof(*c))))
         return;
@@ -355,7 +356,11 @@ static void on_connection(uv_stream_t *l, int status)
         scrape_close(c);
         return;
     }
-    if (!bs_conn_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) {
+    if ((allowed = bs_conn_peer_allowed(&c->tcp, m->cfg, peer, sizeof(peer))) < 0) {
+        scrape_close(c); /* reset before its address was read: nobody to refuse */
+        return;
+    }
+    if (!allowed) {
         bs_stat.conn_denied++;
         bs_warn("metrics: connection from %s refused: not in [server] allow",
                 peer[0] ? peer : "unknown address");

@@ -1,6 +1,10 @@
 """Listeners and connections: unix socket, [server] allow, idle timeout,
 the connection limit; the metrics endpoint and the stats hash."""
+import os
 import re
+import signal
+import socket
+import struct
 import time
 import urllib.error
 
@@ -30,6 +34,23 @@ def test_server_allow(redis, backstopd):
     d.write_config(server={"allow": ["192.0.2.0/24", "127.0.0.0/8"]})
     d.sighup()
     poll(lambda: d.ask(recipient="user@example.com") == DUNNO, 5, what="allowed after reload")
+
+
+def test_peer_reset_before_accept_is_no_refusal(redis, backstopd):
+    """A client that resets before backstopd accepts is gone, not refused:
+    no "not in [server] allow" warning (it was one per reset, unlimited)."""
+    d = backstopd(redis)
+    os.kill(d.proc.pid, signal.SIGSTOP)  # the connections wait in the backlog
+    try:
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert d.ask(recipient="user@example.com") == DUNNO
+    time.sleep(0.3)
+    assert "not in [server] allow" not in d.log(), d.log()
 
 
 def test_idle_timeout(redis, backstopd, record):
