@@ -169,6 +169,43 @@ int bs_domain_norm(const char *s, size_t len, char *out)
  * re-printed, so every spelling of one address is one string: IPv6 in
  * RFC 5952 text with the tag lowercased like the rest of a domain.
  */
+/*
+ * ipv4_literal - the address of an IPv4 literal's text as Postfix reads
+ * it: its syntax first (valid_ipv4_hostaddr: four dot-separated runs of
+ * decimal digits, each at most 255, leading zeros allowed), then the C
+ * library's numeric conversion that its resolve_local() uses (getaddrinfo
+ * with AI_NUMERICHOST, which is inet_aton: a leading zero means octal, so
+ * [192.0.2.005] is 192.0.2.5, [192.0.2.010] is 192.0.2.8 and [192.0.2.09]
+ * no address). inet_pton, which refuses leading zeros, would leave
+ * [192.0.2.005] unreadable while Postfix delivers it as 192.0.2.5.
+ * 0 / -1.
+ */
+static int ipv4_literal(const char *text, unsigned char ip[4])
+{
+    unsigned parts = 0, val = 0, digits = 0;
+    struct in_addr in;
+
+    for (const char *p = text;; p++) {
+        if (*p >= '0' && *p <= '9') {
+            val = val * 10 + (unsigned)(*p - '0');
+            digits++;
+            if (val > 255)
+                return -1;
+            continue;
+        }
+        if ((*p != '.' && *p != '\0') || digits == 0)
+            return -1;
+        parts++;
+        val = digits = 0;
+        if (*p == '\0')
+            break;
+    }
+    if (parts != 4 || inet_aton(text, &in) == 0)
+        return -1;
+    memcpy(ip, &in.s_addr, 4);
+    return 0;
+}
+
 int bs_literal_norm(const char *s, size_t len, char *out)
 {
     static const char tag[] = "ipv6:";
@@ -192,7 +229,8 @@ int bs_literal_norm(const char *s, size_t len, char *out)
     }
     memcpy(text, s, len);
     text[len] = '\0';
-    if (strlen(text) != len || inet_pton(v6 ? AF_INET6 : AF_INET, text, ip) != 1 ||
+    if (strlen(text) != len ||
+        (v6 ? inet_pton(AF_INET6, text, ip) != 1 : ipv4_literal(text, ip) < 0) ||
         !inet_ntop(v6 ? AF_INET6 : AF_INET, ip, text, sizeof(text)))
         return -1;
     n = 0;

@@ -214,6 +214,17 @@ static const struct {
     {"user@..", LEN_STR, NULL, NULL},
     {"user@*", LEN_STR, NULL, NULL},
     {"user@{}", LEN_STR, NULL, NULL},
+    /* leading zeros, as Postfix reads them (inet_aton: octal) */
+    {"user@[192.0.2.005]", LEN_STR, "user", "[192.0.2.5]"},
+    {"user@[192.000.002.001]", LEN_STR, "user", "[192.0.2.1]"},
+    {"user@[192.0.2.010]", LEN_STR, "user", "[192.0.2.8]"},
+    {"user@[192.0.2.0377]", LEN_STR, NULL, NULL}, /* 377 > 255: Postfix refuses it */
+    {"user@[192.0.2.09]", LEN_STR, NULL, NULL},   /* no octal: no address */
+    {"user@[192.0.2.0x1]", LEN_STR, NULL, NULL},
+    {"user@[192.0.513]", LEN_STR, NULL, NULL}, /* inet_aton would take it: not 4 parts */
+    {"user@[192.0.2.1.]", LEN_STR, NULL, NULL},
+    {"user@[.192.0.2.1]", LEN_STR, NULL, NULL},
+    {"user@[192..2.1]", LEN_STR, NULL, NULL},
     {"user@[192.0.2.256]", LEN_STR, NULL, NULL},
     {"user@[192.0.2]", LEN_STR, NULL, NULL},
     {"user@[2001:db8::1]", LEN_STR, NULL, NULL}, /* IPv6 needs its tag */
