@@ -107,4 +107,12 @@ int bs_client_network(const uint8_t ip[16], unsigned ipv6_prefix, char *out);
  */
 size_t bs_escape(const char *s, size_t len, char *out, size_t outsz);
 
+/*
+ * bs_escape_marked - bs_escape, and when s does not fit in out, or cut
+ * says it was already cut before (a truncated copy), out ends with "..."
+ * (after whole escapes only), so a shortened value is never mistaken for
+ * the whole one. out needs at least 4 bytes for the mark. The length.
+ */
+size_t bs_escape_marked(const char *s, size_t len, int cut, char *out, size_t outsz);
+
 #endif

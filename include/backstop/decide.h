@@ -187,6 +187,18 @@ typedef struct bs_facts {
 } bs_facts;
 
 /* One request's decision. Embedded in its connection; no heap. */
+/* bs_decision.cut: the request strings too long for their copy (the log
+ * line shows them ending in "...") */
+enum {
+    BS_CUT_QUEUE_ID = 1 << 0,
+    BS_CUT_CLIENT_NAME = 1 << 1,
+    BS_CUT_CLIENT_ADDR = 1 << 2,
+    BS_CUT_HELO = 1 << 3,
+    BS_CUT_PROTO = 1 << 4,
+    BS_CUT_FROM = 1 << 5,
+    BS_CUT_TO = 1 << 6,
+};
+
 typedef struct bs_decision {
     /* from the request: raw (unescaped) copies, truncated, for the reply
      * and the log line; escape with bs_decide_text() before printing */
@@ -197,6 +209,7 @@ typedef struct bs_decision {
     char proto[16];
     char from[BS_LOG_FIELD_MAX];
     char to[BS_LOG_FIELD_MAX];
+    unsigned cut; /* BS_CUT_* of the copies above that were truncated */
     int null_sender;
     int cidr_exempt;
 

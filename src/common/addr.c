@@ -534,12 +534,13 @@ static size_t plain_run(const char *s, size_t i, size_t len)
     return i;
 }
 
-/* bs_escape - "\xHH" for every byte outside 0x21..0x7e, and for '\\' */
-size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
+/* escape_to - bs_escape; *done: the bytes of s it wrote out */
+static size_t escape_to(const char *s, size_t len, char *out, size_t outsz, size_t *done)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i = 0, n = 0, run;
 
+    *done = 0;
     if (outsz == 0)
         return 0;
     while (i < len) {
@@ -563,5 +564,26 @@ size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
         i++;
     }
     out[n] = '\0';
+    *done = i;
     return n;
+}
+
+/* bs_escape - "\xHH" for every byte outside 0x21..0x7e, and for '\\' */
+size_t bs_escape(const char *s, size_t len, char *out, size_t outsz)
+{
+    size_t done;
+
+    return escape_to(s, len, out, outsz, &done);
+}
+
+/* bs_escape_marked - see addr.h */
+size_t bs_escape_marked(const char *s, size_t len, int cut, char *out, size_t outsz)
+{
+    size_t done, n = escape_to(s, len, out, outsz, &done);
+
+    if ((done == len && !cut) || outsz < 4)
+        return n;
+    n = escape_to(s, len, out, outsz - 3, &done); /* room for the mark */
+    memcpy(out + n, "...", 4);
+    return n + 3;
 }

@@ -154,26 +154,32 @@ static void find_attrs(const bs_proto_parser *req, const bs_proto_attr *out[A_N]
 }
 
 /* copy_raw - a truncated copy of an attribute's value ("" when absent;
- * the parser lets no NUL through, so the copy is a C string) */
-static void copy_raw(const bs_proto_attr *a, char *out, size_t outsz)
+ * the parser lets no NUL through, so the copy is a C string): bit, or 0
+ * when the whole value fits */
+static unsigned copy_raw(const bs_proto_attr *a, char *out, size_t outsz, unsigned bit)
 {
     size_t n = a ? (a->value_len < outsz - 1 ? a->value_len : outsz - 1) : 0;
 
     if (n)
         memcpy(out, a->value, n);
     out[n] = 0;
+    return a && a->value_len > n ? bit : 0;
 }
+
+/* a field of bs_decide_text: escaped, "..." at the end when shortened */
+#define TEXT(f, bit) bs_escape_marked(d->f, strlen(d->f), (d->cut & (bit)) != 0, t->f, sizeof(t->f))
 
 void bs_decide_text(const bs_decision *d, bs_decision_text *t)
 {
-    bs_escape(d->queue_id, strlen(d->queue_id), t->queue_id, sizeof(t->queue_id));
-    bs_escape(d->client_name, strlen(d->client_name), t->client_name, sizeof(t->client_name));
-    bs_escape(d->client_addr, strlen(d->client_addr), t->client_addr, sizeof(t->client_addr));
-    bs_escape(d->helo, strlen(d->helo), t->helo, sizeof(t->helo));
-    bs_escape(d->proto, strlen(d->proto), t->proto, sizeof(t->proto));
-    bs_escape(d->from, strlen(d->from), t->from, sizeof(t->from));
-    bs_escape(d->to, strlen(d->to), t->to, sizeof(t->to));
+    TEXT(queue_id, BS_CUT_QUEUE_ID);
+    TEXT(client_name, BS_CUT_CLIENT_NAME);
+    TEXT(client_addr, BS_CUT_CLIENT_ADDR);
+    TEXT(helo, BS_CUT_HELO);
+    TEXT(proto, BS_CUT_PROTO);
+    TEXT(from, BS_CUT_FROM);
+    TEXT(to, BS_CUT_TO);
 }
+#undef TEXT
 
 /* set_client - normalise client_address into the block key and the exempt
  * member; decide config exemption. Leaves both empty for "unknown". */
@@ -314,13 +320,14 @@ int bs_decide_begin(bs_decision *d, const bs_config *cfg, const bs_proto_parser 
     d->mode_bad = 0;
     memset(&d->ndr_rule, 0, sizeof(d->ndr_rule));
     find_attrs(req, at);
-    copy_raw(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id));
-    copy_raw(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name));
-    copy_raw(at[A_CLIENT_ADDR], d->client_addr, sizeof(d->client_addr));
-    copy_raw(at[A_HELO], d->helo, sizeof(d->helo));
-    copy_raw(at[A_PROTO], d->proto, sizeof(d->proto));
-    copy_raw(at[A_SENDER], d->from, sizeof(d->from));
-    copy_raw(at[A_RCPT], d->to, sizeof(d->to));
+    d->cut =
+        copy_raw(at[A_QUEUE_ID], d->queue_id, sizeof(d->queue_id), BS_CUT_QUEUE_ID) |
+        copy_raw(at[A_CLIENT_NAME], d->client_name, sizeof(d->client_name), BS_CUT_CLIENT_NAME) |
+        copy_raw(at[A_CLIENT_ADDR], d->client_addr, sizeof(d->client_addr), BS_CUT_CLIENT_ADDR) |
+        copy_raw(at[A_HELO], d->helo, sizeof(d->helo), BS_CUT_HELO) |
+        copy_raw(at[A_PROTO], d->proto, sizeof(d->proto), BS_CUT_PROTO) |
+        copy_raw(at[A_SENDER], d->from, sizeof(d->from), BS_CUT_FROM) |
+        copy_raw(at[A_RCPT], d->to, sizeof(d->to), BS_CUT_TO);
     sender = at[A_SENDER];
     d->null_sender = sender && sender->value_len == 0;
 
@@ -691,7 +698,7 @@ static void put_answer(line_buf *b, const bs_decision *d, const bs_config *cfg, 
     }
     if (full || report) {
         if (!to) {
-            bs_escape(d->to, strlen(d->to), esc, sizeof(esc));
+            bs_escape_marked(d->to, strlen(d->to), (d->cut & BS_CUT_TO) != 0, esc, sizeof(esc));
             to = esc;
         }
         put_str(b, code);

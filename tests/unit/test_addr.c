@@ -794,6 +794,28 @@ static void test_client_network(void)
     }
 }
 
+/* bs_escape_marked: "..." only when shortened, never inside an escape */
+static void test_escape_marked(void)
+{
+    char out[16];
+
+    CHECK_EQ_INT(bs_escape_marked("abc", 3, 0, out, sizeof(out)), 3);
+    CHECK_EQ_STR(out, "abc");
+    CHECK_EQ_INT(bs_escape_marked("abc", 3, 1, out, sizeof(out)), 6); /* cut before */
+    CHECK_EQ_STR(out, "abc...");
+    CHECK_EQ_INT(bs_escape_marked("0123456789abcde", 15, 0, out, sizeof(out)), 15); /* fits */
+    CHECK_EQ_STR(out, "0123456789abcde");
+    CHECK_EQ_INT(bs_escape_marked("0123456789abcdef", 16, 0, out, sizeof(out)), 15);
+    CHECK_EQ_STR(out, "0123456789ab...");
+    /* "\xff" at 10..13 would leave no room for the mark: it goes whole */
+    CHECK_EQ_INT(bs_escape_marked("0123456789\xff\xff", 12, 0, out, sizeof(out)), 13);
+    CHECK_EQ_STR(out, "0123456789...");
+    CHECK_EQ_INT(bs_escape_marked("abcdef", 6, 1, out, 4), 3); /* room for the mark only */
+    CHECK_EQ_STR(out, "...");
+    CHECK_EQ_INT(bs_escape_marked("abcdef", 6, 1, out, 3), 2); /* no room: as bs_escape */
+    CHECK_EQ_STR(out, "ab");
+}
+
 int main(void)
 {
     test_domain_table();
@@ -809,5 +831,6 @@ int main(void)
     test_client_network();
     test_escape_table();
     test_escape_misc();
+    test_escape_marked();
     return check_summary();
 }

@@ -888,8 +888,10 @@ static void test_hostile(bs_config *cfg)
 /* ---- the reply and the log line, byte for byte ----
  * Every verdict's reply and log line as the snprintf formatting of
  * backstop before issue 10's second round gave them (golden[], recorded
- * from it), and the log line's truncation at every buffer size: the
- * prefix that fits, NUL-terminated, as snprintf truncates. */
+ * from it; one change since: a recipient too long for its copy ends in
+ * "..." in the reply and the log line, where it was cut silently), and
+ * the log line's truncation at every buffer size: the prefix that fits,
+ * NUL-terminated, as snprintf truncates. */
 static void build_raw(const char *text)
 {
     size_t used;
