@@ -72,7 +72,9 @@ static const struct {
     {"[server] group", offsetof(bs_config, group), sizeof(cfg.group)},
     {"[redis] max_pending", offsetof(bs_config, max_pending), sizeof(cfg.max_pending)},
     {"[redis] mirror", offsetof(bs_config, mirror), sizeof(cfg.mirror)},
-    {"[metrics] listen", offsetof(bs_config, metrics), sizeof(cfg.metrics)},
+    /* the endpoint and its count (set or not), one setting */
+    {"[metrics] listen", offsetof(bs_config, metrics),
+     offsetof(bs_config, nmetrics) + sizeof(cfg.nmetrics) - offsetof(bs_config, metrics)},
 };
 
 /*

@@ -197,6 +197,13 @@ def test_restart_only_settings_compared_with_what_runs(redis, backstopd):
     log = d.reload()
     assert "configuration reloaded" in log, log
     assert "takes effect at restart" not in log, log
+    # a metrics endpoint added, then taken away again: its count is part of it
+    d.write_config(metrics={"listen": "inet:127.0.0.1:%d" % free_port()})
+    assert "[metrics] listen takes effect at restart" in d.reload()
+    d.sections.pop("metrics")
+    d.write_config()
+    log = d.reload()
+    assert "configuration reloaded" in log and "takes effect at restart" not in log, log
     with d.conn() as c:
         assert c.ask(recipient="nobody@example.com") == UNKNOWN
 
