@@ -376,9 +376,8 @@ int bs_sync_plan(bs_sync_domain *d, char **have, size_t nhave, unsigned max_shri
         d->outcome = BS_SYNC_UNCHANGED;
     else if (d->nwant == 0 && !force)
         d->outcome = BS_SYNC_EMPTY_REFUSED;
-    else if (d->nwant < nhave &&
-             (uint64_t)(nhave - d->nwant) * 100 > (uint64_t)max_shrink * nhave && !force)
-        d->outcome = BS_SYNC_SHRINK_REFUSED;
+    else if ((uint64_t)d->nremoved * 100 > (uint64_t)max_shrink * nhave && !force)
+        d->outcome = BS_SYNC_SHRINK_REFUSED; /* users lost, whatever was added */
     else
         d->outcome = BS_SYNC_WRITE;
     return 0;

@@ -114,8 +114,10 @@ int bs_sync_fail(bs_sync *s, const bs_source *src, const char *why);
 /*
  * bs_sync_plan - compare d (sorted and de-duplicated first) with the nhave
  * members in have (sorted here, in place) and decide: source-failed, then
- * empty-refused (nothing wanted, something there), shrink-refused (loses
- * more than max_shrink percent net), unchanged, or write. force lifts the
+ * empty-refused (nothing wanted, something there), shrink-refused (would
+ * remove more than max_shrink percent of the members Redis holds, however
+ * many are added: a source that swapped its users for others loses them
+ * all), unchanged, or write. force lifts the
  * two refusals. Returns 0, or -1 when out of memory.
  */
 int bs_sync_plan(bs_sync_domain *d, char **have, size_t nhave, unsigned max_shrink, int force);

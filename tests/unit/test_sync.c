@@ -357,6 +357,12 @@ static const struct {
     {0, 0, 0, 20, 0, BS_SYNC_UNCHANGED, 0, 0},
     {50, 0, 0, 20, 0, BS_SYNC_WRITE, 50, 0}, /* a new domain */
     {60, 100, 50, 20, 0, BS_SYNC_SHRINK_REFUSED, 10, 50},
+    /* users removed count, not the net change: every user swapped for
+     * another (net 0), or 30 % gone with as many new ones, is refused */
+    {100, 100, 0, 20, 0, BS_SYNC_SHRINK_REFUSED, 100, 100},
+    {100, 100, 70, 20, 0, BS_SYNC_SHRINK_REFUSED, 30, 30},
+    {120, 100, 80, 20, 0, BS_SYNC_WRITE, 40, 20},
+    {100, 100, 0, 20, 1, BS_SYNC_WRITE, 100, 100}, /* --force */
 };
 
 static void test_engine_plan(void)
