@@ -18,7 +18,9 @@
  *      SMEMBERS it, and let bs_sync_plan decide. One line per domain:
  *        example.com: +2 -1 =1200 (added: bob, carol; removed: dave)
  *   3. A domain to write: its new set is built in tmp:sync:<domain>:<pid>
- *      (bs_ctl_fill_set: pipelined SADD batches, 1h TTL), then one
+ *      (bs_ctl_fill_set: pipelined SADD batches, 1h TTL), WATCHed and
+ *      counted (SCARD: all of it, or it was evicted meanwhile and the domain
+ *      fails), then one
  *      MULTI/EXEC does RENAME tmp -> rcpt:<domain>, PERSIST, HSET sync
  *      <domain> RECORD (and SADD domains <domain> with [sync] add_domains
  *      = yes). A reader of
@@ -272,6 +274,38 @@ static void record_failed(sync_run *r, bs_sync_domain *d, const char *prev_ok)
     }
 }
 
+/* check_filled - the set built in tmp holds all of d's members (a Redis
+ * under maxmemory may evict it while it fills: later batches then build a
+ * part), and it is WATCHed from here, so an eviction until the EXEC aborts
+ * the EXEC: 0, or -1 with d->why */
+static int check_filled(sync_run *r, bs_sync_domain *d, const char *tmp)
+{
+    redisReply *rep = bs_ctl_cmd(r->c, "WATCH", tmp, (char *)NULL);
+    long long n = -1;
+
+    if (!rep || !bs_ctl_reply_ok(rep, REDIS_REPLY_STATUS, "WATCH")) {
+        if (rep)
+            freeReplyObject(rep);
+        return -1;
+    }
+    freeReplyObject(rep);
+    if (!(rep = bs_ctl_cmd(r->c, "SCARD", tmp, (char *)NULL)))
+        return -1;
+    if (bs_ctl_reply_ok(rep, REDIS_REPLY_INTEGER, "SCARD"))
+        n = rep->integer;
+    freeReplyObject(rep);
+    if (n < 0)
+        return -1;
+    if ((size_t)n != d->nwant) {
+        snprintf(d->why, sizeof d->why,
+                 "the new set holds %lld of its %zu members once written (Redis evicted it? see "
+                 "maxmemory-policy): not swapped in",
+                 n, d->nwant);
+        return -1;
+    }
+    return 0;
+}
+
 /* commit - step 3 (or 4: record only); the new outcome. An ok or unchanged
  * domain also gets <domain>:ok = now in the same EXEC (what the daemon's
  * max_directory_age reads); prev_ok is its value before ("" = none). */
@@ -296,7 +330,8 @@ static int commit(sync_run *r, bs_sync_domain *d, const char *rkey, const char *
     bs_ctl_key(r->c, tmp, sizeof tmp, BS_KEY_SYNC_TMP, name);
     if (write && d->nwant > 0) {
         if (bs_ctl_fill_set(r->c, tmp, d->want, d->nwant, BS_SYNC_TMP_TTL_MS,
-                            r->progress ? write_progress : NULL, d) < 0)
+                            r->progress ? write_progress : NULL, d) < 0 ||
+            check_filled(r, d, tmp) < 0)
             goto failed;
         cmds[n] = ren, argcs[n++] = 3;
         cmds[n] = per, argcs[n++] = 2;
@@ -402,8 +437,9 @@ static void domain_json(sync_run *r, const bs_sync_domain *d)
 static void report(sync_run *r, const bs_sync_domain *d)
 {
     const char *dry = r->dry_run ? " (dry run: nothing written)" : "";
-    /* shrink-refused implies nhave > nwant */
-    unsigned shrink = d->nhave > d->nwant ? (unsigned)((d->nhave - d->nwant) * 100 / d->nhave) : 0;
+    /* the users it would lose (removed, whatever is added; shrink-refused
+     * implies nhave > 0) */
+    unsigned shrink = d->nhave ? (unsigned)(d->nremoved * 100 / d->nhave) : 0;
 
     switch (d->outcome) {
     case BS_SYNC_OK:

@@ -231,3 +231,34 @@ def test_refused_write_is_recorded_and_keeps_the_daemon_field(sync):
     assert sync.record("example.com")["outcome"] == "write-failed"
     assert ok_time(sync) == before
     assert sync.r.keys("backstop:tmp:*") == []
+
+
+def test_shrink_guard_counts_removed_users_not_the_net_change(sync):
+    # given 100 users; when the source now lists 100 other people
+    one_file(sync, users(100))
+    sync.run().expect(0)
+    one_file(sync, users(100, start=1000))
+    # then it would lose all 100: refused (the net change is 0)
+    sync.run().expect(3, err="would lose 100% of its 100 users")
+    assert sync.members("example.com") == {"user%06d" % i for i in range(100)}
+    assert sync.record("example.com")["outcome"] == "shrink-refused"
+
+
+def test_a_set_evicted_while_it_fills_is_not_swapped_in(sync):
+    # given a domain of 100 users, and a Redis whose memory limit evicts keys
+    # with a TTL (the set being built has one) long before 60,000 users fit
+    one_file(sync, users(100))
+    sync.run().expect(0)
+    used = sync.r.info("memory")["used_memory"]
+    sync.r.config_set("maxmemory-policy", "volatile-lru")
+    sync.r.config_set("maxmemory", used + 1024 * 1024)
+    try:
+        one_file(sync, users(60000))
+        r = sync.run()
+    finally:
+        sync.r.config_set("maxmemory", 0)
+        sync.r.config_set("maxmemory-policy", "noeviction")
+    # then the domain is not written: the part that was built is not swapped in
+    r.expect(1, err="example.com: not written")
+    assert sync.r.info("stats")["evicted_keys"] > 0, "the test evicted nothing"
+    assert len(sync.members("example.com")) == 100
