@@ -107,6 +107,32 @@ static void source_json(sync_run *r, const char *name, const char *error)
                   "error", error ? bs_ctl_jstr(error, strlen(error)) : json_null()));
 }
 
+/* unread_sources - a domain read in this run that a source not named also
+ * feeds is not written: its set is the union of all its sources, and
+ * writing the part read would take the other sources' users away */
+static void unread_sources(sync_run *r, int argc, char **argv)
+{
+    const bs_config *cfg = &r->c->cfg;
+
+    for (size_t k = 0; k < cfg->nsources; k++) {
+        const bs_source *src = &cfg->sources[k];
+        int named = 0;
+        for (int i = 0; i < argc; i++)
+            named |= strcmp(src->name, argv[i]) == 0;
+        for (size_t j = 0; !named && j < src->ndomains; j++)
+            for (size_t i = 0; i < r->s.ndom; i++) {
+                bs_sync_domain *d = &r->s.dom[i];
+                if (strcmp(d->name, src->domains[j]) != 0 || d->failed)
+                    continue;
+                snprintf(d->why, sizeof d->why,
+                         "[source %s] feeds it too and was not read: name it as well, or run sync "
+                         "without names",
+                         src->name);
+                d->failed = 1;
+            }
+    }
+}
+
 /* read_sources - step 1 for the named sources (all when argc is 0);
  * BS_CTL_USAGE for an unknown name, else 0 */
 static int read_sources(sync_run *r, int argc, char **argv)
@@ -156,6 +182,8 @@ static int read_sources(sync_run *r, int argc, char **argv)
             say(r, "  not an address: %s\n", r->s.bad_shown[b]);
         source_json(r, src.name, NULL);
     }
+    if (argc > 0)
+        unread_sources(r, argc, argv);
     return 0;
 }
 
@@ -457,9 +485,14 @@ static void report(sync_run *r, const bs_sync_domain *d)
     case BS_SYNC_EMPTY_REFUSED:
         r->refused++;
         domain_line(r, d, stderr);
-        if (d->outcome == BS_SYNC_EMPTY_REFUSED)
+        if (d->outcome == BS_SYNC_EMPTY_REFUSED && d->nwant == 0)
             fprintf(stderr, ": refused: the sources hold no user of it, the set would become "
                             "empty; left as it is (--force empties it)\n");
+        else if (d->outcome == BS_SYNC_EMPTY_REFUSED)
+            fprintf(stderr,
+                    ": refused: source %s gave no user of it (empty?), so its users would go; "
+                    "left as it is (--force writes it)\n",
+                    d->empty_source);
         else
             fprintf(stderr,
                     ": refused: it would lose %u%% of its %zu users, more than [sync] "

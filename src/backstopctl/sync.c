@@ -236,6 +236,22 @@ static void unstage(bs_sync *s)
     s->nstage = 0;
 }
 
+/* note_empty - a source that gave nothing at all (not one entry: an
+ * emptied file, a query that found nobody) is remembered by each of its
+ * domains (the first such source). One that gave entries, none of them
+ * for one of its domains, is not: a source may list a domain that others
+ * feed. */
+static void note_empty(bs_sync *s, const bs_source *src)
+{
+    if (s->entries != 0)
+        return;
+    for (size_t i = 0; i < src->ndomains; i++) {
+        bs_sync_domain *d = &s->dom[s->cur_dom[i]];
+        if (!d->empty_source[0])
+            snprintf(d->empty_source, sizeof d->empty_source, "%s", src->name);
+    }
+}
+
 /* merge - move the staged entries into their domains; 0 / -1 (oom) */
 static int merge(bs_sync *s)
 {
@@ -304,6 +320,8 @@ int bs_sync_read(bs_sync *s, const bs_source *src, bs_sync_reader reader, char *
     }
     err[0] = '\0';
     rc = reader(src, emit, s, err, errsz);
+    if (rc == 0)
+        note_empty(s, src);
     if (rc == 0 && merge(s) < 0)
         s->oom = 1;
     if (s->oom) {
@@ -374,7 +392,7 @@ int bs_sync_plan(bs_sync_domain *d, char **have, size_t nhave, unsigned max_shri
         d->outcome = BS_SYNC_SOURCE_FAILED;
     else if (d->nadded == 0 && d->nremoved == 0)
         d->outcome = BS_SYNC_UNCHANGED;
-    else if (d->nwant == 0 && !force)
+    else if ((d->nwant == 0 || (d->empty_source[0] && d->nremoved > 0)) && !force)
         d->outcome = BS_SYNC_EMPTY_REFUSED;
     else if ((uint64_t)d->nremoved * 100 > (uint64_t)max_shrink * nhave && !force)
         d->outcome = BS_SYNC_SHRINK_REFUSED; /* users lost, whatever was added */

@@ -55,6 +55,7 @@ typedef struct bs_sync_domain {
     char name[BS_DOMAIN_MAX + 1];
     char sources[BS_SYNC_SOURCES_MAX]; /* names of the sources read, comma-separated */
     char why[BS_SYNC_WHY_MAX];         /* source-failed: the first reason */
+    char empty_source[64];             /* a source that gave no entry at all ("" none) */
     char **want;                       /* owned: sorted, unique after bs_sync_plan */
     size_t nwant, cap;
     int failed;
@@ -114,7 +115,9 @@ int bs_sync_fail(bs_sync *s, const bs_source *src, const char *why);
 /*
  * bs_sync_plan - compare d (sorted and de-duplicated first) with the nhave
  * members in have (sorted here, in place) and decide: source-failed, then
- * empty-refused (nothing wanted, something there), shrink-refused (would
+ * empty-refused (nothing wanted, or one of its sources gave no entry at
+ * all while users would be removed: a source of several that came back
+ * empty would otherwise take its users away), shrink-refused (would
  * remove more than max_shrink percent of the members Redis holds, however
  * many are added: a source that swapped its users for others loses them
  * all), unchanged, or write. force lifts the

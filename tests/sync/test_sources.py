@@ -98,9 +98,20 @@ def test_union_of_two_sources(sync):
     sync.run().expect(0, out="example.com: +3 -0 =0")
     assert sync.members("example.com") == {"a", "b", "c"}
     assert sync.record("example.com")["source"] == "hr,crm"
-    # one source named: the other is not read, and the domain shrinks to its part
-    sync.run("--force", "hr").expect(0, out="example.com: +0 -1 =2")
-    assert sync.members("example.com") == {"a", "b"}
+    # one source named: the domain is not written (its part would take the
+    # other source's users away), even with --force
+    sync.run("--force", "hr").expect(1, err="[source crm] feeds it too and was not read")
+    assert sync.members("example.com") == {"a", "b", "c"}
+    sync.run("hr", "crm").expect(0, out="example.com: +0 -0 =3: unchanged")
+    # one source empty: its users would go, refused (exit 3) until --force
+    sync.config({"hr": file_source(sync, "hr.txt", ""),
+                 "crm": {"type": "command", "domain": "example.com",
+                         "command": "echo b@example.com; echo c@example.com"}})
+    sync.run().expect(3, err="source hr gave no user of it")
+    assert sync.members("example.com") == {"a", "b", "c"}
+    assert sync.record("example.com")["outcome"] == "empty-refused"
+    sync.run("--force").expect(0, out="example.com: +0 -1 =2")
+    assert sync.members("example.com") == {"b", "c"}
 
 
 def test_unknown_source_is_a_usage_error(sync):
