@@ -164,17 +164,43 @@ static void bad(bs_sync *s, const char *addr, size_t len, const char *why)
     s->bad++;
 }
 
-/* emit - the reader's callback: canonicalise one entry and stage it */
+/* unquote - a quoted local part ("john smith", RFC 5321's Quoted-string)
+ * as Postfix passes it to a policy server: without the quotes and the
+ * backslashes of quoted pairs; its length, or (size_t)-1 when it is not
+ * one (then it is used as it is) */
+static size_t unquote(const char *s, size_t len, char *out)
+{
+    size_t i, n = 0;
+
+    if (len < 2 || s[0] != '"' || s[len - 1] != '"')
+        return (size_t)-1;
+    for (i = 1; i + 1 < len; i++) {
+        if (s[i] == '"')
+            return (size_t)-1;
+        if (s[i] == '\\' && i + 2 < len)
+            i++;
+        out[n++] = s[i];
+    }
+    return n;
+}
+
+/* emit - the reader's callback: canonicalise one entry and stage it. Blanks
+ * around it are not part of it (LDAP compares mail values so: "  bob@x "
+ * finds bob@x), nor the quotes of a quoted local part. */
 static int emit(void *arg, const char *addr, size_t len)
 {
     bs_sync *s = arg;
     const char *at = NULL, *why = NULL;
-    char dom[BS_DOMAIN_MAX + 1], buf[BS_ADDR_MAX + 2];
+    char dom[BS_DOMAIN_MAX + 1], buf[BS_ADDR_MAX + 2], unq[BS_LOCAL_MAX + 1];
     const char *local;
     bs_addr a;
-    size_t i;
+    size_t i, ll;
 
     s->entries++;
+    while (len > 0 && (addr[0] == ' ' || addr[0] == '\t'))
+        addr++, len--;
+    while (len > 0 && (addr[len - 1] == ' ' || addr[len - 1] == '\t'))
+        len--;
     for (i = len; i > 0; i--)
         if (addr[i - 1] == '@') {
             at = addr + i - 1;
@@ -202,7 +228,11 @@ static int emit(void *arg, const char *addr, size_t len)
             bad(s, addr, len, "local part too long");
             return 0;
         }
-        snprintf(buf, sizeof buf, "%.*s@%s", (int)(at - addr), addr, dom);
+        ll = unquote(addr, (size_t)(at - addr), unq);
+        if (ll != (size_t)-1)
+            snprintf(buf, sizeof buf, "%.*s@%s", (int)ll, unq, dom);
+        else
+            snprintf(buf, sizeof buf, "%.*s@%s", (int)(at - addr), addr, dom);
         if (bs_addr_parse(buf, strlen(buf), &a) < 0) {
             bad(s, addr, len, "not a valid local part");
             return 0;

@@ -224,6 +224,38 @@ static char **have_of(const char *const *v, size_t *n)
     return out;
 }
 
+/* blanks around an entry are not part of it, nor a quoted local part's
+ * quotes (Postfix passes "john smith"@x as john smith@x) */
+static void test_engine_blanks_and_quotes(void)
+{
+    static const char *const a[] = {" lead@example.com",
+                                    "trail@example.com ",
+                                    "\t tab@example.com\t",
+                                    "\"Quoted User\"@example.com",
+                                    "\"a\\\"b\"@example.com",
+                                    "\"half@example.com",
+                                    NULL};
+    bs_source sa = fake_source("ad", "example.com", NULL);
+    bs_sync s;
+    size_t n;
+
+    bs_sync_init(&s);
+    CHECK_EQ_INT(read_fake(&s, &sa, a, 0), 0);
+    CHECK_EQ_INT(s.bad, 0);
+    bs_sync_domain *com = bs_sync_domain_get(&s, "example.com");
+    char **none = have_of((const char *const[]){NULL}, &n);
+    CHECK_EQ_INT(bs_sync_plan(com, none, n, 20, 0), 0);
+    CHECK_EQ_INT(com->nwant, 6);
+    CHECK_EQ_STR(com->want[0], "\"half"); /* not a quoted string: as it is */
+    CHECK_EQ_STR(com->want[1], "a\"b");
+    CHECK_EQ_STR(com->want[2], "lead");
+    CHECK_EQ_STR(com->want[3], "quoted user");
+    CHECK_EQ_STR(com->want[4], "tab");
+    CHECK_EQ_STR(com->want[5], "trail");
+    free(none);
+    bs_sync_free(&s);
+}
+
 static void test_engine_read(void)
 {
     static const char *const a[] = {"Alice@Example.COM", "bob@example.com",    "@example.com",
@@ -507,6 +539,7 @@ int main(void)
     test_config_sources();
     test_config_errors();
     test_engine_read();
+    test_engine_blanks_and_quotes();
     test_engine_idn();
     test_engine_plan();
     test_record();
