@@ -44,7 +44,9 @@
  *     Configuration are skipped and counted; a referral as the result (the
  *     base lives on another server) fails the read.
  *   - src->timeout_ms bounds the whole read: each connect gets at most
- *     BS_LDAP_CONNECT_MAX_MS of what is left, each synchronous call and each
+ *     BS_LDAP_CONNECT_MAX_MS of what is left (and a URI with another after
+ *     it at most that for its connect, TLS and bind together, so a server
+ *     that never answers leaves time for the next), each synchronous call and each
  *     wait for a result what is left, and the deadline is checked before each
  *     page is asked for. A Sockbuf layer under TLS (deadline_read) makes
  *     every read from the socket wait no longer than the deadline, because
@@ -343,11 +345,11 @@ static int tls_options(struct ldap_read *r, char *why, size_t whysize)
     return 0;
 }
 
-/* connect_uri - a handle on uri, TLS as configured, bound. 0 bound (r->ld
+/* connect_once - a handle on uri, TLS as configured, bound. 0 bound (r->ld
  * set); -1 this server is not usable (why set, try the next one); -2 the
  * server refused the bind (err set, stop). */
-static int connect_uri(struct ldap_read *r, const char *uri, const struct berval *cred, char *why,
-                       size_t whysize)
+static int connect_once(struct ldap_read *r, const char *uri, const struct berval *cred, char *why,
+                        size_t whysize)
 {
     int rc = ldap_initialize(&r->ld, uri);
     r->connected = 0;
@@ -398,6 +400,30 @@ static int connect_uri(struct ldap_read *r, const char *uri, const struct berval
     return -2;
 }
 
+/* connect_uri - connect_once; a URI with another after it gets at most
+ * BS_LDAP_CONNECT_MAX_MS of the deadline for its connect, TLS and bind (a
+ * server that takes the connection and never answers would otherwise use
+ * up the whole read, and the next URI would never be tried) */
+static int connect_uri(struct ldap_read *r, const char *uri, int last, const struct berval *cred,
+                       char *why, size_t whysize)
+{
+    uint64_t full = r->deadline, now = now_ms();
+    struct timeval op;
+    int rc;
+
+    if (!last && full > now + BS_LDAP_CONNECT_MAX_MS)
+        r->deadline = now + BS_LDAP_CONNECT_MAX_MS;
+    rc = connect_once(r, uri, cred, why, whysize);
+    r->deadline = full;
+    if (rc == 0 &&
+        (!left(r, 0, &op) || ldap_set_option(r->ld, LDAP_OPT_TIMEOUT, &op) != LDAP_OPT_SUCCESS)) {
+        snprintf(why, whysize, "timeout (%llu ms) after the bind",
+                 (unsigned long long)r->src->timeout_ms);
+        return -1;
+    }
+    return rc;
+}
+
 /* bind_any - connect_uri on each URI in turn; 0 bound, or -1 with err set */
 static int bind_any(struct ldap_read *r, const struct berval *cred)
 {
@@ -406,7 +432,7 @@ static int bind_any(struct ldap_read *r, const struct berval *cred)
     for (size_t i = 0; i < r->src->nuris; i++) {
         const char *uri = r->src->uris[i];
         char why[BS_LDAP_WHY_MAX * 2];
-        int rc = connect_uri(r, uri, cred, why, sizeof why);
+        int rc = connect_uri(r, uri, i + 1 == r->src->nuris, cred, why, sizeof why);
         if (rc == 0) {
             r->uri = uri;
             return 0;

@@ -2,6 +2,7 @@
 private slapd holding 50,000 AD-shaped users: whole reads succeed with exactly
 the expected addresses, and every kind of failure is a failure, never a
 partial success."""
+import socket
 import subprocess
 import time
 
@@ -107,6 +108,23 @@ def test_password_file_refused(directory, dump, tmp_path, content, mode, why):
 def test_unreachable_first_uri_then_good_second(directory, dump, closed_uri):
     res = dump([closed_uri, directory.uri], "--count")
     assert read_ok(res) == [str(len(directory.proxies))]
+
+
+def test_silent_first_uri_leaves_time_for_the_second(directory, dump):
+    # given a first server that takes the connection and never answers
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    uri = "ldap://127.0.0.1:%d/" % silent.getsockname()[1]
+    try:
+        # when the read may take 30 s in all
+        res = dump([uri, directory.uri], "--count", "--timeout-ms", "30000", "--verbose")
+    finally:
+        silent.close()
+    # then the first one gets its share (10 s) and the second one is read
+    assert res.rc == 0, res.err
+    assert res.lines == [str(len(directory.proxies))]
+    assert 9.0 < res.elapsed < 20.0, res.elapsed
 
 
 def test_no_uri_reachable_names_each(dump, closed_uri):
