@@ -53,7 +53,9 @@ void bs__redis_track_data_new(bs_redis_track *t);
 void bs__redis_track_tick(bs_redis_track *t, uint64_t now);
 
 /* bs__redis_track_answer - bs_mirror_answer with the link state checked
- * first; logs the stale periods once; see enum bs_mirror_answer */
+ * first; logs the stale periods once; see enum bs_mirror_answer. A stale
+ * answer that a protected domain's recipient is unknown is not given
+ * (BS_MIRROR_ASK_REDIS): stale data never makes a 550. */
 int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f);
 
 /* bs__redis_track_changes - bs_mirror_changes of the mirror (0 without) */

@@ -185,22 +185,24 @@ def test_propagation_to_two_daemons(redis, backstopd, record):
     # on a shared, loaded box
 
 
-def test_counts_lost_while_redis_is_down_are_counted(redis, backstopd):
+def test_unknown_recipients_while_redis_is_down_are_not_refused(redis, backstopd):
     # given a loaded mirror that answers through an outage, rate tracking and
     # harvest counting on
     d = mirrored(redis, backstopd, redis_cfg={"max_stale": "30s"},
                  ratelimit={"invalid_recipients": "3/1m"})
-    # when Redis dies and unknown recipients are refused from the mirror
+    # when Redis dies
     redis.kill()
     with d.conn() as c:
         poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0, 5,
              what="the mirror to notice")
+        # then known users pass from the stale mirror, and recipients it
+        # lacks get the fallback, never a 550 (they may have been added since)
+        assert c.ask(client_address="192.0.2.60", recipient="user@example.com") == DUNNO
         for i in range(5):
             rcpt = "gone%d@example.com" % i
-            assert c.ask(client_address="192.0.2.60", recipient=rcpt) == USER_UNKNOWN(rcpt)
-    # then none of them is counted, and each loss is
-    poll(lambda: metric(d.metrics_port, "backstop_unknown_counts_dropped_total") == 5, 5,
-         what="5 counts dropped")
+            assert c.ask(client_address="192.0.2.60", recipient=rcpt) == FALLBACK_DEFER
+    # and nothing was refused, so nothing is counted or lost
+    assert metric(d.metrics_port, "backstop_unknown_counts_dropped_total") == 0
     assert metric(d.metrics_port, "backstop_clients_blocked_total") == 0
 
 
@@ -270,9 +272,8 @@ def test_counts_at_stop_wait_no_longer_than_the_linger(redis, backstopd):
 
 def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
     # given a loaded mirror with max_stale 2s (no rate tracking or harvest
-    # counting: the unknown-user probes below must be answered 550 from the
-    # mirror; counted, the ~20 sent before the link drops would block the
-    # client by chance when their scripts run)
+    # counting: counted, the unknown-user probes sent before the link drops
+    # would block the client by chance when their scripts run)
     d = mirrored(redis, backstopd, redis_cfg={"max_stale": "2s"},
                  ratelimit={"invalid_recipients": "0"}, harvest={"threshold": "0"})
     off = d.log_size()
@@ -284,8 +285,9 @@ def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
         poll(lambda: metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0, 2,
              what="the mirror to notice")
         assert c.ask(recipient="user@example.com") == DUNNO
-        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
-        assert metric(d.metrics_port, "backstop_mirror_stale_answers_total") >= 2
+        assert metric(d.metrics_port, "backstop_mirror_stale_answers_total") >= 1
+        # but stale data never says a user does not exist: no 550, the fallback
+        assert c.ask(recipient="nobody@example.com") == FALLBACK_DEFER
         while c.ask(recipient="user@example.com") == DUNNO:
             assert time.monotonic() - t0 < 5, "still answering from the mirror after 5 s"
             time.sleep(0.05)
@@ -320,8 +322,14 @@ def test_redis_frozen_answers_from_the_mirror_until_max_stale(redis, backstopd):
     try:
         # then the mirror answers until the freeze is noticed plus max_stale...
         with d.conn() as c:
-            while c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com"):
+            while c.ask(recipient="user@example.com") == DUNNO:
                 assert time.monotonic() - t0 < 8, "still answering from the mirror after 8 s"
+                # (an unknown user is never a 550 from stale data: Redis is
+                # asked, and the fallback given while it cannot answer)
+                assert c.ask(recipient="nobody@example.com") in (
+                    USER_UNKNOWN("nobody@example.com"), FALLBACK_DEFER)
+                if metric(d.metrics_port, "backstop_mirror_stale_seconds") > 0:  # noticed
+                    assert c.ask(recipient="nobody@example.com") == FALLBACK_DEFER
                 time.sleep(0.05)
             answered_for = time.monotonic() - t0
             # ...then the fallback
@@ -350,6 +358,25 @@ def test_without_the_acl_for_tracking_it_asks_redis(redis, backstopd):
     assert "mirror: tracking on" not in log
     assert log.count("was refused") == 1
     assert log.count("NOPERM") <= 1, "a reconnect loop"
+
+
+def test_a_subscription_refused_later_never_makes_a_550_from_stale_data(redis, backstopd):
+    # given a loaded mirror, as an ACL user that may subscribe
+    redis.client.execute_command("ACL", "SETUSER", "bs", "on", ">pw", "~*", "&*", "+@all")
+    d = mirrored(redis, backstopd, redis_cfg={"username": "bs", "password": "pw",
+                                              "max_stale": "5m"})
+    # when the ACL loses the channel (Redis drops the subscriber; the data
+    # connection stays) and a user is added right then
+    off = d.log_size()
+    redis.client.execute_command("ACL", "SETUSER", "bs", "resetchannels")
+    redis.client.sadd(PREFIX + "rcpt:example.com", "dave")
+    d.wait_log(r"invalidations lost|subscription", offset=off, timeout=10)
+    # then the new user is never refused from the stale mirror: Redis answers
+    with d.conn() as c:
+        for _ in range(20):
+            assert c.ask(recipient="dave@example.com") == DUNNO
+            time.sleep(0.02)
+        assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
 
 
 def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
