@@ -494,11 +494,15 @@ int bs__redis_track_answer(bs_redis_track *t, const bs_lookup *q, bs_facts *f)
         return BS_MIRROR_ASK_REDIS;
     check_link(t, now);
     rc = bs_mirror_answer(t->m, q, now, t->cfg->max_stale_ms, f);
-    /* stale data never says a user does not exist: a recipient of a
-     * protected domain that the stale mirror lacks may have been added
-     * since (a 550 would lose the mail); Redis is asked, and while it
-     * cannot answer, the on_redis_error answer (a 4xx by default) is given */
-    if (rc == BS_MIRROR_STALE && q->nlocals && f->protected_domain && !f->rcpt_known)
+    /* stale answers only while Redis cannot answer: with the data
+     * connection up (the subscription refused or lost alone, or the mirror
+     * being re-read after a reconnect) Redis is asked. And stale data never
+     * says a user does not exist: a recipient of a protected domain that
+     * the stale mirror lacks may have been added since (a 550 would lose
+     * the mail); Redis is asked, and while it cannot answer, the
+     * on_redis_error answer (a 4xx by default) is given. */
+    if (rc == BS_MIRROR_STALE &&
+        (bs__redis_conn_ready(t->data) || (q->nlocals && f->protected_domain && !f->rcpt_known)))
         rc = BS_MIRROR_ASK_REDIS;
     if (rc == BS_MIRROR_EXACT) {
         bs_stat.mirror_answers++;
