@@ -377,6 +377,10 @@ def test_a_subscription_refused_later_never_makes_a_550_from_stale_data(redis, b
             assert c.ask(recipient="dave@example.com") == DUNNO
             time.sleep(0.02)
         assert c.ask(recipient="nobody@example.com") == USER_UNKNOWN("nobody@example.com")
+        # and a user removed now is refused at once (Redis answers, not the
+        # stale mirror that still holds it)
+        redis.client.srem(PREFIX + "rcpt:example.com", "user")
+        assert c.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com")
 
 
 def test_an_expired_block_ends_and_leaves_the_mirror(redis, backstopd):
