@@ -645,6 +645,11 @@ void bs_mirror_invalidate(bs_mirror *m, const char *key, size_t len)
         for (i = 0; i < m->ntab; i++)
             if (m->tab[i])
                 invalidate(m, m->tab[i]);
+        /* blocks the new data holds (a full resync, a FLUSHALL then a
+         * restore) sent no invalidation of their own: SCAN again, and
+         * until it ends Redis answers for the clients the mirror lacks */
+        m->blocks_scanned = 0;
+        invalidate(m, m->scan);
         return;
     }
     if (len > BS_MIRROR_KEY_MAX)

@@ -198,10 +198,38 @@ static void test_flush(void)
     bs_mirror_invalidate(m, NULL, 0);
     CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_ASK_REDIS);
     CHECK(load(m, "domains", none));
+    /* the blocks are scanned again too: until then Redis answers */
+    CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_ASK_REDIS);
+    CHECK(load(m, "*", none));
     CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_EXACT);
     CHECK(!f.protected_domain);
     bs_mirror_get_info(m, &info);
     CHECK_EQ_INT(info.keys, 4); /* domains, ndr, mode, exempt: rcpt:example.com went */
+    bs_mirror_free(m);
+}
+
+/* a flush that brings blocks of its own (a replica's full resync: one nil
+ * invalidation, no key of its own): the new block is found by the SCAN */
+static void test_flush_finds_new_blocks(void)
+{
+    bs_mirror *m = loaded();
+    bs_mirror_read rd;
+    bs_facts f;
+    const char *found[] = {"block:192.0.2.1", NULL};
+
+    CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_EXACT);
+    CHECK(!f.blocked);
+    bs_mirror_invalidate(m, NULL, 0);
+    CHECK(next_for(m, "*", &rd));
+    reply_items(m, &rd, 0, found);
+    CHECK(next_for(m, "block:192.0.2.1", &rd));
+    bs_mirror_block(m, &rd, 1, "manual", 6, -1, 0);
+    CHECK(load(m, "domains", (const char *[]){"example.com", NULL}));
+    CHECK(load(m, "rcpt:example.com", (const char *[]){"alice", NULL}));
+    CHECK(load(m, "ndr", none));
+    CHECK(load(m, "exempt", none));
+    CHECK_EQ_INT(ask(m, "alice", "example.com", 0, &f), BS_MIRROR_EXACT);
+    CHECK(f.blocked);
     bs_mirror_free(m);
 }
 
@@ -421,6 +449,7 @@ int main(void)
     test_race();
     test_scan_restart();
     test_flush();
+    test_flush_finds_new_blocks();
     test_wrong_type();
     test_lost();
     test_blocks();
