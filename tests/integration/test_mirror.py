@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+import redis as redis_py
 
 from support.procs import free_port
 from support.replies import BLOCKED, DUNNO, FALLBACK_DEFER, PREFIX, USER_UNKNOWN, action
@@ -464,3 +465,20 @@ def test_a_new_server_on_reload_moves_both_connections(redis_factory, backstopd)
     assert d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com")
     assert metric(d.metrics_port, "backstop_mirror_answers_total") > before
     assert "CLIENT TRACKING refused" not in d.log()
+
+
+def test_swapdb_then_client_kill_pubsub_reads_afresh(redis, backstopd):
+    # given a loaded mirror, and other data in database 1
+    d = mirrored(redis, backstopd)
+    db1 = redis_py.Redis(unix_socket_path=redis.sock, db=1, socket_timeout=5)
+    db1.sadd(PREFIX + "domains", "example.com")
+    db1.sadd(PREFIX + "rcpt:example.com", "carol")
+    # when the databases are swapped (no invalidation) and the README's
+    # remedy is applied
+    redis.client.swapdb(0, 1)
+    redis.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    # then the new data is obeyed
+    poll(lambda: d.ask(recipient="carol@example.com") == DUNNO, 10, what="carol from db 0")
+    poll(lambda: d.ask(recipient="user@example.com") == USER_UNKNOWN("user@example.com"), 10,
+         what="user gone with the swap")
+    db1.close()
