@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -127,12 +128,21 @@ int bs_source_file_read(const bs_source *src, bs_source_emit emit, void *arg, ch
     uint64_t deadline = bs__src_deadline(src->timeout_ms);
     bs__src_lines l;
     ssize_t got;
+    struct stat st;
     int fd, rc = 0;
 
     bs__src_lines_init(&l, src, emit, arg, err, errsz);
-    fd = open(src->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO there would block the open until a writer came
+     * (no timeout covers that); only a regular file is read */
+    fd = open(src->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errsz, "%s: %s", src->path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        snprintf(err, errsz, "%s: not a regular file", src->path);
+        close(fd);
         return -1;
     }
     while (rc == 0 && (got = read(fd, chunk, sizeof chunk)) != 0) {

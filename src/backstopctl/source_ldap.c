@@ -28,7 +28,8 @@
  *     empty bind_dn binds anonymously. A password over a connection that is
  *     not encrypted is warned about.
  *   - Search: subtree, the paged-results control (RFC 2696, critical) with
- *     src->page_size entries a page (AD serves at most 1000); page_size 0
+ *     src->page_size entries a page (AD serves at most 1000; the config
+ *     takes 1..100000); page_size 0, which only the test driver can give,
  *     sends no control, so a server size limit fails the read instead of
  *     truncating it. Results are taken one message at a time, so memory
  *     does not grow with the page or the directory. src->progress, when

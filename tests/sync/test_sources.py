@@ -1,4 +1,5 @@
 """backstopctl sync: each source type end to end (file, command, postfix)."""
+import os
 import shutil
 import subprocess
 
@@ -118,3 +119,16 @@ def test_unknown_source_is_a_usage_error(sync):
     sync.config({"hr": file_source(sync, "hr.txt", "a@example.com\n")})
     sync.run("nosuch").expect(2, err="no [source nosuch]")
     assert sync.members("example.com") == set()
+
+
+def test_a_file_source_that_is_no_regular_file_fails_at_once(sync):
+    # given a FIFO (an open would wait for a writer forever) and a directory
+    fifo = os.path.join(sync.dir, "users.fifo")
+    os.mkfifo(fifo)
+    for path in (fifo, sync.dir):
+        sync.config({"dir": {"type": "file", "domain": "example.com", "path": path,
+                             "timeout": "3s"}})
+        # then the source fails, without waiting
+        r = sync.run(timeout=20)
+        r.expect(1, err="not a regular file")
+        assert r.seconds < 3, r.seconds
