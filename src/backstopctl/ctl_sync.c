@@ -334,6 +334,16 @@ static int check_filled(sync_run *r, bs_sync_domain *d, const char *tmp)
     return 0;
 }
 
+/* drop_tmp - best effort: the TTL removes it anyway */
+static void drop_tmp(sync_run *r, const char *tmp)
+{
+    if (!r->c->redis->err) {
+        redisReply *rep = bs_ctl_cmd(r->c, "DEL", tmp, (char *)NULL);
+        if (rep)
+            freeReplyObject(rep);
+    }
+}
+
 /* commit - step 3 (or 4: record only); the new outcome. An ok or unchanged
  * domain also gets <domain>:ok = now in the same EXEC (what the daemon's
  * max_directory_age reads); prev_ok is its value before ("" = none). */
@@ -375,17 +385,20 @@ static int commit(sync_run *r, bs_sync_domain *d, const char *rkey, const char *
     rc = exec_watched(r->c, cmds, argcs, n);
     if (rc == 1)
         return d->outcome;
-    if (rc == 0)
+    if (rc == 0) { /* no EXEC ran: the other writer's set, record and ok stay */
         snprintf(d->why, sizeof d->why,
                  "%.160s changed while it was read (another writer): run "
                  "sync again",
                  rkey);
-failed:
-    if (!r->c->redis->err) { /* best effort: the TTL removes it anyway */
-        redisReply *rep = bs_ctl_cmd(r->c, "DEL", tmp, (char *)NULL);
-        if (rep)
-            freeReplyObject(rep);
+        drop_tmp(r, tmp);
+        d->outcome = BS_SYNC_WRITE_FAILED;
+        return d->outcome;
     }
+    goto failed_exec;
+failed:
+    prev_ok = NULL; /* no EXEC was sent: <domain>:ok was not touched */
+failed_exec:
+    drop_tmp(r, tmp);
     if (!d->why[0])
         snprintf(d->why, sizeof d->why, "Redis refused the write");
     record_failed(r, d, prev_ok);

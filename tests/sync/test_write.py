@@ -262,3 +262,35 @@ def test_a_set_evicted_while_it_fills_is_not_swapped_in(sync):
     r.expect(1, err="example.com: not written")
     assert sync.r.info("stats")["evicted_keys"] > 0, "the test evicted nothing"
     assert len(sync.members("example.com")) == 100
+
+
+def test_a_write_lost_to_another_writer_leaves_its_record(sync):
+    # given a synced domain, and a sync of 200,000 users under way
+    one_file(sync, users(100))
+    sync.run().expect(0)
+    one_file(sync, users(200000))
+    stop = threading.Event()
+
+    def other_writer():
+        # when another writer changes the set while the new one is built,
+        # and records its own sync
+        while not stop.is_set():
+            if sync.r.keys("backstop:tmp:sync:*"):
+                p = sync.r.pipeline(transaction=True)
+                p.sadd("backstop:rcpt:example.com", "hired")
+                p.hset("backstop:sync", "example.com", "winner")
+                p.hset("backstop:sync", "example.com:ok", "4000000000")
+                p.execute()
+                return
+            time.sleep(0.001)
+    t = threading.Thread(target=other_writer)
+    t.start()
+    r = sync.run()
+    stop.set()
+    t.join()
+    # then this sync fails, and the other writer's set, record and time stay
+    r.expect(1, err="changed while it was read")
+    assert "hired" in sync.members("example.com") and len(sync.members("example.com")) == 101
+    assert sync.r.hget("backstop:sync", "example.com") == "winner"
+    assert sync.r.hget("backstop:sync", "example.com:ok") == "4000000000"
+    assert sync.r.keys("backstop:tmp:*") == []
