@@ -550,6 +550,8 @@ static void on_tick(uv_timer_t *t)
     }
     if (bs__redis_conn_ready(c))
         c->hooks->tick(c->owner, now);
+    else if (c->state != ST_CLOSED && c->hooks->down)
+        c->hooks->down(c->owner, now);
     if (c->cfg->nsentinels && bs__redis_conn_ready(c) && !c->sac &&
         now - c->last_probe >= BS_SENTINEL_PROBE_MS) {
         c->last_probe = now;

@@ -30,6 +30,8 @@ typedef struct bs_redis_conn_hooks {
     int (*handshake)(void *owner);
     /* every tick (100 ms) while the connection can take commands */
     void (*tick)(void *owner, uint64_t now);
+    /* every tick while it cannot (lost, reconnecting): may be NULL */
+    void (*down)(void *owner, uint64_t now);
     /* both timers are closed after bs__redis_conn_close: free the owner */
     void (*closed)(void *owner);
 } bs_redis_conn_hooks;

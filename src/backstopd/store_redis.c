@@ -1895,6 +1895,16 @@ static void on_conn_tick(void *owner, uint64_t now)
         bs__redis_track_tick(r->track, now);
 }
 
+/* on_conn_down - while the data connection is lost: the mirror is stale */
+static void on_conn_down(void *owner, uint64_t now)
+{
+    bs_redis *r = owner;
+
+    (void)now;
+    if (r->track)
+        bs__redis_track_check(r->track);
+}
+
 /* part_closed - a connection or handle is closed: the last frees the store */
 static void part_closed(void *owner)
 {
@@ -1917,6 +1927,7 @@ static void on_handle_closed(uv_handle_t *h)
 static const bs_redis_conn_hooks conn_hooks = {
     .handshake = on_conn_handshake,
     .tick = on_conn_tick,
+    .down = on_conn_down,
     .closed = part_closed,
 };
 

@@ -311,6 +311,23 @@ def test_redis_killed_answers_from_the_mirror_until_max_stale(redis, backstopd):
     assert d.ask(recipient="nobody@example.com") == DUNNO
 
 
+def test_the_mirror_goes_stale_when_the_link_is_lost_not_at_the_next_request(redis, backstopd):
+    # given a loaded mirror and no request after it
+    d = mirrored(redis, backstopd, redis_cfg={"max_stale": "1m"})
+    off = d.log_size()
+    # when Redis dies while nobody asks (nor scrapes the metrics)
+    redis.kill()
+    t0 = time.monotonic()
+    # then the loss is logged by itself, within a tick or two...
+    poll(lambda: "invalidations lost" in d.log_since(off), 2, what="the loss logged")
+    noticed = time.monotonic() - t0
+    time.sleep(1.5)
+    # ...and max_stale counts from the loss, not from the first request after it
+    stale = metric(d.metrics_port, "backstop_mirror_stale_seconds")
+    assert stale >= 1.4, (stale, noticed)
+    assert d.ask(recipient="user@example.com") == DUNNO
+
+
 def test_redis_frozen_answers_from_the_mirror_until_max_stale(redis, backstopd):
     # given a loaded mirror with max_stale 2s (no rate tracking: the ~60
     # unknown-user probes below would otherwise queue rate scripts that Redis
