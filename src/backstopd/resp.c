@@ -112,6 +112,11 @@ void bs_resp_str(bs_resp *b, const char *s)
 
 void bs_resp_u64(bs_resp *b, uint64_t v)
 {
+    bs_resp_u64_after(b, "", v);
+}
+
+void bs_resp_u64_after(bs_resp *b, const char *pre, uint64_t v)
+{
     char tmp[24];
     size_t i = sizeof(tmp);
 
@@ -119,5 +124,5 @@ void bs_resp_u64(bs_resp *b, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    bs_resp_arg(b, tmp + i, sizeof(tmp) - i);
+    bs_resp_arg2(b, pre, strlen(pre), tmp + i, sizeof(tmp) - i);
 }

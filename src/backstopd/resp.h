@@ -43,5 +43,7 @@ void bs_resp_arg3(bs_resp *b, const char *a, size_t alen, const char *m, size_t 
 void bs_resp_str(bs_resp *b, const char *s);
 /* an unsigned decimal argument */
 void bs_resp_u64(bs_resp *b, uint64_t v);
+/* ... after a prefix, in one argument (ZCOUNT's exclusive "(123") */
+void bs_resp_u64_after(bs_resp *b, const char *pre, uint64_t v);
 
 #endif

@@ -1594,13 +1594,15 @@ static int next_note(const bs_counts *c, int i)
 }
 
 /*
- * count_key - the four commands of one count: key name:sub, window ms,
- * adds members (the notes chained from note whose clients are not exempt,
- * or nameless ones when note is -2), order entry v; 0 / -1 (a command
- * could not be sent: the rest of the batch is not sent either)
+ * count_key - the four commands of one count: key name:sub, members kept
+ * for keep_ms, adds members (the notes chained from note whose clients are
+ * not exempt, or nameless ones when note is -2), then ZCARD, or, with a
+ * window_ms shorter than keep_ms, ZCOUNT over (now - window_ms, +inf];
+ * order entry v; 0 / -1 (a command could not be sent: the rest of the
+ * batch is not sent either)
  */
-static int count_key(count_batch *b, const char *name, const char *sub, uint64_t window_ms,
-                     unsigned adds, int note, int v)
+static int count_key(count_batch *b, const char *name, const char *sub, uint64_t keep_ms,
+                     uint64_t window_ms, unsigned adds, int note, int v)
 {
     bs_redis *r = b->r;
     char buf[BS_REDIS_CMD_MAX], m[BS_CLIENT_KEY_MAX + 48];
@@ -1609,7 +1611,7 @@ static int count_key(count_batch *b, const char *name, const char *sub, uint64_t
 
     begin_keyed(&cmd, buf, sizeof(buf), r, 4, "ZREMRANGEBYSCORE", name, sub);
     bs_resp_str(&cmd, "-inf");
-    bs_resp_u64(&cmd, b->now > window_ms ? b->now - window_ms : 0);
+    bs_resp_u64(&cmd, b->now > keep_ms ? b->now - keep_ms : 0);
     if (count_send(b, &cmd, on_count_reply) < 0)
         return -1;
     for (done = 0; done < adds; done += k) {
@@ -1628,14 +1630,41 @@ static int count_key(count_batch *b, const char *name, const char *sub, uint64_t
             return -1;
     }
     begin_keyed(&cmd, buf, sizeof(buf), r, 3, "PEXPIRE", name, sub);
-    bs_resp_u64(&cmd, window_ms);
+    bs_resp_u64(&cmd, keep_ms);
     if (count_send(b, &cmd, on_count_reply) < 0)
         return -1;
-    begin_keyed(&cmd, buf, sizeof(buf), r, 2, "ZCARD", name, sub);
+    if (window_ms < keep_ms) {
+        begin_keyed(&cmd, buf, sizeof(buf), r, 4, "ZCOUNT", name, sub);
+        bs_resp_u64_after(&cmd, "(", b->now > window_ms ? b->now - window_ms : 0);
+        bs_resp_str(&cmd, "+inf");
+    } else
+        begin_keyed(&cmd, buf, sizeof(buf), r, 2, "ZCARD", name, sub);
     if (count_send(b, &cmd, on_count_card) < 0)
         return -1;
     b->order[b->norder++] = v;
     return 0;
+}
+
+/*
+ * rate_keep_ms - how long a client's rate members are kept: its one
+ * rate:<client> ZSET serves [ratelimit] invalid_recipients and, while a
+ * domain is under attack, [harvest] client_limit; each counts over its own
+ * window (ZCOUNT), but none trims or expires the other's members (a count
+ * with the shorter window cut the longer one's short: a harvester probing
+ * a domain not under attack between probes of one that is escaped
+ * client_limit)
+ */
+static uint64_t rate_keep_ms(const bs_redis *r, uint64_t window_ms)
+{
+    const bs_config *cfg = r->cfg;
+    uint64_t keep = window_ms;
+
+    if (cfg->invalid_limit > 0 && cfg->invalid_window_ms > keep)
+        keep = cfg->invalid_window_ms;
+    if (cfg->harvest_limit > 0 && cfg->harvest_client_limit > 0 &&
+        cfg->harvest_client_window_ms > keep)
+        keep = cfg->harvest_client_window_ms;
+    return keep;
 }
 
 /* counts_send - the counting commands of b's clients not exempt */
@@ -1649,8 +1678,8 @@ static void counts_send(count_batch *b)
         const bs_count_rate *e = &b->c.rate[i];
         if (b->c.client[e->client].exempt)
             continue;
-        if (count_key(b, BS_KEY_RATE, b->c.client[e->client].ckey, e->window_ms, e->adds, -2,
-                      (int)i) < 0)
+        if (count_key(b, BS_KEY_RATE, b->c.client[e->client].ckey, rate_keep_ms(r, e->window_ms),
+                      e->window_ms, e->adds, -2, (int)i) < 0)
             return;
     }
     for (i = 0; i < b->c.ndom; i++) {
@@ -1659,8 +1688,9 @@ static void counts_send(count_batch *b)
         int n;
         for (n = next_note(&b->c, e->first); n >= 0; n = next_note(&b->c, b->c.note[n].next))
             adds++;
-        if (adds && count_key(b, BS_KEY_HARVEST, e->domain, r->cfg->harvest_window_ms, adds,
-                              next_note(&b->c, e->first), -(int)i - 1) < 0)
+        if (adds &&
+            count_key(b, BS_KEY_HARVEST, e->domain, r->cfg->harvest_window_ms,
+                      r->cfg->harvest_window_ms, adds, next_note(&b->c, e->first), -(int)i - 1) < 0)
             return;
     }
 }

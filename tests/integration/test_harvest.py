@@ -210,6 +210,56 @@ def test_normal_mode_lowers_the_client_limit(redis, backstopd):
     assert d.ask(client_address=prober, recipient="user@example.com") == BLOCKED
 
 
+def test_a_probe_elsewhere_does_not_reset_the_lowered_client_limit(redis, backstopd):
+    # given example.com under attack (client_limit 3/1h) and a second
+    # protected domain not under attack, whose count window is 2 s
+    redis.client.sadd(PREFIX + "domains", "other.test")
+    redis.client.sadd(PREFIX + "rcpt:other.test", "someone")
+    port = free_port()
+    d = backstopd(redis, harvest=harvest(new_clients="normal", duration="1h"),
+                  ratelimit={"invalid_recipients": "20/2s"},
+                  metrics={"listen": "inet:127.0.0.1:%d" % port})
+    start_attack(redis, seconds=3600)
+    poll(lambda: 'backstop_harvest_active{domain="example.com"} 1' in scrape(port), 5,
+         what="the attack in the local table")
+    prober = "10.5.0.1"
+    rate = PREFIX + "rate:" + prober
+    # when a harvester probes example.com twice, waits past the short
+    # window, probes other.test once (counted with the 2 s window), then
+    # example.com twice more
+    for k in range(2):
+        assert d.ask(client_address=prober, recipient="a%d@example.com" % k) == UNKNOWN
+    poll(lambda: redis.client.zcard(rate) == 2, 5, what="two counted")
+    time.sleep(2.5)
+    assert d.ask(client_address=prober, recipient="o1@other.test") == UNKNOWN
+    poll(lambda: redis.client.zcard(rate) == 3, 5, what="the other domain's probe counted")
+    # then the first two were kept (the key lives for the longest window)...
+    assert redis.client.pttl(rate) > 3_000_000
+    for k in range(2, 4):
+        assert d.ask(client_address=prober, recipient="a%d@example.com" % k) == UNKNOWN
+    # ...and the 4th to example.com within the hour blocks it
+    poll(lambda: redis.client.exists(PREFIX + "block:" + prober), 5, what="blocked after 3")
+    assert d.ask(client_address=prober, recipient="user@example.com") == BLOCKED
+
+
+def test_the_short_window_still_counts_only_its_own_span(redis, backstopd):
+    # given harvest on (rate members kept 1 h for client_limit) and no attack
+    d = backstopd(redis, harvest=harvest(), ratelimit={"invalid_recipients": "3/2s"})
+    prober = "10.5.1.1"
+    # when 3 unknowns, a pause past the 2 s window, then 3 more
+    for k in range(3):
+        assert d.ask(client_address=prober, recipient="b%d@example.com" % k) == UNKNOWN
+    poll(lambda: redis.client.zcard(PREFIX + "rate:" + prober) == 3, 5, what="counted")
+    time.sleep(2.5)
+    for k in range(3, 6):
+        assert d.ask(client_address=prober, recipient="b%d@example.com" % k) == UNKNOWN
+    poll(lambda: redis.client.zcard(PREFIX + "rate:" + prober) == 6, 5, what="counted")
+    time.sleep(0.5)
+    # then the old members do not count against the 2 s limit: no block
+    assert not redis.client.exists(PREFIX + "block:" + prober)
+    assert d.ask(client_address=prober, recipient="user@example.com") == DUNNO
+
+
 def test_report_mode(redis, backstopd):
     d = backstopd(redis, harvest=harvest(), policy={"mode": "report"})
     start_attack(redis)

@@ -59,6 +59,7 @@ NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 # redis.call()s are TIME ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET DEL HINCRBY
 # (rate) and INCR PTTL PEXPIRE (NDR budget); HINCRBY for the stats flush; SCARD
 # before a 550 (and HGET with [policy] max_directory_age, not set here);
+# unknown recipients counted with ZREMRANGEBYSCORE ZADD PEXPIRE ZCARD or ZCOUNT;
 # SMEMBERS, HGETALL, SCARD for the directory gauges (on connect, then every 15 s);
 # HMGET backstop:mode with every request, HINCRBY backstop:wouldreject with the
 # stats flush (a refusal in report mode).
@@ -69,7 +70,7 @@ NDR_LIMITED = NDR_LIMIT("c@lists.example.org")
 # (TIME HGETALL, at an attack's end HDEL HINCRBY).
 COMMANDS = ["get", "sismember", "smismember", "hmget", "scard", "smembers", "hgetall", "hincrby",
             "evalsha", "eval", "script|load", "select", "role", "time", "zremrangebyscore", "zcard",
-            "zadd", "pexpire", "set", "del", "incr", "pttl", "zremrangebyrank", "zrange", "zscore",
+            "zcount", "zadd", "pexpire", "set", "del", "incr", "pttl", "zremrangebyrank", "zrange", "zscore",
             "hget", "hset", "hdel"]
 CMD_RULE = "-@all " + " ".join("+" + c for c in COMMANDS)
 MIN_RULE = "on >SECRET resetkeys ~backstop:* resetchannels " + CMD_RULE
@@ -80,7 +81,9 @@ TIGHT_RULE = ("on >SECRET resetkeys %R~backstop:* %RW~backstop:rate:* %RW~backst
 # [harvest] for the paths below: a fresh domain trips in each round (then ends
 # after a second: the sweep's HDEL); example.com's clients are known to it, so
 # its answers stay the normal ones when it trips too
-HARVEST = {"threshold": "3/1m", "duration": "1s", "client_limit": "0"}
+# (client_limit 3/1h, the normal limit, keeps rate members an hour: the
+# 1m invalid_recipients window is then counted with ZCOUNT)
+HARVEST = {"threshold": "3/1m", "duration": "1s", "client_limit": "3/1h"}
 GREY = "action=450 4.7.1 Recipient verification delayed, try again later\n\n"
 # [redis] mirror = yes adds (src/backstopd/redis_track.c): CLIENT ID and
 # SUBSCRIBE __redis__:invalidate on the invalidation connection; CLIENT

@@ -31,6 +31,14 @@ static void test_binary_and_numbers(void)
     bs_resp_u64(&b, 18446744073709551615ULL);
     CHECK(!b.overflow);
     CHECK(memcmp(buf, "*2\r\n$5\r\na\r\n\0b\r\n$20\r\n18446744073709551615\r\n", b.len) == 0);
+    /* ZCOUNT's exclusive bound: one argument "(" + digits */
+    bs_resp_init(&b, buf, sizeof(buf));
+    bs_resp_cmd(&b, 2);
+    bs_resp_u64_after(&b, "(", 1733200000123ULL);
+    bs_resp_u64_after(&b, "(", 0);
+    CHECK(!b.overflow);
+    CHECK_EQ_INT(b.len, strlen("*2\r\n$14\r\n(1733200000123\r\n$2\r\n(0\r\n"));
+    CHECK(memcmp(buf, "*2\r\n$14\r\n(1733200000123\r\n$2\r\n(0\r\n", b.len) == 0);
 }
 
 static void test_overflow(void)
