@@ -452,6 +452,17 @@ int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad)
     return cfg->mode;
 }
 
+/* ask_directory - q becomes the second lookup: the directory's size (and
+ * last sync) of the recipient's domain */
+static int ask_directory(bs_decision *d, const bs_config *cfg, bs_lookup *q)
+{
+    memset(q, 0, sizeof(*q));
+    q->directory = d->rcpt.domain;
+    q->directory_synced = cfg->max_directory_age_ms > 0;
+    d->dir_pending = 1;
+    return BS_DECIDE_LOOKUP;
+}
+
 /* apply_rules - the rules over the facts gathered; q (may be NULL) gets
  * the directory lookup when an unknown user's refusal needs it */
 static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, bs_lookup *q)
@@ -467,8 +478,13 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, 
             return BS_DECIDE_HARVEST;
         }
         if (d->harvest_result == BS_GREY_DEFER) {
-            /* the same answer for valid and unknown: nothing learnt */
-            if (!f->rcpt_known)
+            /* the same answer for valid and unknown: nothing learnt. An
+             * unknown recipient counts only when the directory can be
+             * trusted to say so (an empty or stale one counted every real
+             * user, and blocked the real MTAs sending to them) */
+            if (!f->rcpt_known && q && !f->dir_known && !exempt)
+                return ask_directory(d, cfg, q);
+            if (!f->rcpt_known && directory_doubt(cfg, f) == BS_WHY_UNKNOWN_USER)
                 note_unknown(d, cfg, f, exempt);
             return finish(d, cfg->harvest_new_clients == BS_HARVEST_DEFER ? BS_WHY_HARVEST_DEFER
                                                                           : BS_WHY_HARVEST_GREY);
@@ -477,13 +493,8 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, 
             d->note_known = cfg->harvest_limit > 0 && !exempt && d->network[0];
             return finish(d, BS_WHY_VALID);
         }
-        if (q && !f->dir_known) {
-            memset(q, 0, sizeof(*q));
-            q->directory = d->rcpt.domain;
-            q->directory_synced = cfg->max_directory_age_ms > 0;
-            d->dir_pending = 1;
-            return BS_DECIDE_LOOKUP;
-        }
+        if (q && !f->dir_known)
+            return ask_directory(d, cfg, q);
         if ((why = directory_doubt(cfg, f)) != BS_WHY_UNKNOWN_USER)
             return finish(d, why);
         note_unknown(d, cfg, f, exempt);

@@ -226,7 +226,7 @@ def test_a_probe_elsewhere_does_not_reset_the_lowered_client_limit(redis, backst
     rate = PREFIX + "rate:" + prober
     # when a harvester probes example.com twice, waits past the short
     # window, probes other.test once (counted with the 2 s window), then
-    # example.com twice more
+    # example.com once more
     for k in range(2):
         assert d.ask(client_address=prober, recipient="a%d@example.com" % k) == UNKNOWN
     poll(lambda: redis.client.zcard(rate) == 2, 5, what="two counted")
@@ -235,11 +235,32 @@ def test_a_probe_elsewhere_does_not_reset_the_lowered_client_limit(redis, backst
     poll(lambda: redis.client.zcard(rate) == 3, 5, what="the other domain's probe counted")
     # then the first two were kept (the key lives for the longest window)...
     assert redis.client.pttl(rate) > 3_000_000
-    for k in range(2, 4):
-        assert d.ask(client_address=prober, recipient="a%d@example.com" % k) == UNKNOWN
-    # ...and the 4th to example.com within the hour blocks it
+    assert d.ask(client_address=prober, recipient="a2@example.com") == UNKNOWN
+    # ...and the 4th unknown recipient within the hour (3 of them to the
+    # attacked domain) blocks it
     poll(lambda: redis.client.exists(PREFIX + "block:" + prober), 5, what="blocked after 3")
     assert d.ask(client_address=prober, recipient="user@example.com") == BLOCKED
+
+
+def test_an_attacked_domain_with_an_empty_directory_counts_nobody(redis, backstopd):
+    # given empty.test protected but its directory empty (a failed sync),
+    # and under attack
+    redis.client.sadd(PREFIX + "domains", "empty.test")
+    d = backstopd(redis, harvest=harvest(duration="1h"))
+    start_attack(redis, "empty.test", seconds=3600)
+    client = "10.5.2.1"
+    # when a new client (a real MTA) sends to 4 of its real users
+    poll(lambda: d.ask(client_address=client, recipient="u0@empty.test") == GREY, 5,
+         what="the attack in the local table")
+    for k in range(1, 4):
+        assert d.ask(client_address=client, recipient="u%d@empty.test" % k) == GREY
+    time.sleep(0.5)
+    # then none of them counts (the directory cannot say they are unknown):
+    # no rate, no block, no harvest count, and the client's mail to example.com flows
+    assert not redis.client.exists(PREFIX + "rate:" + client)
+    assert not redis.client.exists(PREFIX + "block:" + client)
+    assert not redis.client.exists(PREFIX + "harvest:empty.test")
+    assert d.ask(client_address=client, recipient="user@example.com") == DUNNO
 
 
 def test_the_short_window_still_counts_only_its_own_span(redis, backstopd):

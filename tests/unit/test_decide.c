@@ -572,7 +572,22 @@ static void test_harvest(bs_config *cfg)
     CHECK(d.note_invalid && d.note_harvest);
     CHECK_EQ_INT(d.invalid_limit, cfg->harvest_client_limit);
     CHECK(d.invalid_window_ms == cfg->harvest_client_window_ms);
-    CHECK_EQ_INT(f_dir_lookups, 0); /* deferred: no directory check needed */
+    /* counted only once the directory is known to be trusted */
+    CHECK_EQ_INT(f_dir_lookups, 1);
+    /* an attacked domain whose directory is empty: the same 450, nothing
+     * counted (every real user would count, and block the real MTAs) */
+    int slot = f_domains[2] ? 3 : 2; /* the first free one */
+    f_domains[slot] = "empty.example";
+    f_attacked[1] = "empty.example";
+    f_dir_lookups = f_grey_checks = 0;
+    CHECK_EQ_INT(run(cfg, "RCPT", "s@x.example", "alice@empty.example", "192.0.2.7"),
+                 BS_WHY_HARVEST_GREY);
+    CHECK_EQ_STR(reply(cfg), grey);
+    CHECK_EQ_INT(f_dir_lookups, 1);
+    CHECK(!d.note_invalid && !d.note_harvest);
+    f_domains[slot] = NULL;
+    f_attacked[1] = NULL;
+    f_dir_lookups = 0;
 
     /* KNOWN and PASS: the normal rules, counted with the lowered limit */
     f_grey = BS_GREY_KNOWN;
