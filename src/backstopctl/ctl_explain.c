@@ -628,8 +628,8 @@ static void print_mode(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
             char v[BS_MODE_VALUE_MAX * 4];
             bs_ctl_safe(e->f.mode_value[i], e->f.mode_len[i], v, sizeof(v));
             fprintf(fp,
-                    "             (field %s holds \"%s\", no mode: ignored; the daemon warns)\n",
-                    i == 0 ? d->rcpt.domain : "*", v);
+                    "             (field %s holds \"%s%s\", no mode: ignored; the daemon warns)\n",
+                    i == 0 ? d->rcpt.domain : "*", v, e->f.mode_cut[i] ? "..." : "");
         }
 }
 
@@ -697,7 +697,9 @@ void bs_ctl_explain_print(const bs_ctl *c, const bs_ctl_explain *e, FILE *fp)
                 "answer for every recipient%s; without it: %s%s)",
                 d->note_invalid ? "; counts an invalid recipient for the client" : "",
                 e->harvest_without >= 0 ? bs_why_name(e->harvest_without) : "?",
-                e->harvest_without == BS_WHY_UNKNOWN_USER ? ", the directory not read" : "");
+                e->harvest_without == BS_WHY_UNKNOWN_USER && !d->facts.dir_known
+                    ? ", the directory not read"
+                    : "");
         break;
     case BS_WHY_NDR_ALLOW:
     case BS_WHY_NDR_DENY:
