@@ -184,6 +184,7 @@ typedef struct bs_facts {
     int mode_found[2];                     /* the field is set */
     char mode_value[2][BS_MODE_VALUE_MAX]; /* its value (raw, truncated) */
     size_t mode_len[2];
+    int mode_cut[2]; /* longer than BS_MODE_VALUE_MAX - 1: never a mode */
 } bs_facts;
 
 /* One request's decision. Embedded in its connection; no heap. */

@@ -38,8 +38,8 @@ struct redisReply;
 int bs_store_reply_apply(int kind, const struct redisReply *rep, bs_facts *f, int *result);
 
 /* bs_store_mode_value - mode HASH value i (0: the domain's field, 1: "*")
- * into f, truncated to BS_MODE_VALUE_MAX - 1 bytes (then no mode: a real
- * one is shorter); shared with the mirror's answers */
+ * into f, truncated to BS_MODE_VALUE_MAX - 1 bytes (then mode_cut is set:
+ * no mode, even when the start is one); shared with the mirror's answers */
 void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len);
 
 /* bs_store_unix_time - a sync record's time: decimal Unix seconds (at most

@@ -105,7 +105,14 @@ static const char *mode_from(const bs_ctl *c, const bs_ctl_mode *m, char *out, s
 /* field_json - a mode field's raw value, or null */
 static json_t *field_json(const bs_ctl_mode *m, int i)
 {
-    return m->f.mode_found[i] ? bs_ctl_jstr(m->f.mode_value[i], m->f.mode_len[i]) : json_null();
+    char v[BS_MODE_VALUE_MAX + 3];
+
+    if (!m->f.mode_found[i])
+        return json_null();
+    /* a value too long to be a mode was cut: it ends in "..." */
+    snprintf(v, sizeof(v), "%.*s%s", (int)m->f.mode_len[i], m->f.mode_value[i],
+             m->f.mode_cut[i] ? "..." : "");
+    return bs_ctl_jstr(v, strlen(v));
 }
 
 /* mode_json - the members every mode object has */
@@ -127,10 +134,11 @@ static void notes(const bs_ctl *c, const bs_ctl_mode *m)
     bs_ctl_key(c, key, sizeof(key), BS_KEY_MODE, NULL);
     for (i = 0; i < 2; i++)
         if (m->bad & (1 << i))
-            bs_ctl_note("%s field %s holds \"%s\", which is no mode (enforce, report, off): the "
+            bs_ctl_note("%s field %s holds \"%s%s\", which is no mode (enforce, report, off): the "
                         "daemon ignores it and warns",
                         key, i == 0 ? m->domain : "*",
-                        bs_ctl_safe(m->f.mode_value[i], m->f.mode_len[i], v, sizeof(v)));
+                        bs_ctl_safe(m->f.mode_value[i], m->f.mode_len[i], v, sizeof(v)),
+                        m->f.mode_cut[i] ? "..." : "");
     if (strcmp(m->domain, "*") != 0 && !m->f.protected_domain && m->f.mode_found[0])
         bs_ctl_note("%s is not a protected domain: its own field applies once it is; bounces to "
                     "it and blocked clients follow '*', then [policy] mode",

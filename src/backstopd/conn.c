@@ -381,7 +381,8 @@ static void note_mode_bad(bs_conn *c)
     bs_stat.mode_bad_values++;
     if (last_warn_ms && now - last_warn_ms < BS_MODE_WARN_MS)
         return;
-    bs_escape(d->facts.mode_value[i], d->facts.mode_len[i], esc, sizeof(esc));
+    bs_escape_marked(d->facts.mode_value[i], d->facts.mode_len[i], d->facts.mode_cut[i], esc,
+                     sizeof(esc));
     bs_warn("%s%s field \"%s\" has the value \"%s\", which is no mode (want enforce, report or "
             "off): ignored, the mode is %s from %s (%llu such requests since the last warning)",
             c->env->cfg->prefix, BS_KEY_MODE, i == 0 ? d->rcpt.domain : "*", esc,

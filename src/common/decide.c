@@ -441,7 +441,8 @@ int bs_decide_mode(const bs_config *cfg, const bs_facts *f, int *src, int *bad)
     for (i = f->protected_domain ? 0 : 1; i < 2; i++) {
         if (!f->mode_found[i])
             continue;
-        if ((m = bs_parse_mode(f->mode_value[i], f->mode_len[i])) < 0) {
+        /* a value cut to fit is no mode, even when its start is one */
+        if (f->mode_cut[i] || (m = bs_parse_mode(f->mode_value[i], f->mode_len[i])) < 0) {
             *bad |= 1 << i;
             continue;
         }

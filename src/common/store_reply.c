@@ -48,6 +48,7 @@ void bs_store_mode_value(bs_facts *f, size_t i, const char *v, size_t len)
     memcpy(f->mode_value[i], v, n);
     f->mode_value[i][n] = 0;
     f->mode_len[i] = n;
+    f->mode_cut[i] = n < len;
 }
 
 /* clamp_int - a script's integer, kept in int with its sign */

@@ -128,6 +128,26 @@ def test_bad_value_is_ignored_and_warned(redis, backstopd):
     assert d.log_since(off).count("which is no mode") == 1
 
 
+def test_a_value_too_long_to_be_a_mode_is_ignored_even_when_it_starts_with_one(
+        redis, backstopd, backstopctl):
+    d = backstopd(redis, ratelimit=NO_RATE)
+    backstopctl.config = d.conf_path
+    off = d.log_size()
+    # given a 27-byte value whose first 15 bytes, blanks trimmed, are "off"
+    redis.client.hset(MODE, "example.com", "off            until friday")
+    # then it is no mode: the config's enforce refuses, and a warning says so
+    assert d.ask(recipient=UNKNOWN) == USER_UNKNOWN(UNKNOWN)
+    d.wait_log(r'backstop:mode field "example\.com" has the value "off(\\x20){12}\.\.\.", '
+               r'which is no mode', off)
+    r = backstopctl("domain", "mode", "example.com")
+    r.expect(0, out=["enforce"])
+    doc = backstopctl("--json", "domain", "mode", "example.com").json(0)
+    assert doc["mode"] == "enforce" and doc["field"].endswith("..."), doc
+    # a 15-byte one is read whole
+    redis.client.hset(MODE, "example.com", "off            ")
+    poll(lambda: d.ask(recipient=UNKNOWN) == DUNNO, 5, what="mode off")
+
+
 def test_ndr_report_suffixes(redis, cluster, backstopctl):
     redis.client.hset(PREFIX + "ndr", "deny.example", "deny report")
     redis.client.hset(PREFIX + "ndr", "limit.example", "limit 1/1h report")
