@@ -26,7 +26,17 @@ test_install_run_purge  dpkg -i: the backstop user and group exist,
                         a private redis-server (the installed backstop.ini
                         edited as an admin would), rejects an unknown user;
                         dpkg --remove keeps the config and the user, dpkg
-                        --purge leaves no file of the package and no user
+                        --purge leaves no file of the package but keeps the
+                        user and group (their UID and GID are not freed for
+                        another account to inherit the admin's files)
+test_reinstall_without_conffile
+                        the admin deletes backstop.ini: a reinstall (the
+                        postinst path of an upgrade) still configures and
+                        dpkg does not bring the file back; --force-confmiss
+                        does, root:backstop 0640; after a purge an install
+                        reuses the kept user and group
+
+The install tests leave the backstop user and group behind, as a purge does.
 """
 import os
 import re
@@ -208,6 +218,24 @@ def dpkg(*args):
     return run(["dpkg"] + list(args), env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
 
+def status():
+    return run(["dpkg-query", "-W", "-f=${Status}", PACKAGE])
+
+
+def account():
+    """The backstop user's and group's ids; KeyError when either is missing."""
+    import grp
+    import pwd
+    user = pwd.getpwnam("backstop")
+    return user.pw_uid, user.pw_gid, grp.getgrnam("backstop").gr_gid
+
+
+def assert_conffile_mode():
+    st = os.lstat(CONFFILE)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, account()[2], 0o640), (
+        "%s is %d:%d %o" % (CONFFILE, st.st_uid, st.st_gid, st.st_mode & 0o7777))
+
+
 @pytest.fixture
 def installed_package(built):
     if os.geteuid() != 0:
@@ -259,10 +287,36 @@ def test_install_run_purge(installed_package, redis_factory, test_dir, record):
     dpkg("--remove", PACKAGE)
     assert os.path.isfile(CONFFILE) and pwd.getpwnam("backstop"), "remove took the config or user"
     assert not os.path.exists("/usr/sbin/backstopd")
+    ids = account()
     dpkg("--purge", PACKAGE)
     left = [p for p in files + [CONFFILE, "/etc/backstop"] if os.path.lexists(p)]
     assert not left, "left after purge: %s" % left
-    for db in (pwd.getpwnam, grp.getgrnam):
-        with pytest.raises(KeyError):
-            db("backstop")
-    record("installed %d files; purge left none" % len(files))
+    # kept: a freed UID/GID could go to the next system account, which would
+    # then own the admin's root:backstop secrets and backstop's directories
+    assert account() == ids, "purge removed or changed the backstop user or group"
+    record("installed %d files; purge left none, and kept the user and group" % len(files))
+
+
+@pytest.mark.root
+def test_reinstall_without_conffile(installed_package, record):
+    """Given the installed package whose backstop.ini the admin deleted, when
+    it is installed again, it is configured (dpkg leaves the file deleted);
+    --force-confmiss brings the file back root:backstop 0640, and an install
+    after a purge reuses the kept user and group."""
+    deb = installed_package.deb
+    ids = account()
+    os.unlink(CONFFILE)
+    dpkg("-i", deb)  # same version: preinst upgrade, postinst configure OLD
+    assert status() == "install ok installed", status()
+    assert not os.path.lexists(CONFFILE), "dpkg brought back a conffile the admin deleted"
+
+    dpkg("-i", "--force-confmiss", deb)
+    assert status() == "install ok installed", status()
+    assert_conffile_mode()
+
+    dpkg("--purge", PACKAGE)
+    assert account() == ids, "purge removed or changed the backstop user or group"
+    dpkg("-i", deb)
+    assert account() == ids, "the install after a purge made a new user or group"
+    assert_conffile_mode()
+    record("reinstall without backstop.ini configured; user and group kept across a purge")
