@@ -288,6 +288,13 @@ static double rate_per_min(const bs_ctl *c, const attack_row *r)
     return (double)r->in_window * 60000.0 / (double)c->cfg.harvest_window_ms;
 }
 
+/* capped - r's window count is a lower bound: past the threshold backstopd
+ * trims the window to the newest threshold + 1 members */
+static int capped(const bs_ctl *c, const attack_row *r)
+{
+    return c->cfg.harvest_limit && r->in_window > (long long)c->cfg.harvest_limit;
+}
+
 /* print_row - one domain as text */
 static void print_row(const bs_ctl *c, const attack_row *r, uint64_t now)
 {
@@ -323,8 +330,12 @@ static void print_row(const bs_ctl *c, const attack_row *r, uint64_t now)
     }
     if (c->cfg.harvest_limit && c->cfg.harvest_window_ms) {
         bs_ctl_duration(c->cfg.harvest_window_ms, win, sizeof(win));
-        printf("  unknown recipients: %lld in the last %s (%.1f a minute; threshold %u/%s)",
-               r->in_window, win, rate_per_min(c, r), c->cfg.harvest_limit, win);
+        /* past the threshold backstopd keeps only the newest threshold + 1
+         * members (the window's memory bound): a lower bound then */
+        printf("  unknown recipients: %s%lld in the last %s (%s%.1f a minute; threshold %u/%s%s)",
+               capped(c, r) ? "at least " : "", r->in_window, win, capped(c, r) ? "at least " : "",
+               rate_per_min(c, r), c->cfg.harvest_limit, win,
+               capped(c, r) ? "; past it only the newest threshold + 1 are kept" : "");
     } else {
         printf("  unknown recipients: %lld recorded ([harvest] threshold = 0 in %s: no window)",
                r->in_window, c->config_path);
@@ -351,7 +362,7 @@ static json_t *row_json(const bs_ctl *c, const attack_row *r, uint64_t now)
                                              bs_ctl_jstr(r->top[i].net, r->top[i].len), "count",
                                              (json_int_t)r->top[i].n));
     return json_pack(
-        "{s:o, s:o, s:b, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:I}", "domain",
+        "{s:o, s:o, s:b, s:o, s:o, s:o, s:b, s:o, s:o, s:b, s:o, s:o, s:I}", "domain",
         bs_ctl_jstr(r->field->str, r->field->len), "value",
         r->value->type == REDIS_REPLY_STRING ? bs_ctl_jstr(r->value->str, r->value->len)
                                              : json_null(),
@@ -360,9 +371,9 @@ static json_t *row_json(const bs_ctl *c, const attack_row *r, uint64_t now)
         r->readable ? json_integer(r->until > now_s ? r->until - now_s : 0) : json_null(),
         "in_force", in_force(r->until_read, now_s), "unknown_at_trip",
         r->readable ? json_integer(r->unknown) : json_null(), "unknown",
-        r->in_window >= 0 ? json_integer(r->in_window) : json_null(), "rate_per_minute",
-        rate >= 0 ? json_real(rate) : json_null(), "top_networks", top, "sampled",
-        (json_int_t)r->sampled);
+        r->in_window >= 0 ? json_integer(r->in_window) : json_null(), "unknown_at_least",
+        capped(c, r), "rate_per_minute", rate >= 0 ? json_real(rate) : json_null(), "top_networks",
+        top, "sampled", (json_int_t)r->sampled);
 }
 
 /* bs_ctl_harvest - the domains under attack */

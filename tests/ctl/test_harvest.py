@@ -96,6 +96,14 @@ def test_harvest_list(env):
     fields(rows["wrongtype.example"], {"readable": True, "in_force": False, "unknown": None,
                                        "rate_per_minute": None}, "wrongtype")
 
+    assert ex["unknown_at_least"] is False, ex
+    # a count past the threshold is a lower bound (backstopd keeps the newest threshold + 1)
+    low = env.write_config("low.ini", extra="[harvest]\nthreshold = 5/10m\n")
+    env.ctl("harvest", config=low).expect(0, out=[
+        "unknown recipients: at least 12 in the last 10m (at least 1.2 a minute; threshold 5/10m; "
+        "past it only the newest threshold + 1 are kept)"])
+    low_rows = {a["domain"]: a for a in env.ctl("harvest", "--json", config=low).json(0)["attacks"]}
+    fields(low_rows["example.com"], {"unknown": 12, "unknown_at_least": True}, "capped")
     # another window in the config: the count follows it
     ini = env.write_config("t.ini", extra="[harvest]\nthreshold = 5/1s\n")
     env.ctl("harvest", config=ini).expect(0, out=[
