@@ -192,6 +192,13 @@ const char *bs_ctl_last_err(void);
  * left), its length in *len; -1 when it is not UTF-8 (an overlong form, a
  * surrogate, past U+10FFFF, truncated, a stray byte). */
 long bs_ctl_utf8_char(const unsigned char *s, size_t n, size_t *len);
+/* bs_ctl_local_bad_byte - why the len bytes of s (a local part or an
+ * address as typed: user add|del, an import key) hold a byte that no
+ * local part Postfix hands the policy server has, or NULL when none:
+ * a byte sequence that is not UTF-8, a C0 or C1 control or DEL, U+FEFF,
+ * '"' or '\\' (a quoted local part: Postfix passes it unquoted, so it
+ * would never match). */
+const char *bs_ctl_local_bad_byte(const char *s, size_t len);
 /* bs_ctl_safe - copy for display: control bytes (C0, DEL, C1), '\\' and
  * bytes that are not UTF-8 become "\xHH", other UTF-8 is kept. Always
  * NUL-terminated; a character is never cut. */
@@ -217,10 +224,12 @@ int bs_ctl_norm_client(const bs_ctl *c, const char *arg, char *key);
 /* ------------------------------------------------------------ ctl_import.c */
 enum bs_ctl_line { BS_LINE_SKIP = 0, BS_LINE_USER, BS_LINE_BAD };
 
-/* Import line classifier state: Postfix map files continue a logical line
- * on the next line when it starts with a blank. Zero it before line 1. */
+/* Import line classifier state: as in Postfix table files, a line that
+ * starts with a blank continues the logical line before it (comment and
+ * blank lines in between do not end it). Zero it before line 1. */
 typedef struct bs_ctl_lines {
-    int in_map_entry; /* the last logical line had a value column */
+    int in_entry;     /* a logical line (an entry) has started */
+    size_t continued; /* lines skipped as the continuation of an entry */
     size_t lines;     /* lines seen: a byte order mark is dropped from line 1 */
 } bs_ctl_lines;
 
@@ -229,7 +238,9 @@ typedef struct bs_ctl_lines {
  * "\r" before it is dropped, as is a UTF-8 BOM at the start of line 1) for
  * domain (normalised). BS_LINE_USER with the normalised local part ("*" for a
  * "@domain" catch-all) in local; BS_LINE_SKIP for blank lines, comments,
- * continuation lines and a "DOMAIN value" line; BS_LINE_BAD with *why.
+ * continuation lines (counted in st->continued) and a "DOMAIN value" line;
+ * BS_LINE_BAD with *why, an indented line before the first entry included
+ * (Postfix ignores it with a warning).
  */
 int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const char *domain,
                        char local[BS_LOCAL_MAX + 1], const char **why);
@@ -376,8 +387,9 @@ int bs_ctl_json_print(json_t *doc, int rc);
 
 /* ------------------------------------------------------------ ctl_rbl.c */
 /* bs_ctl_rbl_name - "<reversed ip>.<zone>" (IPv4 per octet, IPv6 per
- * nibble). Returns the length, or -1 when ip is not an address or out is
- * too small. */
+ * nibble). Returns the length, or -1 when ip is not an address, out is
+ * too small, or the name is no DNS name: over 253 characters (255 octets
+ * on the wire), or a label empty or over 63 octets. */
 int bs_ctl_rbl_name(const char *ip, const char *zone, char *out, size_t outsz);
 
 #endif

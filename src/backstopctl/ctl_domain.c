@@ -15,7 +15,11 @@
  *                       object ("sync": bs_ctl_sync_show).
  *   bs_ctl_user_add     SADD rcpt:<domain>: "DOMAIN LOCAL..." or
  *                       "ADDRESS...", "@domain" or "*" = catch-all.
- *   bs_ctl_user_del     SREM; 1 when a user was not there.
+ *                       A user is written as Postfix passes it, unquoted
+ *                       ("john doe@example.com"): an operand with a byte
+ *                       import refuses in a key (bs_ctl_local_bad_byte:
+ *                       '"', '\\', controls, not UTF-8) is exit 2.
+ *   bs_ctl_user_del     SREM; 1 when a user was not there; operands as add.
  *   bs_ctl_user_list    SMEMBERS, sorted, one a line (for scripts).
  *
  * Every operand is validated (addr.c, the daemon's own normalisation)
@@ -327,10 +331,15 @@ int bs_ctl_domain_list(bs_ctl *c, int argc, char **argv)
 static int parse_user(const char *arg, const char *domain, user_item *it)
 {
     char buf[BS_ADDR_MAX + 2], shown[BS_ADDR_MAX + 8];
+    const char *why;
     bs_addr a;
     size_t len = strlen(arg);
 
     bs_ctl_safe(arg, len, shown, sizeof(shown));
+    if ((why = bs_ctl_local_bad_byte(arg, len)) != NULL) { /* as import refuses it */
+        bs_ctl_err("%s: %s", shown, why);
+        return BS_CTL_USAGE;
+    }
     if (arg[0] == '@' || strcmp(arg, "*") == 0) { /* catch-all */
         const char *d = arg[0] == '@' ? arg + 1 : domain;
         if (!d || bs_domain_norm(d, strlen(d), it->domain) < 0) {

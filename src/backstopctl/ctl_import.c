@@ -12,23 +12,28 @@
  *   One entry a line: "alice", "alice@example.com", or a Postfix map line
  *   "alice@example.com  anything" (virtual_mailbox_maps): the first column
  *   is the key, the rest is ignored. "@example.com" is the catch-all (member
- *   "*"). Blank lines and lines whose first non-blank is '#' are skipped; a
- *   line that starts with a blank right after a map entry (a line with a
- *   value) continues that entry, as in Postfix, and is skipped; "DOMAIN
- *   value" (a virtual(5) domain line) is skipped. A UTF-8 byte order mark
- *   at the start of the file (Windows tools write one) is dropped, and a
- *   line may end in CRLF. Bad lines: an address of another domain, an
- *   invalid address or local part, a line over BS_IMPORT_LINE_MAX bytes,
- *   and a line holding a byte no local part has (see BYTES).
+ *   "*"). Blank lines and lines whose first non-blank is '#' are skipped;
+ *   any other line that starts with a blank continues the entry before it
+ *   (comment and blank lines in between do not end an entry), as Postfix
+ *   reads table files (readllines(); "postmap -s" shows the entries), and
+ *   is skipped: "alice\n  bob" is one entry, alice, whose value is bob. The
+ *   skipped lines are counted in a note. Before the first entry such a
+ *   line is bad (Postfix ignores it with a warning). "DOMAIN value" (a
+ *   virtual(5) domain line) is skipped. A UTF-8 byte order mark at the
+ *   start of the file (Windows tools write one) is dropped, and a line may
+ *   end in CRLF. Bad lines: an address of another domain, an invalid
+ *   address or local part, a line over BS_IMPORT_LINE_MAX bytes, and a line
+ *   holding a byte no local part has (see BYTES).
  *
  * BYTES (what no local part has: the line is bad, reported with its number)
  *   Anywhere in the line: C0 controls but TAB (a column separator) and DEL.
- *   In the key (the first column): bytes that are not UTF-8 (a stray
- *   Latin-1 byte, a truncated or overlong sequence, a surrogate, past
- *   U+10FFFF), C1 controls (U+0080..U+009F), U+FEFF (a byte order mark
- *   anywhere but the start of the file), and '"' or '\\': Postfix hands the
- *   policy server the unquoted address, so a quoted local part would never
- *   match (write "a b"@x as it arrives, which a blank cuts: see LIMITS).
+ *   In the key (the first column), bs_ctl_local_bad_byte, the check user
+ *   add|del make too: bytes that are not UTF-8 (a stray Latin-1 byte, a
+ *   truncated or overlong sequence, a surrogate, past U+10FFFF), C1
+ *   controls (U+0080..U+009F), U+FEFF (a byte order mark anywhere but the
+ *   start of the file), and '"' or '\\': Postfix hands the policy server
+ *   the unquoted address, so a quoted local part would never match (write
+ *   "a b"@x as it arrives, which a blank cuts: see LIMITS).
  *   Not bad: '@' (the key is split at its last '@', as the daemon splits
  *   the recipient Postfix sends unquoted), and UTF-8 letters (SMTPUTF8).
  *
@@ -48,8 +53,9 @@
  *   line goes to stdout.
  *
  * LIMITS
- *   The file is held in memory (one string per distinct user). A quoted
- *   local part with blanks ("john smith"@example.com) is cut at the blank.
+ *   The file is held in memory (one string per distinct user). A local
+ *   part with a blank cannot be imported (the blank ends the key): add it
+ *   with "user add 'john smith@example.com'".
  */
 #include <errno.h>
 #include <stdio.h>
@@ -68,25 +74,6 @@ static int is_blank(char ch)
     return ch == ' ' || ch == '\t';
 }
 
-/* key_bad_byte - why the key holds a byte no local part has, or NULL */
-static const char *key_bad_byte(const char *key, size_t klen)
-{
-    size_t i, n;
-    long cp;
-
-    for (i = 0; i < klen; i += n) {
-        if ((cp = bs_ctl_utf8_char((const unsigned char *)key + i, klen - i, &n)) < 0)
-            return "not UTF-8";
-        if (cp >= 0x80 && cp <= 0x9f)
-            return "control character";
-        if (cp == 0xfeff)
-            return "byte order mark (U+FEFF) inside the line";
-        if (cp == '"' || cp == '\\')
-            return "quoted local part (write it unquoted, as Postfix passes it)";
-    }
-    return NULL;
-}
-
 /* bs_ctl_import_line - one line: a user, nothing, or a bad line */
 int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const char *domain,
                        char local[BS_LOCAL_MAX + 1], const char **why)
@@ -103,6 +90,8 @@ int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const cha
     }
     if (len > 0 && line[len - 1] == '\r')
         len--; /* CRLF */
+    if (len > 0 && !is_blank(line[0]) && line[0] != '#')
+        st->in_entry = 1; /* a logical line starts here, good or bad */
     for (j = 0; j < len; j++)
         if (((unsigned char)line[j] < 0x20 && line[j] != '\t') || line[j] == 0x7f) {
             *why = "control character";
@@ -112,16 +101,21 @@ int bs_ctl_import_line(bs_ctl_lines *st, const char *line, size_t len, const cha
         i++;
     if (i == len || line[i] == '#')
         return BS_LINE_SKIP;
-    if (i > 0 && st->in_map_entry)
-        return BS_LINE_SKIP; /* continues the previous entry's value */
-    key = line + i;
-    for (klen = 0; i + klen < len && !is_blank(key[klen]); klen++)
+    if (i > 0) { /* as in Postfix: an indented line continues the logical line */
+        if (!st->in_entry) {
+            *why = "starts with a blank but continues no entry (Postfix ignores it)";
+            return BS_LINE_BAD;
+        }
+        st->continued++;
+        return BS_LINE_SKIP;
+    }
+    key = line;
+    for (klen = 0; klen < len && !is_blank(key[klen]); klen++)
         ;
-    for (j = i + klen; j < len && is_blank(line[j]); j++)
+    for (j = klen; j < len && is_blank(line[j]); j++)
         ;
     has_value = j < len;
-    st->in_map_entry = has_value;
-    if ((*why = key_bad_byte(key, klen)) != NULL)
+    if ((*why = bs_ctl_local_bad_byte(key, klen)) != NULL)
         return BS_LINE_BAD;
 
     if (key[0] == '@') { /* catch-all */
@@ -168,6 +162,7 @@ typedef struct import_set {
     char **users; /* owned, normalised, sorted and unique after dedupe() */
     size_t n, cap;
     size_t lines, bad, dups;
+    size_t continued; /* indented lines: the value of the entry before them */
 } import_set;
 
 static void set_free(import_set *s)
@@ -249,6 +244,7 @@ static int read_file(const char *name, const char *domain, import_set *s)
                     bs_ctl_safe(line, len < 120 ? len : 120, shown, sizeof(shown)));
         }
     }
+    s->continued = st.continued;
     if (rc == 0 && ferror(fp)) {
         bs_ctl_err("%s: %s", shown_name, strerror(errno));
         rc = -1;
@@ -438,6 +434,10 @@ int bs_ctl_import(bs_ctl *c, int argc, char **argv)
     } else {
         rc = write_set(c, domain, &s, replace);
     }
+    if (rc == BS_CTL_OK && s.continued)
+        bs_ctl_note("%zu indented line%s continued the entry before %s, as in Postfix: "
+                    "not read as users",
+                    s.continued, s.continued == 1 ? "" : "s", s.continued == 1 ? "it" : "them");
     if (rc == BS_CTL_OK && s.dups)
         bs_ctl_note("%zu duplicate entries counted once", s.dups);
     if (rc == BS_CTL_OK) {

@@ -5,6 +5,9 @@
  *   bs_ctl_rbl_name   "<reversed ip>.<zone>": IPv4 per octet
  *                     ("2.0.0.127.zen.example"), IPv6 per nibble (32
  *                     labels, RFC 5782); IPv4-mapped IPv6 as IPv4.
+ *                     -1 when the name is over 253 characters (255
+ *                     octets on the wire) or has a label over 63: no
+ *                     query can carry it.
  *   bs_ctl_rbl_check  for each IP and zone, an A query with res_nquery:
  *                       listed (127.0.0.x[, ...])   an answer in 127/8
  *                       not listed                  NXDOMAIN or no A record
@@ -16,7 +19,13 @@
  *                                                   list's own error codes:
  *                                                   Spamhaus uses them for
  *                                                   queries via public
- *                                                   resolvers)
+ *                                                   resolvers), or a
+ *                                                   name too long for DNS
+ *                                                   (nothing is sent)
+ *                     One answer that is no listing makes the lookup
+ *                     failed, wherever it is among the answers; "answers"
+ *                     (--json) lists the 127.0.0.x addresses only when
+ *                     listed, else it is [].
  *                     Exit 1 when listed anywhere (with --strict also when
  *                     a lookup failed), 0 otherwise, 2 for bad operands.
  *                     --json: {"results": [...], "listed", "failed"}.
@@ -43,6 +52,9 @@
 #include "backstop/cidr.h"
 #include "ctl.h"
 
+#define BS_RBL_NAME_MAX 253 /* characters: 255 octets on the wire */
+#define BS_RBL_LABEL_MAX 63
+
 static const char *const default_zones[] = {"zen.spamhaus.org", "bl.spamcop.net",
                                             "b.barracudacentral.org", "dnsbl.sorbs.net"};
 
@@ -50,6 +62,27 @@ enum rbl_result { RBL_CLEAN = 0, RBL_LISTED, RBL_FAILED };
 /* --json "status" of each enum rbl_result */
 static const char *const result_names[] = {
     [RBL_CLEAN] = "not_listed", [RBL_LISTED] = "listed", [RBL_FAILED] = "failed"};
+
+/* dns_name_ok - a name res_nquery can send: labels of 1..63 octets, at
+ * most BS_RBL_NAME_MAX characters (RFC 1035 2.3.4) */
+static int dns_name_ok(const char *name, size_t len)
+{
+    size_t i, label = 0;
+
+    if (len == 0 || len > BS_RBL_NAME_MAX)
+        return 0;
+    for (i = 0; i < len; i++) {
+        if (name[i] != '.')
+            label++;
+        else if (label == 0)
+            return 0;
+        else
+            label = 0;
+        if (label > BS_RBL_LABEL_MAX)
+            return 0;
+    }
+    return label > 0;
+}
 
 /* bs_ctl_rbl_name - RFC 5782 query name */
 int bs_ctl_rbl_name(const char *ip, const char *zone, char *out, size_t outsz)
@@ -64,17 +97,19 @@ int bs_ctl_rbl_name(const char *ip, const char *zone, char *out, size_t outsz)
         return -1;
     if (memcmp(a, mapped, 12) == 0) {
         w = snprintf(out, outsz, "%u.%u.%u.%u.%s", a[15], a[14], a[13], a[12], zone);
-        return w < 0 || (size_t)w >= outsz ? -1 : w;
+    } else {
+        if (outsz < 64 + strlen(zone) + 1)
+            return -1;
+        for (i = 15; i >= 0; i--) {
+            out[n++] = hex[a[i] & 15];
+            out[n++] = '.';
+            out[n++] = hex[a[i] >> 4];
+            out[n++] = '.';
+        }
+        w = snprintf(out + n, outsz - n, "%s", zone);
     }
-    if (outsz < 64 + strlen(zone) + 1)
+    if (w < 0 || n + (size_t)w >= outsz || !dns_name_ok(out, n + (size_t)w))
         return -1;
-    for (i = 15; i >= 0; i--) {
-        out[n++] = hex[a[i] & 15];
-        out[n++] = '.';
-        out[n++] = hex[a[i] >> 4];
-        out[n++] = '.';
-    }
-    w = snprintf(out + n, outsz - n, "%s", zone);
     return (int)n + w;
 }
 
@@ -104,16 +139,36 @@ static int set_nameserver(res_state res, const char *arg)
     return 0;
 }
 
-/* lookup - one query; the result and its text; when listed, each answer
- * is appended to answers (a JSON array, or NULL) */
+/* a_record - the address of answer i when it is an A record, else NULL
+ * (it points into msg's packet) */
+static const unsigned char *a_record(ns_msg *msg, int i)
+{
+    ns_rr rr;
+
+    if (ns_parserr(msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a || ns_rr_rdlen(rr) != 4)
+        return NULL;
+    return ns_rr_rdata(rr);
+}
+
+/* not_listing - 1 when an A answer is no listing: outside 127/8, or
+ * 127.255.255.x (the list's own error codes) */
+static int not_listing(const unsigned char *a)
+{
+    return a[0] != 127 || (a[1] == 255 && a[2] == 255);
+}
+
+/* lookup - one query; the result and its text. The verdict is taken over
+ * every answer first: one that is no listing makes the lookup failed,
+ * whatever its place. Only when listed is each answer appended to answers
+ * (a JSON array, or NULL), which is left empty otherwise. */
 static int lookup(res_state res, const char *name, char *text, size_t textsz, json_t *answers)
 {
     unsigned char ans[NS_PACKETSZ * 4];
+    const unsigned char *a;
     char addr[INET_ADDRSTRLEN];
     size_t n = 0;
-    int len, i, listed = 0, odd = 0;
+    int len, i, listed = 0;
     ns_msg msg;
-    ns_rr rr;
 
     errno = 0;
     len = res_nquery(res, name, ns_c_in, ns_t_a, ans, sizeof(ans));
@@ -140,28 +195,26 @@ static int lookup(res_state res, const char *name, char *text, size_t textsz, js
         snprintf(text, textsz, "lookup failed (malformed answer)");
         return RBL_FAILED;
     }
+    for (i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (!(a = a_record(&msg, i)) || !not_listing(a))
+            continue;
+        inet_ntop(AF_INET, a, addr, sizeof(addr));
+        snprintf(text, textsz, "lookup failed (%s: %s)", addr,
+                 a[0] == 127 ? "an error code of the list, e.g. a query through a public "
+                               "resolver"
+                             : "not a blocklist answer");
+        return RBL_FAILED;
+    }
     n = (size_t)snprintf(text, textsz, "listed (");
     for (i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
-            ns_rr_rdlen(rr) != 4)
+        if (!(a = a_record(&msg, i)))
             continue;
-        const unsigned char *a = ns_rr_rdata(rr);
         inet_ntop(AF_INET, a, addr, sizeof(addr));
-        if (a[0] != 127 || (a[1] == 255 && a[2] == 255)) {
-            snprintf(text, textsz, "lookup failed (%s: %s)", addr,
-                     a[0] == 127 ? "an error code of the list, e.g. a query through a public "
-                                   "resolver"
-                                 : "not a blocklist answer");
-            odd = 1;
-            break;
-        }
         if (n < textsz)
             n += (size_t)snprintf(text + n, textsz - n, "%s%s", listed ? ", " : "", addr);
         json_array_append_new(answers, json_string(addr));
         listed++;
     }
-    if (odd)
-        return RBL_FAILED;
     if (!listed) {
         snprintf(text, textsz, "not listed");
         return RBL_CLEAN;

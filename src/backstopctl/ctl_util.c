@@ -7,6 +7,8 @@
  *                             lines on stderr.
  *   bs_ctl_last_err           the last bs_ctl_err message (for --json).
  *   bs_ctl_utf8_char          decode one UTF-8 sequence, strictly.
+ *   bs_ctl_local_bad_byte     a byte no local part Postfix passes has: the
+ *                             one check of user add|del and import.
  *   bs_ctl_safe               display copy of bytes from Redis or a file.
  *   bs_ctl_duration           ms -> "1h" (the config's syntax, exact).
  *   bs_ctl_remaining          ms -> "59m12s" (for TTLs).
@@ -86,6 +88,25 @@ long bs_ctl_utf8_char(const unsigned char *s, size_t n, size_t *len)
         return -1;
     *len = k + 1;
     return cp;
+}
+
+/* bs_ctl_local_bad_byte - why s holds a byte no local part has, or NULL */
+const char *bs_ctl_local_bad_byte(const char *s, size_t len)
+{
+    size_t i, n;
+    long cp;
+
+    for (i = 0; i < len; i += n) {
+        if ((cp = bs_ctl_utf8_char((const unsigned char *)s + i, len - i, &n)) < 0)
+            return "not UTF-8";
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
+            return "control character";
+        if (cp == 0xfeff)
+            return "byte order mark (U+FEFF)";
+        if (cp == '"' || cp == '\\')
+            return "quoted local part (write it unquoted, as Postfix passes it)";
+    }
+    return NULL;
 }
 
 /* bs_ctl_safe - bytes for a terminal: controls, the backslash and bytes

@@ -183,22 +183,49 @@ static void test_jstr(void)
 
 /* ------------------------------------------------------------ import lines */
 
+/* an import line and what bs_ctl_import_line makes of it */
+typedef struct {
+    const char *line;
+    int kind;
+    const char *local; /* for BS_LINE_USER */
+} line_case;
+
+/* check_lines - feed cases to one line state in order; a bad line must say why */
+static void check_lines(bs_ctl_lines *st, const line_case *cases, size_t n, const char *what)
+{
+    char local[BS_LOCAL_MAX + 1];
+    const char *why;
+    size_t i;
+    int kind;
+
+    for (i = 0; i < n; i++) {
+        why = NULL;
+        local[0] = 0;
+        kind = bs_ctl_import_line(st, cases[i].line, strlen(cases[i].line), "example.com", local,
+                                  &why);
+        if (kind != cases[i].kind)
+            fprintf(stderr, "%s #%zu \"%s\": kind %d\n", what, i, cases[i].line, kind);
+        CHECK_EQ_INT(kind, cases[i].kind);
+        if (cases[i].local && kind == BS_LINE_USER)
+            CHECK_EQ_STR(local, cases[i].local);
+        if (kind == BS_LINE_BAD)
+            CHECK(why != NULL);
+    }
+}
+
 static void test_import_lines(void)
 {
-    static const struct {
-        const char *line;
-        int kind;
-        const char *local; /* for BS_LINE_USER */
-    } cases[] = {
+    static const line_case cases[] = {
         {"alice", BS_LINE_USER, "alice"},
-        {"  Alice  ", BS_LINE_USER, "alice"},
+        {"Alice  ", BS_LINE_USER, "alice"},
+        {"  Alice", BS_LINE_SKIP, NULL}, /* continues the line before, as in Postfix */
         {"alice@example.com", BS_LINE_USER, "alice"},
         {"ALICE@EXAMPLE.COM.", BS_LINE_USER, "alice"},
         {"alice@example.com\texample.com/alice/", BS_LINE_USER, "alice"},
         {"  continuation of alice's value", BS_LINE_SKIP, NULL},
         {"\tanother continuation", BS_LINE_SKIP, NULL},
         {"bob", BS_LINE_USER, "bob"},
-        {"  carol", BS_LINE_USER, "carol"}, /* bob had no value: not a continuation */
+        {"  carol", BS_LINE_SKIP, NULL}, /* continues bob, value or not: Postfix too */
         {"@example.com", BS_LINE_USER, "*"},
         {"@example.com  catch-all", BS_LINE_USER, "*"},
         {"*", BS_LINE_USER, "*"},
@@ -242,22 +269,8 @@ static void test_import_lines(void)
     bs_ctl_lines st = {0};
     char local[BS_LOCAL_MAX + 1], longl[BS_LOCAL_MAX + 2];
     const char *why;
-    size_t i;
 
-    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int kind;
-        why = NULL;
-        local[0] = 0;
-        kind = bs_ctl_import_line(&st, cases[i].line, strlen(cases[i].line), "example.com", local,
-                                  &why);
-        if (kind != cases[i].kind)
-            fprintf(stderr, "line #%zu \"%s\": kind %d\n", i, cases[i].line, kind);
-        CHECK_EQ_INT(kind, cases[i].kind);
-        if (cases[i].kind == BS_LINE_USER && kind == BS_LINE_USER)
-            CHECK_EQ_STR(local, cases[i].local);
-        if (kind == BS_LINE_BAD)
-            CHECK(why != NULL);
-    }
+    check_lines(&st, cases, sizeof(cases) / sizeof(cases[0]), "line");
     memset(longl, 'x', sizeof(longl) - 1);
     longl[sizeof(longl) - 1] = 0;
     CHECK_EQ_INT(bs_ctl_import_line(&st, longl, strlen(longl), "example.com", local, &why),
@@ -267,14 +280,84 @@ static void test_import_lines(void)
                  BS_LINE_USER);
 }
 
+/* Postfix table files (readllines(), what "postmap -s" shows): an indented
+ * line continues the logical line before it, whether that had a value or
+ * not, across comment and blank lines; before the first entry it is bad
+ * (Postfix ignores it with a warning). */
+static void test_import_continuation(void)
+{
+    static const line_case lines[] = {
+        {"  zed", BS_LINE_BAD, NULL}, /* no entry yet */
+        {"  # indented comment", BS_LINE_SKIP, NULL},
+        {"\t yves", BS_LINE_BAD, NULL},
+        {"alice@example.com", BS_LINE_USER, "alice"},
+        {"    example.com/alice/", BS_LINE_SKIP, NULL}, /* alice's value: not a user */
+        {"bob@example.com example.com/bob/", BS_LINE_USER, "bob"},
+        {"", BS_LINE_SKIP, NULL},
+        {"# a comment does not end bob's entry", BS_LINE_SKIP, NULL},
+        {"\tcarol", BS_LINE_SKIP, NULL},
+        {"dave", BS_LINE_USER, "dave"},
+        {" \t erin@example.com", BS_LINE_SKIP, NULL},
+        {"x\x01y", BS_LINE_BAD, NULL},   /* a bad line is an entry too ... */
+        {"  frank", BS_LINE_SKIP, NULL}, /* ... that this continues */
+    };
+    bs_ctl_lines st = {0};
+
+    check_lines(&st, lines, sizeof(lines) / sizeof(lines[0]), "continuation line");
+    CHECK_EQ_INT((int)st.continued, 4);
+}
+
+/* What no local part Postfix passes has: user add|del and import refuse
+ * the same bytes (one check, bs_ctl_local_bad_byte). */
+static void test_local_bad_byte(void)
+{
+    static const struct {
+        const char *s;
+        const char *why; /* a word of the reason, NULL: fine */
+    } cases[] = {
+        {"alice", NULL},
+        {"john doe@example.com", NULL}, /* as Postfix passes "john doe"@example.com */
+        {"o'brien", NULL},
+        {"j\xc3\xb6rg@example.com", NULL},
+        {"a@b@example.com", NULL},
+        {"*", NULL},
+        {"@example.com", NULL},
+        {"\"john doe\"@example.com", "quoted"},
+        {"\"q\"", "quoted"},
+        {"x\\y", "quoted"},
+        {"a\tb", "control"},
+        {"a\x01"
+         "b",
+         "control"},
+        {"a\x7f"
+         "b",
+         "control"},
+        {"a\xc2\x85"
+         "b",
+         "control"},
+        {"caf\xe9", "UTF-8"},
+        {"\xc0\xafx", "UTF-8"},
+        {"ab\xc3", "UTF-8"},
+        {"a\xef\xbb\xbf"
+         "b",
+         "byte order mark"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *why = bs_ctl_local_bad_byte(cases[i].s, strlen(cases[i].s));
+        if (!cases[i].why) {
+            CHECK(why == NULL);
+        } else {
+            CHECK(why != NULL && strstr(why, cases[i].why) != NULL);
+        }
+    }
+}
+
 /* A Windows export: a byte order mark on line 1 only, CRLF line ends. */
 static void test_import_bom(void)
 {
-    static const struct {
-        const char *line;
-        int kind;
-        const char *local;
-    } lines[] = {
+    static const line_case lines[] = {
         {"\xef\xbb\xbf"
          "alice\r",
          BS_LINE_USER, "alice"},
@@ -286,19 +369,8 @@ static void test_import_bom(void)
     bs_ctl_lines st = {0};
     char local[BS_LOCAL_MAX + 1];
     const char *why;
-    size_t i;
 
-    for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-        why = NULL;
-        local[0] = 0;
-        int kind = bs_ctl_import_line(&st, lines[i].line, strlen(lines[i].line), "example.com",
-                                      local, &why);
-        CHECK_EQ_INT(kind, lines[i].kind);
-        if (lines[i].local)
-            CHECK_EQ_STR(local, lines[i].local);
-        else
-            CHECK(why != NULL);
-    }
+    check_lines(&st, lines, sizeof(lines) / sizeof(lines[0]), "bom line");
     /* a file that is only a BOM and a line end: a blank line */
     memset(&st, 0, sizeof(st));
     CHECK_EQ_INT(bs_ctl_import_line(&st, "\xef\xbb\xbf\r", 4, "example.com", local, &why),
@@ -332,6 +404,33 @@ static void test_rbl_names(void)
     CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2", "zen.example", out, sizeof(out)), -1);
     CHECK_EQ_INT(bs_ctl_rbl_name("2001:db8::1", "zen.example", out, 40), -1);
     CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", "zen.example", out, 10), -1);
+
+    /* DNS names: at most 253 characters (255 octets on the wire), labels of
+     * at most 63; res_nquery cannot send more, so nothing is asked */
+    char zone[300];
+    memset(zone, 'a', 63);
+    zone[63] = '.';
+    memset(zone + 64, 'b', 63);
+    zone[127] = '.';
+    memset(zone + 128, 'c', 61);
+    zone[189] = 0; /* 189 characters: an IPv6 name (64 more) of exactly 253 */
+    CHECK_EQ_INT(bs_ctl_rbl_name("2001:db8::1", zone, out, sizeof(out)), 253);
+    CHECK_EQ_INT((int)strlen(out), 253);
+    strcpy(zone + 189, "c"); /* 254 */
+    CHECK_EQ_INT(bs_ctl_rbl_name("2001:db8::1", zone, out, sizeof(out)), -1);
+    CHECK_EQ_INT(bs_ctl_rbl_name("2001:db8::1", zone, out, 40), -1);
+    memset(zone + 128, 'c', 63);
+    zone[191] = '.';
+    memset(zone + 192, 'd', 51);
+    zone[243] = 0; /* "1.2.0.192." (10) + 243 = 253 */
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", zone, out, sizeof(out)), 253);
+    strcpy(zone + 243, "d");
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", zone, out, sizeof(out)), -1);
+    CHECK_EQ_INT(bs_ctl_rbl_name("::ffff:192.0.2.1", zone, out, sizeof(out)), -1);
+    memset(zone, 'a', 64);
+    strcpy(zone + 64, ".example"); /* a label of 64 */
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", zone, out, sizeof(out)), -1);
+    CHECK_EQ_INT(bs_ctl_rbl_name("192.0.2.1", "a..example", out, sizeof(out)), -1);
 }
 
 /* ------------------------------------------------------------ formatting */
@@ -450,6 +549,8 @@ int main(void)
     test_jstr();
     test_import_lines();
     test_import_bom();
+    test_import_continuation();
+    test_local_bad_byte();
     test_rbl_names();
     test_durations();
     test_safe();

@@ -1,5 +1,9 @@
 """backstopctl domain/user and import: the sets they write, bad operands, big imports."""
 import os
+import shutil
+import subprocess
+
+import pytest
 
 def test_domain(env):
     env.ctl("domain", "add", "Example.COM", "example.net.").expect(0,
@@ -166,3 +170,98 @@ def test_import(env):
         fp.write("extra@big.example x\n")
     env.ctl("import", "--replace", "big.example", big).expect(0,
                out="replaced the users of big.example: 10001 users (1 new, 0 removed, 10000 kept)")
+
+
+# Bytes no local part Postfix hands the policy server has: user add|del
+# refuse an operand holding one (exit 2, nothing written) with the reason
+# import gives for a key holding it. A quoted local part above all: Postfix
+# passes "john doe"@q.test as john doe@q.test, so a member stored with its
+# quotes would never match and the user would be refused (550 5.1.1).
+BAD_USERS = [
+    ('"john doe"@q.test', "quoted local part (write it unquoted, as Postfix passes it)"),
+    ('"q"@q.test', "quoted local part"),
+    ("x\\y@q.test", "quoted local part"),
+    ("caf\udce9@q.test", "not UTF-8"),  # a Latin-1 byte (0xe9) on the command line
+    ("a\u0085b@q.test", "control character"),  # C1, NEL
+    ("a\x7fb@q.test", "control character"),
+    ("a\ufeffb@q.test", "byte order mark"),
+]
+
+
+@pytest.mark.parametrize("user,why", BAD_USERS,
+                         ids=["quoted", "quoted-q", "backslash", "latin1", "c1", "del", "bom"])
+def test_user_refuses_what_import_refuses(env, user, why):
+    local = user.rsplit("@", 1)[0]
+    env.rcli("SADD", "backstop:domains", "q.test")
+    env.ctl("user", "add", user).expect(2, err=why)
+    env.ctl("user", "add", "q.test", local).expect(2, err=why)
+    env.ctl("user", "add", "q.test", "ok", local).expect(2, err=why)
+    env.ctl("user", "del", user).expect(2, err=why)
+    env.ctl("user", "del", "q.test", local).expect(2, err=why)
+    assert env.rcli("EXISTS", "backstop:rcpt:q.test") == "0", "a bad operand: nothing written"
+    f = os.path.join(env.dir, "users.txt")
+    with open(f, "wb") as fp:
+        fp.write(user.encode("utf-8", "surrogateescape") + b"\n")
+    env.ctl("import", "q.test", f).expect(1, err=f + ":1: " + why)
+
+
+def test_user_unquoted(env):
+    """A local part with a blank is written as Postfix passes it."""
+    env.rcli("SADD", "backstop:domains", "q.test")
+    env.ctl("user", "add", "John Doe@q.test").expect(0, out="john doe@q.test: added")
+    env.ctl("user", "add", "q.test", "mary ann").expect(0, out="mary ann@q.test: added")
+    assert env.members("backstop:rcpt:q.test") == ["john doe", "mary ann"]
+    env.ctl("user", "del", "john doe@q.test").expect(0, out="john doe@q.test: removed")
+
+
+def postmap_keys(path):
+    """The keys Postfix reads from a table file (postmap -s), or None without postmap."""
+    postmap = shutil.which("postmap") or (
+        "/usr/sbin/postmap" if os.path.exists("/usr/sbin/postmap") else None)
+    if not postmap:
+        return None
+    p = subprocess.run([postmap, "-s", "texthash:" + path], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, "postmap -s: %s" % p.stderr
+    return sorted(line.split("\t", 1)[0] for line in p.stdout.splitlines())
+
+
+# Postfix table files: a line that starts with a blank continues the logical
+# line before it, value or not, across blank and comment lines (readllines()).
+CONTINUED = [
+    ("alice@vm.test\n    vm.test/alice/\nbob@vm.test vm.test/bob/\n", ["alice", "bob"], 1),
+    ("alice@vm.test\n\n# a comment\n  vm.test/alice/\n\tbob@vm.test vm.test/bob/\n"
+     "carol@vm.test vm.test/carol/\n", ["alice", "carol"], 2),
+    ("alice@vm.test\n  bob@vm.test\n", ["alice"], 1),
+]
+
+
+@pytest.mark.parametrize("text,users,continued", CONTINUED,
+                         ids=["value-on-next-line", "across-blank-and-comment", "list"])
+def test_import_continuation_lines(env, text, users, continued):
+    """given a table file with indented lines, when it is imported, then the
+    users are the entries Postfix sees (postmap -s, when installed)."""
+    f = os.path.join(env.dir, "vmailbox")
+    with open(f, "w") as fp:
+        fp.write(text)
+    env.rcli("SADD", "backstop:domains", "vm.test")
+    env.ctl("import", "vm.test", f).expect(0,
+               out="imported %d users into vm.test (0 already present), 0 bad lines" % len(users),
+               err="%d indented line%s continued the entry before" % (
+                   continued, "" if continued == 1 else "s"))
+    assert env.members("backstop:rcpt:vm.test") == users, "the users"
+    keys = postmap_keys(f)
+    if keys is not None:
+        assert [k.split("@")[0] for k in keys] == users, "postmap -s sees %r" % keys
+
+
+def test_import_indented_first_line(env):
+    """Before the first entry, an indented line continues nothing: Postfix
+    ignores it (with a warning); import reports it as a bad line."""
+    env.ctl("import", "vm.test", "-", stdin="  zed@vm.test x\nalice@vm.test x\n").expect(1,
+               err=["(stdin):1: starts with a blank but continues no entry",
+                    "1 bad lines: nothing imported"])
+    env.ctl("import", "--skip-bad", "vm.test", "-",
+            stdin="  zed@vm.test x\n\tyves@vm.test\nalice@vm.test x\n").expect(0,
+               out="imported 1 users into vm.test (0 already present), 2 bad lines")
+    assert env.members("backstop:rcpt:vm.test") == ["alice"]

@@ -1,63 +1,22 @@
-"""backstopctl rbl-check against a private dnsmasq."""
-import os
-import shutil
+"""backstopctl rbl-check against a private dnsmasq (the dnsmasq fixture)."""
 import socket
-import subprocess
 
 import pytest
 
-from support import procs
 from support.procs import free_port
-from support.wait import WaitTimeout
 
-def test_rbl(env):
-    # BACKSTOP_TEST_DNSMASQ=PATH picks the binary; =none tests the skip/install path
-    dnsmasq = os.environ.get("BACKSTOP_TEST_DNSMASQ") or shutil.which("dnsmasq") or (
-        "/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
-    if dnsmasq == "none":
-        dnsmasq = None
-    if not dnsmasq:
-        if os.geteuid() != 0:
-            pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base) and we are "
-                       "not root: rbl-check not tested")
-        print("installing dnsmasq-base (the dnsmasq binary, no system service) with apt-get")
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "dnsmasq-base"],
-                       stdout=subprocess.DEVNULL, check=False)
-        dnsmasq = "/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None
-        if not dnsmasq:
-            pytest.skip("dnsmasq could not be installed")
+
+def test_rbl(env, dnsmasq):
     v6 = ".".join(reversed("20010db8000000000000000000000001"))  # 2001:db8::1 per nibble
-    # a free UDP port can be taken between our probe and dnsmasq's bind on a
-    # busy machine: try a few ports, and say what dnsmasq said if none works
-    for attempt in range(3):
-        port = free_port(socket.SOCK_DGRAM)
-        dm = env.start("dnsmasq", [
-            dnsmasq, "--no-daemon", "--port=%d" % port, "--listen-address=127.0.0.1",
-            "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-            "--pid-file="] + (["--user=nobody"] if os.geteuid() == 0 else []) + [
-            "--local=/zen.example/", "--local=/bl.example/",
-            "--address=/2.0.0.127.zen.example/127.0.0.2",
-            "--address=/2.0.0.127.bl.example/127.0.0.4",
-            "--host-record=2.0.0.127.bl.example,127.0.0.10",
-            "--address=/9.9.9.9.zen.example/127.255.255.254",
-            "--address=/8.8.8.8.zen.example/10.0.0.1",
-            "--address=/%s.zen.example/127.0.0.3" % v6,
-        ])
-        ns = "127.0.0.1:%d" % port
-
-        def probe():
-            r = env.ctl("rbl-check", "127.0.0.2", "--zone", "zen.example", "--nameserver", ns,
-                        "-t", "1s")
-            return "listed" in r.out
-        try:
-            env.wait_for(probe, "dnsmasq", secs=20)
-            break
-        except WaitTimeout:
-            procs.stop(dm)
-            with open(os.path.join(env.dir, "dnsmasq.log"), errors="replace") as f:
-                print("dnsmasq on port %d did not answer; its log:\n%s" % (port, f.read()[-2000:]))
-            if attempt == 2:
-                raise
+    dns = dnsmasq(
+        "--local=/zen.example/", "--local=/bl.example/",
+        "--address=/2.0.0.127.zen.example/127.0.0.2",
+        "--address=/2.0.0.127.bl.example/127.0.0.4",
+        "--host-record=2.0.0.127.bl.example,127.0.0.10",
+        "--address=/9.9.9.9.zen.example/127.255.255.254",
+        "--address=/8.8.8.8.zen.example/10.0.0.1",
+        "--address=/%s.zen.example/127.0.0.3" % v6)
+    ns = dns.ns
 
     def rbl(*a):
         return env.ctl("rbl-check", "--nameserver", ns, "-t", "2s", *a)
@@ -103,3 +62,62 @@ def test_rbl(env):
     env.ctl("rbl-check", "127.0.0.1", "--zone", "zen.example", "--nameserver", ns,
                        config="/nonexistent.ini").expect(0, out="not listed")
     env.ctl("rbl-check", "--help").expect(0, out="zen.spamhaus.org, bl.spamcop.net")
+
+
+# A list answers with a listing and one of its error codes at once: the
+# error code makes the lookup failed wherever it is among the answers, and
+# a failed result lists no answers. dnsmasq sends two --address records of
+# one name in a fixed order: each name below gets one order (checked).
+MIXED = {"3.0.0.127": ["127.0.0.10", "127.255.255.254"],
+         "4.0.0.127": ["127.255.255.254", "127.0.0.10"]}
+
+
+def test_rbl_error_code_among_answers(env, dnsmasq):
+    dns = dnsmasq("--local=/mix.example/",
+                  *["--address=/%s.mix.example/%s" % (name, a)
+                    for name, answers in MIXED.items() for a in reversed(answers)])
+    orders = {name: dns.a(name + ".mix.example") for name in MIXED}
+    assert sorted(map(tuple, orders.values())) == sorted(map(tuple, MIXED.values())), \
+        "dnsmasq sends both orders: %r" % orders
+    for name in MIXED:
+        ip = ".".join(reversed(name.split(".")))
+        r = env.ctl("rbl-check", ip, "--zone", "mix.example", "--nameserver", dns.ns, "-t", "2s")
+        r.expect(0, out="lookup failed (127.255.255.254: an error code of the list",
+                 not_out="listed (", what="answers %s" % orders[name])
+        doc = env.ctl("rbl-check", ip, "--zone", "mix.example", "--nameserver", dns.ns, "-t", "2s",
+                      "--json").json(0, "rbl-check --json, answers %s" % orders[name])
+        res = doc.get("results", [{}])[0]
+        assert (res.get("status"), res.get("answers")) == ("failed", []) and \
+            doc.get("listed") is False and doc.get("failed") is True, \
+            "answers %s: a failed result lists no answers: %r" % (orders[name], doc)
+
+
+@pytest.mark.parametrize("ip,zone_len", [
+    ("2001:db8::1", 190),   # 64 + 190 = 254 characters
+    ("192.0.2.1", 244),     # 10 + 244 = 254
+])
+def test_rbl_name_too_long(env, ip, zone_len):
+    """A query name over 253 characters (255 octets on the wire) cannot be
+    sent: rbl-check says so, and asks nobody."""
+    labels, left = [], zone_len
+    while left > 0:  # labels of 63 (the most), then what is left
+        labels.append("z" * min(63, left))
+        left -= len(labels[-1]) + 1
+    zone = ".".join(labels)
+    assert len(zone) == zone_len, zone
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:  # a server that hears
+        server.bind(("127.0.0.1", 0))
+        ns = "127.0.0.1:%d" % server.getsockname()[1]
+        env.ctl("rbl-check", ip, "--zone", zone, "--nameserver", ns, "-t", "1s").expect(0,
+                out="lookup failed (name too long)")
+        doc = env.ctl("rbl-check", ip, "--zone", zone, "--nameserver", ns, "-t", "1s",
+                      "--strict", "--json").json(1, "rbl-check --json --strict, name too long")
+        assert [(x.get("status"), x.get("answers"), x.get("detail"))
+                for x in doc.get("results", [])] == \
+            [("failed", [], "lookup failed (name too long)")], "name too long: %r" % doc
+        server.setblocking(False)
+        try:
+            got = server.recv(4096)
+        except BlockingIOError:
+            got = None
+        assert got is None, "a query was sent: %r" % got
