@@ -16,7 +16,9 @@
 #                 holding a mix of bounces and normal mail, with a private
 #                 redis-server; asserts exactly the bounces to NDR-denied
 #                 domains are listed, then deleted, and nothing else is
-#                 touched.
+#                 touched; and with empty_address_recipient set to an
+#                 address (bounces@example.com, nulls@$mydomain), real mail
+#                 from it that postqueue shows like a bounce is kept.
 #
 #   e2e_directory test_directory.py: one Postfix (smtputf8_enable = yes), one
 #                 backstopd, one redis-server, backstopctl sync: every form of
