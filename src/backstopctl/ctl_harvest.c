@@ -329,13 +329,14 @@ static void print_row(const bs_ctl *c, const attack_row *r, uint64_t now)
         return;
     }
     if (c->cfg.harvest_limit && c->cfg.harvest_window_ms) {
-        bs_ctl_duration(c->cfg.harvest_window_ms, win, sizeof(win));
         /* past the threshold backstopd keeps only the newest threshold + 1
          * members (the window's memory bound): a lower bound then */
+        const char *low = capped(c, r) ? "at least " : "";
+
+        bs_ctl_duration(c->cfg.harvest_window_ms, win, sizeof(win));
         printf("  unknown recipients: %s%lld in the last %s (%s%.1f a minute; threshold %u/%s%s)",
-               capped(c, r) ? "at least " : "", r->in_window, win, capped(c, r) ? "at least " : "",
-               rate_per_min(c, r), c->cfg.harvest_limit, win,
-               capped(c, r) ? "; past it only the newest threshold + 1 are kept" : "");
+               low, r->in_window, win, low, rate_per_min(c, r), c->cfg.harvest_limit, win,
+               *low ? "; past it only the newest threshold + 1 are kept" : "");
     } else {
         printf("  unknown recipients: %lld recorded ([harvest] threshold = 0 in %s: no window)",
                r->in_window, c->config_path);

@@ -469,16 +469,6 @@ static void sub_tick(void *owner, uint64_t now)
         t->sub_state = SUB_ASKING;
 }
 
-/* sub_down - the mirror goes stale within a tick of the link's loss,
- * not at the next request: max_stale counts from then */
-static void sub_down(void *owner, uint64_t now)
-{
-    bs_redis_track *t = owner;
-
-    if (t->m)
-        check_link(t, now);
-}
-
 static void sub_closed(void *owner)
 {
     bs_redis_track *t = owner;
@@ -489,7 +479,6 @@ static void sub_closed(void *owner)
 static const bs_redis_conn_hooks sub_hooks = {
     .handshake = sub_handshake,
     .tick = sub_tick,
-    .down = sub_down,
     .closed = sub_closed,
 };
 

@@ -1925,7 +1925,10 @@ static void on_conn_tick(void *owner, uint64_t now)
         bs__redis_track_tick(r->track, now);
 }
 
-/* on_conn_down - while the data connection is lost: the mirror is stale */
+/* on_conn_down - while the data connection is lost: the mirror is stale
+ * within a tick of the loss, not at the next request (max_stale counts
+ * from then). With the data connection up, its tick checks the link
+ * (bs__redis_track_tick), a lost subscription included. */
 static void on_conn_down(void *owner, uint64_t now)
 {
     bs_redis *r = owner;

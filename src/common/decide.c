@@ -483,10 +483,12 @@ static int apply_rules(bs_decision *d, const bs_config *cfg, const bs_facts *f, 
              * unknown recipient counts only when the directory can be
              * trusted to say so (an empty or stale one counted every real
              * user, and blocked the real MTAs sending to them) */
-            if (!f->rcpt_known && q && !f->dir_known && !exempt)
-                return ask_directory(d, cfg, q);
-            if (!f->rcpt_known && directory_doubt(cfg, f) == BS_WHY_UNKNOWN_USER)
-                note_unknown(d, cfg, f, exempt);
+            if (!f->rcpt_known) {
+                if (q && !f->dir_known && !exempt)
+                    return ask_directory(d, cfg, q);
+                if (directory_doubt(cfg, f) == BS_WHY_UNKNOWN_USER)
+                    note_unknown(d, cfg, f, exempt);
+            }
             return finish(d, cfg->harvest_new_clients == BS_HARVEST_DEFER ? BS_WHY_HARVEST_DEFER
                                                                           : BS_WHY_HARVEST_GREY);
         }
